@@ -1,0 +1,3 @@
+from iscsiboot.cli import main
+
+raise SystemExit(main())

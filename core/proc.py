@@ -1,0 +1,85 @@
+"""The one way iscsiboot runs other programs: argument lists, masked failures."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from iscsiboot.errors import CommandError, EnvironmentProblem
+from iscsiboot.secret import Secret, mask
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(program: str, *, hint: str | None = None) -> str:
+    """The full path of ``program``, or an :class:`EnvironmentProblem` saying how to get it."""
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if path is None:
+        raise EnvironmentProblem(
+            f"program {program!r} not found",
+            fix=hint or f"install the package that provides {program}",
+        )
+    return path
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    secrets: Iterable[Secret | str | None] = (),
+    check: bool = True,
+    input_text: str | None = None,
+    timeout: float | None = None,
+    fix: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run ``argv`` (never through a shell) and capture its output.
+
+    On failure raise :class:`CommandError` whose command line and stderr have
+    every value of ``secrets`` masked.  ``what`` says in words what was being
+    done ("format the System partition").
+    """
+    args = [str(a) for a in argv]
+    hidden = list(secrets)
+    try:
+        done = subprocess.run(
+            args,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem(
+            f"cannot {what}: program {args[0]!r} not found",
+            fix=fix or f"install the package that provides {args[0]}",
+        ) from None
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        raise CommandError(
+            f"cannot {what}: timed out after {timeout} s",
+            argv=[mask(a, hidden) for a in args],
+            returncode=None,
+            stderr=mask(stderr, hidden),
+            fix=fix,
+        ) from None
+    result = Result(tuple(args), done.returncode, done.stdout, done.stderr)
+    if check and done.returncode != 0:
+        raise CommandError(
+            f"cannot {what}",
+            argv=[mask(a, hidden) for a in args],
+            returncode=done.returncode,
+            stderr=mask(done.stderr or done.stdout, hidden),
+            fix=fix,
+        )
+    return result
