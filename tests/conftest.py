@@ -1,4 +1,4 @@
-"""Test tiers: unit (always), target (tgtd), netns (root + namespaces), vm (QEMU).
+"""Test tiers: unit (always), root (loop devices), target (tgtd), netns (namespaces), vm (QEMU).
 
 On a developer's laptop the target, netns and vm tiers may skip, with the
 reason printed.  When the environment variable CI is set, a skip in one of
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-TIERS = ("target", "netns", "vm")
+TIERS = ("root", "target", "netns", "vm")
 _tier_skips: list[str] = []
 
 
