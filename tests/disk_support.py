@@ -1,0 +1,61 @@
+"""Helpers for the disk tests: images made by real tools, readers over files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from iscsiboot.disk.probe import ReadAt
+
+
+def tool(name: str) -> str:
+    """The path of ``name`` or a skip naming the missing package."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if path is None:
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def sh(*argv: str | os.PathLike[str], input_text: str | None = None) -> str:
+    """Run a tool for a test (not product code) and return its stdout."""
+    done = subprocess.run(
+        [str(a) for a in argv], input=input_text, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr}")
+    return done.stdout
+
+
+def sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def file_reader(path: Path, offset: int = 0, limit: int | None = None) -> ReadAt:
+    """A ReadAt over a file, optionally over the window [offset, offset+limit)."""
+
+    def read(pos: int, length: int) -> bytes:
+        if limit is not None:
+            length = max(0, min(length, limit - pos))
+        with path.open("rb") as handle:
+            handle.seek(offset + pos)
+            return handle.read(length)
+
+    return read
+
+
+def blkid(path: Path, offset: int = 0) -> dict[str, str]:
+    """``blkid -p`` (low-level probe) of a file, as a dict of its export lines."""
+    argv = [tool("blkid"), "-p", "-o", "export"]
+    if offset:
+        argv += ["-O", str(offset)]
+    done = subprocess.run([*argv, str(path)], capture_output=True, text=True, check=False)
+    out: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        out[key] = value
+    return out
