@@ -1,0 +1,135 @@
+"""The files every scenario boots, built once and cached.
+
+* the kernel: the current Debian ``linux-image-amd64`` (``fetch_kernel``),
+* the initramfs with the agent (the initramfs builder), or the overlay
+  appended to a minimal busybox initramfs,
+* the test SYSTEM squashfs (:mod:`iscsiboot.qemu.system`).
+
+Initramfs images are cached under a key made of the kernel release and a
+digest of the package's own source, so a change to the agent rebuilds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import iscsiboot
+from iscsiboot.errors import UsageError
+from iscsiboot.initramfs.cpio import Entry, write_newc
+from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
+from iscsiboot.output import write_atomic
+from iscsiboot.qemu.harness import Artifacts
+from iscsiboot.qemu.system import _busybox, cached_system
+
+MINIMAL_INIT = """#!/bin/sh
+# A minimal busybox initramfs (the stand-in for a distribution's own).
+# An appended overlay that brings /iscsiboot/hook takes over from here.
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+echo "minimal initramfs: starting"
+for hook in /iscsiboot/init /iscsiboot/hook /init.iscsiboot; do
+    [ -x "$hook" ] && exec "$hook" "$@"
+done
+echo "minimal initramfs: no boot hook; powering off"
+/bin/busybox poweroff -f
+"""
+
+
+def source_digest() -> str:
+    """A digest of every Python file of the installed iscsiboot packages."""
+    digest = hashlib.sha256()
+    roots = sorted({Path(p).resolve() for p in iscsiboot.__path__})
+    base = Path(iscsiboot.__file__).resolve().parent.parent
+    for folder in sorted(
+        {*roots, *(base / d for d in ("agent", "initramfs", "cmdline", "ibft", "disk", "iscsi"))}
+    ):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".py", ".sh", ".txt") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(folder.parent)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def minimal_initramfs() -> bytes:
+    """A busybox-only initramfs whose /init hands over to an appended overlay."""
+    busybox = _busybox().read_bytes()
+    entries = [
+        Entry.directory("bin"),
+        Entry.directory("dev"),
+        Entry.directory("proc"),
+        Entry.directory("sys"),
+        Entry.directory("run"),
+        Entry.directory("tmp"),
+        Entry.char("dev/console", 5, 1),
+        Entry.char("dev/null", 1, 3, 0o666),
+        Entry.file("bin/busybox", busybox, 0o755),
+        Entry.symlink("bin/sh", "busybox"),
+        Entry.file("init", MINIMAL_INIT.encode(), 0o755),
+    ]
+    return write_newc(entries)
+
+
+def _builder() -> Any:
+    return importlib.import_module("iscsiboot.initramfs.build")
+
+
+def build_initramfs(kernel: KernelTree, dest: Path, *, overlay: bool) -> Path:
+    """Run the initramfs builder for ``kernel`` into ``dest``."""
+    build = _builder()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(fd)
+    try:
+        build.build_image(kernel, Path(tmp), overlay=overlay)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def cached_initramfs(kernel: KernelTree, cache: Path, *, overlay: bool = False) -> Path:
+    """The agent's initramfs (or the overlay on top of the minimal one), cached by source digest."""
+    key = f"{kernel.version}-{source_digest()}"
+    folder = cache / "initramfs"
+    if not overlay:
+        dest = folder / f"initrd-{key}.img"
+        if not dest.is_file():
+            build_initramfs(kernel, dest, overlay=False)
+        return dest
+    combined = folder / f"initrd-overlay-{key}.img"
+    if not combined.is_file():
+        part = folder / f"overlay-{key}.img"
+        if not part.is_file():
+            build_initramfs(kernel, part, overlay=True)
+        write_atomic(combined, minimal_initramfs() + part.read_bytes())
+    return combined
+
+
+def prepare(
+    cache: Path | None = None,
+    *,
+    kernel: Path | None = None,
+    initrd: Path | None = None,
+    overlay: bool = False,
+) -> Artifacts:
+    """Kernel, initramfs and SYSTEM for the scenarios (downloaded/built only when missing)."""
+    base = cache if cache is not None else default_cache()
+    for what, path in (("--kernel", kernel), ("--initrd", initrd)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{what} {path} does not exist")
+    system = cached_system(base / "system")
+    if kernel is not None and initrd is not None:
+        return Artifacts(kernel=kernel, initrd=initrd, system=system)
+    tree = fetch_kernel(base)
+    if initrd is None:
+        initrd = cached_initramfs(tree, base, overlay=overlay)
+    return Artifacts(kernel=kernel or tree.vmlinuz, initrd=initrd, system=system, version=tree.version)

@@ -1,0 +1,190 @@
+"""``iscsiboot qemu boot`` (one scenario from options) and ``iscsiboot qemu demo``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from iscsiboot.errors import EXIT_FAILURE, EXIT_OK, UsageError
+from iscsiboot.output import print_json
+from iscsiboot.qemu.artifacts import prepare
+from iscsiboot.qemu.harness import describe, run_scenario, stderr_progress
+from iscsiboot.qemu.outcome import timeline_text
+from iscsiboot.qemu.scenario import DEFAULT_INITIATOR, DEFAULT_TARGET, Mode, ScenarioOptions
+from iscsiboot.secret import Secret
+
+DEMO_USER = "htpc"
+DEMO_PASSWORD = "htpc-secret-12"
+DEMO_REVERSE_USER = "nas"
+DEMO_REVERSE_PASSWORD = "nas-secret-345"
+
+
+def _machine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("machine and output")
+    g.add_argument("--kvm", action="store_true", help="use KVM instead of TCG (opt-in; TCG is the default)")
+    g.add_argument("--memory", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
+    g.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="kill QEMU after this")
+    g.add_argument(
+        "--cache", type=Path, metavar="DIR", help="kernel/initramfs cache (default ~/.cache/iscsiboot)"
+    )
+    g.add_argument(
+        "--kernel", type=Path, metavar="FILE", help="boot this kernel instead of the cached Debian one"
+    )
+    g.add_argument("--initrd", type=Path, metavar="FILE", help="boot this initramfs instead of building one")
+    g.add_argument(
+        "--overlay",
+        action="store_true",
+        help="boot the overlay initramfs appended to a minimal busybox initramfs",
+    )
+    g.add_argument("--log-dir", type=Path, metavar="DIR", help="where a failed run's console log is kept")
+    g.add_argument("--keep-log", action="store_true", help="keep the console log also when the boot works")
+    g.add_argument("--console", action="store_true", help="stream the guest console (secrets masked)")
+    g.add_argument("--json", action="store_true", help="print the agent's ISCSIBOOT-RESULT object")
+    g.add_argument("--show-plan", action="store_true", help="print the plan (QEMU argv, APPEND) first")
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser
+) -> None:
+    qemu = sub.add_parser(
+        "qemu",
+        parents=[parent],
+        help="boot scenarios in QEMU through iPXE sanboot and tgtd",
+        description="Boot scenarios in QEMU (TCG) from a tgtd on loopback.",
+    )
+    qsub = qemu.add_subparsers(dest="qemu_command", metavar="ACTION", required=True)
+
+    boot = qsub.add_parser(
+        "boot",
+        parents=[parent],
+        help="run one boot scenario",
+        description="Build a disk, serve it with tgtd on loopback, boot it in QEMU and report the "
+        "agent's result.  Exit 0 only when the boot reached the SYSTEM root.",
+    )
+    boot.add_argument(
+        "--mode",
+        choices=["ibft", "cmdline"],
+        default="ibft",
+        help="ibft: iPXE sanboot and the iBFT; cmdline: direct kernel boot with explicit boot=ISCSI= options",
+    )
+    boot.add_argument("--target-name", default=None, metavar="IQN")
+    boot.add_argument("--initiator", default=None, metavar="IQN")
+    boot.add_argument("--username", help="one-way CHAP user (the target checks it)")
+    boot.add_argument("--password", help="one-way CHAP secret (12-16 characters)")
+    boot.add_argument("--reverse-username", help="mutual CHAP: the target's user")
+    boot.add_argument("--reverse-password", help="mutual CHAP: the target's secret")
+    boot.add_argument("--system-label", default="System", metavar="LABEL")
+    boot.add_argument("--storage-label", default="Storage", metavar="LABEL")
+    faults = boot.add_argument_group("fault injection")
+    faults.add_argument("--client-password", help="give the client this password instead of --password")
+    faults.add_argument(
+        "--target-delay", type=float, default=0.0, metavar="SECONDS", help="start the target late"
+    )
+    faults.add_argument("--acpi-ibft", action="store_true", help="inject the iBFT with -acpitable (no iPXE)")
+    faults.add_argument(
+        "--disk-storage-label",
+        metavar="LABEL",
+        help="label the Storage file system on the disk differently (the label is then missing)",
+    )
+    _machine_options(boot)
+    boot.set_defaults(func=cmd_boot)
+
+    demo = qsub.add_parser(
+        "demo",
+        parents=[parent],
+        help="iPXE sanboot with the iBFT and mutual CHAP, end to end, with the phase timeline",
+        description="The main job: a diskless PC boots in QEMU through iPXE sanboot from a real "
+        "tgtd with mutual CHAP; the agent reads the iBFT, mounts System and Storage and starts SYSTEM.",
+    )
+    _machine_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+
+def _secret(value: str | None) -> Secret | None:
+    return Secret(value) if value is not None else None
+
+
+def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
+    return ScenarioOptions(
+        mode=Mode(args.mode),
+        target_name=args.target_name or DEFAULT_TARGET,
+        initiator=args.initiator or DEFAULT_INITIATOR,
+        username=args.username,
+        password=_secret(args.password),
+        reverse_username=args.reverse_username,
+        reverse_password=_secret(args.reverse_password),
+        system_label=args.system_label,
+        storage_label=args.storage_label,
+        client_password=_secret(args.client_password),
+        target_delay=args.target_delay,
+        acpi_ibft=args.acpi_ibft,
+        disk_storage_label=args.disk_storage_label,
+        kvm=args.kvm,
+        memory_mb=args.memory,
+        timeout=args.timeout,
+    )
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> int:
+    if args.memory < 256:
+        raise UsageError("--memory must be at least 256 MB")
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        stderr_progress("preparing kernel, initramfs and SYSTEM (cached)")
+        artifacts = prepare(args.cache, kernel=args.kernel, initrd=args.initrd, overlay=args.overlay)
+        if args.show_plan:
+            sys.stderr.write(describe(options, artifacts) + "\n")
+        outcome = run_scenario(
+            options,
+            artifacts,
+            progress=stderr_progress,
+            console=sys.stderr if args.console else None,
+            log_dir=args.log_dir,
+            keep_log=True if args.keep_log else None,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print_json(outcome.to_json())
+    else:
+        out = sys.stdout
+        verdict = "SYSTEM root reached" if outcome.ok else f"FAILED in phase {outcome.phase}: {outcome.error}"
+        out.write(f"boot: {verdict}\n")
+        if outcome.result is not None:
+            out.write(f"system: {outcome.result.get('system')}\nstorage: {outcome.result.get('storage')}\n")
+        lines = timeline_text(outcome.result)
+        if lines:
+            out.write("timeline (guest seconds since the agent started):\n")
+            out.write("\n".join(lines) + "\n")
+        out.write(f"boot time: {outcome.boot_seconds:.1f} s (QEMU start to result), ")
+        out.write(f"total {outcome.total_seconds:.1f} s\n")
+        if outcome.log_path is not None:
+            out.write(f"console log: {outcome.log_path}\n")
+        if demo and outcome.ok:
+            out.write("demo: iPXE sanboot, iBFT, mutual CHAP: System and Storage mounted, SYSTEM started\n")
+    return EXIT_OK if outcome.ok else EXIT_FAILURE
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    return _run(args, options_from_args(args), demo=False)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    options = ScenarioOptions(
+        mode=Mode.IBFT,
+        username=DEMO_USER,
+        password=Secret(DEMO_PASSWORD),
+        reverse_username=DEMO_REVERSE_USER,
+        reverse_password=Secret(DEMO_REVERSE_PASSWORD),
+        kvm=args.kvm,
+        memory_mb=args.memory,
+        timeout=args.timeout,
+    )
+    return _run(args, options, demo=True)

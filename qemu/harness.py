@@ -1,0 +1,252 @@
+"""Run one boot scenario for real: disk image, tgtd, iPXE script, QEMU, clean-up.
+
+:func:`run_scenario` takes a :class:`~iscsiboot.qemu.scenario.ScenarioOptions`
+and the session's :class:`Artifacts` (kernel, initramfs, SYSTEM) and returns an
+:class:`~iscsiboot.qemu.outcome.Outcome`.  Everything it starts (tgtd, QEMU)
+is stopped and its work folder removed on every path: success, failure,
+timeout and Ctrl-C.  The console log of a failed run is kept (masked) in
+``log_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+from iscsiboot.errors import BootFailure, EnvironmentProblem
+from iscsiboot.output import write_atomic
+from iscsiboot.proc import which
+from iscsiboot.qemu.outcome import Outcome, finished, judge
+from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
+from iscsiboot.qemu.scenario import WRAPPER_SCRIPT, Boot, Plan, ScenarioOptions, plan
+from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
+from iscsiboot.secret import mask
+
+Progress = Callable[[str], None]
+DISK_MB = 96
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What every scenario boots: a kernel, its initramfs and the test SYSTEM."""
+
+    kernel: Path
+    initrd: Path
+    system: Path
+    version: str = ""
+
+
+def default_log_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "iscsiboot-logs"
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int = DISK_MB) -> Path:
+    """The LUN's image: System (KERNEL, initrd, SYSTEM, extlinux.conf) and Storage."""
+    install = importlib.import_module("iscsiboot.disk.install")
+    install.install_image(
+        p.files.disk,
+        kernel=artifacts.kernel,
+        initrd=artifacts.initrd,
+        system=artifacts.system,
+        append=p.append,
+        system_label=p.options.system_label,
+        storage_label=p.options.written_storage_label,
+        size_mb=size_mb,
+        serial=True,
+    )
+    return p.files.disk
+
+
+def build_table(p: Plan) -> Path:
+    """The iBFT that ``-acpitable`` injects, built from the plan's model."""
+    table = importlib.import_module("iscsiboot.ibft.table")
+    assert p.table_config is not None
+    write_atomic(p.files.table, table.model_to_table(p.table_config))
+    return p.files.table
+
+
+def _configure_target(tgtd: Tgtd, p: Plan) -> None:
+    spec = p.target
+    tgtd.start()
+    tgtd.add_target(spec.tid, spec.iqn, [spec.image])
+    for account in spec.accounts:
+        tgtd.add_account(account.username, account.password)
+        tgtd.bind_account(spec.tid, account.username, outgoing=account.outgoing)
+
+
+def _keep_log(text: str, log_dir: Path, options: ScenarioOptions) -> Path:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"console-{stamp}-{options.mode.value}-", suffix=".log", dir=log_dir)
+    os.close(fd)
+    write_atomic(name, text + "\n")
+    return Path(name)
+
+
+def check_host(options: ScenarioOptions) -> str:
+    """The QEMU binary; raise EnvironmentProblem when the host cannot run scenarios."""
+    qemu = which("qemu-system-x86_64", hint="install qemu-system-x86")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("boot scenarios need root (tgtd, loop devices)", fix="run as root")
+    if options.boot is Boot.SANBOOT and not Path("/usr/lib/ipxe/qemu").is_dir():
+        raise EnvironmentProblem("QEMU's iPXE ROMs are missing", fix="install ipxe-qemu")
+    if options.kvm and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise EnvironmentProblem("--kvm needs /dev/kvm", fix="drop --kvm (TCG is the default)")
+    return qemu
+
+
+def run_scenario(
+    options: ScenarioOptions,
+    artifacts: Artifacts,
+    *,
+    progress: Progress = _quiet,
+    console: TextIO | None = None,
+    log_dir: Path | None = None,
+    keep_log: bool | None = None,
+    workdir_parent: Path | None = None,
+) -> Outcome:
+    """Boot ``options`` once and say how it ended.
+
+    ``progress`` gets one line per step; ``console`` (a stream) gets the
+    guest's console lines as they appear, secrets masked.  The console log
+    is kept in ``log_dir`` when the run fails (or always with ``keep_log``).
+    """
+    qemu_bin = check_host(options)
+    t0 = time.monotonic()
+    steps: list[str] = []
+
+    def say(text: str) -> None:
+        steps.append(text)
+        progress(text)
+
+    workdir = Path(tempfile.mkdtemp(prefix="iscsiboot-qemu-", dir=workdir_parent))
+    qemu: Qemu | None = None
+    tgtd = Tgtd(workdir / "tgt")
+    follower: ConsoleFollower | None = None
+    p: Plan | None = None
+    outcome: Outcome | None = None
+    try:
+        port = free_tcp_port()
+        tgtd = Tgtd(workdir / "tgt", port=port)
+        p = plan(
+            options,
+            port=port,
+            workdir=workdir,
+            kernel=artifacts.kernel,
+            initrd=artifacts.initrd,
+            qemu=qemu_bin,
+        )
+        p.files.tftp.mkdir(parents=True, exist_ok=True)
+        say(f"disk image ({options.system_label}, {options.written_storage_label})")
+        build_disk(p, artifacts)
+        if p.ipxe_script is not None:
+            write_atomic(p.files.scenario_script, p.ipxe_script, mode=0o600)
+            write_atomic(p.files.script, WRAPPER_SCRIPT)
+        if options.acpi_ibft:
+            say("iBFT for -acpitable")
+            build_table(p)
+        target_up = False
+        if options.target_delay <= 0:
+            say(f"target {p.target.iqn} on 127.0.0.1:{port}")
+            _configure_target(tgtd, p)
+            target_up = True
+        else:
+            say(f"target {p.target.iqn} on 127.0.0.1:{port} in {options.target_delay:g} s")
+
+        def tick(elapsed: float) -> None:
+            nonlocal target_up
+            if not target_up and elapsed >= options.target_delay:
+                target_up = True
+                say(f"target up after {elapsed:.1f} s")
+                assert p is not None
+                _configure_target(tgtd, p)
+
+        hidden = p.secrets()
+
+        def line(text: str) -> None:
+            if console is not None:
+                console.write(mask(text, hidden) + "\n")
+                console.flush()
+
+        accel = "KVM" if options.kvm else "TCG"
+        say(f"boot QEMU ({accel}, {p.boot.value})")
+        qemu = Qemu(p.qemu_argv, p.files.qemu_log)
+        follower = ConsoleFollower(p.files.console)
+        qemu.start()
+        waited = follow(qemu, follower, timeout=options.timeout, until=finished, on_line=line, on_tick=tick)
+        status = qemu.stop()
+        follower.flush()
+        if waited.reason == "timeout":
+            say(f"time limit of {options.timeout:g} s reached; QEMU killed")
+        qemu_err = mask(qemu.stderr_text(), hidden).strip()
+        text = mask(follower.text(), hidden)
+        if qemu_err and status not in (0, None) and waited.reason == "exited":
+            text += "\n--- qemu ---\n" + qemu_err
+        outcome = judge(
+            follower.lines,
+            reason=waited.reason,
+            boot_seconds=waited.elapsed,
+            total_seconds=time.monotonic() - t0,
+            console=text,
+            qemu_status=status,
+            progress=steps,
+        )
+    except BaseException:
+        if follower is not None and p is not None:
+            follower.flush()
+            with contextlib.suppress(OSError):
+                _keep_log(p.masked(follower.text()), log_dir or default_log_dir(), options)
+        raise
+    finally:
+        if qemu is not None:
+            qemu.stop()
+        tgtd.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    keep = keep_log if keep_log is not None else not outcome.ok
+    if keep:
+        kept = _keep_log(outcome.console, log_dir or default_log_dir(), options)
+        outcome = _with_log(outcome, kept)
+    return outcome
+
+
+def _with_log(outcome: Outcome, path: Path) -> Outcome:
+    return replace(outcome, log_path=path, total_seconds=outcome.total_seconds)
+
+
+def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 3260) -> str:
+    """The plan of ``options`` in words (secrets masked; the real port is picked at run time)."""
+    p = plan(
+        options,
+        port=port,
+        workdir=Path(tempfile.gettempdir()) / "iscsiboot-qemu-XXXX",
+        kernel=artifacts.kernel,
+        initrd=artifacts.initrd,
+    )
+    return p.describe()
+
+
+def require_ok(outcome: Outcome) -> Outcome:
+    if not outcome.ok:
+        raise BootFailure(
+            f"boot failed in phase {outcome.phase}: {outcome.error}",
+            fix=f"see the console log {outcome.log_path}" if outcome.log_path else None,
+        )
+    return outcome
+
+
+def stderr_progress(text: str) -> None:
+    sys.stderr.write(f"iscsiboot: {text}\n")
+    sys.stderr.flush()

@@ -1,0 +1,178 @@
+"""What a boot scenario ended with, read from the guest's console (pure).
+
+The agent prints ``ISCSIBOOT-RESULT <one-line JSON>`` as its last console
+line: ``ok``, ``phase`` (the failing phase or ``done``), ``error``,
+``timeline``, ``system``, ``storage``.  The test SYSTEM then prints its own
+marker (see :mod:`iscsiboot.qemu.system`).  A boot succeeded only when the
+agent said ``ok`` and the SYSTEM root was reached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iscsiboot.qemu.system import MOUNTS_END, SystemReport, parse_report
+
+RESULT_PREFIX = "ISCSIBOOT-RESULT "
+
+
+def find_result(lines: Sequence[str]) -> dict[str, Any] | None:
+    """The last well-formed ``ISCSIBOOT-RESULT`` object in ``lines``, if any."""
+    for line in reversed(lines):
+        at = line.find(RESULT_PREFIX)
+        if at < 0:
+            continue
+        try:
+            obj = json.loads(line[at + len(RESULT_PREFIX) :])
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def finished(lines: Sequence[str]) -> bool:
+    """True once nothing more is to be learnt from the console.
+
+    That is: the agent reported a failure, or the test SYSTEM printed its
+    whole report (its mount table ends with :data:`MOUNTS_END`).
+    """
+    if any(line.startswith(MOUNTS_END) for line in lines):
+        return True
+    result = find_result(lines)
+    return result is not None and result.get("ok") is False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One scenario's result."""
+
+    ok: bool
+    reason: str  # "system" (reached the SYSTEM), "agent" (agent failed), "exited", "timeout", "interrupted"
+    result: dict[str, Any] | None  # the agent's ISCSIBOOT-RESULT object
+    system: SystemReport
+    boot_seconds: float  # QEMU start to the end of the wait
+    total_seconds: float  # everything: disk, target, boot, clean-up
+    console: str  # the masked console log
+    log_path: Path | None = None  # kept console log (failures)
+    qemu_status: int | None = None
+    progress: tuple[str, ...] = field(default=())
+
+    @property
+    def phase(self) -> str:
+        if self.result is not None:
+            return str(self.result.get("phase", "unknown"))
+        return "firmware" if not self.console.strip() else "kernel"
+
+    @property
+    def error(self) -> str | None:
+        if self.result is not None and self.result.get("error"):
+            return str(self.result["error"])
+        if self.ok:
+            return None
+        if self.reason == "timeout":
+            return "no result before the time limit"
+        if self.result is None and not self.console.strip():
+            return "nothing on the serial console (iPXE or the boot loader failed)"
+        if self.result is None:
+            return "the agent printed no ISCSIBOOT-RESULT line"
+        if self.result.get("ok") and not self.system.reached:
+            return "the agent finished but the SYSTEM root did not report"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of ``qemu boot --json``: the agent's object plus the harness' view."""
+        obj: dict[str, Any] = (
+            dict(self.result)
+            if self.result is not None
+            else {
+                "ok": False,
+                "phase": self.phase,
+                "error": self.error,
+                "timeline": {},
+                "system": None,
+                "storage": None,
+            }
+        )
+        obj["harness"] = {
+            "ok": self.ok,
+            "reason": self.reason,
+            "system_reached": self.system.reached,
+            "mounts": [
+                {"device": m.device, "mountpoint": m.mountpoint, "fstype": m.fstype}
+                for m in self.system.mounts
+            ],
+            "boot_seconds": round(self.boot_seconds, 2),
+            "total_seconds": round(self.total_seconds, 2),
+            "console_log": str(self.log_path) if self.log_path else None,
+            "qemu_status": self.qemu_status,
+        }
+        if not self.ok and obj.get("ok"):
+            obj["ok"] = False
+            obj.setdefault("error", self.error)
+        return obj
+
+
+def judge(
+    lines: Sequence[str],
+    *,
+    reason: str,
+    boot_seconds: float,
+    total_seconds: float,
+    console: str,
+    log_path: Path | None = None,
+    qemu_status: int | None = None,
+    progress: Sequence[str] = (),
+) -> Outcome:
+    result = find_result(lines)
+    report = parse_report("\n".join(lines))
+    ok = result is not None and result.get("ok") is True and report.reached
+    if ok:
+        why = "system"
+    elif result is not None and result.get("ok") is False:
+        why = "agent"
+    else:
+        why = reason if reason != "matched" else "exited"
+    return Outcome(
+        ok=ok,
+        reason=why,
+        result=result,
+        system=report,
+        boot_seconds=boot_seconds,
+        total_seconds=total_seconds,
+        console=console,
+        log_path=log_path,
+        qemu_status=qemu_status,
+        progress=tuple(progress),
+    )
+
+
+def timeline_text(result: dict[str, Any] | None) -> list[str]:
+    """The agent's phase timeline (``{phase: seconds}``) as aligned lines."""
+    if not result:
+        return []
+    out: list[str] = []
+    timeline = result.get("timeline") or {}
+    if isinstance(timeline, dict):
+        for name, secs in timeline.items():
+            stamp = f"{float(secs):7.2f} s" if isinstance(secs, int | float) else f"{secs!s:>9}"
+            out.append(f"  {name:<10} {stamp}")
+        total = result.get("total")
+        if isinstance(total, int | float):
+            out.append(f"  {'total':<10} {float(total):7.2f} s")
+        return out
+    if not isinstance(timeline, list):
+        return out
+    for entry in timeline:
+        if isinstance(entry, dict):
+            name = entry.get("phase", entry.get("name", "?"))
+            secs = entry.get("seconds", entry.get("t"))
+            stamp = f"{float(secs):7.2f} s" if isinstance(secs, int | float) else ""
+            out.append(f"  {name!s:<10} {stamp}")
+        else:
+            out.append(f"  {entry}")
+    return out

@@ -1,0 +1,437 @@
+"""Boot scenarios as pure plans: options in, QEMU argv, APPEND line, target and iPXE script out.
+
+A :class:`ScenarioOptions` says what to boot and which fault to inject; the
+function :func:`plan` turns it (with the target's port and a work folder)
+into a :class:`Plan`: everything the runner needs, computed without touching
+the machine, so every scenario is unit-testable without QEMU.
+
+Modes:
+
+``ibft``
+    QEMU's user-mode network gives DHCP and TFTP; the NIC's iPXE ROM runs the
+    generated script, ``sanboot`` logs in to the target and boots the LUN's
+    MBR/extlinux, which starts the kernel with ``boot=ISCSI=auto``.  iPXE
+    leaves the iBFT in low memory and the agent reads it.
+``ibft`` with ``acpi_ibft``
+    No iPXE: a direct kernel boot with the table (built from the model)
+    injected through ``-acpitable``; the agent finds it in the ACPI tables.
+``cmdline``
+    A direct kernel boot with explicit ``boot=ISCSI=iscsi_initiator=...``
+    options and ``ip=dhcp``; no iBFT at all.
+
+Guest view of the host: QEMU's user network maps 10.0.2.2 to the host's
+loopback, so a ``tgtd`` on 127.0.0.1:PORT is the guest's 10.0.2.2:PORT.
+"""
+
+from __future__ import annotations
+
+import enum
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from iscsiboot.cmdline import generate
+from iscsiboot.errors import UsageError
+from iscsiboot.model import (
+    BootConfig,
+    Chap,
+    Locator,
+    LocatorKind,
+    NetMode,
+    Network,
+    Target,
+)
+from iscsiboot.secret import Secret, mask
+
+GUEST_MAC = "52:54:00:12:34:56"
+GUEST_ADDRESS = "10.0.2.15"
+GUEST_PREFIX = 24
+HOST_ADDRESS = "10.0.2.2"  # the host's loopback as the guest sees it
+GUEST_DNS = "10.0.2.3"
+LUN = 1  # tgt's LUN 0 is its controller; the disk is LUN 1
+TID = 1
+MIN_SECRET = 12  # tgt refuses shorter CHAP secrets for some initiators
+MAX_SECRET = 16
+BOOTFILE = "boot.ipxe"
+SCENARIO_SCRIPT = "scenario.ipxe"
+DEFAULT_TARGET = "iqn.2026-11.org.iscsiboot:htpc"
+DEFAULT_INITIATOR = "iqn.2026-11.org.iscsiboot:client"
+FAILURE_OPTION = "iscsiboot.on_failure=poweroff"
+
+
+class Mode(enum.Enum):
+    IBFT = "ibft"
+    CMDLINE = "cmdline"
+
+
+class Boot(enum.Enum):
+    """How QEMU starts the kernel."""
+
+    SANBOOT = "sanboot"  # iPXE from the NIC ROM, sanboot of the LUN
+    DIRECT = "direct"  # -kernel/-initrd/-append
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    """One scenario: what the target offers, what the client is told, which fault."""
+
+    mode: Mode = Mode.IBFT
+    target_name: str = DEFAULT_TARGET
+    initiator: str = DEFAULT_INITIATOR
+    username: str | None = None
+    password: Secret | None = None
+    reverse_username: str | None = None
+    reverse_password: Secret | None = None
+    system_label: str = "System"
+    storage_label: str = "Storage"
+    # faults
+    client_password: Secret | None = None  # the client gets this instead of ``password``
+    target_delay: float = 0.0  # the target appears this many seconds after QEMU starts
+    acpi_ibft: bool = False  # inject the iBFT through -acpitable instead of iPXE
+    disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
+    # machine
+    kvm: bool = False
+    memory_mb: int = 1024
+    cpus: int = 2
+    timeout: float = 120.0
+    extra_append: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.password is not None and self.username is None:
+            raise UsageError("a CHAP password without a user name", fix="add --username")
+        if self.username is not None and self.password is None:
+            raise UsageError(f"CHAP user {self.username!r} has no password", fix="add --password")
+        if (self.reverse_username is None) != (self.reverse_password is None):
+            raise UsageError("mutual CHAP needs both --reverse-username and --reverse-password")
+        if self.reverse_username is not None and self.username is None:
+            raise UsageError(
+                "mutual (reverse) CHAP without one-way CHAP", fix="add --username and --password"
+            )
+        for what, secret in (
+            ("--password", self.password),
+            ("--reverse-password", self.reverse_password),
+            ("--client-password", self.client_password),
+        ):
+            if secret is not None and not MIN_SECRET <= len(secret) <= MAX_SECRET:
+                raise UsageError(
+                    f"{what} has {len(secret)} characters",
+                    fix=f"use a CHAP secret of {MIN_SECRET}-{MAX_SECRET} characters (tgt and iPXE need it)",
+                )
+        if self.client_password is not None and self.password is None:
+            raise UsageError("--client-password needs CHAP on the target", fix="add --username/--password")
+        if self.target_delay < 0:
+            raise UsageError("--target-delay must not be negative")
+        if self.acpi_ibft and self.mode is not Mode.IBFT:
+            raise UsageError("--acpi-ibft belongs to --mode ibft", fix="use --mode ibft --acpi-ibft")
+        if self.target_delay > 0 and self.boot is Boot.SANBOOT:
+            raise UsageError(
+                "iPXE sanboot cannot wait for a late target",
+                fix="use --mode cmdline or --acpi-ibft with --target-delay",
+            )
+        if self.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        for label in (self.system_label, self.storage_label, self.disk_storage_label):
+            if label is not None and (not label or len(label) > 16 or any(c in label for c in " ,=")):
+                raise UsageError(
+                    f"file system label {label!r} is not usable",
+                    fix="use 1-16 characters without spaces, commas or '='",
+                )
+        Target(self.target_name, HOST_ADDRESS)  # validates the target name
+        if not self.initiator or any(c.isspace() or c == "," for c in self.initiator):
+            raise UsageError(f"initiator name {self.initiator!r} is not usable")
+
+    @property
+    def boot(self) -> Boot:
+        if self.mode is Mode.IBFT and not self.acpi_ibft:
+            return Boot.SANBOOT
+        return Boot.DIRECT
+
+    @property
+    def written_storage_label(self) -> str:
+        return self.disk_storage_label or self.storage_label
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return tuple(s for s in (self.password, self.reverse_password, self.client_password) if s is not None)
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: Secret
+    outgoing: bool  # the target's own credentials (mutual CHAP)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What tgtd serves: one target, its LUN backed by the disk image, its accounts."""
+
+    tid: int
+    iqn: str
+    lun: int
+    image: Path
+    accounts: tuple[Account, ...]
+    delay: float
+
+
+@dataclass(frozen=True)
+class Files:
+    """Where a scenario keeps its files (all inside one work folder)."""
+
+    workdir: Path
+
+    @property
+    def tftp(self) -> Path:
+        return self.workdir / "tftp"
+
+    @property
+    def script(self) -> Path:
+        return self.tftp / BOOTFILE
+
+    @property
+    def scenario_script(self) -> Path:
+        return self.tftp / SCENARIO_SCRIPT
+
+    @property
+    def disk(self) -> Path:
+        return self.workdir / "disk.img"
+
+    @property
+    def console(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.workdir / "qemu.log"
+
+    @property
+    def table(self) -> Path:
+        return self.workdir / "ibft.bin"
+
+    @property
+    def tgt(self) -> Path:
+        return self.workdir / "tgt"
+
+
+@dataclass(frozen=True)
+class Plan:
+    options: ScenarioOptions
+    port: int
+    files: Files
+    client: BootConfig  # what the guest is told (with the fault's password)
+    append: str  # kernel command line (extlinux.conf APPEND or -append)
+    target: TargetSpec
+    ipxe_script: str | None  # sanboot only
+    table_config: BootConfig | None  # acpi_ibft only: the model of the injected iBFT
+    qemu_argv: tuple[str, ...] = field(default=())
+
+    @property
+    def boot(self) -> Boot:
+        return self.options.boot
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return self.options.secrets()
+
+    def masked(self, text: str) -> str:
+        return mask(text, self.secrets())
+
+    def describe(self) -> str:
+        """A human-readable summary with secrets masked."""
+        lines = [
+            f"mode: {self.options.mode.value} ({self.boot.value}"
+            + (", iBFT through -acpitable" if self.options.acpi_ibft else "")
+            + ")",
+            f"target: {self.target.iqn} LUN {self.target.lun} on 127.0.0.1:{self.port}"
+            + f" (guest: {HOST_ADDRESS}:{self.port})",
+            f"append: {self.masked(self.append)}",
+            "qemu: " + self.masked(shlex.join(self.qemu_argv)),
+        ]
+        if self.options.target_delay:
+            lines.insert(2, f"target appears after {self.options.target_delay:g} s")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def client_config(options: ScenarioOptions, port: int) -> BootConfig:
+    """What the client is given: the target (at the host as the guest sees it), CHAP, initiator.
+
+    This is the model of the iPXE script and of the injected iBFT; the
+    kernel command line is :func:`kernel_config`.
+    """
+    chap = None
+    reverse = None
+    if options.username is not None and options.password is not None:
+        chap = Chap(options.username, options.client_password or options.password)
+    if options.reverse_username is not None and options.reverse_password is not None:
+        reverse = Chap(options.reverse_username, options.reverse_password)
+    target = Target(
+        name=options.target_name,
+        address=HOST_ADDRESS,
+        port=port,
+        lun=LUN,
+        chap=chap,
+        reverse_chap=reverse,
+    )
+    return BootConfig(
+        firmware=False,
+        initiator=options.initiator,
+        targets=(target,),
+        network=Network(mode=NetMode.DHCP),
+        system=Locator(LocatorKind.LABEL, options.system_label),
+        storage=Locator(LocatorKind.LABEL, options.storage_label),
+    )
+
+
+def kernel_config(options: ScenarioOptions, client: BootConfig) -> BootConfig:
+    """The model written on the kernel command line.
+
+    ``ibft``: ``boot=ISCSI=auto`` (targets, initiator and network come from
+    the iBFT).  ``cmdline``: the explicit OpenELEC form with ``ip=dhcp``;
+    the LUN is left out (that form has none: the agent finds the labels).
+    """
+    if options.mode is Mode.IBFT:
+        return BootConfig(firmware=True, system=client.system, storage=client.storage)
+    return replace(client, targets=tuple(replace(t, lun=None) for t in client.targets))
+
+
+def table_config(client: BootConfig) -> BootConfig:
+    """The model of an iBFT that firmware on QEMU's user network would write."""
+    return replace(
+        client,
+        firmware=True,
+        network=Network(
+            mode=NetMode.STATIC,
+            mac=GUEST_MAC,
+            address=GUEST_ADDRESS,
+            prefix=GUEST_PREFIX,
+            gateway=HOST_ADDRESS,
+            server=HOST_ADDRESS,
+            dns=(GUEST_DNS,),
+        ),
+    )
+
+
+def boot_options(cfg: BootConfig) -> list[str]:
+    """The ``ip=``/``boot=``/``disk=`` options for ``cfg`` (``iscsiboot generate cmdline``)."""
+    return generate.cmdline(cfg).text.split()
+
+
+def append_line(options: ScenarioOptions, client: BootConfig) -> str:
+    words = ["console=ttyS0,115200", "panic=1"]
+    words += boot_options(kernel_config(options, client))
+    words += [FAILURE_OPTION, *options.extra_append]
+    return " ".join(words)
+
+
+WRAPPER_SCRIPT = f"""#!ipxe
+# Run the scenario's script; when it fails, power off so that QEMU ends.
+chain --autofree {SCENARIO_SCRIPT} || goto failed
+:failed
+echo iscsiboot: sanboot failed
+poweroff || reboot || exit 1
+"""
+
+
+def ipxe_script(client: BootConfig) -> str:
+    """The scenario's iPXE script for sanboot mode (``iscsiboot generate ipxe``).
+
+    QEMU's TFTP serves :data:`WRAPPER_SCRIPT` as the boot file; it chains
+    this script and powers the machine off when it fails, so a failed
+    ``sanboot`` ends QEMU instead of leaving it at the BIOS.
+    """
+    text = _generated_ipxe(client)
+    if not text.startswith("#!ipxe"):
+        text = "#!ipxe\n" + text
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _generated_ipxe(client: BootConfig) -> str:
+    """``iscsiboot generate ipxe`` for ``client`` (chain-loaded form)."""
+    return generate.ipxe(client, embedded=False).text
+
+
+def qemu_argv(
+    options: ScenarioOptions,
+    files: Files,
+    *,
+    append: str,
+    kernel: Path | None,
+    initrd: Path | None,
+    qemu: str = "qemu-system-x86_64",
+) -> tuple[str, ...]:
+    argv = [
+        qemu,
+        "-machine",
+        "pc",
+        "-accel",
+        "kvm" if options.kvm else "tcg",
+        "-m",
+        str(options.memory_mb),
+        "-smp",
+        str(options.cpus),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-chardev",
+        f"file,id=c0,path={files.console}",
+        "-serial",
+        "chardev:c0",
+        "-no-reboot",
+        "-netdev",
+        f"user,id=n0,tftp={files.tftp},bootfile={BOOTFILE}",
+        "-device",
+        f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
+    ]
+    if options.boot is Boot.SANBOOT:
+        argv += ["-boot", "n"]
+    else:
+        if kernel is None or initrd is None:
+            raise UsageError("a direct kernel boot needs a kernel and an initramfs")
+        argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
+        if options.acpi_ibft:
+            argv += ["-acpitable", f"file={files.table}"]
+    return tuple(argv)
+
+
+def target_spec(options: ScenarioOptions, files: Files) -> TargetSpec:
+    accounts: list[Account] = []
+    if options.username is not None and options.password is not None:
+        accounts.append(Account(options.username, options.password, outgoing=False))
+    if options.reverse_username is not None and options.reverse_password is not None:
+        accounts.append(Account(options.reverse_username, options.reverse_password, outgoing=True))
+    return TargetSpec(
+        tid=TID,
+        iqn=options.target_name,
+        lun=LUN,
+        image=files.disk,
+        accounts=tuple(accounts),
+        delay=options.target_delay,
+    )
+
+
+def plan(
+    options: ScenarioOptions,
+    *,
+    port: int,
+    workdir: Path,
+    kernel: Path | None = None,
+    initrd: Path | None = None,
+    qemu: str = "qemu-system-x86_64",
+) -> Plan:
+    """Everything a scenario does, computed without I/O."""
+    files = Files(workdir)
+    client = client_config(options, port)
+    append = append_line(options, client)
+    return Plan(
+        options=options,
+        port=port,
+        files=files,
+        client=client,
+        append=append,
+        target=target_spec(options, files),
+        ipxe_script=ipxe_script(client) if options.boot is Boot.SANBOOT else None,
+        table_config=table_config(client) if options.acpi_ibft else None,
+        qemu_argv=qemu_argv(options, files, append=append, kernel=kernel, initrd=initrd, qemu=qemu),
+    )

@@ -1,0 +1,153 @@
+"""The test SYSTEM: a small squashfs root whose init reports and powers off.
+
+OpenELEC boots a squashfs file named ``SYSTEM`` from the System partition.
+The test stand-in holds ``busybox-static`` and one init script, installed at
+every path a boot agent may start (``/sbin/init``, ``/init``,
+``/usr/lib/systemd/systemd``).  The script prints :data:`SYSTEM_MARKER`, the
+mount table between :data:`MOUNTS_BEGIN` and :data:`MOUNTS_END`, then powers
+the machine off.  :func:`parse_report` reads that report back from a console
+log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from iscsiboot.errors import EnvironmentProblem
+from iscsiboot.proc import run, which
+
+SYSTEM_MARKER = "ISCSIBOOT-SYSTEM-REACHED"
+MOUNTS_BEGIN = "ISCSIBOOT-SYSTEM-MOUNTS-BEGIN"
+MOUNTS_END = "ISCSIBOOT-SYSTEM-MOUNTS-END"
+BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
+INIT_PATHS = ("sbin/init", "init", "usr/lib/systemd/systemd")
+DIRS = (
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "usr/lib/systemd",
+    "dev",
+    "proc",
+    "sys",
+    "tmp",
+    "run",
+    "flash",
+    "storage",
+    "mnt",
+    "var",
+    "etc",
+)
+
+INIT_SCRIPT = f"""#!/bin/busybox sh
+# iscsiboot test SYSTEM: say that the root was reached, show the mounts, power off.
+/bin/busybox mount -t proc proc /proc 2>/dev/null
+/bin/busybox mount -t sysfs sysfs /sys 2>/dev/null
+echo
+echo "{SYSTEM_MARKER} pid=$$"
+echo "{MOUNTS_BEGIN}"
+/bin/busybox cat /proc/mounts
+echo "{MOUNTS_END}"
+/bin/busybox sync
+/bin/busybox poweroff -f
+/bin/busybox sleep 5
+echo o > /proc/sysrq-trigger
+"""
+
+
+@dataclass(frozen=True)
+class Mount:
+    device: str
+    mountpoint: str
+    fstype: str
+
+
+@dataclass(frozen=True)
+class SystemReport:
+    """What the test SYSTEM printed: that it ran, and its mount table."""
+
+    reached: bool
+    mounts: tuple[Mount, ...]
+
+    def mounted_at(self, mountpoint: str) -> Mount | None:
+        for m in self.mounts:
+            if m.mountpoint == mountpoint:
+                return m
+        return None
+
+
+def parse_report(console: str) -> SystemReport:
+    """Find the SYSTEM's report in a console log (pure)."""
+    lines = [line.strip("\r") for line in console.splitlines()]
+    reached = any(line.startswith(SYSTEM_MARKER) for line in lines)
+    mounts: list[Mount] = []
+    inside = False
+    for line in lines:
+        if line.startswith(MOUNTS_BEGIN):
+            inside = True
+            mounts = []
+            continue
+        if line.startswith(MOUNTS_END):
+            inside = False
+            continue
+        if inside:
+            fields = line.split()
+            if len(fields) >= 3:
+                mounts.append(Mount(fields[0], fields[1], fields[2]))
+    return SystemReport(reached, tuple(mounts))
+
+
+def _busybox() -> Path:
+    for path in BUSYBOX_PATHS:
+        if Path(path).is_file():
+            out = run([path], what="check busybox", check=False)
+            if "BusyBox" in out.stdout + out.stderr:
+                return Path(path)
+    raise EnvironmentProblem("busybox not found", fix="install busybox-static")
+
+
+def system_key() -> str:
+    """A cache key that changes when the script or busybox changes."""
+    digest = hashlib.sha256(INIT_SCRIPT.encode())
+    digest.update(_busybox().read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_system(dest: Path) -> Path:
+    """Write the squashfs SYSTEM image to ``dest`` (atomically) and return it."""
+    mksquashfs = which("mksquashfs", hint="install squashfs-tools")
+    busybox = _busybox()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-system-", dir=dest.parent) as tmp:
+        root = Path(tmp) / "root"
+        for d in DIRS:
+            (root / d).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        os.chmod(root / "bin" / "busybox", 0o755)
+        for applet in ("sh", "mount", "cat", "poweroff", "sync", "sleep", "echo", "ls"):
+            (root / "bin" / applet).symlink_to("busybox")
+        for init in INIT_PATHS:
+            path = root / init
+            path.write_text(INIT_SCRIPT)
+            os.chmod(path, 0o755)
+        (root / "etc" / "os-release").write_text('NAME="iscsiboot test SYSTEM"\nID=iscsiboot-test\n')
+        image = Path(tmp) / "SYSTEM"
+        run(
+            [mksquashfs, str(root), str(image), "-noappend", "-all-root", "-comp", "gzip", "-quiet"],
+            what="build the test SYSTEM squashfs",
+        )
+        os.replace(image, dest)
+    return dest
+
+
+def cached_system(cache: Path) -> Path:
+    """The SYSTEM image in ``cache``, built once per script/busybox version."""
+    dest = cache / f"SYSTEM-{system_key()}"
+    if not dest.is_file():
+        build_system(dest)
+    return dest

@@ -1,0 +1,260 @@
+"""Scenario planning (pure): options -> QEMU argv, APPEND line, target, iPXE script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from iscsiboot.errors import UsageError
+from iscsiboot.model import NetMode
+from iscsiboot.qemu.outcome import Outcome, find_result, finished, judge, timeline_text
+from iscsiboot.qemu.scenario import (
+    GUEST_MAC,
+    HOST_ADDRESS,
+    LUN,
+    WRAPPER_SCRIPT,
+    Boot,
+    Mode,
+    ScenarioOptions,
+    plan,
+)
+from iscsiboot.qemu.system import MOUNTS_BEGIN, MOUNTS_END, SYSTEM_MARKER, parse_report
+from iscsiboot.secret import Secret
+
+PW = "secret-pass-12"
+RPW = "reverse-pw-345"
+WORK = Path("/tmp/iscsiboot-test-work")
+KERNEL = Path("/k/vmlinuz")
+INITRD = Path("/k/initrd")
+
+
+def mutual(**kw: object) -> ScenarioOptions:
+    base: dict[str, object] = {
+        "username": "htpc",
+        "password": Secret(PW),
+        "reverse_username": "nas",
+        "reverse_password": Secret(RPW),
+    }
+    base.update(kw)
+    return ScenarioOptions(**base)  # type: ignore[arg-type]
+
+
+def make(options: ScenarioOptions, port: int = 40123):  # type: ignore[no-untyped-def]
+    return plan(options, port=port, workdir=WORK, kernel=KERNEL, initrd=INITRD)
+
+
+def test_ibft_sanboot_plan() -> None:
+    p = make(mutual())
+    assert p.boot is Boot.SANBOOT
+    argv = list(p.qemu_argv)
+    assert argv[argv.index("-boot") + 1] == "n"
+    assert "-kernel" not in argv and "-acpitable" not in argv
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert "-enable-kvm" not in argv and "-nographic" not in argv
+    assert f"file,id=c0,path={WORK / 'console.log'}" in argv
+    assert argv[argv.index("-serial") + 1] == "chardev:c0"
+    assert "-no-reboot" in argv
+    netdev = argv[argv.index("-netdev") + 1]
+    assert netdev == f"user,id=n0,tftp={WORK / 'tftp'},bootfile=boot.ipxe"
+    assert f"mac={GUEST_MAC}" in argv[argv.index("-device") + 1]
+    # the kernel line on the LUN
+    assert "console=ttyS0" in p.append
+    assert "boot=ISCSI=auto,LABEL=System" in p.append
+    assert "disk=LABEL=Storage" in p.append
+    assert "iscsiboot.on_failure=poweroff" in p.append
+    # the client model and the iPXE script
+    assert "iscsi_target" not in p.append and "ip=" not in p.append
+    t = p.client.targets[0]
+    assert (t.address, t.port, t.lun) == (HOST_ADDRESS, 40123, LUN)
+    assert p.ipxe_script is not None and p.ipxe_script.startswith("#!ipxe")
+    assert "sanboot" in p.ipxe_script and "iqn.2026-11.org.iscsiboot:htpc" in p.ipxe_script
+    assert PW in p.ipxe_script and RPW in p.ipxe_script  # iPXE needs the real credentials
+    assert "scenario.ipxe" in WRAPPER_SCRIPT and "poweroff" in WRAPPER_SCRIPT
+    # the target: both accounts, the reverse one outgoing
+    accounts = {(a.username, a.outgoing) for a in p.target.accounts}
+    assert accounts == {("htpc", False), ("nas", True)}
+    assert p.target.lun == 1 and p.target.image == WORK / "disk.img"
+
+
+def test_cmdline_plan_is_direct_boot_with_explicit_options() -> None:
+    p = make(ScenarioOptions(mode=Mode.CMDLINE, username="htpc", password=Secret(PW)))
+    assert p.boot is Boot.DIRECT
+    argv = list(p.qemu_argv)
+    assert "-boot" not in argv
+    assert argv[argv.index("-kernel") + 1] == str(KERNEL)
+    assert argv[argv.index("-initrd") + 1] == str(INITRD)
+    assert argv[argv.index("-append") + 1] == p.append
+    assert p.ipxe_script is None and p.table_config is None
+    assert not p.client.firmware and p.client.network.mode is NetMode.DHCP
+    assert "ip=dhcp" in p.append
+    assert "boot=ISCSI=iscsi_initiator=iqn.2026-11.org.iscsiboot:client," in p.append
+    assert f"iscsi_target_ip={HOST_ADDRESS},iscsi_target_port=40123" in p.append
+    assert f"iscsi_username=htpc,iscsi_password={PW}" in p.append
+    assert "iscsi_in_username" not in p.append
+    assert p.append.split("boot=ISCSI=")[1].split()[0].endswith(",LABEL=System")
+
+
+def test_client_password_fault_reaches_only_the_client() -> None:
+    wrong = Secret("wrong-pass-999")
+    p = make(ScenarioOptions(mode=Mode.CMDLINE, username="u", password=Secret(PW), client_password=wrong))
+    assert "wrong-pass-999" in p.append and PW not in p.append
+    assert p.target.accounts[0].password == Secret(PW)
+    assert p.client.targets[0].chap is not None
+    assert p.client.targets[0].chap.password == wrong
+
+
+def test_acpi_ibft_plan_injects_table() -> None:
+    p = make(mutual(acpi_ibft=True))
+    assert p.boot is Boot.DIRECT
+    argv = list(p.qemu_argv)
+    assert argv[argv.index("-acpitable") + 1] == f"file={WORK / 'ibft.bin'}"
+    assert p.ipxe_script is None
+    assert p.table_config is not None
+    net = p.table_config.network
+    assert (net.mac, net.address, net.prefix, net.gateway) == (GUEST_MAC, "10.0.2.15", 24, HOST_ADDRESS)
+    assert p.table_config.targets[0].lun == 1
+    assert "boot=ISCSI=auto" in p.append
+
+
+def test_target_delay_and_labels() -> None:
+    o = ScenarioOptions(mode=Mode.CMDLINE, target_delay=8, storage_label="Data", disk_storage_label="Other")
+    p = make(o)
+    assert p.target.delay == 8
+    assert "disk=LABEL=Data" in p.append
+    assert o.written_storage_label == "Other"
+    assert "appears after 8 s" in p.describe()
+
+
+def test_kvm_is_opt_in() -> None:
+    assert "kvm" in make(ScenarioOptions(kvm=True)).qemu_argv
+    assert "kvm" not in make(ScenarioOptions()).qemu_argv
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"password": Secret(PW)},  # no user
+        {"username": "u"},  # no password
+        {"username": "u", "password": Secret("short")},  # tgt needs 12+
+        {"reverse_username": "r", "reverse_password": Secret(RPW)},  # mutual without one-way
+        {"username": "u", "password": Secret(PW), "reverse_username": "r"},
+        {"client_password": Secret(PW)},  # fault without CHAP
+        {"target_delay": -1},
+        {"target_delay": 5},  # iPXE sanboot cannot wait
+        {"mode": Mode.CMDLINE, "acpi_ibft": True},
+        {"system_label": "has space"},
+        {"target_name": "bad name"},
+        {"timeout": 0},
+    ],
+)
+def test_bad_options_are_usage_errors(kwargs: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        ScenarioOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_describe_masks_secrets() -> None:
+    wrong = "wrong-pass-999"
+    p = make(mutual(mode=Mode.CMDLINE, client_password=Secret(wrong)))
+    text = p.describe()
+    for secret in (PW, RPW, wrong):
+        assert secret not in text
+    assert "***" in text
+    assert repr(p.options).count(PW) == 0
+
+
+# ---------------------------------------------------------------- outcome
+
+
+def _result(**kw: object) -> str:
+    obj = {"ok": True, "phase": "done", "error": None, "timeline": {"network": 1.5, "login": 2.25}}
+    obj.update(kw)
+    return "ISCSIBOOT-RESULT " + json.dumps(obj)
+
+
+def system_lines() -> list[str]:
+    return [
+        f"{SYSTEM_MARKER} pid=1",
+        MOUNTS_BEGIN,
+        "/dev/sda1 /flash ext4 ro 0 0",
+        "/dev/sda2 /storage ext4 rw 0 0",
+        MOUNTS_END,
+    ]
+
+
+def test_success_needs_result_and_system() -> None:
+    lines = ["[    0.0] Linux", "garbage ISCSIBOOT-RESULT {not json", _result(), *system_lines()]
+    assert finished(lines)
+    o = judge(lines, reason="matched", boot_seconds=9.0, total_seconds=12.0, console="\n".join(lines))
+    assert o.ok and o.reason == "system" and o.phase == "done" and o.error is None
+    assert o.system.mounted_at("/storage") is not None
+    j = o.to_json()
+    assert j["ok"] is True and j["harness"]["system_reached"] is True
+    assert timeline_text(o.result)[0].split() == ["network", "1.50", "s"]
+
+
+def test_agent_ok_without_system_is_a_failure() -> None:
+    lines = [_result()]
+    assert not finished(lines)
+    o = judge(lines, reason="exited", boot_seconds=1, total_seconds=2, console="x")
+    assert not o.ok and "SYSTEM" in (o.error or "")
+    assert o.to_json()["ok"] is False
+
+
+def test_agent_failure_ends_the_wait() -> None:
+    lines = ["noise", _result(ok=False, phase="login", error="authentication failed")]
+    assert finished(lines)
+    o = judge(lines, reason="matched", boot_seconds=1, total_seconds=2, console="\n".join(lines))
+    assert not o.ok and o.reason == "agent" and o.phase == "login"
+    assert o.error == "authentication failed"
+
+
+def test_silent_console_means_firmware() -> None:
+    o: Outcome = judge([], reason="exited", boot_seconds=7, total_seconds=8, console="")
+    assert o.phase == "firmware" and "iPXE" in (o.error or "")
+    t = judge(["Linux version"], reason="timeout", boot_seconds=120, total_seconds=121, console="Linux")
+    assert t.reason == "timeout" and "time limit" in (t.error or "")
+
+
+def test_find_result_takes_the_last() -> None:
+    assert find_result([_result(phase="a"), _result(phase="b")]) == {
+        "ok": True,
+        "phase": "b",
+        "error": None,
+        "timeline": {"network": 1.5, "login": 2.25},
+    }
+    assert find_result(["nothing"]) is None
+
+
+def test_parse_report_without_marker() -> None:
+    r = parse_report("hello\nworld")
+    assert not r.reached and r.mounts == ()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "iscsiboot", "qemu", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_bad_options_exit_2_one_line_no_secret() -> None:
+    done = _cli("boot", "--mode", "cmdline", "--username", "u", "--password", "tiny")
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("iscsiboot: error:")
+    assert "tiny" not in done.stderr and "Traceback" not in done.stderr
+    done = _cli("boot", "--target-delay", "3")
+    assert done.returncode == 2 and "sanboot" in done.stderr
+
+
+def test_cli_help_lists_scenario_options() -> None:
+    done = _cli("boot", "--help")
+    assert done.returncode == 0
+    for option in ("--mode", "--client-password", "--target-delay", "--acpi-ibft", "--json", "--console"):
+        assert option in done.stdout
+    assert _cli("demo", "--help").returncode == 0
