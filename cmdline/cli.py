@@ -1,0 +1,261 @@
+"""``iscsiboot cmdline parse`` and ``iscsiboot generate <kind>``.
+
+``cmdline parse [--json] [--show-secrets] [TEXT... | --file F | --proc]``
+reads a whole kernel command line (TEXT words are joined with spaces;
+``--file -`` reads stdin) and prints the model as readable text or, with
+``--json``, the object of :func:`iscsiboot.model.to_dict` plus ``warnings``.
+
+``generate {cmdline,extlinux,ipxe,dnsmasq,root-path,dracut} [model options |
+--from-json FILE] [-o FILE]`` writes a format from the model.  Generated text
+that contains a secret is written for real into ``-o FILE`` (mode 0600,
+atomically); on stdout the secret shows as ``***`` unless ``--show-secrets``,
+with a warning on stderr that it was masked.
+
+The parse path imports only the pure parser (no construct, no pyroute2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from iscsiboot.cmdline import generate as g
+from iscsiboot.cmdline.options import add_model_options, model_from_args
+from iscsiboot.cmdline.parse import parse
+from iscsiboot.errors import EXIT_OK, EXIT_USAGE, UsageError
+from iscsiboot.model import BootConfig, lun_to_text, to_dict
+from iscsiboot.output import info, print_json, warn, write_atomic
+from iscsiboot.secret import mask
+
+PROC_CMDLINE = "/proc/cmdline"
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    parser_class = sub._parser_class
+    cmd = sub.add_parser(
+        "cmdline",
+        parents=[parent],
+        help="read kernel command lines into the boot model",
+        description="Read kernel command lines into the boot model.",
+    )
+    csub = cmd.add_subparsers(dest="cmdline_action", metavar="ACTION", parser_class=parser_class)
+    cmd.set_defaults(func=lambda _args: _help(cmd))
+    p = csub.add_parser(
+        "parse",
+        parents=[parent],
+        help="parse a kernel command line (OpenELEC, Debian, dracut, RFC 4173, ip=)",
+        description="Parse a whole kernel command line into the boot model.",
+    )
+    p.add_argument("text", nargs="*", metavar="TEXT", help="the command line (words are joined)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--file", metavar="F", help="read the command line from F (- for stdin)")
+    src.add_argument("--proc", action="store_true", help=f"read {PROC_CMDLINE}")
+    p.add_argument("--json", action="store_true", help="print the model as JSON")
+    p.add_argument("--show-secrets", action="store_true", help="show CHAP passwords instead of ***")
+    p.set_defaults(func=_parse_command)
+
+    gen = sub.add_parser(
+        "generate",
+        parents=[parent],
+        help="write command lines, extlinux.conf, iPXE, dnsmasq, root-path",
+        description="Write a boot format from the model (options or --from-json).",
+    )
+    gsub = gen.add_subparsers(dest="kind", metavar="KIND", parser_class=parser_class)
+    gen.set_defaults(func=lambda _args: _help(gen))
+    kinds: dict[str, str] = {
+        "cmdline": "the ip=/boot=ISCSI=/disk= fragment for the kernel command line",
+        "extlinux": "a complete extlinux.conf in OpenELEC's layout",
+        "ipxe": "the iPXE sanboot script (chain-loaded, or --embedded)",
+        "dnsmasq": "a dnsmasq DHCP+TFTP configuration for iPXE boot",
+        "root-path": "the RFC 4173 root path (DHCP option 17)",
+        "dracut": "dracut's rd.iscsi.*/netroot= form",
+    }
+    for kind, summary in kinds.items():
+        k = gsub.add_parser(
+            kind, parents=[parent], help=summary, description=summary[0].upper() + summary[1:] + "."
+        )
+        add_model_options(k)
+        out = k.add_argument_group("output")
+        out.add_argument("-o", "--output", metavar="FILE", help="write to FILE (secrets in clear, mode 0600)")
+        out.add_argument("--show-secrets", action="store_true", help="show secrets on stdout instead of ***")
+        out.add_argument("--json", action="store_true", help="print {kind, text, warnings} as JSON")
+        if kind == "extlinux":
+            out.add_argument("--kernel", default="/KERNEL", help="kernel path (default /KERNEL)")
+            out.add_argument("--initrd", help="initrd path (an INITRD line)")
+            out.add_argument(
+                "--serial", action="store_true", help="serial console (SERIAL 0 115200, console=ttyS0)"
+            )
+            out.add_argument(
+                "--append",
+                action="append",
+                metavar="TOKEN",
+                help="extra kernel parameter (repeatable; default: quiet)",
+            )
+        elif kind == "ipxe":
+            out.add_argument(
+                "--embedded", action="store_true", help="the form built into a ROM (own dhcp retry)"
+            )
+        elif kind == "dnsmasq":
+            out.add_argument("--interface", help="serve only this interface")
+            out.add_argument(
+                "--dhcp-range",
+                metavar="RANGE",
+                help="dnsmasq dhcp-range value, e.g. 10.0.0.100,10.0.0.200,12h",
+            )
+            out.add_argument("--tftp-root", default="/srv/tftp", help="TFTP root (default /srv/tftp)")
+            out.add_argument(
+                "--script", default="boot.ipxe", help="the iPXE script file name (default boot.ipxe)"
+            )
+            out.add_argument("--no-dns", action="store_true", help="port=0: no DNS service")
+        elif kind == "root-path":
+            out.add_argument(
+                "--with-credentials",
+                action="store_true",
+                help="include user:password@ (dracut's form; not for DHCP)",
+            )
+        k.set_defaults(func=_generate_command)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------- cmdline parse
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text and (args.file is not None or args.proc):
+        raise UsageError("TEXT given together with --file/--proc", fix="give one source")
+    if args.proc:
+        path = PROC_CMDLINE
+    elif args.file is not None:
+        if args.file == "-":
+            return sys.stdin.read()
+        path = args.file
+    elif args.text:
+        return " ".join(args.text)
+    else:
+        raise UsageError("no command line given", fix="give TEXT, --file F or --proc")
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="give a readable file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not text", fix="give a kernel command line") from None
+
+
+def _parse_command(args: argparse.Namespace) -> int:
+    parsed = parse(_read_text(args))
+    cfg = parsed.config
+    for warning in parsed.warnings:
+        warn(warning)
+    if args.json:
+        obj = to_dict(cfg, show_secrets=args.show_secrets)
+        obj["warnings"] = list(parsed.warnings)
+        print_json(obj)
+    else:
+        sys.stdout.write(describe(cfg, show_secrets=args.show_secrets))
+    return EXIT_OK
+
+
+def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
+    """The model as readable text (secrets masked unless ``show_secrets``)."""
+    lines: list[str] = []
+
+    def row(key: str, value: str) -> None:
+        lines.append(f"{key + ':':<12}{value}")
+
+    if cfg.firmware:
+        mode = "iSCSI, from the firmware (iBFT)"
+        if cfg.targets:
+            mode += " and explicit targets"
+    elif cfg.targets:
+        mode = "iSCSI, explicit targets"
+    else:
+        mode = "no iSCSI"
+    row("boot", mode)
+    row("initiator", cfg.initiator or ("(from the iBFT)" if cfg.firmware else "(not given)"))
+    for i, t in enumerate(cfg.targets, 1):
+        lun = "any" if t.lun is None else lun_to_text(t.lun)
+        row(f"target {i}", f"{t.name} at {t.portal}, portal group {t.group}, LUN {lun}")
+        if t.chap is not None:
+            row("", f"CHAP user {t.chap.username}, secret {t.chap.password.shown(show_secrets)}")
+        if t.reverse_chap is not None:
+            rsecret = t.reverse_chap.password.shown(show_secrets)
+            row("", f"reverse CHAP user {t.reverse_chap.username}, secret {rsecret}")
+    net = cfg.network
+    parts = [net.mode.value]
+    if net.address is not None:
+        parts.append(f"{net.address}/{net.prefix}")
+    for key in ("device", "mac", "gateway", "server", "hostname", "vlan"):
+        value = getattr(net, key)
+        if value is not None:
+            parts.append(f"{key} {value}")
+    if net.dns:
+        parts.append("dns " + ",".join(net.dns))
+    row("network", ", ".join(parts))
+    where_storage = "on iSCSI" if cfg.storage_on_iscsi else "local"
+    row(
+        "system",
+        f"{cfg.system} ({'on iSCSI' if cfg.targets or cfg.firmware else 'local'})"
+        if cfg.system
+        else "(not given)",
+    )
+    row("storage", f"{cfg.storage} ({where_storage})" if cfg.storage else "(not given)")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- generate
+
+
+def _generate_command(args: argparse.Namespace) -> int:
+    cfg = model_from_args(args)
+    kind: str = args.kind
+    makers: dict[str, Callable[[BootConfig], g.Generated]] = {
+        "cmdline": g.cmdline,
+        "dracut": g.dracut,
+        "extlinux": lambda c: g.extlinux(
+            c,
+            kernel=args.kernel,
+            initrd=args.initrd,
+            append_extra=tuple(args.append) if args.append is not None else ("quiet",),
+            serial=args.serial,
+        ),
+        "ipxe": lambda c: g.ipxe(
+            c,
+            embedded=args.embedded,
+            embed_path=os.path.abspath(args.output) if args.output else "boot.ipxe",
+        ),
+        "dnsmasq": lambda c: g.dnsmasq(
+            c,
+            interface=args.interface,
+            dhcp_range=args.dhcp_range,
+            tftp_root=args.tftp_root,
+            script=args.script,
+            dns=not args.no_dns,
+        ),
+        "root-path": lambda c: g.root_path(c, credentials=args.with_credentials),
+    }
+    result = makers[kind](cfg)
+    for warning in result.warnings:
+        warn(warning)
+    if args.output:
+        write_atomic(args.output, result.text, mode=0o600 if result.secrets else 0o644)
+        if args.json:
+            print_json({"kind": kind, "output": args.output, "warnings": list(result.warnings)})
+        else:
+            info(f"wrote {args.output}" + (" (mode 0600: it holds secrets)" if result.secrets else ""))
+        return EXIT_OK
+    text = result.text
+    if result.secrets and not args.show_secrets:
+        text = mask(text, result.secrets)
+        warn("secrets are masked as *** on stdout; use -o FILE or --show-secrets for the real text")
+    if args.json:
+        print_json({"kind": kind, "text": text, "warnings": list(result.warnings)})
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK

@@ -1,0 +1,439 @@
+"""Write the boot model out as kernel command lines, extlinux.conf, iPXE, dnsmasq and root paths.
+
+Every function returns :class:`Generated`: the real text (secrets included),
+the warnings, and the secrets it contains, so that the caller can mask them
+(:func:`iscsiboot.secret.mask`) before showing the text.  What a format
+cannot express raises :class:`~iscsiboot.errors.RepresentError` naming the
+value and the alternative (usually the iBFT, ``auto`` mode).
+
+Choices:
+
+* ``cmdline``/``extlinux``: ``boot=ISCSI=<spec>,<system>`` names
+  ``targets[0]``; with ``storage_on_iscsi`` ``disk=ISCSI=<spec>,<storage>``
+  names ``targets[1]`` when there is one, else repeats the boot target.  In
+  firmware mode both say ``ISCSI=auto``.  The spec always carries the initiator
+  (iscsistart needs it), the port and the portal group.  Those forms carry no
+  LUN: a model with a LUN gives a warning, not a refusal.  Values with a comma,
+  a quote or white space cannot be written; a locator with white space is
+  quoted (``boot="ISCSI=auto,LABEL=HTPC System"``).
+* Secrets on a kernel command line are readable by every local user
+  (``/proc/cmdline``): a warning says so.
+* ``ipxe``: the sanboot URI is the RFC 4173 root path of ``targets[0]`` with
+  its LUN (tgt serves the disk at LUN 1, so a missing LUN is warned about);
+  credentials go in iPXE settings, which iPXE also copies into the iBFT.
+* ``dnsmasq``: the root path (option 17) carries no credentials.
+* ``dracut``: ``rd.iscsi.*`` and ``netroot=`` with credentials in the root path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from iscsiboot.cmdline.ipconf import format_ip
+from iscsiboot.cmdline.rootpath import format_root_path
+from iscsiboot.errors import RepresentError
+from iscsiboot.model import DEFAULT_GROUP, BootConfig, Chap, Locator, NetMode, Target
+from iscsiboot.secret import Secret
+
+__all__ = [
+    "COMMAND_LINE_MAX",
+    "Generated",
+    "cmdline",
+    "dnsmasq",
+    "dracut",
+    "extlinux",
+    "ipxe",
+    "root_path",
+]
+
+#: x86 COMMAND_LINE_SIZE (bytes, with the final NUL).
+COMMAND_LINE_MAX = 2048
+#: Longest CHAP name or secret that open-iscsi and the iBFT take.
+CHAP_MAX = 255
+#: RFC 3720 asks for CHAP secrets of at least 12 bytes; many targets refuse shorter.
+CHAP_MIN_ADVISED = 12
+_AUTO_FIX = "use iSCSI firmware instead (an iBFT from iPXE or the NIC: boot=ISCSI=auto)"
+_PROC_WARNING = (
+    "the kernel command line carries CHAP secrets: every local user can read them in /proc/cmdline "
+    "(prefer the iBFT: auto mode)"
+)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Generated text (secrets in clear), warnings, and the secrets it contains."""
+
+    text: str
+    warnings: tuple[str, ...] = ()
+    secrets: tuple[Secret, ...] = ()
+
+
+# ---------------------------------------------------------------- kernel command line
+
+
+def _spec_value(value: str, what: str) -> str:
+    if not value or any(c.isspace() or c in ',"' for c in value):
+        raise RepresentError(
+            f"the {what} cannot go in an OpenELEC spec (empty, or has a comma, a quote or white space)",
+            fix=_AUTO_FIX,
+        )
+    return value
+
+
+def _locator_text(locator: Locator, what: str) -> str:
+    text = str(locator)
+    if "," in text or '"' in text or "\n" in text:
+        raise RepresentError(
+            f"the {what} locator cannot go on the command line (it has a comma, a quote or a newline)",
+            fix="choose another label",
+        )
+    return text
+
+
+def _token(param: str, value: str) -> str:
+    if any(c.isspace() for c in value):
+        return f'{param}="{value}"'
+    return f"{param}={value}"
+
+
+def _chap_items(chap: Chap | None, user_key: str, pass_key: str, what: str) -> list[str]:
+    if chap is None:
+        return []
+    return [
+        f"{user_key}={_spec_value(chap.username, what + ' user name')}",
+        f"{pass_key}={_spec_value(chap.password.reveal(), what + ' secret')}",
+    ]
+
+
+def spec(initiator: str, target: Target) -> str:
+    """The OpenELEC ``key=value`` list (without the locator) for one target."""
+    items = [
+        f"iscsi_initiator={_spec_value(initiator, 'initiator name')}",
+        f"iscsi_target_name={_spec_value(target.name, 'target name')}",
+        f"iscsi_target_ip={_spec_value(target.address, 'target address')}",
+        f"iscsi_target_port={target.port}",
+        f"iscsi_target_group={target.group}",
+        *_chap_items(target.chap, "iscsi_username", "iscsi_password", "CHAP"),
+        *_chap_items(target.reverse_chap, "iscsi_in_username", "iscsi_in_password", "reverse CHAP"),
+    ]
+    return ",".join(items)
+
+
+def _net_tokens(cfg: BootConfig) -> list[str]:
+    tokens = []
+    ip = format_ip(cfg.network)
+    if ip is not None:
+        tokens.append(f"ip={ip}")
+    if cfg.network.mac is not None:
+        tokens.append("BOOTIF=01-" + cfg.network.mac.replace(":", "-"))
+    return tokens
+
+
+def _cmdline_tokens(cfg: BootConfig) -> tuple[list[str], list[str]]:
+    tokens = _net_tokens(cfg)
+    warnings: list[str] = []
+    if cfg.storage_on_iscsi and cfg.storage is None:
+        raise RepresentError("storage on iSCSI without a storage locator", fix="give --storage LABEL=Storage")
+    if cfg.firmware:
+        if cfg.targets:
+            raise RepresentError(
+                "a firmware (iBFT) model with explicit targets",
+                fix="drop --auto, or drop the targets and let the iBFT name them",
+            )
+        if cfg.initiator is not None:
+            raise RepresentError(
+                "an initiator name in firmware (iBFT) mode: the iBFT carries it",
+                fix="drop --initiator, or drop --auto",
+            )
+        if cfg.system is None:
+            raise RepresentError("boot=ISCSI=auto needs a system locator", fix="give --system LABEL=System")
+        tokens.append(_token("boot", f"ISCSI=auto,{_locator_text(cfg.system, 'system')}"))
+        if cfg.storage is not None:
+            storage = _locator_text(cfg.storage, "storage")
+            tokens.append(_token("disk", f"ISCSI=auto,{storage}" if cfg.storage_on_iscsi else storage))
+        return tokens, warnings
+    if not cfg.targets:
+        if cfg.storage_on_iscsi:
+            raise RepresentError("storage on iSCSI without a target", fix="give the target or --auto")
+        if cfg.system is not None:
+            tokens.append(_token("boot", _locator_text(cfg.system, "system")))
+        if cfg.storage is not None:
+            tokens.append(_token("disk", _locator_text(cfg.storage, "storage")))
+        return tokens, warnings
+    if cfg.initiator is None:
+        raise RepresentError(
+            "an explicit iSCSI target needs an initiator name on this command line (iscsistart requires it)",
+            fix="give --initiator iqn.YYYY-MM.<domain>:<name>, or " + _AUTO_FIX,
+        )
+    if cfg.system is None:
+        raise RepresentError("boot=ISCSI= needs a system locator", fix="give --system LABEL=System")
+    if len(cfg.targets) > 2 or (len(cfg.targets) == 2 and not cfg.storage_on_iscsi):
+        raise RepresentError(
+            f"{len(cfg.targets)} targets: boot= and disk= name at most two (the second only for storage)",
+            fix="keep one target, or use --storage-on-iscsi for a second one",
+        )
+    for target in cfg.targets:
+        if target.lun is not None:
+            warnings.append(
+                f"LUN {target.lun} of {target.name} is not part of the boot=ISCSI= form: "
+                "the boot logs in to the target and finds its file systems by label on any LUN"
+            )
+    tokens.append(
+        _token("boot", f"ISCSI={spec(cfg.initiator, cfg.targets[0])},{_locator_text(cfg.system, 'system')}")
+    )
+    if cfg.storage is not None:
+        storage = _locator_text(cfg.storage, "storage")
+        if cfg.storage_on_iscsi:
+            target = cfg.targets[1] if len(cfg.targets) > 1 else cfg.targets[0]
+            tokens.append(_token("disk", f"ISCSI={spec(cfg.initiator, target)},{storage}"))
+        else:
+            tokens.append(_token("disk", storage))
+    return tokens, warnings
+
+
+def _finish_line(tokens: Sequence[str], warnings: list[str], cfg: BootConfig) -> None:
+    length = len(" ".join(tokens))
+    if length >= COMMAND_LINE_MAX:
+        warnings.append(f"the command line has {length} bytes; x86 kernels take {COMMAND_LINE_MAX - 1}")
+    if cfg.secrets():
+        warnings.append(_PROC_WARNING)
+        for secret in cfg.secrets():
+            if len(secret) < CHAP_MIN_ADVISED:
+                warnings.append(
+                    f"a CHAP secret has {len(secret)} characters; RFC 3720 asks for at least "
+                    f"{CHAP_MIN_ADVISED} and some targets refuse shorter ones"
+                )
+                break
+
+
+def cmdline(cfg: BootConfig) -> Generated:
+    """The ``ip=... boot=ISCSI=... disk=...`` fragment for the kernel command line (APPEND)."""
+    tokens, warnings = _cmdline_tokens(cfg)
+    _finish_line(tokens, warnings, cfg)
+    return Generated(" ".join(tokens), tuple(warnings), cfg.secrets())
+
+
+def extlinux(
+    cfg: BootConfig,
+    *,
+    kernel: str = "/KERNEL",
+    initrd: str | None = None,
+    append_extra: Sequence[str] = ("quiet",),
+    serial: bool = False,
+) -> Generated:
+    """A complete extlinux.conf in OpenELEC's layout (``serial`` adds the serial console)."""
+    tokens, warnings = _cmdline_tokens(cfg)
+    tokens += list(append_extra)
+    if serial:
+        tokens.append("console=ttyS0,115200")
+    for value, what in ((kernel, "kernel"), (initrd, "initrd")):
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise RepresentError(
+                f"the {what} path {value!r} is empty or has white space", fix="rename the file"
+            )
+    _finish_line(tokens, warnings, cfg)
+    lines = []
+    if serial:
+        lines.append("SERIAL 0 115200")
+    lines += ["DEFAULT linux", "PROMPT 0", "", "LABEL linux", f"  KERNEL {kernel}"]
+    if initrd is not None:
+        lines.append(f"  INITRD {initrd}")
+    lines.append(f"  APPEND {' '.join(tokens)}")
+    return Generated("\n".join(lines) + "\n", tuple(warnings), cfg.secrets())
+
+
+def dracut(cfg: BootConfig) -> Generated:
+    """dracut's form: ``rd.iscsi.*`` and ``netroot=iscsi:...`` (credentials in the root path)."""
+    if cfg.storage_on_iscsi:
+        raise RepresentError("dracut has no storage-on-iSCSI form", fix="use the cmdline or extlinux form")
+    tokens = _net_tokens(cfg)
+    warnings: list[str] = []
+    if cfg.storage is not None:
+        warnings.append("dracut has no storage file system; the storage locator is left out")
+    if cfg.firmware:
+        tokens.append("rd.iscsi.firmware=1")
+    if cfg.initiator is not None:
+        tokens.append(f"rd.iscsi.initiator={_spec_value(cfg.initiator, 'initiator name')}")
+    groups = {t.group for t in cfg.targets}
+    if len(groups) > 1:
+        raise RepresentError(
+            "targets with different portal groups", fix="dracut takes one rd.iscsi.target.group"
+        )
+    tokens += [f"netroot={format_root_path(t, credentials=True)}" for t in cfg.targets]
+    if groups and groups != {DEFAULT_GROUP}:
+        tokens.append(f"rd.iscsi.target.group={groups.pop()}")
+    if cfg.system is not None:
+        tokens.append(_token("root", _locator_text(cfg.system, "system")))
+    _finish_line(tokens, warnings, cfg)
+    return Generated(" ".join(tokens), tuple(warnings), cfg.secrets())
+
+
+# ---------------------------------------------------------------- RFC 4173 and iPXE
+
+
+def root_path(cfg_or_target: BootConfig | Target, *, credentials: bool = False) -> Generated:
+    """The RFC 4173 root path (DHCP option 17) of the boot target.
+
+    Without ``credentials`` (the default) it names only the portal, LUN and
+    target; with them it uses dracut's ``user:pass[:ruser:rpass]@`` prefix.
+    """
+    warnings: list[str] = []
+    if isinstance(cfg_or_target, Target):
+        target = cfg_or_target
+    else:
+        if not cfg_or_target.targets:
+            raise RepresentError(
+                "a root path needs a target (the model has none)",
+                fix="give --target-name and --target-ip (firmware mode has no root path)",
+            )
+        target = cfg_or_target.targets[0]
+        if len(cfg_or_target.targets) > 1:
+            warnings.append(f"the root path names the boot target only ({target.name})")
+    if target.group != DEFAULT_GROUP:
+        warnings.append(f"the portal group {target.group} is not part of a root path")
+    text = format_root_path(target, credentials=credentials)
+    secrets = target.secrets() if credentials else ()
+    return Generated(text, tuple(warnings), secrets)
+
+
+_IPXE_UNSAFE = re.compile(r"[\s\"'\\$]|[^\x21-\x7e]")
+
+
+def _ipxe_value(value: str, what: str) -> str:
+    if _IPXE_UNSAFE.search(value) or not value:
+        raise RepresentError(
+            f"the {what} cannot go in an iPXE script (white space, a quote, '\\', '$' or non-ASCII)",
+            fix=f"choose a {what} of printable ASCII without those characters",
+        )
+    if len(value) > CHAP_MAX:
+        raise RepresentError(f"the {what} has {len(value)} characters; at most {CHAP_MAX}")
+    return value
+
+
+def ipxe(cfg: BootConfig, *, embedded: bool = False, embed_path: str = "boot.ipxe") -> Generated:
+    """The iPXE script that sanboots the boot target, retrying until it works.
+
+    Chain-loaded form (iPXE has done DHCP) or, with ``embedded``, the form
+    built into a ROM with its own ``dhcp`` retry loop.  A comment gives the
+    ``make`` commands that embed the script (``embed_path``).
+    """
+    if not cfg.targets:
+        raise RepresentError(
+            "iPXE needs the target to sanboot (the model has none)",
+            fix="give --target-name and --target-ip; iPXE then writes the iBFT that auto mode reads",
+        )
+    boot = cfg.targets[0]
+    warnings: list[str] = []
+    if boot.lun is None:
+        warnings.append(
+            "no LUN given: iPXE uses LUN 0, which tgt keeps for its controller (its disks start at LUN 1; "
+            "give --lun 1)"
+        )
+    uri = root_path(boot)
+    warnings += uri.warnings
+    lines = [
+        "#!ipxe",
+        f"# iSCSI boot of {boot.name} at {boot.portal} ({'embedded' if embedded else 'chain-loaded'} form)",
+        "# Build it into an iPXE image from the iPXE sources (ipxe/src):",
+        f"#   make bin/ipxe.usb EMBED={embed_path}",
+        f"#   make bin/undionly.kpxe EMBED={embed_path}",
+    ]
+    if embedded:
+        lines += [":retry_dhcp", "dhcp || goto retry_dhcp"]
+    lines.append("echo Ready for iSCSI boot")
+    if cfg.initiator is not None:
+        lines.append(f"set initiator-iqn {_ipxe_value(cfg.initiator, 'initiator name')}")
+    chaps = {(t.chap, t.reverse_chap) for t in cfg.targets}
+    if len(chaps) > 1:
+        raise RepresentError(
+            "the targets have different credentials; iPXE has one set",
+            fix="use the same CHAP credentials on both targets",
+        )
+    if boot.chap is not None:
+        lines += [
+            f"set username {_ipxe_value(boot.chap.username, 'CHAP user name')}",
+            f"set password {_ipxe_value(boot.chap.password.reveal(), 'CHAP secret')}",
+        ]
+    if boot.reverse_chap is not None:
+        lines += [
+            f"set reverse-username {_ipxe_value(boot.reverse_chap.username, 'reverse CHAP user name')}",
+            f"set reverse-password {_ipxe_value(boot.reverse_chap.password.reveal(), 'reverse CHAP secret')}",
+        ]
+    for extra in cfg.targets[1:]:
+        lines += [
+            f"# storage target {extra.name}: attached as a second SAN drive",
+            f"sanhook --drive 0x81 {root_path(extra).text} || echo could not attach {extra.name}",
+        ]
+    _ipxe_value(uri.text, "root path")
+    lines += [":retry_sanboot", f"sanboot {uri.text} || goto retry_sanboot"]
+    return Generated("\n".join(lines) + "\n", tuple(warnings), cfg.secrets())
+
+
+def dnsmasq(
+    cfg: BootConfig,
+    *,
+    interface: str | None = None,
+    dhcp_range: str | None = None,
+    tftp_root: str = "/srv/tftp",
+    script: str = "boot.ipxe",
+    bios_image: str = "undionly.kpxe",
+    efi_image: str = "ipxe.efi",
+    dns: bool = True,
+) -> Generated:
+    """A dnsmasq configuration: PXE clients get iPXE, iPXE gets the script, all get option 17.
+
+    Requests from iPXE are recognised by option 175 or the user class
+    ``iPXE``; PXE clients get ``bios_image`` or, by client architecture
+    (option 93: 7 and 9 are x86-64 UEFI), ``efi_image``.
+    """
+    warnings: list[str] = []
+    if not cfg.targets:
+        raise RepresentError(
+            "the DHCP root path needs a target (the model has none)",
+            fix="give --target-name and --target-ip",
+        )
+    uri = root_path(cfg)
+    warnings += uri.warnings
+    for value, what in (
+        (interface, "interface"),
+        (dhcp_range, "DHCP range"),
+        (tftp_root, "TFTP root"),
+        (script, "script name"),
+        (bios_image, "BIOS image"),
+        (efi_image, "EFI image"),
+    ):
+        if value is not None and (not value or any(c.isspace() or c in '"#' for c in value)):
+            raise RepresentError(f"the {what} {value!r} is empty or has white space, '\"' or '#'")
+    if dhcp_range is None:
+        dhcp_range = "192.168.1.100,192.168.1.200,12h"
+        warnings.append(f"no DHCP range given; the example range {dhcp_range} is written (--dhcp-range)")
+    lines = ["# dnsmasq: DHCP and TFTP for iPXE iSCSI boot", ""]
+    if not dns:
+        lines += ["# DHCP and TFTP only", "port=0"]
+    if interface is not None:
+        lines += [f"interface={interface}", "bind-interfaces"]
+    lines += [
+        f"dhcp-range={dhcp_range}",
+        "enable-tftp",
+        f"tftp-root={tftp_root}",
+        "",
+        "# Requests from iPXE: option 175 (iPXE encapsulated options) or user class iPXE",
+        "dhcp-match=set:ipxe,175",
+        "dhcp-userclass=set:ipxe,iPXE",
+        "# PXE clients by architecture (option 93): 7 and 9 are x86-64 UEFI",
+        "dhcp-match=set:efi64,option:client-arch,7",
+        "dhcp-match=set:efi64,option:client-arch,9",
+        "",
+        "# PXE ROMs load iPXE; iPXE loads the boot script",
+        f"dhcp-boot=tag:!ipxe,tag:!efi64,{bios_image}",
+        f"dhcp-boot=tag:!ipxe,tag:efi64,{efi_image}",
+        f"dhcp-boot=tag:ipxe,{script}",
+        "",
+        "# RFC 4173 root path (option 17) of the boot target",
+        f'dhcp-option=option:root-path,"{uri.text}"',
+    ]
+    if cfg.network.mode is NetMode.FIRMWARE:
+        warnings.append("the model takes its network from the iBFT; the DHCP server still serves iPXE")
+    return Generated("\n".join(lines) + "\n", tuple(warnings), ())

@@ -1,0 +1,134 @@
+"""RFC 4173 iSCSI root paths (DHCP option 17, ``root=iscsi:``, ``netroot=iscsi:``).
+
+``iscsi:[<user>:<pass>[:<ruser>:<rpass>]@]<server>:<proto>:<port>:<LUN>:<targetname>``
+
+* ``<server>``: IPv4 address, host name, or IPv6 address in brackets.
+* ``<proto>``: empty or ``6`` (TCP); ``<port>``: empty means 3260.
+* ``<LUN>``: hexadecimal as RFC 4173 says, up to four ``-``-separated levels;
+  empty means "not given" (``Target.lun`` None).
+* ``<targetname>``: everything after the fourth colon (IQNs have colons).
+* The credentials prefix is dracut's extension; it is recognised when an
+  ``@`` is followed by at least four colons (iSCSI names have no ``@``).
+
+Pure functions; the portal group is not part of the root path (dracut takes
+it from ``rd.iscsi.target.group``).
+"""
+
+from __future__ import annotations
+
+from iscsiboot.errors import ParseError, RepresentError, UsageError
+from iscsiboot.model import DEFAULT_PORT, Chap, Target, lun_from_text, lun_to_text
+from iscsiboot.secret import Secret
+
+PREFIX = "iscsi:"
+_FORM = "iscsi:[user:pass@]<server>:<proto>:<port>:<LUN>:<targetname>"
+# Characters that no field of a root path (or a kernel token) can carry.
+_UNSAFE = frozenset('"@') | frozenset(" \t\n\r\v\f")
+
+
+def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> Target:
+    """Parse an RFC 4173 root path into a :class:`Target` (raise ParseError)."""
+    where = where or text
+    if not text.startswith(PREFIX):
+        raise ParseError("a root path starts with 'iscsi:'", where=where, fix=f"write {_FORM}")
+    rest = text[len(PREFIX) :]
+    chap: Chap | None = None
+    reverse: Chap | None = None
+    at = rest.find("@")
+    if at >= 0 and rest[at + 1 :].count(":") >= 4:
+        auth, rest = rest[:at], rest[at + 1 :]
+        parts = auth.split(":")
+        if len(parts) not in (2, 4) or not all(parts):
+            raise ParseError(
+                "the credentials before '@' must be user:password or user:password:ruser:rpassword",
+                where=where,
+                fix="no field may be empty or contain ':'",
+            )
+        chap = Chap(parts[0], Secret(parts[1]))
+        if len(parts) == 4:
+            reverse = Chap(parts[2], Secret(parts[3]))
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ParseError("unclosed '[' around the IPv6 address", where=where, fix=f"write {_FORM}")
+        server, rest = rest[1:end], rest[end + 1 :]
+        if not rest.startswith(":"):
+            raise ParseError("a ':' must follow the bracketed address", where=where, fix=f"write {_FORM}")
+        rest = rest[1:]
+    else:
+        server, sep, rest = rest.partition(":")
+        if not sep:
+            raise ParseError("too few fields", where=where, fix=f"write {_FORM}")
+    fields = rest.split(":", 3)
+    if len(fields) < 4:
+        raise ParseError(
+            f"too few fields ({len(fields) + 1} of 5)",
+            where=where,
+            fix=f"write {_FORM}; empty fields take defaults",
+        )
+    proto, port_text, lun_text, name = fields
+    if not server:
+        raise ParseError("the server field is empty", where=where, fix=f"write {_FORM}")
+    if proto not in ("", "6"):
+        raise ParseError(f"protocol {proto!r} is not TCP", where=where, fix="leave it empty or write 6")
+    port = DEFAULT_PORT
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ParseError(f"port {port_text!r} is not a number in 1-65535", where=where)
+        port = int(port_text)
+    lun: int | None = None
+    if lun_text:
+        try:
+            lun = lun_from_text(lun_text)
+        except ValueError:
+            raise ParseError(
+                f"LUN {lun_text!r} is not hexadecimal",
+                where=where,
+                fix="RFC 4173 LUNs are hex, up to four levels joined by '-', e.g. 1 or 4752-3a4f",
+            ) from None
+    if not name:
+        raise ParseError("the target name is empty", where=where, fix="end the root path with the target IQN")
+    try:
+        return Target(
+            name=name, address=server, port=port, group=group, lun=lun, chap=chap, reverse_chap=reverse
+        )
+    except UsageError as exc:
+        raise ParseError(exc.what, where=where, fix=exc.fix) from None
+
+
+def _field(value: str, what: str) -> str:
+    if not value or ":" in value or any(c in _UNSAFE for c in value):
+        raise RepresentError(
+            f"the {what} cannot go in a root path (empty, or contains ':', '@', a quote or white space)",
+            fix="use iSCSI firmware (iBFT, auto mode) or choose another value",
+        )
+    return value
+
+
+def format_root_path(target: Target, *, credentials: bool = False) -> str:
+    """The RFC 4173 string of ``target``; with ``credentials`` in dracut's ``user:pass@`` form.
+
+    The port is written only when it is not 3260 and the LUN only when given
+    (in hex).  The portal group is not part of the string.
+    """
+    if any(c in _UNSAFE for c in target.name):
+        raise RepresentError(
+            f"target name {target.name!r} has a character a root path cannot carry",
+            fix="iSCSI names use letters, digits, '.', '-' and ':'",
+        )
+    host = f"[{target.address}]" if ":" in target.address else target.address
+    port = "" if target.port == DEFAULT_PORT else str(target.port)
+    lun = "" if target.lun is None else lun_to_text(target.lun)
+    auth = ""
+    if credentials and target.chap is not None:
+        parts = [
+            _field(target.chap.username, "CHAP user name"),
+            _field(target.chap.password.reveal(), "CHAP secret"),
+        ]
+        if target.reverse_chap is not None:
+            parts += [
+                _field(target.reverse_chap.username, "reverse CHAP user name"),
+                _field(target.reverse_chap.password.reveal(), "reverse CHAP secret"),
+            ]
+        auth = ":".join(parts) + "@"
+    return f"{PREFIX}{auth}{host}::{port}:{lun}:{target.name}"
