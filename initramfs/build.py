@@ -1,0 +1,312 @@
+"""Execute an initramfs plan: discover inputs, compile, index modules, pack, compress, write.
+
+``build()`` is the one entry point (the CLI and the QEMU tests call it).
+Reproducible: the same inputs give byte-identical archives (fixed mtime,
+sorted entries, code objects naming image paths only, deterministic
+compressors).  Compiled ``.pyc`` files are cached by content hash under the
+cache folder, so a second build mostly packs and compresses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import lzma
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from iscsiboot.errors import EnvironmentProblem, UsageError
+from iscsiboot.initramfs import cpio, elf, modules, pyruntime
+from iscsiboot.initramfs.kernel import KernelTree, default_cache
+from iscsiboot.initramfs.plan import Item, PlanInputs, Variant, make_plan
+from iscsiboot.output import write_atomic
+from iscsiboot.proc import run, which
+
+
+class Compression(Enum):
+    XZ = "xz"
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    NONE = "none"
+
+
+BUSYBOX = "/bin/busybox"
+E2FSCK = "/sbin/e2fsck"
+ISCSISTART = "/sbin/iscsistart"
+LIBUDEV = "libudev.so.1"
+INDEX_FILES = (
+    "modules.dep",
+    "modules.dep.bin",
+    "modules.alias",
+    "modules.alias.bin",
+    "modules.softdep",
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.builtin",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+    "modules.devname",
+    "modules.order",
+)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path | None
+    variant: str
+    compression: str
+    kernel_version: str
+    size: int  # bytes of the (compressed) archive
+    uncompressed: int  # bytes of the cpio
+    files: int
+    modules: tuple[str, ...]
+    groups: dict[str, int]  # group -> uncompressed content bytes
+    largest: tuple[tuple[str, int], ...]
+    seconds: float
+    sha256: str
+    warnings: tuple[str, ...] = ()
+    archive: bytes = field(default=b"", repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "output": str(self.output) if self.output else None,
+            "variant": self.variant,
+            "compression": self.compression,
+            "kernel_version": self.kernel_version,
+            "size": self.size,
+            "uncompressed": self.uncompressed,
+            "files": self.files,
+            "modules": list(self.modules),
+            "groups": self.groups,
+            "largest": [{"path": p, "size": s} for p, s in self.largest],
+            "seconds": round(self.seconds, 2),
+            "sha256": self.sha256,
+            "warnings": list(self.warnings),
+        }
+
+
+def modules_dir_of(root: Path, version: str) -> Path:
+    """``root``: a kernel tree (with ``lib/modules/<ver>``), ``lib/modules``, or the folder itself."""
+    for candidate in (
+        root / "lib" / "modules" / version,
+        root / "usr" / "lib" / "modules" / version,
+        root / version,
+        root,
+    ):
+        if (candidate / "modules.order").is_file() or (candidate / "modules.dep").is_file():
+            if candidate == root and root.name != version:
+                continue
+            return candidate
+    raise UsageError(
+        f"no modules of kernel {version} under {root}",
+        where="--modules-root",
+        fix="give the folder that holds lib/modules/<version> (a dpkg -x tree) or lib/modules",
+    )
+
+
+def compress(data: bytes, how: Compression, *, level: int | None = None) -> bytes:
+    """Deterministic compression the kernel's initramfs unpacker accepts."""
+    if how is Compression.NONE:
+        return data
+    if how is Compression.XZ:
+        # The kernel's xz decoder needs CRC32 (or no) checks, not the default CRC64.
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=level or 9)
+    if how is Compression.GZIP:
+        return gzip.compress(data, compresslevel=level or 9, mtime=0)
+    zstd = which("zstd", hint="apt-get install zstd")
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-zstd-") as tmp:
+        src, dst = Path(tmp) / "in.cpio", Path(tmp) / "out.zst"
+        src.write_bytes(data)
+        run(
+            [zstd, f"-{level or 19}", "-q", "-f", "--no-progress", "-o", str(dst), str(src)],
+            what="compress the initramfs with zstd",
+            timeout=900,
+        )
+        return dst.read_bytes()
+
+
+def _cached_pyc(cache: Path, source: Path, archive: str, optimize: int) -> bytes:
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([importlib.util.MAGIC_NUMBER, archive.encode(), str(optimize).encode(), text])
+    ).hexdigest()
+    path = cache / key[:2] / f"{key}.pyc"
+    if path.is_file():
+        return path.read_bytes()
+    data = pyruntime.compile_pyc(source, archive, optimize=optimize)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    return data
+
+
+def _applets(busybox: Path) -> list[str]:
+    listing = run([str(busybox), "--list-full"], what="list the busybox applets", timeout=30)
+    return [line.strip() for line in listing.stdout.splitlines() if line.strip()]
+
+
+def _index_modules(src_dir: Path, version: str, rel_paths: Sequence[str], work: Path) -> dict[str, Path]:
+    """Copy the chosen module files into a staging tree, run depmod there, return its index files."""
+    stage = work / "lib" / "modules" / version
+    for rel in rel_paths:
+        dest = stage / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_dir / rel, dest)
+    order = src_dir / "modules.order"
+    chosen = set(rel_paths)
+    stage.mkdir(parents=True, exist_ok=True)
+    if order.is_file():
+        lines = [ln for ln in order.read_text().splitlines() if ln.strip() in chosen]
+        (stage / "modules.order").write_text("".join(f"{ln}\n" for ln in lines))
+    for name in ("modules.builtin", "modules.builtin.modinfo"):
+        if (src_dir / name).is_file():
+            shutil.copyfile(src_dir / name, stage / name)
+    run(
+        [which("depmod", hint="apt-get install kmod"), "-b", str(work), version],
+        what=f"index the image's modules for kernel {version}",
+        timeout=300,
+    )
+    return {name: stage / name for name in INDEX_FILES if (stage / name).is_file()}
+
+
+def _read_item(item: Item, pyc_cache: Path, optimize: int) -> bytes:
+    if item.source is None:
+        return item.content
+    if item.compile_pyc:
+        return _cached_pyc(pyc_cache, item.source, item.path, optimize)
+    return item.source.read_bytes()
+
+
+def build(
+    *,
+    kernel_version: str | None = None,
+    modules_root: Path | None = None,
+    kernel: KernelTree | None = None,
+    output: Path | None = None,
+    overlay: bool = False,
+    compression: Compression | str = Compression.XZ,
+    extra_modules: Iterable[str] = (),
+    iscsistart: bool = True,
+    replace_init: bool = False,
+    cache: Path | None = None,
+    optimize: int = 0,
+    mtime: int | None = None,
+) -> BuildResult:
+    """Build the initramfs (or overlay) and write it to ``output`` atomically (if given)."""
+    started = time.monotonic()
+    how = Compression(compression) if isinstance(compression, str) else compression
+    if kernel is not None:
+        kernel_version, src_dir = kernel.version, kernel.modules
+    else:
+        if kernel_version is None or modules_root is None:
+            raise UsageError(
+                "the kernel is not named",
+                where="--kernel-version/--modules-root",
+                fix="give --kernel-root DIR, or --kernel-version VER with --modules-root DIR",
+            )
+        src_dir = modules_dir_of(Path(modules_root), kernel_version)
+    if mtime is None:
+        mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
+    cache_dir = (cache if cache is not None else default_cache()) / "pyc"
+    variant = Variant.OVERLAY if overlay else Variant.FULL
+    warnings: list[str] = []
+
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-initramfs-") as tmp_name:
+        tmp = Path(tmp_name)
+        # python runtime
+        stage = tmp / "stage"
+        stage.mkdir()
+        pyruntime.stage_package(stage)
+        site = pyruntime.site_packages()
+        wanted = pyruntime.runtime_modules() + pyruntime.ALWAYS
+        traced = pyruntime.trace(wanted, stage, site)
+        if "iscsiboot.agent.init" in traced.failed:
+            warnings.append(f"iscsiboot.agent.init does not import: {traced.failed['iscsiboot.agent.init']}")
+        for name, why in sorted(traced.failed.items()):
+            if name != "iscsiboot.agent.init":
+                warnings.append(f"runtime module {name} not included: {why}")
+        pyfiles = pyruntime.place(traced.files.values(), stage, site)
+        # programs and their libraries
+        python = Path(pyruntime.PYTHON)
+        e2fsck = Path(E2FSCK).resolve()
+        start = Path(ISCSISTART).resolve() if iscsistart else None
+        busybox = None if overlay else Path(BUSYBOX)
+        for prog in (e2fsck, start, busybox):
+            if prog is not None and not prog.is_file():
+                raise EnvironmentProblem(f"{prog} is not installed", fix="see tools/system-packages.txt")
+        elf_inputs = [python, e2fsck] + [p.source for p in pyfiles if not p.compile]
+        if start is not None:
+            elf_inputs.append(start)
+        udev_hit = elf._find(LIBUDEV, (), Path("/"))
+        if udev_hit is None:
+            raise EnvironmentProblem(f"{LIBUDEV} is not installed", fix="apt-get install libudev1")
+        elf_inputs.append(udev_hit[0])
+        _interp, libs = elf.closure(elf_inputs)
+        libraries = [(lib.soname, lib.host_path) for lib in libs]
+        if LIBUDEV not in {s for s, _ in libraries}:
+            libraries.append((LIBUDEV, udev_hit[0]))
+        # kernel modules
+        index = modules.load_index(src_dir) if (src_dir / "modules.dep").is_file() else None
+        if index is None:
+            raise UsageError(
+                f"{src_dir} has no modules.dep",
+                where="--modules-root",
+                fix=f"run depmod -b ROOT {kernel_version}",
+            )
+        wanted_mods = list(modules.DEFAULT_MODULES) + [m for m in extra_modules if m]
+        closure = modules.resolve(index, wanted_mods)
+        index_files = _index_modules(src_dir, kernel_version, closure.paths, tmp / "depmod")
+        inputs = PlanInputs(
+            kernel_version=kernel_version,
+            python=python,
+            python_files=[(p.archive, p.source, p.compile) for p in pyfiles],
+            libraries=sorted(libraries),
+            modules=[(rel, src_dir / rel) for rel in closure.paths],
+            module_index=sorted(index_files.items()),
+            load_order=closure.names,
+            crc32c=closure.crc32c,
+            busybox=busybox,
+            applets=_applets(busybox) if busybox is not None else (),
+            e2fsck=e2fsck,
+            iscsistart=start,
+            variant=variant,
+            replace_init=replace_init,
+            extra={"python": "/usr/bin/python3.11"},
+        )
+        items = make_plan(inputs)
+        entries: list[cpio.Entry] = []
+        groups: dict[str, int] = {}
+        sizes: list[tuple[str, int]] = []
+        for item in items:
+            data = _read_item(item, cache_dir, optimize)
+            entries.append(cpio.Entry(item.path, item.kind, item.mode, data, item.rdev))
+            if item.kind is cpio.Kind.FILE:
+                groups[item.group] = groups.get(item.group, 0) + len(data)
+                sizes.append((item.path, len(data)))
+        archive = cpio.write_newc(entries, mtime=mtime)
+    packed = compress(archive, how)
+    if output is not None:
+        write_atomic(output, packed)
+    sizes.sort(key=lambda ps: (-ps[1], ps[0]))
+    return BuildResult(
+        output=output,
+        variant=variant.value,
+        compression=how.value,
+        kernel_version=kernel_version,
+        size=len(packed),
+        uncompressed=len(archive),
+        files=len(cpio.canonical(entries)),
+        modules=closure.names,
+        groups=dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        largest=tuple(sizes[:15]),
+        seconds=time.monotonic() - started,
+        sha256=hashlib.sha256(packed).hexdigest(),
+        warnings=tuple(warnings),
+        archive=packed,
+    )

@@ -1,0 +1,125 @@
+"""``iscsiboot initramfs build``: the complete initramfs or the overlay for a distribution image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from iscsiboot.errors import UsageError
+from iscsiboot.output import info, print_json, warn
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    top = sub.add_parser(
+        "initramfs",
+        parents=[parent],
+        help="build the initramfs or overlay that carries the agent",
+        description="Build the initramfs (or an overlay to append to a distribution initramfs).",
+    )
+    actions = top.add_subparsers(dest="action", metavar="ACTION")
+    b = actions.add_parser(
+        "build",
+        parents=[parent],
+        help="build a reproducible cpio (newc) initramfs",
+        description=(
+            "Build a cpio (newc) initramfs with Python, the agent, iscsistart, e2fsck, busybox and the "
+            "kernel modules of the iSCSI boot path.  With --overlay: an archive to append to an existing "
+            "initramfs (cat base.img overlay.img > new.img)."
+        ),
+    )
+    b.add_argument("--kernel-version", metavar="VER", help="kernel release, e.g. 6.1.0-56-amd64")
+    b.add_argument(
+        "--modules-root", metavar="DIR", type=Path, help="folder holding lib/modules/VER (or lib/modules)"
+    )
+    b.add_argument(
+        "--kernel-root",
+        metavar="DIR",
+        type=Path,
+        help="an unpacked kernel package (dpkg -x): version and modules are taken from it",
+    )
+    b.add_argument("-o", "--output", metavar="FILE", type=Path, help="where to write the archive")
+    b.add_argument("--overlay", action="store_true", help="build the overlay for a distribution initramfs")
+    b.add_argument("--replace-init", action="store_true", help="with --overlay: also provide /init")
+    b.add_argument("--compress", choices=("xz", "zstd", "gzip", "none"), default="xz")
+    b.add_argument(
+        "--module", action="append", default=[], metavar="NAME", help="an extra kernel module (repeatable)"
+    )
+    b.add_argument("--no-iscsistart", action="store_true", help="leave out iscsistart and its libraries")
+    b.add_argument("--verbose", action="store_true", help="show the largest contributors")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    b.set_defaults(func=_build)
+    top.set_defaults(func=_usage(top))
+
+
+def _usage(parser: argparse.ArgumentParser) -> object:
+    def handler(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return handler
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _build(args: argparse.Namespace) -> int:
+    from iscsiboot.initramfs.build import build  # noqa: PLC0415 (heavy; only for this command)
+    from iscsiboot.initramfs.kernel import tree_from_dir  # noqa: PLC0415
+
+    if args.replace_init and not args.overlay:
+        raise UsageError("--replace-init only applies to --overlay", where="--replace-init")
+    kernel = None
+    if args.kernel_root is not None:
+        if not args.kernel_root.is_dir():
+            raise UsageError(f"{args.kernel_root} is not a folder", where="--kernel-root")
+        kernel = tree_from_dir(args.kernel_root)
+        if args.kernel_version and args.kernel_version != kernel.version:
+            raise UsageError(
+                f"{args.kernel_root} holds kernel {kernel.version}, not {args.kernel_version}",
+                where="--kernel-version",
+            )
+    elif not (args.kernel_version and args.modules_root):
+        raise UsageError(
+            "the kernel is not named",
+            where="--kernel-version/--modules-root",
+            fix="give --kernel-root DIR, or --kernel-version VER and --modules-root DIR",
+        )
+    elif not args.modules_root.is_dir():
+        raise UsageError(f"{args.modules_root} is not a folder", where="--modules-root")
+    output = args.output
+    if output is None:
+        suffix = {"xz": ".cpio.xz", "zstd": ".cpio.zst", "gzip": ".cpio.gz", "none": ".cpio"}[args.compress]
+        output = Path(("iscsiboot-overlay" if args.overlay else "iscsiboot-initramfs") + suffix)
+    if output.parent and not output.parent.is_dir():
+        raise UsageError(f"folder {output.parent} does not exist", where="--output")
+    result = build(
+        kernel_version=args.kernel_version,
+        modules_root=args.modules_root,
+        kernel=kernel,
+        output=output,
+        overlay=args.overlay,
+        compression=args.compress,
+        extra_modules=args.module,
+        iscsistart=not args.no_iscsistart,
+        replace_init=args.replace_init,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    for text in result.warnings:
+        warn(text)
+    print(
+        f"{output}: {_mib(result.size)} ({result.compression}), {_mib(result.uncompressed)} cpio, "
+        f"{result.files} entries, {len(result.modules)} kernel modules for {result.kernel_version}, "
+        f"{result.seconds:.1f} s"
+    )
+    if args.verbose:
+        print("contributors (uncompressed):")
+        for group, size in result.groups.items():
+            print(f"  {size / 2**20:8.2f} MiB  {group}")
+        print("largest files:")
+        for path, size in result.largest:
+            print(f"  {size / 2**20:8.2f} MiB  /{path}")
+        info(f"sha256 {result.sha256}")
+    return 0

@@ -1,0 +1,193 @@
+"""Which kernel module files an image needs: modules.dep / .alias / .builtin / .softdep (pure).
+
+:func:`parse_index` reads the text files ``depmod`` writes; :func:`resolve`
+gives the closure of the wanted modules (dependencies and soft
+dependencies) in load order.  ``iscsi_tcp`` needs the ``crc32c`` crypto
+algorithm when a connection is made, which modules.dep does not say: every
+module that provides ``crypto-crc32c`` (found through modules.alias) is added
+whenever ``iscsi_tcp`` is wanted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iscsiboot.errors import UsageError
+
+# What the boot path needs: iSCSI over TCP, the iBFT, disks, filesystems, NICs, VLANs.
+DEFAULT_MODULES: tuple[str, ...] = (
+    "iscsi_tcp",
+    "iscsi_ibft",
+    "sd_mod",
+    "ext4",
+    "squashfs",
+    "loop",
+    "virtio_net",
+    "virtio_pci",
+    "e1000",
+    "8021q",
+)
+CRC32C_ALIAS = "crypto-crc32c"
+_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def module_name(path: str) -> str:
+    """``kernel/arch/x86/crypto/crc32c-intel.ko.xz`` -> ``crc32c_intel``."""
+    base = path.rsplit("/", 1)[-1]
+    for suffix in _SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return base.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ModuleIndex:
+    """The parsed depmod output of one kernel release."""
+
+    paths: Mapping[str, str]  # module name -> path relative to lib/modules/<ver>
+    depends: Mapping[str, tuple[str, ...]]  # module name -> names it needs
+    aliases: tuple[tuple[str, str], ...] = ()  # (pattern, module name)
+    builtin: frozenset[str] = frozenset()
+    softdeps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> pre+post names
+
+
+def parse_dep(text: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    paths: dict[str, str] = {}
+    depends: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        head, _, tail = line.partition(":")
+        name = module_name(head.strip())
+        paths[name] = head.strip()
+        depends[name] = tuple(module_name(d) for d in tail.split())
+    return paths, depends
+
+
+def parse_alias(text: str) -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "alias":
+            found.append((words[1], words[2].replace("-", "_")))
+    return tuple(found)
+
+
+def parse_builtin(text: str) -> frozenset[str]:
+    return frozenset(module_name(line.strip()) for line in text.splitlines() if line.strip())
+
+
+def parse_softdep(text: str) -> dict[str, tuple[str, ...]]:
+    soft: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[0] != "softdep":
+            continue
+        names = tuple(w for w in words[2:] if w not in ("pre:", "post:"))
+        key = words[1].replace("-", "_")
+        soft[key] = soft.get(key, ()) + names
+    return soft
+
+
+def parse_index(dep: str, alias: str = "", builtin: str = "", softdep: str = "") -> ModuleIndex:
+    paths, depends = parse_dep(dep)
+    return ModuleIndex(paths, depends, parse_alias(alias), parse_builtin(builtin), parse_softdep(softdep))
+
+
+def load_index(modules_dir: Path) -> ModuleIndex:
+    """Read the index of ``lib/modules/<ver>`` (after ``depmod``)."""
+    dep_file = modules_dir / "modules.dep"
+    if not dep_file.is_file():
+        raise UsageError(
+            f"{dep_file} does not exist", where="--modules-root", fix=f"run depmod -b ROOT {modules_dir.name}"
+        )
+
+    def text(name: str) -> str:
+        path = modules_dir / name
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    return parse_index(
+        text("modules.dep"), text("modules.alias"), text("modules.builtin"), text("modules.softdep")
+    )
+
+
+@dataclass(frozen=True)
+class Closure:
+    """The module files to ship, dependencies first, and what is built in already."""
+
+    paths: tuple[str, ...]  # relative to lib/modules/<ver>, in load order
+    names: tuple[str, ...]  # the same modules, by name
+    builtin: tuple[str, ...]  # wanted names the kernel has built in
+    crc32c: tuple[str, ...]  # the crc32c providers included (empty if built in)
+
+
+def lookup(index: ModuleIndex, name: str) -> tuple[str, ...]:
+    """The module names that satisfy ``name`` (a module name or an alias); () if built in."""
+    norm = name.replace("-", "_")
+    if norm in index.paths:
+        return (norm,)
+    if norm in index.builtin:
+        return ()
+    providers = [mod for pattern, mod in index.aliases if fnmatch.fnmatchcase(name, pattern)]
+    if not providers and norm != name:
+        providers = [mod for pattern, mod in index.aliases if fnmatch.fnmatchcase(norm, pattern)]
+    modules = sorted({p for p in providers if p in index.paths})
+    if modules:
+        return tuple(modules)
+    if any(p in index.builtin for p in providers):
+        return ()
+    raise UsageError(
+        f"the kernel has no module {name!r}",
+        where="--module",
+        fix="check the name with modinfo, or drop it if the kernel has it built in",
+    )
+
+
+def resolve(index: ModuleIndex, wanted: Iterable[str], *, crc32c: bool | None = None) -> Closure:
+    """The closure of ``wanted`` (names or aliases) with dependencies before dependants.
+
+    ``crc32c`` adds the providers of ``crypto-crc32c``; by default it is on
+    when ``iscsi_tcp`` is wanted.
+    """
+    order: list[str] = []
+    builtin: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order or name in visiting:
+            return
+        visiting.add(name)
+        for soft in index.softdeps.get(name, ()):
+            try:
+                for provider in lookup(index, soft):
+                    visit(provider)
+            except UsageError:
+                pass  # a soft dependency the kernel lacks is not fatal
+        for dep in index.depends.get(name, ()):
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    names = list(wanted)
+    for name in names:
+        providers = lookup(index, name)
+        if not providers:
+            builtin.append(name)
+        for provider in providers:
+            visit(provider)
+    use_crc = ("iscsi_tcp" in order) if crc32c is None else crc32c
+    crc_mods: tuple[str, ...] = ()
+    if use_crc:
+        crc_mods = lookup(index, CRC32C_ALIAS)
+        for provider in crc_mods:
+            visit(provider)
+    return Closure(
+        paths=tuple(index.paths[n] for n in order),
+        names=tuple(order),
+        builtin=tuple(builtin),
+        crc32c=crc_mods,
+    )

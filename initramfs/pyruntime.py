@@ -1,0 +1,181 @@
+"""Find the Python files the agent needs, by tracing a real import under the target interpreter.
+
+The iscsiboot package is assembled into a staging folder (``core/`` as
+``iscsiboot``, each other folder as ``iscsiboot.<folder>``, following the
+installed package's locations), then Debian's ``/usr/bin/python3.11 -S``
+imports the agent's modules with that folder and the venv's site-packages on
+``PYTHONPATH``.  Every module left in ``sys.modules`` with a file is part of
+the runtime.  :func:`compile_pyc` turns a source file into a sourceless
+``.pyc`` whose recorded file name is the path inside the image.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import py_compile
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from iscsiboot.errors import EnvironmentProblem
+from iscsiboot.proc import run
+
+PYTHON = "/usr/bin/python3.11"
+STDLIB = "/usr/lib/python3.11"
+SUBPACKAGES = ("cmdline", "ibft", "agent", "initramfs", "qemu", "disk", "iscsi")
+THIRD_PARTY = ("pyroute2", "pyudev", "construct")
+# Imported by the interpreter on demand (codecs looked up by name), not visible to a trace.
+ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.aliases")
+# What the launchers in the image import besides the agent's own list.
+LAUNCHERS = ("iscsiboot.cli", "iscsiboot.agent.cli")
+
+_TRACER = r"""
+import importlib, json, sys
+want = json.loads(sys.argv[1])
+failed = {}
+for name in want:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"
+files = {}
+for name, mod in sorted(sys.modules.items()):
+    f = getattr(mod, "__file__", None)
+    if isinstance(f, str):
+        files[name] = f
+print(json.dumps({"files": files, "failed": failed, "version": list(sys.version_info[:3])}))
+"""
+
+
+@dataclass(frozen=True)
+class Traced:
+    """Module name -> file, for every module the trace loaded."""
+
+    files: dict[str, str]
+    failed: dict[str, str]
+    version: tuple[int, int, int]
+
+
+def package_sources() -> dict[str, Path]:
+    """Where each part of the installed iscsiboot package lives (package name -> folder)."""
+    found: dict[str, Path] = {}
+    top = importlib.util.find_spec("iscsiboot")
+    if top is None or not top.submodule_search_locations:
+        raise EnvironmentProblem("the iscsiboot package is not importable", fix="pip install -e .")
+    found["iscsiboot"] = Path(next(iter(top.submodule_search_locations)))
+    for sub in SUBPACKAGES:
+        spec = importlib.util.find_spec(f"iscsiboot.{sub}")
+        if spec is not None and spec.submodule_search_locations:
+            found[f"iscsiboot.{sub}"] = Path(next(iter(spec.submodule_search_locations)))
+    return found
+
+
+def site_packages() -> Path:
+    """The site-packages folder that holds pyroute2, pyudev and construct."""
+    for name in THIRD_PARTY:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise EnvironmentProblem(f"{name} is not installed", fix="pip install -e . (in the venv)")
+    spec = importlib.util.find_spec(THIRD_PARTY[0])
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))).parent
+
+
+def stage_package(dest: Path) -> Path:
+    """Copy the iscsiboot package's ``.py`` files into ``dest/iscsiboot`` as one normal package."""
+    for package, folder in sorted(package_sources().items()):
+        target = dest.joinpath(*package.split("."))
+        for source in sorted(folder.rglob("*.py")):
+            rel = source.relative_to(folder)
+            if "__pycache__" in rel.parts:
+                continue
+            if package == "iscsiboot" and len(rel.parts) > 1:
+                continue  # core/ has no subfolders that belong to the package
+            out = target / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, out)
+    return dest / "iscsiboot"
+
+
+def runtime_modules() -> tuple[str, ...]:
+    """The modules to import in the trace: the agent's list (``RUNTIME_MODULES``) and launchers."""
+    names: list[str] = ["iscsiboot.agent.init"]
+    try:
+        agent = importlib.import_module("iscsiboot.agent")
+        names.extend(str(n) for n in getattr(agent, "RUNTIME_MODULES", ()))
+    except ImportError:
+        pass
+    names.extend(LAUNCHERS)
+    return tuple(dict.fromkeys(names))
+
+
+def trace(modules: Sequence[str], stage: Path, site: Path, *, python: str = PYTHON) -> Traced:
+    """Import ``modules`` under ``python -S`` and report what got loaded."""
+    if not Path(python).is_file():
+        raise EnvironmentProblem(f"{python} is not installed", fix="apt-get install python3.11-minimal")
+    env = {
+        "PYTHONPATH": f"{stage}:{site}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/",
+        "TERM": "linux",
+    }
+    result = run(
+        [python, "-S", "-c", _TRACER, json.dumps(list(modules))],
+        what="trace the agent's imports",
+        env=env,
+        timeout=300,
+    )
+    data = json.loads(result.stdout)
+    major, minor, micro = (int(x) for x in data["version"])
+    return Traced(dict(data["files"]), dict(data["failed"]), (major, minor, micro))
+
+
+@dataclass(frozen=True)
+class PyFile:
+    """A Python runtime file: where it comes from and where it goes in the image."""
+
+    archive: str  # e.g. usr/lib/python3.11/asyncio/events.pyc
+    source: Path  # the .py (compiled) or the extension module (copied)
+    compile: bool  # True: compile source to a sourceless .pyc
+
+
+def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB) -> list[PyFile]:
+    """Map traced file paths to image paths under ``prefix`` (pure apart from path arithmetic)."""
+    roots = [Path(STDLIB), stage, site]
+    out: dict[str, PyFile] = {}
+    base = prefix.strip("/")
+    for name in files:
+        path = Path(name)
+        for root in roots:
+            if path.is_relative_to(root):
+                rel = path.relative_to(root)
+                break
+        else:
+            continue  # outside the known roots (should not happen)
+        if path.suffix == ".py":
+            archive = f"{base}/{rel.with_suffix('.pyc')}"
+            out[archive] = PyFile(archive, path, True)
+        elif path.suffix == ".so":
+            archive = f"{base}/{rel}"
+            out[archive] = PyFile(archive, path, False)
+    return [out[k] for k in sorted(out)]
+
+
+def compile_pyc(source: Path, archive: str, *, optimize: int = 0) -> bytes:
+    """A sourceless .pyc (unchecked hash) whose code objects name ``/archive``."""
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-pyc-") as tmp:
+        out = Path(tmp) / "out.pyc"
+        py_compile.compile(
+            str(source),
+            cfile=str(out),
+            dfile="/" + archive.removesuffix("c"),
+            doraise=True,
+            optimize=optimize,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+        return out.read_bytes()
