@@ -1,0 +1,93 @@
+"""``iscsiboot install``: write System and Storage onto a LUN or a disk image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from iscsiboot.errors import EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    from iscsiboot.cmdline.options import add_model_options  # noqa: PLC0415 (lazy: only for install)
+    from iscsiboot.disk.install import DEFAULT_IMAGE_SIZE, DEFAULT_SYSTEM_SIZE  # noqa: PLC0415
+    from iscsiboot.disk.layout import format_size  # noqa: PLC0415
+
+    parser = sub.add_parser(
+        "install",
+        parents=[parent],
+        conflict_handler="resolve",
+        help="partition and fill a LUN or image with System and Storage",
+        description=(
+            "Write an MBR with syslinux boot code, a bootable ext4 System partition holding KERNEL, "
+            "SYSTEM and extlinux.conf (extlinux installed), and an ext4 Storage partition over the rest. "
+            "Refuses a disk that already holds a partition table or file system unless --wipe is given."
+        ),
+    )
+    add_model_options(parser)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--device", metavar="DEV", type=Path, help="a block device, e.g. a logged-in LUN /dev/sdX"
+    )
+    where.add_argument(
+        "--image", metavar="FILE", type=Path, help="a disk image file (created sparse if missing)"
+    )
+    parser.add_argument(
+        "--kernel", metavar="KERNEL", type=Path, required=True, help="the kernel, copied as /KERNEL"
+    )
+    parser.add_argument(
+        "--system", dest="system_file", metavar="SYSTEM", type=Path, required=True,
+        help="the SYSTEM squashfs, copied as /SYSTEM",
+    )  # fmt: skip
+    parser.add_argument(
+        "--system-locator", dest="model_system", metavar="LOCATOR",
+        help="the system= locator on the command line (default LABEL=<--label-system>)",
+    )  # fmt: skip
+    parser.add_argument("--initrd", metavar="FILE", type=Path, help="an initramfs, copied as /initrd")
+    parser.add_argument(
+        "--size", metavar="SIZE", help=f"size of a new image (default {format_size(DEFAULT_IMAGE_SIZE)})"
+    )
+    parser.add_argument(
+        "--system-size", metavar="SIZE", default=format_size(DEFAULT_SYSTEM_SIZE),
+        help="size of the System partition (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--serial", action="store_true", help="boot console on ttyS0 (115200 baud)")
+    parser.add_argument("--append", metavar="ARGS", help="extra kernel arguments (default: quiet)")
+    parser.add_argument("--label-system", default="System", help="label of System (default %(default)s)")
+    parser.add_argument("--label-storage", default="Storage", help="label of Storage (default %(default)s)")
+    parser.add_argument("--wipe", action="store_true", help="overwrite a disk that already holds data")
+    parser.add_argument("--json", action="store_true", help="report as JSON")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
+    from iscsiboot.disk.install import install  # noqa: PLC0415
+    from iscsiboot.disk.layout import parse_size  # noqa: PLC0415
+    from iscsiboot.output import print_json, warn  # noqa: PLC0415
+
+    if args.model_system is None and getattr(args, "model_from_json", None) is None:
+        args.model_system = f"LABEL={args.label_system}"
+    config = model_from_args(args)
+    report = install(
+        kernel=args.kernel,
+        system=args.system_file,
+        image=args.image,
+        device=args.device,
+        size=parse_size(args.size, what="--size") if args.size is not None else None,
+        system_size=parse_size(args.system_size, what="--system-size"),
+        config=config,
+        append=args.append,
+        initrd=args.initrd,
+        serial=args.serial,
+        label_system=args.label_system,
+        label_storage=args.label_storage,
+        wipe=args.wipe,
+    )
+    for message in report.warnings:
+        warn(message)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_OK
