@@ -244,7 +244,8 @@ def _generate_command(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         warn(warning)
     if args.output:
-        write_atomic(args.output, result.text, mode=0o600 if result.secrets else 0o644)
+        data = result.text if result.text.endswith("\n") else result.text + "\n"
+        write_atomic(args.output, data, mode=0o600 if result.secrets else 0o644)
         if args.json:
             print_json({"kind": kind, "output": args.output, "warnings": list(result.warnings)})
         else:

@@ -20,6 +20,7 @@ not part of ``ip=``).
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from iscsiboot.errors import ParseError, RepresentError, UsageError
 from iscsiboot.model import NetMode, Network
@@ -65,7 +66,7 @@ def _addr(field: str, what: str, where: str) -> str | None:
 def _prefix(field: str, where: str, v6: bool) -> int | None:
     if not field:
         return None
-    if field.isdigit():
+    if re.fullmatch(r"[0-9]{1,3}", field):
         prefix = int(field)
         limit = 128 if v6 else 32
         if prefix > limit:

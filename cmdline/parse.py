@@ -177,8 +177,13 @@ def _check_key(key: str, item: str, valid: list[str]) -> None:
         raise ParseError(f"unknown key {key!r}", where=shown(item), fix=_suggest(key, valid))
 
 
+def is_number(value: str) -> bool:
+    """ASCII digits only, and few enough for int()."""
+    return re.fullmatch(r"[0-9]{1,12}", value) is not None
+
+
 def _number(value: str, item: str, key: str, low: int, high: int) -> int:
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not is_number(value) or not low <= int(value) <= high:
         raise ParseError(
             f"{key} must be a number in {low}-{high}",
             where=shown(item),
@@ -188,7 +193,7 @@ def _number(value: str, item: str, key: str, low: int, high: int) -> int:
 
 
 def _group(value: str, item: str, key: str, name: tuple[str, str] | None) -> int:
-    if value.isdigit():
+    if is_number(value):
         return _number(value, item, key, 0, 65535)
     if re.search(r"[A-Za-z]", value):
         if name is not None:

@@ -16,6 +16,8 @@ it from ``rd.iscsi.target.group``).
 
 from __future__ import annotations
 
+import re
+
 from iscsiboot.errors import ParseError, RepresentError, UsageError
 from iscsiboot.model import DEFAULT_PORT, Chap, Target, lun_from_text, lun_to_text
 from iscsiboot.secret import Secret
@@ -73,7 +75,7 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
         raise ParseError(f"protocol {proto!r} is not TCP", where=where, fix="leave it empty or write 6")
     port = DEFAULT_PORT
     if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if re.fullmatch(r"[0-9]{1,5}", port_text) is None or not 1 <= int(port_text) <= 65535:
             raise ParseError(f"port {port_text!r} is not a number in 1-65535", where=where)
         port = int(port_text)
     lun: int | None = None
