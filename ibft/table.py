@@ -21,7 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from construct import Array, Bytes, Int8ul, Int16ul, Int32ul, Struct
+from construct import Array, Bytes, ConstructError, Int8ul, Int16ul, Int32ul, Struct
 from iscsiboot.errors import RepresentError, TableError, UsageError
 from iscsiboot.model import (
     DEFAULT_PORT,
@@ -652,9 +652,13 @@ def layout(table: Table, *, align: int = IPXE_ALIGN) -> Table:
     control = replace(
         table.control, offset=HEADER_SIZE, length=clen, initiator_offset=init_off, slots=tuple(slots)
     )
-    return replace(
+    out = replace(
         table, length=pos, control=control, initiator=initiator, nics=tuple(nics), targets=tuple(new_targets)
     )
+    try:
+        return replace(out, checksum=_serialize(out)[9])
+    except (ValueError, OverflowError, ConstructError):
+        return out  # build_table reports what does not fit
 
 
 def _has_layout(table: Table) -> bool:
@@ -686,7 +690,7 @@ def build_table(table: Table) -> bytes:
         table = layout(table)
     try:
         return _serialize(table)
-    except (ValueError, OverflowError) as exc:
+    except (ValueError, OverflowError, ConstructError) as exc:
         raise RepresentError(f"the table cannot be built: {exc}", where="ibft build") from None
 
 
