@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from iscsiboot.errors import EXIT_OK
@@ -66,6 +67,10 @@ def handle(args: argparse.Namespace) -> int:
     from iscsiboot.disk.layout import parse_size  # noqa: PLC0415
     from iscsiboot.output import print_json, warn  # noqa: PLC0415
 
+    def terminated(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the clean-up like Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminated)
     if args.model_system is None and getattr(args, "model_from_json", None) is None:
         args.model_system = f"LABEL={args.label_system}"
     config = model_from_args(args)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -246,45 +247,62 @@ def _zero(target: Path, offset: int, length: int) -> None:
 
 @contextlib.contextmanager
 def _loop(target: Path, offset: int, size: int, what: str) -> Iterator[Path]:
-    done = run(
-        [which("losetup", hint="install util-linux"), "--find", "--show", "-o", str(offset),
-         "--sizelimit", str(size), str(target)],
-        what=f"attach the {what} partition to a loop device",
-        fix="load the loop module (modprobe loop) and run as root",
-    )  # fmt: skip
-    device = Path(done.stdout.strip())
+    """A loop device over one partition; attached and registered with signals held back."""
+    device: Path | None = None
     try:
+        with _uninterrupted():
+            done = run(
+                [which("losetup", hint="install util-linux"), "--find", "--show", "-o", str(offset),
+                 "--sizelimit", str(size), str(target)],
+                what=f"attach the {what} partition to a loop device",
+                fix="load the loop module (modprobe loop) and run as root",
+            )  # fmt: skip
+            device = Path(done.stdout.strip())
         yield device
     finally:
-        _cleanup(["losetup", "-d", str(device)], f"detach {device}")
+        if device is not None:
+            _cleanup(["losetup", "-d", str(device)], f"detach {device}")
 
 
 @contextlib.contextmanager
 def _mounted(device: Path) -> Iterator[Path]:
+    """``device`` mounted on a new temporary directory; unmounted and removed on every path."""
     where = Path(tempfile.mkdtemp(prefix="iscsiboot-install-"))
     try:
-        run(
-            [which("mount"), "-t", "ext4", str(device), str(where)],
-            what=f"mount the System file system from {device}",
-        )
-        try:
-            yield where
-        finally:
+        with _uninterrupted():
+            run(
+                [which("mount"), "-t", "ext4", str(device), str(where)],
+                what=f"mount the System file system from {device}",
+            )
+        yield where
+    finally:
+        if os.path.ismount(where):
             os.sync()
             if not _cleanup(["umount", str(where)], f"unmount {where}"):
                 _cleanup(["umount", "-l", str(where)], f"lazily unmount {where}")
-    finally:
-        with contextlib.suppress(OSError):
+        with _uninterrupted(), contextlib.suppress(OSError):
             where.rmdir()
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while a clean-up step runs; they arrive right after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _cleanup(argv: list[str], what: str) -> bool:
     """Run one clean-up step; a failure is a warning, never a second exception."""
-    try:
-        run([which(argv[0]), *argv[1:]], what=what, timeout=120)
-    except IscsibootError as exc:
-        warn(f"clean-up: {exc}")
-        return False
+    with _uninterrupted():
+        try:
+            run([which(argv[0]), *argv[1:]], what=what, timeout=120)
+        except IscsibootError as exc:
+            warn(f"clean-up: {exc}")
+            return False
     return True
 
 
