@@ -197,8 +197,14 @@ def build(
     cache: Path | None = None,
     optimize: int = 0,
     mtime: int | None = None,
+    package_stage: Path | None = None,
 ) -> BuildResult:
-    """Build the initramfs (or overlay) and write it to ``output`` atomically (if given)."""
+    """Build the initramfs (or overlay) and write it to ``output`` atomically (if given).
+
+    ``package_stage`` is a folder already holding ``iscsiboot/`` (from
+    :func:`pyruntime.stage_package`); by default the installed package is
+    staged afresh.
+    """
     started = time.monotonic()
     how = Compression(compression) if isinstance(compression, str) else compression
     if kernel is not None:
@@ -220,9 +226,10 @@ def build(
     with tempfile.TemporaryDirectory(prefix="iscsiboot-initramfs-") as tmp_name:
         tmp = Path(tmp_name)
         # python runtime
-        stage = tmp / "stage"
-        stage.mkdir()
-        pyruntime.stage_package(stage)
+        stage = package_stage if package_stage is not None else tmp / "stage"
+        if package_stage is None:
+            stage.mkdir()
+            pyruntime.stage_package(stage)
         site = pyruntime.site_packages()
         wanted = pyruntime.runtime_modules() + pyruntime.ALWAYS
         traced = pyruntime.trace(wanted, stage, site)

@@ -119,7 +119,10 @@ def _find_tree(root: Path) -> tuple[str, Path, Path]:
 
 def tree_from_dir(root: Path) -> KernelTree:
     """Describe an already unpacked kernel tree (``dpkg -x`` layout)."""
-    version, vmlinuz, modules = _find_tree(root)
+    try:
+        version, vmlinuz, modules = _find_tree(root)
+    except EnvironmentProblem as exc:
+        raise UsageError(exc.what, where="--kernel-root", fix="give the folder dpkg -x made") from None
     return KernelTree(version=version, vmlinuz=vmlinuz, root=root, modules=modules)
 
 

@@ -10,9 +10,10 @@ plan.  Two variants:
   ``/init`` starting the agent, modules in ``/usr/lib/modules/<ver>``.
 * ``overlay``: meant to be appended to a distribution's initramfs.  No
   busybox, no top-level symlinks (the base's own ``/bin`` etc. stay), no
-  ``/init`` unless ``replace_init``; the agent starts from ``/init.iscsiboot``
-  and the modules live in ``/iscsiboot/modules/<ver>`` so the base's
-  ``/lib/modules`` index is left alone.
+  ``/init`` unless ``replace_init``; the agent starts from ``/init.iscsiboot``.
+  The modules go to ``/lib/modules/<ver>`` through whatever ``/lib`` the base
+  has: a base with its own modules index for the same kernel gets the
+  overlay's index instead (the manifest names the folder).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class PlanInputs:
 def modules_dir(variant: Variant, version: str) -> str:
     """Where the module files and depmod's index live inside the image."""
     if variant is Variant.OVERLAY:
-        return f"iscsiboot/modules/{version}"
+        return f"lib/modules/{version}"  # through the base's own /lib (a folder or a symlink)
     return f"usr/lib/modules/{version}"
 
 
@@ -102,7 +103,7 @@ This archive was appended to a distribution initramfs.  It added:
 
   /init.iscsiboot          the agent as PID 1 (boot with rdinit=/init.iscsiboot)
   /iscsiboot/bin/iscsiboot the command line (hook mode below)
-  /iscsiboot/modules/VER   kernel modules for the iSCSI path, with depmod's index
+  /lib/modules/VER         kernel modules for the iSCSI path, with depmod's index
   /usr/bin/python3.11, /usr/lib/python3.11, /usr/lib/x86_64-linux-gnu: the runtime
   /usr/sbin/iscsistart, /usr/sbin/e2fsck
 

@@ -32,6 +32,8 @@ THIRD_PARTY = ("pyroute2", "pyudev", "construct")
 ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.aliases")
 # What the launchers in the image import besides the agent's own list.
 LAUNCHERS = ("iscsiboot.cli", "iscsiboot.agent.cli")
+# The agent's libraries ship whole-package importable even when a phase imports them lazily.
+LIBRARIES = ("pyudev", "construct")
 
 _TRACER = r"""
 import importlib, json, sys
@@ -110,6 +112,7 @@ def runtime_modules() -> tuple[str, ...]:
     except ImportError:
         pass
     names.extend(LAUNCHERS)
+    names.extend(LIBRARIES)
     return tuple(dict.fromkeys(names))
 
 

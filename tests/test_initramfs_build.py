@@ -1,0 +1,132 @@
+"""Real builds against the downloaded Debian kernel (root tier: apt-get, depmod, chroot)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import lzma
+import subprocess
+from pathlib import Path
+
+import pytest
+from initramfs_support import built_image, need_root, test_kernel, unpack
+from iscsiboot.initramfs import cpio, modules, pyruntime
+from iscsiboot.initramfs.build import build
+
+pytestmark = pytest.mark.root
+
+
+def test_module_closure_matches_modprobe_on_real_kernel() -> None:
+    kernel = test_kernel()
+    index = modules.load_index(kernel.modules)
+    closure = modules.resolve(index, modules.DEFAULT_MODULES)
+    for name in ("iscsi_tcp", "libiscsi", "libiscsi_tcp", "scsi_transport_iscsi", "iscsi_ibft", "ext4"):
+        assert name in closure.names
+    assert "crc32c_generic" in closure.crc32c
+    assert all((kernel.modules / p).is_file() for p in closure.paths)
+    # modprobe (kmod) agrees on what iscsi_tcp and ext4 pull in
+    for top in ("iscsi_tcp", "ext4", "8021q"):
+        shown = subprocess.run(
+            ["modprobe", "-d", str(kernel.root), "-S", kernel.version, "--show-depends", top],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        needed = {
+            modules.module_name(line.split()[1]) for line in shown.splitlines() if line.startswith("insmod")
+        }
+        assert needed <= set(closure.names), needed - set(closure.names)
+        own = modules.resolve(index, [top], crc32c=False).names
+        assert set(own) >= needed
+
+
+def _inside(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["chroot", str(root), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"PATH": "/usr/sbin:/usr/bin", "HOME": "/"},
+    )
+
+
+def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pytest.TempPathFactory) -> None:
+    need_root()
+    out = tmp_path_factory.mktemp("img")
+    result = built_image(out)
+    print(
+        f"full xz: {result.size} bytes ({result.size / 2**20:.2f} MiB), cpio {result.uncompressed}, "
+        f"{result.seconds:.1f} s"
+    )
+    assert result.output is not None and result.output.stat().st_size == result.size
+    raw = lzma.decompress(result.output.read_bytes())
+    # the real xz tool accepts it too, and its check is CRC32 (what the kernel needs)
+    listing = subprocess.run(
+        ["xz", "--robot", "-lv", str(result.output)], capture_output=True, text=True, check=True
+    )
+    assert "CRC32" in listing.stdout
+    root = tmp_path_factory.mktemp("root")
+    unpack(raw, root)
+    names = {m.entry.path: m.entry for m in cpio.read_newc(raw)}
+    assert names["dev/console"].kind is cpio.Kind.CHAR and names["dev/console"].rdev == (5, 1)
+    assert (root / "init").read_text().startswith("#!/usr/bin/python3.11 -S")
+    manifest = json.loads((root / "etc/iscsiboot/initramfs.json").read_text())
+    assert manifest["kernel"] == result.kernel_version
+    dep = (root / manifest["modules_dir"].lstrip("/") / "modules.dep").read_text().splitlines()
+    assert sum(line.startswith("kernel/drivers/scsi/iscsi_tcp.ko:") for line in dep) == 1
+    assert not list(root.rglob("*.py")), "sources leaked: only sourceless .pyc belong in the image"
+    agent_init = importlib.util.find_spec("iscsiboot.agent.init") is not None
+    target = "iscsiboot.agent.init" if agent_init else "iscsiboot.agent"
+    done = _inside(
+        root, "/usr/bin/python3.11", "-S", "-c", f"import {target}; import pyudev, construct; print('ok')"
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert "/work/" not in raw.decode("latin-1"), "a build path leaked into the image"
+    assert _inside(root, "/bin/sh", "-c", "echo shell-ok").stdout.strip() == "shell-ok"
+    version = _inside(root, "/usr/sbin/e2fsck", "-V")
+    assert version.returncode == 0, version.stderr
+    start = _inside(root, "/usr/sbin/iscsistart", "--version")
+    assert start.returncode == 0 and "iscsistart" in start.stdout, start.stderr
+    if not agent_init:
+        pytest.fail("iscsiboot.agent.init does not exist yet: only iscsiboot.agent was imported")
+
+
+def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
+    kernel = test_kernel()
+    stage = tmp_path / "stage"  # one snapshot of the package sources for both builds
+    stage.mkdir()
+    pyruntime.stage_package(stage)
+    first = build(
+        kernel=kernel,
+        output=tmp_path / "a.cpio.gz",
+        compression="gzip",
+        cache=tmp_path / "c1",
+        package_stage=stage,
+    )
+    second = build(
+        kernel=kernel,
+        output=tmp_path / "b.cpio.gz",
+        compression="gzip",
+        cache=tmp_path / "c2",
+        package_stage=stage,
+    )
+    assert subprocess.run(["cmp", str(first.output), str(second.output)], check=False).returncode == 0
+    assert first.sha256 == second.sha256
+    print(f"full gzip: {first.size} bytes, first {first.seconds:.1f} s, second {second.seconds:.1f} s")
+    raw = gzip.decompress(first.archive)
+    assert all(m.mtime == 0 for m in cpio.read_newc(raw))
+
+
+def test_overlay_carries_agent_without_busybox_or_init(tmp_path: Path) -> None:
+    result = built_image(tmp_path, overlay=True, compression="zstd")
+    raw = subprocess.run(["zstd", "-d", "-c", str(result.output)], capture_output=True, check=True).stdout
+    paths = {m.entry.path for m in cpio.read_newc(raw)}
+    assert "init.iscsiboot" in paths and "init" not in paths
+    assert "usr/bin/busybox" not in paths and "bin" not in paths
+    assert "usr/bin/python3.11" in paths and "usr/sbin/iscsistart" in paths
+    assert f"lib/modules/{result.kernel_version}/modules.dep" in paths
+    print(f"overlay zstd: {result.size} bytes")
+    noiscsi = build(kernel=test_kernel(), overlay=True, compression="none", iscsistart=False)
+    assert "usr/sbin/iscsistart" not in {m.entry.path for m in cpio.read_newc(noiscsi.archive)}
