@@ -282,7 +282,17 @@ def _dirs(root: Path, prefix: str) -> list[tuple[int, str]]:
 
 def read_sysfs_parsed(root: str | os.PathLike[str] = SYSFS_ROOT) -> Parsed:
     """Rebuild a table (iPXE layout) from the kernel's /sys/firmware/ibft view."""
-    base = Path(root)
+    try:
+        return _read_sysfs(Path(root))
+    except PermissionError as exc:
+        raise EnvironmentProblem(
+            f"reading {exc.filename or root} was refused: the kernel shows iBFT attributes only to root "
+            "(CAP_SYS_ADMIN)",
+            fix="run as root",
+        ) from None
+
+
+def _read_sysfs(base: Path) -> Parsed:
     if not base.is_dir():
         raise EnvironmentProblem(
             f"{base} does not exist",
