@@ -98,6 +98,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
             out.add_argument(
                 "--embedded", action="store_true", help="the form built into a ROM (own dhcp retry)"
             )
+            out.add_argument(
+                "--attempts",
+                type=int,
+                metavar="N",
+                help="try sanboot N times, then exit with failure (default: retry for ever)",
+            )
         elif kind == "dnsmasq":
             out.add_argument("--interface", help="serve only this interface")
             out.add_argument(
@@ -229,6 +235,7 @@ def _generate_command(args: argparse.Namespace) -> int:
             c,
             embedded=args.embedded,
             embed_path=os.path.abspath(args.output) if args.output else "boot.ipxe",
+            attempts=args.attempts,
         ),
         "dnsmasq": lambda c: g.dnsmasq(
             c,

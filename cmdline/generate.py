@@ -312,13 +312,23 @@ def _ipxe_value(value: str, what: str) -> str:
     return value
 
 
-def ipxe(cfg: BootConfig, *, embedded: bool = False, embed_path: str = "boot.ipxe") -> Generated:
+def ipxe(
+    cfg: BootConfig,
+    *,
+    embedded: bool = False,
+    embed_path: str = "boot.ipxe",
+    attempts: int | None = None,
+) -> Generated:
     """The iPXE script that sanboots the boot target, retrying until it works.
 
     Chain-loaded form (iPXE has done DHCP) or, with ``embedded``, the form
     built into a ROM with its own ``dhcp`` retry loop.  A comment gives the
-    ``make`` commands that embed the script (``embed_path``).
+    ``make`` commands that embed the script (``embed_path``).  ``attempts``
+    bounds the sanboot tries (then the script exits with failure, so that a
+    script which chained it regains control); None retries for ever.
     """
+    if attempts is not None and not 1 <= attempts <= 20:
+        raise RepresentError(f"{attempts} sanboot attempts", fix="use 1-20, or retry for ever")
     if not cfg.targets:
         raise RepresentError(
             "iPXE needs the target to sanboot (the model has none)",
@@ -367,7 +377,11 @@ def ipxe(cfg: BootConfig, *, embedded: bool = False, embed_path: str = "boot.ipx
             f"sanhook --drive 0x81 {root_path(extra).text} || echo could not attach {extra.name}",
         ]
     _ipxe_value(uri.text, "root path")
-    lines += [":retry_sanboot", f"sanboot {uri.text} || goto retry_sanboot"]
+    if attempts is None:
+        lines += [":retry_sanboot", f"sanboot {uri.text} || goto retry_sanboot"]
+    else:
+        tries = " || ".join([f"sanboot {uri.text}"] * attempts)
+        lines += [f"{tries} || goto sanboot_failed", ":sanboot_failed", "echo sanboot failed", "exit 1"]
     return Generated("\n".join(lines) + "\n", tuple(warnings), cfg.secrets())
 
 

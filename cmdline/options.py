@@ -151,10 +151,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         type=parse_lun,
         help="LUN: decimal, 0x hex, or RFC 4173 levels (tgt serves its disk at LUN 1)",
     )
-    g.add_argument("--username", dest="model_username", help="CHAP user name")
+    g.add_argument("--username", dest="model_username", metavar="NAME", help="CHAP user name")
     g.add_argument(
         "--password",
         dest="model_password",
+        metavar="SECRET",
         help="CHAP secret (visible in the process list: prefer --password-file)",
     )
     g.add_argument(
@@ -164,9 +165,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="file whose first line is the CHAP secret",
     )
     g.add_argument(
-        "--reverse-username", dest="model_reverse_username", help="reverse (mutual) CHAP user name"
+        "--reverse-username",
+        dest="model_reverse_username",
+        metavar="NAME",
+        help="reverse (mutual) CHAP user name",
     )
-    g.add_argument("--reverse-password", dest="model_reverse_password", help="reverse CHAP secret")
+    g.add_argument(
+        "--reverse-password", dest="model_reverse_password", metavar="SECRET", help="reverse CHAP secret"
+    )
     g.add_argument(
         "--reverse-password-file",
         dest="model_reverse_password_file",
