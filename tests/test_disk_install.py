@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from disk_support import blkid, file_reader, sh, sparse, tool
 from iscsiboot.disk.ext4 import Ext4
+from iscsiboot.disk.inspect import inspect_disk
 from iscsiboot.disk.install import MBR_BIN, install_image
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table
 
@@ -124,6 +125,10 @@ def _check_disk(image: Path, files: dict[str, Path], *, storage_label: str = "St
     assert fs.exists("/ldlinux.sys") and fs.exists("/ldlinux.c32")
     conf = fs.read_file("/extlinux.conf").decode()
     assert "KERNEL /KERNEL" in conf
+    view = inspect_disk(file_reader(image), size, boot_code=MBR_BIN.read_bytes()[:440])
+    assert view.ok, view.problems
+    warnings = [str(p) for p in view.problems]
+    assert warnings == ([] if storage_label == "Storage" else [warnings[0]])
 
 
 def test_install_image_cli(tmp_path: Path, files: dict[str, Path], scratch: Path) -> None:
