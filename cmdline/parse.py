@@ -83,13 +83,14 @@ _DRACUT_FLAGS = ("rd.iscsi.firmware", "rd.iscsi.ibft")
 # dracut options that exist but do not change the model.
 _DRACUT_OTHER = ("rd.iscsi.waitnet", "rd.iscsi.testroute", "rd.iscsi.transport", "rd.iscsi.param")
 _DEBIAN_FLAGS = ("iscsi_auto", "iscsi_firmware")
-_SECRET_FIELDS = ("password", "in_password")
+_SECRET_KEYS = ("iscsi_password", "iscsi_in_password")
 _LOCATOR_FIX = "end the spec with a comma and the locator, e.g. ,LABEL=System"
 
 _SECRET_VALUE = re.compile(
     r"((?:iscsi_password|iscsi_in_password|rd\.iscsi\.password|rd\.iscsi\.in\.password)=)([^,\s\"]*)"
 )
-_ROOT_AUTH = re.compile(r"(iscsi:)([^@\s\"]*)@(?=[^\s\"]*:[^\s\"]*:[^\s\"]*:[^\s\"]*:)")
+# Whatever stands between "iscsi:" and "@" is credentials (iSCSI names and hosts have no "@").
+_ROOT_AUTH = re.compile(r"(iscsi:)([^@\s\"]*)@")
 _BOOTIF = re.compile(r"^01-([0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5})$")
 
 
@@ -133,6 +134,8 @@ def shown(text: str) -> str:
 
     def _auth(match: re.Match[str]) -> str:
         parts = match.group(2).split(":")
+        if len(parts) not in (2, 4):
+            return match.group(1) + MASK + "@"
         return match.group(1) + ":".join(MASK if i % 2 else p for i, p in enumerate(parts)) + "@"
 
     return _ROOT_AUTH.sub(_auth, _SECRET_VALUE.sub(lambda m: m.group(1) + MASK, text))
@@ -141,7 +144,8 @@ def shown(text: str) -> str:
 def _secret_values(text: str) -> list[str]:
     values = [m.group(2) for m in _SECRET_VALUE.finditer(text)]
     for match in _ROOT_AUTH.finditer(text):
-        values += match.group(2).split(":")[1::2]
+        parts = match.group(2).split(":")
+        values += parts[1::2] if len(parts) in (2, 4) else [match.group(2)]
     return [v for v in values if v]
 
 
@@ -152,11 +156,24 @@ def _suggest(key: str, valid: list[str]) -> str:
     return "valid keys: " + ", ".join(valid)
 
 
+def _comma_in_secret(previous: str | None, where: str) -> None:
+    """Raise when an item follows a password: the password held a comma (never echo it)."""
+    if previous in _SECRET_KEYS:
+        raise ParseError(
+            f"the value of {previous} in {where} seems to contain a comma",
+            where=f"{previous}={MASK}",
+            fix="OpenELEC values cannot contain commas: choose another secret or use auto mode (iBFT)",
+        )
+
+
 def _items(body: str, where: str) -> dict[str, tuple[str, str]]:
     """OpenELEC ``key=value,key=value`` -> key -> (value, item), checked key by key."""
     out: dict[str, tuple[str, str]] = {}
+    previous: str | None = None
     for item in body.split(","):
         key, sep, value = item.partition("=")
+        if not sep or key not in SPEC_KEYS:
+            _comma_in_secret(previous, where)
         if not sep:
             raise ParseError(
                 f"{item!r} in {where} is not key=value",
@@ -164,6 +181,7 @@ def _items(body: str, where: str) -> dict[str, tuple[str, str]]:
                 fix="separate key=value items with commas (values cannot contain commas or spaces)",
             )
         _check_key(key, item, list(SPEC_KEYS))
+        previous = key
         if key in out:
             raise ParseError(f"duplicate key {key} in {where}", where=shown(item), fix="give each key once")
         if not value:
@@ -432,6 +450,7 @@ class _Builder:
                 raise ParseError(
                     f"no locator after the last comma of {where}", where=shown(token), fix=_LOCATOR_FIX
                 )
+            _comma_in_secret(head.rpartition(",")[2].partition("=")[0], where)
             raise ParseError(f"{tail!r} is not a locator", where=shown(token), fix=_LOCATOR_FIX)
         locator = _locator(tail, shown(token))
         if head == "auto":

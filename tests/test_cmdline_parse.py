@@ -317,7 +317,14 @@ def test_error_messages_mask_passwords() -> None:
         "root=iscsi:user:topsecret9@10.0.0.1:::zz:iqn.2024-01.x:y",
         "iscsi_target_name=iqn.2024-01.x:y iscsi_target_ip=1.2.3.4 iscsi_password=topsecret9 ip=bad",
         "iscsi_in_password=topsecret9 iscsi_target_name=iqn.2024-01.x:y iscsi_target_ip=1.2.3.4",
+        f"boot=ISCSI={EXPLICIT.replace('iscsi_password=password', 'iscsi_password=ab,topsecret9')},LABEL=System",
+        f"boot=ISCSI={EXPLICIT.replace('iscsi_password=password', 'iscsi_password=ab,x=topsecret9')},LABEL=System",
+        f"boot=ISCSI=iscsi_initiator={IQN_I},iscsi_target_name={IQN_T},iscsi_password=ab,topsecret9",
+        "root=iscsi:u:topsecret9@10.0.0.1",
+        "root=iscsi:u:top:secret9@10.0.0.1::::iqn.2024-01.x:y",
+        "netroot=iscsi:u:topsecret9:ru:topsecret9@10.0.0.1:17:::iqn.2024-01.x:y",
     ):
         with pytest.raises(ParseError) as info:
             parse(text)
         assert "topsecret9" not in str(info.value), text
+        assert "secret9" not in str(info.value), text
