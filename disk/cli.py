@@ -54,8 +54,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     )  # fmt: skip
     parser.add_argument("--serial", action="store_true", help="boot console on ttyS0 (115200 baud)")
     parser.add_argument("--append", metavar="ARGS", help="extra kernel arguments (default: quiet)")
-    parser.add_argument("--label-system", default="System", help="label of System (default %(default)s)")
-    parser.add_argument("--label-storage", default="Storage", help="label of Storage (default %(default)s)")
+    parser.add_argument(
+        "--label-system", metavar="LABEL", default="System", help="label of System (default %(default)s)"
+    )
+    parser.add_argument(
+        "--label-storage", metavar="LABEL", default="Storage", help="label of Storage (default %(default)s)"
+    )
     parser.add_argument("--wipe", action="store_true", help="overwrite a disk that already holds data")
     parser.add_argument("--json", action="store_true", help="report as JSON")
     parser.set_defaults(func=handle)

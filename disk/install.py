@@ -236,6 +236,15 @@ def _write_boot_code(target: Path, mbr_bin: Path) -> bytes:
     return code
 
 
+def _flush(target: Path) -> None:
+    """Push what the loop devices wrote through the target's page cache to the disk (or LUN)."""
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _zero(target: Path, offset: int, length: int) -> None:
     fd = os.open(target, os.O_WRONLY)
     try:
@@ -276,10 +285,8 @@ def _mounted(device: Path) -> Iterator[Path]:
             )
         yield where
     finally:
-        if os.path.ismount(where):
-            os.sync()
-            if not _cleanup(["umount", str(where)], f"unmount {where}"):
-                _cleanup(["umount", "-l", str(where)], f"lazily unmount {where}")
+        if os.path.ismount(where) and not _cleanup(["umount", str(where)], f"unmount {where}"):
+            _cleanup(["umount", "-l", str(where)], f"lazily unmount {where}")
         with _uninterrupted(), contextlib.suppress(OSError):
             where.rmdir()
 
@@ -539,6 +546,7 @@ def _execute(
             [which("mkfs.ext4"), "-F", "-q", "-L", layout.storage.label, str(store_loop)],
             what="format the Storage partition",
         )
+    _flush(plan.target)
     if not plan.is_image:
         # let the kernel see the new partitions (/dev/sdX1, /dev/sdX2); not needed by us
         with contextlib.suppress(IscsibootError):
