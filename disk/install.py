@@ -390,6 +390,11 @@ def install(
     plan = _prepare(image=image, device=device, size=size, system_size=system_size,
                     label_system=label_system, label_storage=label_storage, wipe=wipe)  # fmt: skip
     plan.warnings.extend(mask(w, conf.secrets) for w in conf.warnings)
+    if config is not None and not config.firmware and not config.targets:
+        plan.warnings.append(
+            "the command line names no iSCSI target: it boots System from a local disk "
+            "(give --auto for the iBFT, or --target-name and --target-ip)"
+        )
     if carries_secret:
         plan.warnings.append(SECRET_WARNING)
         if not any("/proc/cmdline" in w for w in plan.warnings):

@@ -177,8 +177,9 @@ def test_refuses_existing_data_without_wipe(tmp_path: Path, files: dict[str, Pat
     assert "already holds an MBR partition table" in again.stderr and "--wipe" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before
-    wiped = cli(*args, "--wipe", "--label-storage", "Other", tmpdir=scratch)
+    wiped = cli(*args[:-1], "--wipe", "--label-storage", "Other", tmpdir=scratch)
     assert wiped.returncode == 0, wiped.stderr
+    assert "names no iSCSI target" in wiped.stderr  # --auto left out
     assert hashlib.sha256(image.read_bytes()).hexdigest() != before
     _check_disk(image, files, storage_label="Other")
     assert _loops_of(image) == []
