@@ -393,7 +393,9 @@ class _Builder:
                 raise ParseError(exc.what, where=token, fix="write nameserver=<IP address>") from None
             self.nameservers.append(stripped)
         elif key == "vlan":
-            self.warnings.append(f"{token}: VLANs on the command line are not part of the model; ignored")
+            self.warnings.append(
+                f"{shown(token)}: a VLAN on the command line is not part of the model; ignored"
+            )
 
     def check_dracut_key(self, key: str, token: str) -> None:
         valid = [*DRACUT_KEYS, *_DRACUT_FLAGS, *_DRACUT_OTHER]
@@ -597,8 +599,9 @@ def parse(text: str) -> Parsed:
     except ParseError as exc:
         secrets = _secret_values(text)
         raise ParseError(
-            mask(exc.what, secrets),
-            where=mask(exc.where, secrets) if exc.where else None,
-            fix=mask(exc.fix, secrets) if exc.fix else None,
+            mask(shown(exc.what), secrets),
+            where=mask(shown(exc.where), secrets) if exc.where else None,
+            fix=mask(shown(exc.fix), secrets) if exc.fix else None,
         ) from None
-    return parsed
+    secrets = _secret_values(text)
+    return Parsed(parsed.config, tuple(mask(shown(w), secrets) for w in parsed.warnings))

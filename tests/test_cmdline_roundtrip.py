@@ -111,3 +111,34 @@ def test_tokenize_never_keeps_quotes_or_whitespace_outside_quotes(text: str) -> 
     for token in tokenize(text):
         assert '"' not in token
         assert token != "--"
+
+
+_SECRETS = st.text("0123456789ABCDEFGHJKMNPRTVWY", min_size=4, max_size=10).map(lambda s: "ZQX" + s)
+_SECRET_FORMS = st.sampled_from(
+    [
+        "iscsi_password={s}",
+        "iscsi_in_password={s}{n}",
+        "rd.iscsi.password={s}",
+        "rd.iscsi.in.password={s}{n}",
+        "boot=ISCSI=iscsi_password={s}{n}",
+        "disk=ISCSI={n},iscsi_in_password={s}{n}",
+        "root=iscsi:u:{s}@{n}",
+        "netroot=iscsi:u:{s}:r:{s}@{n}",
+        "root=iscsi:u:{s}{n}@{n}",
+    ]
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_TOKENS, _SECRET_FORMS, _SECRETS, _NOISE.map(lambda n: n.replace(" ", "").replace('"', "")), _TOKENS)
+def test_errors_and_warnings_never_show_a_secret(
+    before: str, form: str, secret: str, noise: str, after: str
+) -> None:
+    # the secret-bearing token stays one token (no white space or quotes in its noise)
+    text = f"{before} {form.format(s=secret, n=noise)} {after}"
+    try:
+        parsed = parse(text)
+    except ParseError as exc:
+        assert "ZQX" not in str(exc), str(exc)
+    else:
+        assert not any("ZQX" in w for w in parsed.warnings)
