@@ -84,7 +84,7 @@ def _from(cls: type[Any], obj: Any, where: str) -> Any:
         elif f.name.endswith("_ref"):
             if not isinstance(value, dict):
                 raise ParseError("must be an object {length, offset}", where=at)
-            value = Ref(int(value.get("length", 0)), int(value.get("offset", 0)))
+            value = Ref(_int(value.get("length", 0), at), _int(value.get("offset", 0), at))
         elif f.name in ("chap_secret", "rev_chap_secret"):
             if value is not None:
                 if not isinstance(value, str):
@@ -104,18 +104,27 @@ def _from(cls: type[Any], obj: Any, where: str) -> Any:
             value = tuple(_from(IbftTarget, v, f"{at}[{i}]") for i, v in enumerate(_list(value, at)))
         elif f.name == "slots":
             value = tuple(_int(v, at) for v in _list(value, at))
-        elif isinstance(value, bool):
-            raise ParseError("must not be a boolean", where=at)
-        elif isinstance(value, int):
-            if not 0 <= value <= 0xFFFFFFFF:
-                raise ParseError(f"{value} is out of range", where=at)
-        elif value is not None and not isinstance(value, str):
-            raise ParseError(f"has the wrong type ({type(value).__name__})", where=at)
+        else:
+            value = _typed(value, str(f.type), at)
         kwargs[f.name] = value
     try:
         return cls(**kwargs)
     except (TypeError, UsageError) as exc:
         raise ParseError(str(exc), where=where) from None
+
+
+def _typed(value: Any, annotation: str, where: str) -> Any:
+    if annotation == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+            raise ParseError("must be a number 0-4294967295", where=where)
+        return value
+    if annotation == "str" or (annotation == "str | None" and value is not None):
+        if not isinstance(value, str):
+            raise ParseError("must be a string", where=where)
+        return value
+    if annotation == "str | None":
+        return None
+    raise ParseError(f"cannot be read from JSON ({annotation})", where=where)
 
 
 def _list(value: Any, where: str) -> list[Any]:

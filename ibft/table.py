@@ -45,6 +45,7 @@ INITIATOR_SIZE = 74
 NIC_SIZE = 102
 TARGET_SIZE = 54
 IPXE_ALIGN = 16
+MAX_LENGTH = 0x10000  # string offsets are 16-bit: nothing beyond 64 KiB can be referenced
 IPXE_OEM_ID = "FENSYS"
 IPXE_OEM_TABLE_ID = "iPXE"
 QEMU_MAC = "52:54:00:12:34:56"
@@ -688,10 +689,20 @@ def build_table(table: Table) -> bytes:
     """
     if not _has_layout(table):
         table = layout(table)
+    if table.length > MAX_LENGTH:
+        raise RepresentError(
+            f"table length {table.length} is beyond {MAX_LENGTH} bytes",
+            where="ibft build",
+            fix="use shorter strings",
+        )
     try:
         return _serialize(table)
     except (ValueError, OverflowError, ConstructError) as exc:
-        raise RepresentError(f"the table cannot be built: {exc}", where="ibft build") from None
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        field_path = lines[0].split("->", 1)[1].strip() if len(lines) > 1 and "->" in lines[0] else None
+        what = " ".join(lines[1:] if field_path else lines)
+        where = f"ibft build: {field_path}" if field_path else "ibft build"
+        raise RepresentError(f"the table cannot be built: {what}", where=where) from None
 
 
 def _common(sid: StructId, s: Any) -> dict[str, int]:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ibft_support import sample_paths
-from iscsiboot.errors import TableError
+from iscsiboot.errors import ParseError, RepresentError, TableError
 from iscsiboot.ibft.render import explain, table_from_dict, table_to_dict
 from iscsiboot.ibft.sources import lun_from_sysfs
 from iscsiboot.ibft.table import build_table, model_to_table, parse_table, sysfs_lun, table_to_model, to_sysfs
@@ -160,3 +160,31 @@ def test_sysfs_lun_reads_back(lun: bytes) -> None:
 
 def test_ipv6_strategy_is_normalised() -> None:
     assert str(ipaddress.ip_address("fe80:0:0::1")) == "fe80::1"
+
+
+_json_values = (
+    st.none() | st.booleans() | st.integers(-5, 1 << 33) | st.text(max_size=20) | st.lists(st.integers(0, 9))
+)
+
+
+@FUZZ
+@given(st.sampled_from(SAMPLES), st.data())
+def test_table_json_with_wrong_values_fails_cleanly(sample: bytes, data: st.DataObject) -> None:
+    obj = table_to_dict(parse_table(sample).table, show_secrets=True)
+    paths: list[tuple[object, str]] = [(obj, k) for k in obj]
+    for key in ("control", "initiator"):
+        paths += [(obj[key], k) for k in obj[key]]
+    paths += [(obj["nics"][0], k) for k in obj["nics"][0]]
+    paths += [(obj["targets"][0], k) for k in obj["targets"][0]]
+    for _ in range(data.draw(st.integers(1, 3))):
+        holder, key = data.draw(st.sampled_from(paths))
+        holder[key] = data.draw(_json_values)  # type: ignore[index]
+    try:
+        table = table_from_dict(obj)
+    except ParseError as exc:
+        assert "\n" not in str(exc)
+        return
+    try:
+        build_table(table)
+    except RepresentError as exc:
+        assert "\n" not in str(exc)
