@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from iscsiboot.disk.ext4 import Ext4, Ext4Error
-from iscsiboot.disk.layout import GiB, Layout, MiB, format_size, plan_layout
+from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, MiB, format_size, plan_layout
 from iscsiboot.disk.probe import (
     FsInfo,
     ProbeError,
@@ -48,7 +48,7 @@ SECRET_READABLE = (
     "CHAP secrets on the kernel command line are readable by every local user of the booted "
     "machine (/proc/cmdline); prefer the iBFT (--auto)"
 )
-# syslinux's ext2/3/4 driver predates 64-bit group descriptors: keep System without them
+# syslinux up to 6.03 (OpenELEC's era) cannot read 64-bit group descriptors; System is small anyway
 SYSTEM_MKFS_OPTIONS = ("-O", "^64bit")
 
 
@@ -482,6 +482,11 @@ def _prepare(
             )
     layout = plan_layout(disk_size, system_size, system_label=label_system, storage_label=label_storage)
     plan = _Plan(target, is_image, disk_size, layout)
+    if disk_size > MBR_LIMIT:
+        plan.warnings.append(
+            f"an MBR reaches {format_size(MBR_LIMIT)}: "
+            f"the {format_size(disk_size - MBR_LIMIT)} beyond stay unused"
+        )
     if is_image:
         if not target.exists():
             plan.created = True
