@@ -173,7 +173,7 @@ def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
     lines: list[str] = []
 
     def row(key: str, value: str) -> None:
-        lines.append(f"{key + ':':<12}{value}")
+        lines.append(f"{key + ':' if key else '':<12}{value}")
 
     if cfg.firmware:
         mode = "iSCSI, from the firmware (iBFT)"

@@ -114,3 +114,23 @@ def test_extlinux_auto_is_the_howto_layout() -> None:
         "  KERNEL /KERNEL",
         "  APPEND ip=dhcp boot=ISCSI=auto,LABEL=System disk=LABEL=Storage quiet",
     ]
+
+
+PARSE_LINE = (
+    "BOOT_IMAGE=/KERNEL ip=192.168.1.20::192.168.1.1:255.255.255.0:htpc:eth0:off:192.168.1.1 "
+    "BOOTIF=01-52-54-00-12-34-56 boot=ISCSI=iscsi_initiator=iqn.2010-04.org.whatever:mybox,"
+    "iscsi_target_name=iqn.2000-01.com.synology:pandora.openelec,iscsi_target_ip=fd00::14,"
+    "iscsi_username=username,iscsi_password=password,LABEL=System disk=ISCSI=auto,LABEL=Storage "
+    "root=iscsi:10.0.2.2:::1:iqn.2024-01.lab:x quiet -- single"
+)
+
+
+@pytest.mark.parametrize(("name", "extra"), [("parse.txt", []), ("parse.json", ["--json"])])
+def test_golden_parse_output(name: str, extra: list[str]) -> None:
+    result = run_cli("cmdline", "parse", *extra, PARSE_LINE)
+    assert result.returncode == 0, result.stderr
+    golden = GOLDEN / name
+    if os.environ.get("ISCSIBOOT_UPDATE_GOLDEN"):
+        golden.write_text(result.stdout)
+    assert result.stdout == golden.read_text()
+    assert "/proc/cmdline" in result.stderr
