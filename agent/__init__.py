@@ -1,1 +1,53 @@
-"""iscsiboot.agent"""
+"""The boot-time agent: brings an iSCSI-booted OpenELEC/LibreELEC system up from the initramfs.
+
+``iscsiboot.agent.init.main()`` is PID 1 in the initramfs; ``iscsiboot agent run``
+runs the same phases from a shell (hook mode, dry runs).  Pure logic (planning,
+parsing tool output, resolving labels) lives in :mod:`iscsiboot.agent.plan` and
+the ``parse_*`` functions of each phase module; the phase modules do the I/O.
+
+:data:`RUNTIME_MODULES` lists every module the agent may import at boot, so the
+initramfs builder can trace and pack them.
+"""
+
+from __future__ import annotations
+
+PHASES: tuple[str, ...] = ("config", "modules", "network", "login", "disk", "label", "mount", "handoff")
+
+RUNTIME_MODULES: tuple[str, ...] = (
+    "iscsiboot",
+    "iscsiboot.errors",
+    "iscsiboot.secret",
+    "iscsiboot.model",
+    "iscsiboot.proc",
+    "iscsiboot.output",
+    "iscsiboot.agent",
+    "iscsiboot.agent.errors",
+    "iscsiboot.agent.options",
+    "iscsiboot.agent.plan",
+    "iscsiboot.agent.report",
+    "iscsiboot.agent.sysc",
+    "iscsiboot.agent.runner",
+    "iscsiboot.agent.init",
+    "iscsiboot.agent.phases",
+    "iscsiboot.agent.phases.config",
+    "iscsiboot.agent.phases.modules",
+    "iscsiboot.agent.phases.network",
+    "iscsiboot.agent.phases.pyroute",
+    "iscsiboot.agent.phases.login",
+    "iscsiboot.agent.phases.disk",
+    "iscsiboot.agent.phases.label",
+    "iscsiboot.agent.phases.mount",
+    "iscsiboot.agent.phases.handoff",
+    "iscsiboot.cmdline.parse",
+    "iscsiboot.ibft.sources",
+    "iscsiboot.ibft.table",
+    "iscsiboot.disk.probe",
+    # third-party, imported only by the network and disk phases
+    "pyroute2.iproute.linux",
+    "pyroute2.netlink.rtnl",
+    "pyroute2.netlink.uevent",
+    "pyroute2.dhcp.client",
+    "pyroute2.dhcp.fsm",
+    "pyroute2.dhcp.leases",
+    "pyroute2.dhcp.enums.dhcp",
+)

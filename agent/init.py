@@ -1,0 +1,180 @@
+# ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
+"""PID 1 of the initramfs: mount the kernel file systems, run the phases, switch_root.
+
+The initramfs ``/init`` is ``#!/usr/bin/python3.11 -S`` plus the lines that put
+the agent on sys.path and call :func:`main`.  On failure the console shows one
+paragraph (phase, cause, evidence, fix); then a debug shell when a console is
+attached, else a reboot or power-off after ``iscsiboot.reboot_delay`` seconds
+(``iscsiboot.on_failure=poweroff|reboot|shell`` chooses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import time
+from typing import TextIO
+
+from iscsiboot.agent.options import AgentOptions, OnFailure, parse_options
+from iscsiboot.agent.report import Reporter
+
+EARLY_MOUNTS: tuple[tuple[str, str, str, str], ...] = (
+    ("proc", "/proc", "proc", "nosuid,nodev,noexec"),
+    ("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec"),
+    ("devtmpfs", "/dev", "devtmpfs", "mode=0755,nosuid"),
+    ("tmpfs", "/run", "tmpfs", "mode=0755,nosuid,nodev"),
+)
+SHELLS: tuple[str, ...] = ("/bin/sh", "/usr/bin/sh", "/bin/busybox", "/usr/bin/busybox")
+
+
+def early_mounts() -> None:
+    from iscsiboot.agent import sysc
+
+    for source, target, fstype, options in EARLY_MOUNTS:
+        os.makedirs(target, exist_ok=True)
+        if os.path.ismount(target):
+            continue
+        flags, data = sysc.split_options(options)
+        try:
+            sysc.mount(source, target, fstype, flags, data)
+        except OSError as exc:
+            if fstype == "devtmpfs":  # a kernel without devtmpfs: a tmpfs /dev and our own nodes
+                sysc.mount("tmpfs", target, "tmpfs", flags, "mode=0755")
+            else:
+                sys.stderr.write(f"iscsiboot: cannot mount {target}: {exc}\n")
+    for name, major, minor in (("console", 5, 1), ("null", 1, 3), ("kmsg", 1, 11)):
+        path = f"/dev/{name}"
+        if not os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
+
+
+def open_console() -> TextIO:
+    """Make /dev/console our stdin/stdout/stderr (the kernel may have given none)."""
+    try:
+        fd = os.open("/dev/console", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdout
+    for target in (0, 1, 2):
+        if fd != target:
+            os.dup2(fd, target)
+    if fd > 2:
+        os.close(fd)
+    console = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stdout = console
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    return console
+
+
+def read_cmdline(path: str = "/proc/cmdline") -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def shell(reporter: Reporter, why: str) -> bool:
+    """Run a debug shell on the console; False when there is none."""
+    for path in SHELLS:
+        if os.access(path, os.X_OK):
+            argv = [path, "sh"] if path.endswith("busybox") else [path]
+            reporter.line(f"{why}: starting a debug shell; type exit to continue")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setsid()
+                    os.execv(path, argv)
+                finally:
+                    os._exit(127)
+            os.waitpid(pid, 0)
+            return True
+    reporter.line(f"{why}: no shell in the initramfs")
+    return False
+
+
+def console_attached() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
+
+
+def fail_action(options: AgentOptions, reporter: Reporter) -> None:
+    """What to do after a failure; never returns."""
+    from iscsiboot.agent import sysc
+
+    action = options.on_failure
+    if action is None:
+        action = OnFailure.SHELL if (console_attached() or options.debugging) else OnFailure.REBOOT
+    if action is OnFailure.SHELL:
+        shell(reporter, "boot failed")
+        action = OnFailure.REBOOT
+    verb = "powering off" if action is OnFailure.POWEROFF else "rebooting"
+    if options.reboot_delay:
+        reporter.line(f"{verb} in {options.reboot_delay:.0f} s")
+        time.sleep(options.reboot_delay)
+    try:
+        sysc.reboot(sysc.RB_POWER_OFF if action is OnFailure.POWEROFF else sysc.RB_AUTOBOOT)
+    except OSError as exc:
+        reporter.line(f"{verb} failed: {exc}")
+    while True:  # PID 1 must not exit
+        time.sleep(3600)
+
+
+def main() -> None:
+    early_mounts()
+    console = open_console()
+    text = read_cmdline()
+    from iscsiboot.errors import IscsibootError
+
+    try:
+        options = parse_options(text)
+    except IscsibootError as exc:
+        console.write(f"iscsiboot: bad option: {exc}; using the defaults\n")
+        options = AgentOptions()
+    reporter = Reporter(console, verbose=options.debugging)
+    if options.cmdline_file:
+        text = read_cmdline(options.cmdline_file) or text
+    from iscsiboot.agent.runner import Agent, Env
+
+    agent = Agent(text, options, reporter, Env(resolv_conf="/etc/resolv.conf"))
+
+    def on_break(phase: str) -> bool:
+        shell(reporter, f"break={phase}")
+        return True
+
+    result = agent.run(on_break=on_break)
+    reporter.finish(result)
+    if not result.ok:
+        fail_action(options, reporter)
+    switch(agent, reporter, options)
+
+
+def switch(agent: object, reporter: Reporter, options: AgentOptions) -> None:
+    from iscsiboot.agent import sysc
+    from iscsiboot.agent.errors import PhaseError
+    from iscsiboot.agent.phases.handoff import mounted_points, move_mounts
+    from iscsiboot.agent.runner import Agent
+
+    assert isinstance(agent, Agent)
+    init = agent.state["init"]
+    try:
+        move_mounts(options.sysroot, mounted_points(), reporter.debug)
+        reporter.line(f"switching to {options.sysroot} ({init})")
+        sysc.switch_root(options.sysroot, init)
+    except (PhaseError, OSError) as exc:
+        result = agent.result
+        assert result is not None
+        result.ok = False
+        result.phase = "handoff"
+        result.error = f"switch_root failed: {exc}"
+        reporter.report_path = None
+        reporter.finish(result)
+        fail_action(options, reporter)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The agent's own kernel command line options (pure).
+
+The boot model (targets, network, System/Storage) comes from
+:mod:`iscsiboot.cmdline.parse`; this module reads only what steers the agent:
+OpenELEC's ``debugging``, ``progress`` and ``break=<phase>``, and the
+``iscsiboot.*`` options:
+
+``iscsiboot.on_failure=poweroff|reboot|shell``, ``iscsiboot.reboot_delay=SECONDS``,
+``iscsiboot.timeout.<phase>=SECONDS``, ``iscsiboot.cmdline=FILE`` (read the boot
+options from FILE instead, for tests), ``iscsiboot.login=iscsistart`` (the login
+backend), ``iscsiboot.sysroot=DIR`` and ``init=PATH`` (the init of the new root).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from iscsiboot.agent import PHASES
+from iscsiboot.errors import ParseError
+
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    "config": 10.0,
+    "modules": 30.0,
+    "network": 30.0,
+    "login": 60.0,
+    "disk": 30.0,
+    "label": 15.0,
+    "mount": 300.0,
+    "handoff": 15.0,
+}
+CARRIER_SHARE = 20.0  # seconds of the network deadline spent waiting for carrier at most
+
+
+class OnFailure(enum.Enum):
+    SHELL = "shell"
+    REBOOT = "reboot"
+    POWEROFF = "poweroff"
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a kernel command line as the kernel does: spaces, double quotes."""
+    tokens: list[str] = []
+    current: list[str] = []
+    quoted = False
+    started = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+            started = True
+        elif char.isspace() and not quoted:
+            if started:
+                tokens.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(char)
+            started = True
+    if started:
+        tokens.append("".join(current))
+    return tokens
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    debugging: bool = False
+    progress: bool = False
+    breaks: frozenset[str] = frozenset()
+    on_failure: OnFailure | None = None  # None: a shell when a console is attached, else reboot
+    reboot_delay: float = 10.0
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    cmdline_file: str | None = None
+    login_backend: str = "iscsistart"
+    sysroot: str = "/sysroot"
+    init: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def timeout(self, phase: str) -> float:
+        return self.timeouts.get(phase, DEFAULT_TIMEOUTS.get(phase, 30.0))
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ParseError(f"{value!r} is not a number of seconds", where=key) from None
+    if not 0 <= seconds <= 3600:
+        raise ParseError(f"{value} s is out of range (0-3600)", where=key)
+    return seconds
+
+
+def parse_options(text: str) -> AgentOptions:
+    """Read the agent's options from a kernel command line; unknown tokens are ignored."""
+    debugging = progress = False
+    breaks: set[str] = set()
+    on_failure: OnFailure | None = None
+    reboot_delay = 10.0
+    timeouts = dict(DEFAULT_TIMEOUTS)
+    cmdline_file = init = None
+    login = "iscsistart"
+    sysroot = "/sysroot"
+    warnings: list[str] = []
+    for token in tokenize(text):
+        key, has_value, value = token.partition("=")
+        if token == "debugging":
+            debugging = True
+        elif token == "progress":
+            progress = True
+        elif key == "break" and has_value:
+            for name in value.split(","):
+                if name in PHASES:
+                    breaks.add(name)
+                else:
+                    warnings.append(f"break={name}: unknown phase (use one of {', '.join(PHASES)})")
+        elif key == "iscsiboot.on_failure":
+            try:
+                on_failure = OnFailure(value)
+            except ValueError:
+                raise ParseError(
+                    f"unknown action {value!r}", where=key, fix="use poweroff, reboot or shell"
+                ) from None
+        elif key == "iscsiboot.reboot_delay":
+            reboot_delay = _seconds(key, value)
+        elif key.startswith("iscsiboot.timeout."):
+            phase = key.removeprefix("iscsiboot.timeout.")
+            if phase not in PHASES:
+                raise ParseError(f"unknown phase {phase!r}", where=key, fix=f"use one of {', '.join(PHASES)}")
+            timeouts[phase] = _seconds(key, value)
+        elif key == "iscsiboot.cmdline" and value:
+            cmdline_file = value
+        elif key == "iscsiboot.login" and value:
+            if value != "iscsistart":
+                raise ParseError(f"unknown login backend {value!r}", where=key, fix="use iscsistart")
+            login = value
+        elif key == "iscsiboot.sysroot" and value.startswith("/"):
+            sysroot = value
+        elif key == "init" and value.startswith("/"):
+            init = value
+    return AgentOptions(
+        debugging=debugging,
+        progress=progress,
+        breaks=frozenset(breaks),
+        on_failure=on_failure,
+        reboot_delay=reboot_delay,
+        timeouts=timeouts,
+        cmdline_file=cmdline_file,
+        login_backend=login,
+        sysroot=sysroot,
+        init=init,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,1 @@
+"""One module per boot phase; each imports only what its phase needs."""

@@ -1,0 +1,73 @@
+# ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
+"""Phase config: the boot model from the kernel command line, and from the iBFT for ``auto``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.plan import merge_firmware
+from iscsiboot.errors import IscsibootError
+from iscsiboot.model import BootConfig
+
+Parse = Callable[[str], Any]  # -> Parsed(config, warnings)
+ReadFirmware = Callable[[], BootConfig]
+
+
+def _parse(text: str) -> Any:
+    from iscsiboot.cmdline.parse import parse
+
+    return parse(text)
+
+
+def _firmware() -> BootConfig:
+    from iscsiboot.ibft.sources import read_auto
+    from iscsiboot.ibft.table import table_to_model
+
+    table, _source = read_auto()
+    model, _warnings = table_to_model(table)
+    return model
+
+
+def load_config(
+    text: str, *, parse: Parse = _parse, firmware: ReadFirmware = _firmware
+) -> tuple[BootConfig, list[str]]:
+    """The merged boot model and the parser's warnings."""
+    try:
+        parsed = parse(text)
+    except ImportError as exc:
+        raise PhaseError("config", f"the command line parser is missing ({exc})", cause="internal") from None
+    except IscsibootError as exc:
+        raise PhaseError(
+            "config",
+            f"the kernel command line does not parse: {exc.what}",
+            cause="cmdline",
+            evidence=exc.where,
+            fix=exc.fix or "correct the boot= / ip= options in extlinux.conf or the iPXE script",
+        ) from None
+    cfg: BootConfig = parsed.config
+    warnings = [str(w) for w in parsed.warnings]
+    if cfg.firmware:
+        try:
+            fw = firmware()
+        except IscsibootError as exc:
+            raise PhaseError(
+                "config",
+                f"boot=ISCSI=auto needs the iBFT, but it cannot be read: {exc.what}",
+                cause="no-ibft",
+                evidence=exc.where,
+                fix="boot through iPXE sanboot (it writes the iBFT) "
+                "or give the iSCSI options on the command line",
+            ) from None
+        cfg = merge_firmware(cfg, fw)
+    if not cfg.targets and not cfg.firmware:
+        raise PhaseError(
+            "config",
+            "the command line names no iSCSI target",
+            cause="cmdline",
+            fix="add boot=ISCSI=auto,LABEL=System (iBFT) or "
+            "boot=ISCSI=iscsi_initiator=...,iscsi_target_name=...,"
+            "iscsi_target_ip=...,LABEL=System",
+        )
+    return cfg, warnings

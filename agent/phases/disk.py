@@ -1,0 +1,245 @@
+# ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
+"""Find the SCSI disk of each iSCSI session through sysfs, woken by kernel uevents.
+
+sysfs path: ``/sys/class/iscsi_session/sessionN/device`` is the session's
+device directory under its SCSI host; below it ``target H:C:T/H:C:T:L/block/sdX``
+is the disk of LUN L.  The phase waits (on NETLINK_KOBJECT_UEVENT, never by
+sleeping) until the disk has a size, its device node exists and every
+partition of its partition table shows up as ``sdXN``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.plan import Deadline
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str  # "session1"
+    target: str  # the target's IQN
+    device: Path  # the session's device directory (under hostN)
+
+
+@dataclass(frozen=True)
+class ScsiDisk:
+    name: str  # "sda"
+    hctl: str  # "2:0:0:1"
+    lun: int
+    session: str
+    target: str
+
+
+def list_sessions(sysfs: str = "/sys") -> list[Session]:
+    out: list[Session] = []
+    base = Path(sysfs, "class/iscsi_session")
+    for entry in sorted(base.glob("session*"), key=lambda p: int(p.name[7:] or 0)):
+        try:
+            target = (entry / "targetname").read_text().strip()
+            device = (entry / "device").resolve()
+        except OSError:
+            continue
+        out.append(Session(entry.name, target, device))
+    return out
+
+
+def session_disks(session: Session) -> list[ScsiDisk]:
+    """Disks (SCSI type 0) of a session, by LUN."""
+    out: list[ScsiDisk] = []
+    for lun_dir in session.device.glob("target*/*:*:*:*"):
+        try:
+            kind = (lun_dir / "type").read_text().strip()
+        except OSError:
+            kind = "0"
+        if kind not in ("0", "14"):
+            continue
+        for block in sorted((lun_dir / "block").glob("*")):
+            out.append(
+                ScsiDisk(
+                    block.name, lun_dir.name, int(lun_dir.name.rsplit(":", 1)[1]), session.sid, session.target
+                )
+            )
+    return sorted(out, key=lambda d: d.lun)
+
+
+def pick_disk(disks: list[ScsiDisk], lun: int | None) -> ScsiDisk | None:
+    """The disk of ``lun``, or the lowest-numbered disk when no LUN was given."""
+    if lun is None:
+        return disks[0] if disks else None
+    for disk in disks:
+        if disk.lun == lun:
+            return disk
+    return None
+
+
+def disk_size(sysfs: str, name: str) -> int:
+    try:
+        return int(Path(sysfs, "class/block", name, "size").read_text()) * 512
+    except (OSError, ValueError):
+        return 0
+
+
+def sysfs_partitions(sysfs: str, name: str) -> dict[int, str]:
+    """Partition number -> kernel name (``sda1``) as the kernel sees them."""
+    out: dict[int, str] = {}
+    for part in Path(sysfs, "class/block", name).glob(f"{name}*"):
+        try:
+            out[int((part / "partition").read_text())] = part.name
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def reader(path: str) -> Callable[[int, int], bytes]:
+    """A ReadAt over a block device (opened per read, read-only)."""
+
+    def read(offset: int, length: int) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    return read
+
+
+class Uevents:
+    """Kernel uevents as a wake-up source (pyroute2's UeventSocket, no udevd needed)."""
+
+    def __init__(self) -> None:
+        from iscsiboot.agent.phases.pyroute import load_pyroute2
+
+        load_pyroute2()
+        from pyroute2.netlink.uevent import UeventSocket
+
+        self.sock: Any = UeventSocket()
+        self.sock.bind(1)  # the kernel's group
+        self.seen: list[str] = []
+
+    def wait(self, timeout: float) -> bool:
+        """True when a block or SCSI uevent arrived within ``timeout`` seconds."""
+        ready, _w, _x = select.select([self.sock], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        hit = False
+        for msg in self.sock.get():
+            subsystem = msg.get("SUBSYSTEM")
+            if subsystem in ("block", "scsi", "scsi_disk", "iscsi_session", "scsi_device"):
+                self.seen.append(f"{msg.get('ACTION')} {msg.get('DEVPATH')}")
+                hit = True
+        return hit
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass(frozen=True)
+class ReadyDisk:
+    disk: ScsiDisk
+    size: int
+    partitions: dict[int, str]  # number -> kernel name
+
+
+def disk_ready(
+    disk: ScsiDisk, sysfs: str, dev: str, table_of: Callable[[str, int], list[int] | None]
+) -> ReadyDisk | None:
+    size = disk_size(sysfs, disk.name)
+    node = f"{dev}/{disk.name}"
+    if size <= 0:
+        return None
+    if not os.path.exists(node):
+        from iscsiboot.agent.sysc import ensure_node
+
+        try:
+            ensure_node(node, f"{sysfs}/class/block/{disk.name}/dev")
+        except OSError:
+            return None
+    numbers = table_of(node, size)
+    parts = sysfs_partitions(sysfs, disk.name)
+    if numbers is not None and any(n not in parts for n in numbers):
+        return None
+    for name in parts.values():
+        if not os.path.exists(f"{dev}/{name}"):
+            from iscsiboot.agent.sysc import ensure_node
+
+            try:
+                ensure_node(f"{dev}/{name}", f"{sysfs}/class/block/{disk.name}/{name}/dev")
+            except OSError:
+                return None
+    return ReadyDisk(disk, size, parts)
+
+
+def partition_numbers(node: str, size: int) -> list[int] | None:
+    from iscsiboot.disk.probe import read_partition_table
+
+    table = read_partition_table(reader(node), size=size)
+    return None if table is None else [p.number for p in table.partitions]
+
+
+def wait_for_disks(
+    wanted: list[tuple[str, int | None]] | None,
+    deadline: Deadline,
+    *,
+    sysfs: str = "/sys",
+    dev: str = "/dev",
+    wait: Callable[[float], bool],
+    say: Callable[[str], None] = lambda _t: None,
+    table_of: Callable[[str, int], list[int] | None] = partition_numbers,
+) -> list[ReadyDisk]:
+    """Wait until each (target, LUN) has a ready disk; ``None`` means every session's disks."""
+    last_say = -1
+    while True:
+        sessions = list_sessions(sysfs)
+        ready: list[ReadyDisk] = []
+        missing: list[str] = []
+        if wanted is None:
+            for session in sessions:
+                for disk in session_disks(session):
+                    found = disk_ready(disk, sysfs, dev, table_of)
+                    if found is None:
+                        missing.append(disk.name)
+                    else:
+                        ready.append(found)
+            if not ready:
+                missing.append("a disk of the iBFT sessions")
+        else:
+            for target, lun in wanted:
+                chosen = None
+                for session in sessions:
+                    if session.target == target:
+                        chosen = pick_disk(session_disks(session), lun)
+                        if chosen is not None:
+                            break
+                found = disk_ready(chosen, sysfs, dev, table_of) if chosen else None
+                if found is None:
+                    lun_text = "" if lun is None else f" LUN {lun}"
+                    missing.append(f"{target}{lun_text}")
+                else:
+                    ready.append(found)
+        if not missing:
+            return ready
+        if deadline.expired():
+            break
+        elapsed = int(deadline.elapsed())
+        if elapsed >= 1 and elapsed != last_say:
+            last_say = elapsed
+            say(f"waiting for the disk of {', '.join(missing)} ({elapsed} s of {deadline.seconds:.0f})")
+        wait(min(1.0, deadline.remaining()))
+    sessions_text = (
+        ", ".join(f"{s.sid}={s.target}" for s in list_sessions(sysfs)) or "no iSCSI session in sysfs"
+    )
+    raise PhaseError(
+        "disk",
+        f"no disk appeared for {', '.join(missing)} within {deadline.seconds:.0f} s",
+        cause="no-disk",
+        evidence=sessions_text,
+        fix="check that the target maps a disk LUN to this initiator (tgt's LUN 0 is a controller; "
+        "the disk is LUN 1), and that sd_mod is loaded",
+    )

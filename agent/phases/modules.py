@@ -1,0 +1,263 @@
+"""Kernel modules: modules.dep/alias/builtin (parsed purely) and finit_module(2) loading.
+
+The NIC driver is found by matching the modalias of network-class PCI devices
+(and, once virtio_pci is in, virtio network devices) against modules.alias.
+``iscsi_tcp`` needs the ``crc32c`` crypto algorithm at connection time, which
+modules.dep does not express: the plan asks for the ``crypto-crc32c`` alias.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.plan import Deadline
+
+
+def module_name(path_or_name: str) -> str:
+    """``kernel/drivers/net/virtio_net.ko.xz`` -> ``virtio_net``; dashes become underscores."""
+    base = os.path.basename(path_or_name)
+    for ext in (".xz", ".zst", ".gz"):
+        base = base.removesuffix(ext)
+    return base.removesuffix(".ko").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ModuleIndex:
+    paths: dict[str, str]  # name -> path relative to the modules directory
+    deps: dict[str, tuple[str, ...]]  # name -> names it depends on
+    aliases: tuple[tuple[str, str], ...]  # (pattern, name)
+    builtin: frozenset[str]
+
+    def lookup(self, wanted: str) -> list[str]:
+        """Module names for a module name or an alias (empty when unknown)."""
+        name = wanted.replace("-", "_")
+        if name in self.paths or name in self.builtin:
+            return [name]
+        found: list[str] = []
+        for pattern, module in self.aliases:
+            if fnmatch.fnmatchcase(wanted, pattern) and module not in found:
+                found.append(module)
+        return found
+
+    def load_order(self, name: str) -> list[str]:
+        """``name`` and everything it needs, dependencies first."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(module: str) -> None:
+            if module in seen:
+                return
+            seen.add(module)
+            for dep in self.deps.get(module, ()):
+                visit(dep)
+            order.append(module)
+
+        visit(name)
+        return order
+
+
+def parse_index(dep_text: str, alias_text: str = "", builtin_text: str = "") -> ModuleIndex:
+    paths: dict[str, str] = {}
+    deps: dict[str, tuple[str, ...]] = {}
+    for line in dep_text.splitlines():
+        head, sep, tail = line.partition(":")
+        if not sep:
+            continue
+        name = module_name(head.strip())
+        paths[name] = head.strip()
+        deps[name] = tuple(module_name(d) for d in tail.split())
+    aliases: list[tuple[str, str]] = []
+    for line in alias_text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias":
+            aliases.append((parts[1], parts[2].replace("-", "_")))
+    builtin = frozenset(module_name(line.strip()) for line in builtin_text.splitlines() if line.strip())
+    return ModuleIndex(paths, deps, tuple(aliases), builtin)
+
+
+def nic_modaliases(sysfs: str = "/sys") -> list[str]:
+    """Modaliases of network devices: PCI class 02xxxx, and virtio device id 1."""
+    found: list[str] = []
+    for dev in sorted(Path(sysfs, "bus/pci/devices").glob("*")):
+        try:
+            klass = (dev / "class").read_text().strip()
+            if klass.startswith("0x02"):
+                found.append((dev / "modalias").read_text().strip())
+        except OSError:
+            continue
+    for dev in sorted(Path(sysfs, "bus/virtio/devices").glob("*")):
+        try:
+            alias = (dev / "modalias").read_text().strip()
+        except OSError:
+            continue
+        if alias.startswith("virtio:d00000001v"):
+            found.append(alias)
+    return found
+
+
+def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
+    try:
+        text = Path(proc_crypto).read_text()
+    except OSError:
+        return False
+    return any(
+        line.split(":", 1)[1].strip() == algorithm for line in text.splitlines() if line.startswith("name")
+    )
+
+
+Load = Callable[[str], None]
+
+
+@dataclass
+class Loader:
+    """Loads modules with their dependencies from ``moddir`` (``/lib/modules/$(uname -r)``)."""
+
+    moddir: str
+    load: Load
+    sysfs: str = "/sys"
+    proc: str = "/proc"
+    index: ModuleIndex | None = None
+    loaded: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _index(self) -> ModuleIndex:
+        if self.index is None:
+
+            def read(name: str) -> str:
+                try:
+                    return Path(self.moddir, name).read_text()
+                except FileNotFoundError:
+                    return ""
+
+            dep = read("modules.dep")
+            if not dep and not Path(self.moddir, "modules.dep").exists():
+                raise PhaseError(
+                    "modules",
+                    f"no modules.dep in {self.moddir}",
+                    cause="missing-module",
+                    fix="build the initramfs with the kernel's modules and run depmod -b",
+                )
+            self.index = parse_index(dep, read("modules.alias"), read("modules.builtin"))
+        return self.index
+
+    def is_loaded(self, name: str) -> bool:
+        return Path(self.sysfs, "module", name).exists()
+
+    def modular(self) -> bool:
+        """False for a kernel without module support (everything it has is built in)."""
+        return Path(self.proc, "modules").exists()
+
+    def ensure(self, wanted: str) -> list[str]:
+        """Load ``wanted`` (a name or an alias) with its dependencies; return what was loaded."""
+        if wanted == "crypto-crc32c" and crypto_has("crc32c", f"{self.proc}/crypto"):
+            return []
+        if not self.modular():
+            return []
+        index = self._index()
+        candidates = index.lookup(wanted)
+        if not candidates:
+            raise PhaseError(
+                "modules",
+                f"kernel module {wanted!r} is not in {self.moddir}",
+                cause="missing-module",
+                evidence=f"no {wanted} in modules.dep, modules.alias or modules.builtin",
+                fix=f"add {wanted} to the initramfs (or build it into the kernel)",
+            )
+        problems: list[str] = []
+        for candidate in candidates:
+            try:
+                return self._load_with_deps(index, candidate)
+            except OSError as exc:
+                problems.append(f"{candidate}: {exc.strerror or exc}")
+        raise PhaseError(
+            "modules",
+            f"cannot load kernel module {wanted!r}",
+            cause="module-load",
+            evidence="; ".join(problems),
+            fix="check that the initramfs modules match the running kernel (uname -r)",
+        )
+
+    def _load_with_deps(self, index: ModuleIndex, name: str) -> list[str]:
+        done: list[str] = []
+        for module in index.load_order(name):
+            if module in index.builtin or self.is_loaded(module):
+                continue
+            path = index.paths.get(module)
+            if path is None:
+                raise OSError(2, f"{module} is not in modules.dep")
+            with self.lock:
+                self.load(os.path.join(self.moddir, path))
+                self.loaded.append(module)
+            done.append(module)
+        return done
+
+    def nic_drivers(self) -> list[str]:
+        """Modules matching the network devices present now."""
+        index = self._index()
+        drivers: list[str] = []
+        for alias in nic_modaliases(self.sysfs):
+            for module in index.lookup(alias):
+                if module not in drivers:
+                    drivers.append(module)
+        return drivers
+
+    def load_nic_drivers(self, deadline: Deadline) -> list[str]:
+        """Load NIC drivers; a bus driver (virtio_pci) may reveal the real NIC, so repeat."""
+        loaded: list[str] = []
+        if not self.modular():
+            return loaded
+        for _round in range(3):
+            new = [d for d in self.nic_drivers() if d not in loaded and not self.is_loaded(d)]
+            if not new or deadline.expired():
+                break
+            for driver in new:
+                try:
+                    self.ensure(driver)
+                except PhaseError:
+                    continue  # a bus may match several drivers; the network phase reports a missing NIC
+                loaded.append(driver)
+        return loaded
+
+
+class Background:
+    """Loads a list of modules in a thread while the network comes up."""
+
+    def __init__(self, loader: Loader, names: tuple[str, ...]) -> None:
+        self.loader = loader
+        self.names = names
+        self.error: PhaseError | None = None
+        self.thread = threading.Thread(target=self._run, name="modules", daemon=True)
+
+    def start(self) -> Background:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        for name in self.names:
+            try:
+                self.loader.ensure(name)
+            except PhaseError as exc:
+                self.error = exc
+                return
+            except Exception as exc:
+                self.error = PhaseError("modules", f"loading {name} failed: {exc}", cause="module-load")
+                return
+
+    def wait(self, deadline: Deadline) -> None:
+        self.thread.join(deadline.remaining())
+        if self.thread.is_alive():
+            raise PhaseError(
+                "modules",
+                "kernel modules still loading at the deadline",
+                cause="timeout",
+                evidence=f"waiting for {', '.join(self.names)}",
+                fix="raise iscsiboot.timeout.login",
+            )
+        if self.error is not None:
+            raise self.error

@@ -1,0 +1,347 @@
+# ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
+"""Bring the network up with pyroute2: pick the interface, wait for carrier, DHCP or static.
+
+Carrier waits follow rtnetlink link events (RTMGRP_LINK), never sleeps.  DHCP
+uses pyroute2's asyncio client (the lease is kept in memory, nothing is
+written); the agent then sets the address, default route and DNS itself, the
+same way as for a static ``ip=``.  A VLAN interface ``<dev>.<id>`` is created
+on the chosen device and configured instead of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.plan import Deadline, LinkInfo, NetPlan, candidate_links, vlan_name
+from iscsiboot.model import NetMode
+
+IFF_LOOPBACK = 0x8
+RTMGRP_LINK = 1
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class NetResult:
+    device: str
+    parent: str | None
+    mac: str | None
+    mode: str
+    address: str | None = None
+    prefix: int | None = None
+    gateway: str | None = None
+    dns: list[str] = field(default_factory=list)
+    server: str | None = None
+    root_path: str | None = None
+    carrier_seconds: float = 0.0
+    dhcp_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def link_info(msg: Any) -> LinkInfo:
+    kind = None
+    try:
+        kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    except (AttributeError, KeyError, TypeError):
+        kind = None
+    name = msg.get("ifname") or msg.get("IFLA_IFNAME") or ""
+    return LinkInfo(
+        name=name,
+        index=int(msg["index"]),
+        mac=msg.get("address"),
+        carrier=msg.get("carrier") == 1,
+        kind=kind,
+        loopback=bool(msg["flags"] & IFF_LOOPBACK) or name == "lo",
+    )
+
+
+async def _collect(result: Any) -> list[Any]:
+    if hasattr(result, "__aiter__"):
+        return [item async for item in result]
+    if asyncio.iscoroutine(result):
+        result = await result
+        return await _collect(result)
+    return list(result)
+
+
+def _exists(exc: BaseException) -> bool:
+    return getattr(exc, "code", None) == errno.EEXIST
+
+
+class Network:
+    """One network bring-up (use ``run``)."""
+
+    def __init__(
+        self, plan: NetPlan, deadline: Deadline, say: Say, *, resolv_conf: str | None = None
+    ) -> None:
+        self.plan = plan
+        self.deadline = deadline
+        self.say = say
+        self.resolv_conf = resolv_conf
+        self.ipr: Any = None
+        self.events: Any = None
+        self.changed = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    # -------------------------------------------------------------- netlink helpers
+
+    async def _listen(self) -> None:
+        try:
+            while True:
+                async for _msg in self.events.get():
+                    self.changed.set()
+        except (OSError, asyncio.CancelledError):
+            return
+        except Exception:  # the socket closes under us at the end
+            return
+
+    async def links(self) -> list[LinkInfo]:
+        return [link_info(m) for m in await _collect(await self.ipr.link("dump"))]
+
+    async def wait_event(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        self.changed.clear()
+
+    # -------------------------------------------------------------- the steps
+
+    async def pick(self) -> list[LinkInfo]:
+        """The candidate interfaces; waits for a named one to appear."""
+        last = -1
+        while True:
+            links = await self.links()
+            found = candidate_links(links, self.plan)
+            if found:
+                return found
+            if self.deadline.expired():
+                names = ", ".join(f"{lk.name} ({lk.mac})" for lk in links if not lk.loopback) or "none"
+                wanted = (
+                    f"MAC {self.plan.mac}" if self.plan.mac else (self.plan.device or "an Ethernet interface")
+                )
+                raise PhaseError(
+                    "network",
+                    f"no network interface matches {wanted}",
+                    cause="no-interface",
+                    evidence=f"interfaces: {names}",
+                    fix="check the NIC driver is in the initramfs and the device name or MAC in ip=/the iBFT",
+                )
+            elapsed = int(self.deadline.elapsed())
+            if elapsed != last and elapsed >= 1:
+                last = elapsed
+                self.say(f"waiting for a network interface ({elapsed} s of {self.deadline.seconds:.0f})")
+            await self.wait_event(min(1.0, self.deadline.remaining()))
+
+    async def up_and_carrier(self, candidates: list[LinkInfo]) -> LinkInfo:
+        for link in candidates:
+            await self.ipr.link("set", index=link.index, state="up")
+        start = self.deadline.elapsed()
+        last = -1
+        while True:
+            current = {lk.index: lk for lk in await self.links()}
+            for link in candidates:
+                now = current.get(link.index)
+                if now is not None and now.carrier:
+                    return now
+            if self.deadline.expired():
+                names = ", ".join(lk.name for lk in candidates)
+                raise PhaseError(
+                    "network",
+                    f"no link (carrier) on {names} within {self.deadline.seconds:.0f} s",
+                    cause="no-carrier",
+                    evidence="operstate stayed down",
+                    fix="check the cable and the switch port; "
+                    "raise iscsiboot.timeout.network for slow switches",
+                )
+            waited = int(self.deadline.elapsed() - start)
+            if waited != last and waited >= 1:
+                last = waited
+                names = " or ".join(lk.name for lk in candidates)
+                self.say(f"waiting for link on {names} ({waited} s of {self.deadline.seconds:.0f})")
+            await self.wait_event(min(1.0, self.deadline.remaining()))
+
+    async def make_vlan(self, parent: LinkInfo, vlan: int) -> LinkInfo:
+        name = vlan_name(parent.name, vlan)
+        try:
+            await self.ipr.link("add", ifname=name, kind="vlan", link=parent.index, vlan_id=vlan)
+        except Exception as exc:
+            if not _exists(exc):
+                raise PhaseError(
+                    "network",
+                    f"cannot create VLAN {vlan} on {parent.name}",
+                    cause="vlan",
+                    evidence=str(exc),
+                    fix="add the 8021q kernel module to the initramfs",
+                ) from None
+        found = [lk for lk in await self.links() if lk.name == name]
+        if not found:
+            raise PhaseError("network", f"VLAN interface {name} did not appear", cause="vlan")
+        return await self.up_and_carrier(found)
+
+    async def configure(self, link: LinkInfo, address: str, prefix: int, gateway: str | None) -> None:
+        try:
+            await self.ipr.addr("add", index=link.index, address=address, prefixlen=prefix)
+        except Exception as exc:
+            if not _exists(exc):
+                raise PhaseError(
+                    "network",
+                    f"cannot set {address}/{prefix} on {link.name}",
+                    cause="address",
+                    evidence=str(exc),
+                ) from None
+        if gateway:
+            try:
+                await self.ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=link.index)
+            except Exception as exc:
+                raise PhaseError(
+                    "network",
+                    f"cannot add the default route via {gateway}",
+                    cause="route",
+                    evidence=str(exc),
+                    fix=f"check that the gateway {gateway} lies in {address}/{prefix}",
+                ) from None
+
+    async def dhcp(self, link: LinkInfo) -> tuple[Any, float]:
+        from iscsiboot.agent.phases.pyroute import load_pyroute2
+
+        load_pyroute2()
+        from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig, randomized_increasing_backoff
+        from pyroute2.dhcp.enums import dhcp
+        from pyroute2.dhcp.fsm import State
+        from pyroute2.dhcp.leases import Lease
+
+        class MemoryLease(Lease):  # type: ignore[misc]
+            def dump(self) -> None:
+                return None
+
+            @classmethod
+            def load(cls, interface: str) -> None:
+                return None
+
+        params = (
+            dhcp.Option.SUBNET_MASK,
+            dhcp.Option.ROUTER,
+            dhcp.Option.NAME_SERVER,
+            dhcp.Option.DOMAIN_NAME,
+            dhcp.Option.HOST_NAME,
+            dhcp.Option.ROOT_PATH,
+            dhcp.Option.LEASE_TIME,
+        )
+        config = ClientConfig(
+            interface=link.name,
+            lease_type=MemoryLease,
+            hooks=(),
+            requested_parameters=params,
+            release=False,
+            handle_signals=False,
+            write_pidfile=False,
+            vendor_id="iscsiboot",
+            host_name=self.plan.hostname,
+            retransmission=lambda: randomized_increasing_backoff(wait_first=1.0, wait_max=4.0),
+        )
+        start = self.deadline.elapsed()
+        async with AsyncDHCPClient(config) as client:
+            await client.bootstrap()
+            while True:
+                try:
+                    await client.wait_for_state(
+                        State.BOUND, timeout=min(1.0, max(0.05, self.deadline.remaining()))
+                    )
+                    break
+                except TimeoutError:
+                    pass
+                if self.deadline.expired():
+                    raise PhaseError(
+                        "network",
+                        f"no DHCP lease on {link.name} within {self.deadline.seconds:.0f} s",
+                        cause="dhcp-timeout",
+                        evidence=f"DHCP client state {client.state.name}",
+                        fix="check the DHCP server (its range and that it serves this network or VLAN), "
+                        "or give a static ip=",
+                    )
+                self.say(
+                    f"waiting for a DHCP lease on {link.name} "
+                    f"({self.deadline.elapsed() - start:.0f} s of {self.deadline.seconds:.0f})"
+                )
+            lease = client.lease
+        return lease, self.deadline.elapsed() - start
+
+    async def run(self) -> NetResult:
+        from iscsiboot.agent.phases.pyroute import load_pyroute2
+
+        load_pyroute2()
+        from pyroute2.iproute.linux import AsyncIPRoute
+
+        self.events = AsyncIPRoute()
+        await self.events.__aenter__()
+        await self.events.bind(RTMGRP_LINK)
+        self._listener = asyncio.create_task(self._listen())
+        self.ipr = AsyncIPRoute()
+        await self.ipr.__aenter__()
+        try:
+            return await self._run()
+        finally:
+            self.events.close()
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+            self.ipr.close()
+
+    async def _run(self) -> NetResult:
+        plan = self.plan
+        start = self.deadline.elapsed()
+        link = await self.up_and_carrier(await self.pick())
+        parent: LinkInfo | None = None
+        if plan.vlan is not None:
+            parent, link = link, await self.make_vlan(link, plan.vlan)
+        carrier = self.deadline.elapsed() - start
+        result = NetResult(
+            device=link.name,
+            parent=parent.name if parent else None,
+            mac=(parent or link).mac,
+            mode=plan.mode.value,
+            carrier_seconds=round(carrier, 3),
+        )
+        if plan.mode is NetMode.STATIC:
+            assert plan.address is not None and plan.prefix is not None
+            await self.configure(link, plan.address, plan.prefix, plan.gateway)
+            result.address, result.prefix, result.gateway = plan.address, plan.prefix, plan.gateway
+            result.dns = list(plan.dns)
+        elif plan.mode is NetMode.DHCP:
+            lease, took = await self.dhcp(link)
+            result.dhcp_seconds = round(took, 3)
+            result.address = lease.ip
+            options = lease.ack.get("options", {})
+            mask = options.get("subnet_mask")
+            result.prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen if mask else 24
+            routers = options.get("router") or []
+            result.gateway = routers[0] if routers else None
+            result.dns = list(options.get("name_server") or plan.dns)
+            result.server = options.get("server_id")
+            result.root_path = options.get("root_path")
+            await self.configure(link, result.address, result.prefix, result.gateway)
+        if self.resolv_conf and result.dns:
+            from iscsiboot.output import write_atomic
+
+            write_atomic(self.resolv_conf, "".join(f"nameserver {d}\n" for d in result.dns))
+        return result
+
+
+def bring_up(plan: NetPlan, deadline: Deadline, say: Say, *, resolv_conf: str | None = None) -> NetResult:
+    """Bring the network up as ``plan`` says (blocking; runs its own event loop)."""
+    if plan.mode is NetMode.OFF:
+        raise PhaseError(
+            "network",
+            "the network is switched off (ip=off) but the boot needs it",
+            cause="config",
+            fix="use ip=dhcp or a static ip=",
+        )
+    return asyncio.run(Network(plan, deadline, say, resolv_conf=resolv_conf).run())

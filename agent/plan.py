@@ -1,0 +1,212 @@
+"""What the boot must do, computed from the boot model alone (pure, no I/O)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
+
+Clock = Callable[[], float]
+
+# Modules every iSCSI boot of System/Storage needs; ``crypto-crc32c`` is an alias:
+# iscsi_tcp asks for the crc32c algorithm at connection time, which modules.dep
+# does not say.
+BASE_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c", "sd_mod", "squashfs", "loop", "ext4")
+FIRMWARE_MODULES: tuple[str, ...] = ("iscsi_ibft",)
+VLAN_MODULES: tuple[str, ...] = ("8021q",)
+FS_MODULES: dict[str, str] = {
+    "ext2": "ext4",
+    "ext3": "ext4",
+    "ext4": "ext4",
+    "vfat": "vfat",
+    "btrfs": "btrfs",
+    "xfs": "xfs",
+    "squashfs": "squashfs",
+}
+
+
+class Deadline:
+    """A point in monotonic time; ``remaining()`` never goes below zero."""
+
+    def __init__(self, seconds: float, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self.start = clock()
+        self.seconds = seconds
+        self.at = self.start + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self.clock())
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def expired(self) -> bool:
+        return self.clock() >= self.at
+
+
+def merge_firmware(cmdline: BootConfig, firmware: BootConfig) -> BootConfig:
+    """The command line's settings, with the iBFT filling targets, initiator and network.
+
+    Targets and initiator come from the iBFT unless the command line names
+    them; the network comes from the iBFT unless the command line chose a mode
+    (``ip=dhcp`` or a static ``ip=`` wins over the table).
+    """
+    network = cmdline.network
+    if network.mode in (NetMode.UNSET, NetMode.FIRMWARE):
+        network = firmware.network
+        if network.mode in (NetMode.UNSET, NetMode.FIRMWARE):
+            network = replace(network, mode=NetMode.DHCP)
+    return replace(
+        cmdline,
+        firmware=True,
+        initiator=cmdline.initiator or firmware.initiator,
+        targets=cmdline.targets or firmware.targets,
+        network=network,
+    )
+
+
+def login_targets(cfg: BootConfig) -> tuple[Target, ...]:
+    """Each distinct target once, in order (boot= and disk= often name the same one)."""
+    seen: set[tuple[str, str, int]] = set()
+    out: list[Target] = []
+    for target in cfg.targets:
+        key = (target.name, target.address.lower(), target.port)
+        if key not in seen:
+            seen.add(key)
+            out.append(target)
+    return tuple(out)
+
+
+def needed_modules(
+    cfg: BootConfig, nic_drivers: tuple[str, ...] = ()
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(modules the network needs first, modules that may load in the background)."""
+    network = [*nic_drivers]
+    if cfg.network.vlan is not None:
+        network.extend(VLAN_MODULES)
+    rest = [*BASE_MODULES]
+    if cfg.firmware:
+        rest[:0] = FIRMWARE_MODULES
+    return tuple(dict.fromkeys(network)), tuple(m for m in dict.fromkeys(rest) if m not in network)
+
+
+# ------------------------------------------------------------------ network
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """One network interface as the kernel reports it."""
+
+    name: str
+    index: int
+    mac: str | None
+    carrier: bool
+    kind: str | None = None  # rtnetlink IFLA_INFO_KIND: "veth", "vlan", None for hardware
+    loopback: bool = False
+
+
+@dataclass(frozen=True)
+class NetPlan:
+    """How to bring the network up."""
+
+    mode: NetMode  # DHCP, STATIC or OFF
+    device: str | None  # by name (ip=...:eth0:...)
+    mac: str | None  # by MAC (from the iBFT)
+    vlan: int | None
+    address: str | None = None
+    prefix: int | None = None
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
+    hostname: str | None = None
+
+    @property
+    def pick_first_with_carrier(self) -> bool:
+        return self.device is None and self.mac is None
+
+
+def net_plan(network: Network) -> NetPlan:
+    """The network plan of a (merged) boot model.
+
+    A DHCP-origin iBFT NIC (the model says DHCP) takes a fresh lease, as
+    Debian's initramfs does; an unset mode means DHCP too.
+    """
+    mode = network.mode
+    if mode in (NetMode.UNSET, NetMode.FIRMWARE):
+        mode = NetMode.DHCP
+    return NetPlan(
+        mode=mode,
+        device=network.device,
+        mac=network.mac,
+        vlan=network.vlan,
+        address=network.address if mode is NetMode.STATIC else None,
+        prefix=network.prefix if mode is NetMode.STATIC else None,
+        gateway=network.gateway if mode is NetMode.STATIC else None,
+        dns=network.dns,
+        hostname=network.hostname,
+    )
+
+
+def candidate_links(links: list[LinkInfo], plan: NetPlan) -> list[LinkInfo]:
+    """The interfaces the plan may use, best first; empty when the named one is absent."""
+    usable = [link for link in links if not link.loopback and link.kind in (None, "veth")]
+    if plan.mac is not None:
+        return [link for link in links if link.mac == plan.mac]
+    if plan.device is not None:
+        return [link for link in links if link.name == plan.device]
+    return sorted(usable, key=lambda link: (not link.carrier, link.index))
+
+
+def vlan_name(device: str, vlan: int) -> str:
+    """The name of the VLAN interface on ``device`` (at most 15 characters)."""
+    suffix = f".{vlan}"
+    return device[: 15 - len(suffix)] + suffix
+
+
+# ------------------------------------------------------------------ login retries
+
+
+def backoff(
+    first: float = 0.5, factor: float = 2.0, cap: float = 8.0, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Exponential backoff with full jitter: delays in [d/2, d], d doubling up to ``cap``."""
+    rand = rng or random.Random()
+    delay = first
+    while True:
+        yield rand.uniform(delay / 2, delay)
+        delay = min(cap, delay * factor)
+
+
+# ------------------------------------------------------------------ mounts
+
+
+@dataclass(frozen=True)
+class MountStep:
+    source: str
+    target: str
+    fstype: str
+    options: str
+    loop: bool = False
+    check: bool = False  # run e2fsck -p first
+
+
+def mount_plan(
+    system_dev: str, system_fs: str, storage_dev: str | None, storage_fs: str | None, sysroot: str
+) -> tuple[MountStep, ...]:
+    """System read-only at /flash, its SYSTEM squashfs at the new root, Storage read-write at /storage."""
+    steps = [
+        MountStep(system_dev, "/flash", system_fs, "ro,noatime"),
+        MountStep("/flash/SYSTEM", sysroot, "squashfs", "ro", loop=True),
+    ]
+    if storage_dev is not None and storage_fs is not None:
+        steps.append(
+            MountStep(storage_dev, "/storage", storage_fs, "rw,noatime", check=storage_fs.startswith("ext"))
+        )
+    return tuple(steps)
+
+
+def locators(cfg: BootConfig) -> tuple[Locator, Locator | None]:
+    """System (default ``LABEL=System``, as OpenELEC) and Storage (None: no disk= given)."""
+    return cfg.system or Locator.parse("LABEL=System"), cfg.storage

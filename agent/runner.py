@@ -1,0 +1,333 @@
+# ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
+"""Runs the phases in order, each timed and with its own deadline, and reports the outcome."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from iscsiboot.agent import PHASES
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.options import AgentOptions
+from iscsiboot.agent.plan import Deadline
+from iscsiboot.agent.report import Reporter, RunResult
+from iscsiboot.errors import IscsibootError
+
+Step = Callable[[Deadline], None]
+OnBreak = Callable[[str], bool]  # True: continue after the break, False: stop here
+
+
+class Stopped(Exception):
+    """A ``break=<phase>`` ended the run."""
+
+
+def run_phases(
+    steps: Sequence[tuple[str, Step]],
+    options: AgentOptions,
+    reporter: Reporter,
+    *,
+    on_break: OnBreak = lambda _phase: False,
+    cleanup: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunResult:
+    """Run ``steps``; on the first failure undo (``cleanup``) and describe it."""
+    result = RunResult()
+    started = clock()
+    for name, step in steps:
+        result.phase = name
+        if name in options.breaks and not on_break(name):
+            result.error = f"stopped before the {name} phase (break={name})"
+            result.cause = "break"
+            cleanup()
+            result.total = clock() - started
+            return result
+        if options.progress:
+            reporter.line(f"### {name} ###")
+        deadline = Deadline(options.timeout(name), clock)
+        try:
+            step(deadline)
+        except PhaseError as exc:
+            _fail(result, exc)
+        except IscsibootError as exc:
+            _fail(result, PhaseError(name, exc.what, cause="error", evidence=exc.where, fix=exc.fix))
+        except Exception as exc:
+            _fail(
+                result,
+                PhaseError(
+                    name,
+                    f"internal error {type(exc).__name__}: {exc}",
+                    cause="internal",
+                    fix="report this with the output of a run with debugging",
+                ),
+            )
+        finally:
+            result.timeline[name] = clock() - deadline.start
+        if result.error is not None:
+            try:
+                cleanup()
+            finally:
+                result.total = clock() - started
+            return result
+        reporter.debug(f"{name} done in {result.timeline[name]:.2f} s")
+    result.ok = True
+    result.phase = "done"
+    result.total = clock() - started
+    return result
+
+
+def _fail(result: RunResult, exc: PhaseError) -> None:
+    result.phase = exc.phase
+    result.error = exc.what
+    result.cause = exc.cause
+    result.evidence = exc.evidence
+    result.fix = exc.fix
+
+
+@dataclass
+class Env:
+    """Where the agent finds the system (tests point these at scratch trees)."""
+
+    sysfs: str = "/sys"
+    proc: str = "/proc"
+    dev: str = "/dev"
+    root: str = "/"
+    moddir: str | None = None  # default /lib/modules/$(uname -r)
+    resolv_conf: str | None = None
+
+
+@dataclass
+class Agent:
+    """The eight phases wired to the system; state passes from phase to phase."""
+
+    text: str
+    options: AgentOptions
+    reporter: Reporter
+    env: Env = field(default_factory=Env)
+    last: str = "handoff"  # the last phase to run ("label" in hook mode)
+    result: RunResult | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- helpers
+    def say(self, text: str) -> None:
+        self.reporter.line(text)
+
+    def _loader(self) -> Any:
+        if "loader" not in self.state:
+            from iscsiboot.agent import sysc
+            from iscsiboot.agent.phases.modules import Loader
+
+            moddir = self.env.moddir or f"/lib/modules/{os.uname().release}"
+            self.state["loader"] = Loader(moddir, sysc.finit_module, sysfs=self.env.sysfs, proc=self.env.proc)
+        return self.state["loader"]
+
+    # ----------------------------------------------------------------- phases
+    def config(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.config import load_config
+
+        def firmware() -> Any:
+            from iscsiboot.agent.phases.config import _firmware
+
+            try:
+                self._loader().ensure("iscsi_ibft")
+            except PhaseError as exc:
+                self.reporter.debug(f"iscsi_ibft: {exc.what}")
+            return _firmware()
+
+        cfg, warnings = load_config(self.text, firmware=firmware)
+        self.reporter.add_secrets(cfg.secrets())
+        self.state["config"] = cfg
+        for warning in warnings:
+            self.reporter.line(f"warning: {warning}")
+        if self.result is not None:
+            self.result.warnings.extend(warnings)
+
+    def modules(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.modules import Background
+        from iscsiboot.agent.plan import needed_modules
+
+        loader = self._loader()
+        nics = loader.load_nic_drivers(deadline)
+        first, rest = needed_modules(self.state["config"], tuple(nics))
+        for name in first:
+            loader.ensure(name)
+        self.reporter.debug(f"network modules: {', '.join(first) or 'none needed'}")
+        self.state["background"] = Background(loader, rest).start()
+
+    def network(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.network import bring_up
+        from iscsiboot.agent.plan import net_plan
+
+        net = bring_up(
+            net_plan(self.state["config"].network), deadline, self.say, resolv_conf=self.env.resolv_conf
+        )
+        self.state["network"] = net
+        self.say(
+            f"network: {net.device} {net.address}/{net.prefix} via {net.gateway or 'no gateway'} ({net.mode})"
+        )
+
+    def login(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.login import login_all, make_backend
+        from iscsiboot.agent.plan import login_targets
+
+        background = self.state.get("background")
+        if background is not None:
+            background.wait(deadline)
+        cfg = self.state["config"]
+        backend = make_backend(self.options.login_backend)
+        done = login_all(
+            backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
+        )
+        self.state["logins"] = done
+        for target, res in done:
+            self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
+
+    def disk(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
+
+        cfg = self.state["config"]
+        targets = [t for t, _r in self.state.get("logins", []) if t is not None]
+        wanted = [(t.name, t.lun) for t in targets] if targets else None
+        events = Uevents()
+        try:
+            disks = wait_for_disks(
+                wanted, deadline, sysfs=self.env.sysfs, dev=self.env.dev, wait=events.wait, say=self.say
+            )
+        finally:
+            events.close()
+        self.state["disks"] = disks
+        self.state["sessions"] = [
+            {"session": s.sid, "target": s.target} for s in list_sessions(self.env.sysfs)
+        ]
+        del cfg
+
+    def label(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.disk import reader
+        from iscsiboot.agent.phases.label import candidates_of_disk, resolve
+        from iscsiboot.agent.plan import locators
+
+        cands = []
+        for ready in self.state["disks"]:
+            node = f"{self.env.dev}/{ready.disk.name}"
+            cands.extend(
+                candidates_of_disk(ready.disk.name, ready.size, reader(node), ready.partitions, self.env.dev)
+            )
+        system_loc, storage_loc = locators(self.state["config"])
+        system = resolve("System", system_loc, cands)
+        storage = resolve("Storage", storage_loc, cands) if storage_loc is not None else None
+        if storage is not None and storage.device == system.device:
+            raise PhaseError(
+                "label",
+                f"System and Storage are the same file system ({system.device})",
+                cause="ambiguous",
+                fix="give Storage its own partition and label (disk=LABEL=Storage)",
+            )
+        self.state["system"], self.state["storage"] = system, storage
+        self.say(
+            f"System is {system.device} ({system.fs})"
+            + (f", Storage is {storage.device} ({storage.fs})" if storage else ", no Storage")
+        )
+
+    def mount(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.mount import Mounter
+        from iscsiboot.agent.plan import FS_MODULES, mount_plan
+        from iscsiboot.proc import which
+
+        system, storage = self.state["system"], self.state.get("storage")
+        if system.fs is None:
+            raise PhaseError("mount", f"no known file system on {system.device}", cause="unknown-fs")
+        try:
+            fsck: str | None = which("e2fsck")
+        except IscsibootError:
+            fsck = None
+
+        def ensure_fs(fs: str) -> None:
+            try:
+                with open(f"{self.env.proc}/filesystems") as handle:
+                    if any(line.split()[-1] == fs for line in handle if line.strip()):
+                        return
+            except OSError:
+                pass
+            self._loader().ensure(FS_MODULES.get(fs, fs))
+
+        mounter = Mounter(root=self.env.root, dev=self.env.dev, say=self.say, fsck=fsck, ensure_fs=ensure_fs)
+        self.state["mounter"] = mounter
+        steps = mount_plan(
+            system.device, system.fs, storage.device if storage else None,
+            storage.fs if storage else None, self.options.sysroot,
+        )  # fmt: skip
+        mounter.run(steps, deadline)
+
+    def handoff(self, deadline: Deadline) -> None:
+        from iscsiboot.agent.phases.handoff import choose_init, write_markers
+
+        sysroot = os.path.join(self.env.root, self.options.sysroot.lstrip("/"))
+        self.state["init"] = choose_init(sysroot, self.options.init)
+        for path in ("flash", "storage"):
+            if not os.path.isdir(os.path.join(sysroot, path)):
+                raise PhaseError(
+                    "handoff",
+                    f"the SYSTEM image has no /{path} directory",
+                    cause="no-mountpoint",
+                    fix="use an OpenELEC/LibreELEC SYSTEM image (it has /flash and /storage)",
+                )
+        net = self.state.get("network")
+        write_markers(self.env.dev, net.to_dict() if net else None)
+
+    # ----------------------------------------------------------------- running
+    def steps(self) -> list[tuple[str, Step]]:
+        names = PHASES[: PHASES.index(self.last) + 1]
+        return [(name, getattr(self, name)) for name in names]
+
+    def cleanup(self) -> None:
+        mounter = self.state.get("mounter")
+        if mounter is not None:
+            mounter.rollback()
+
+    def run(self, on_break: OnBreak = lambda _p: False) -> RunResult:
+        self.result = RunResult()
+        warnings = list(self.result.warnings) + list(self.options.warnings)
+        result = run_phases(
+            self.steps(), self.options, self.reporter, on_break=on_break, cleanup=self.cleanup
+        )
+        result.warnings = warnings + [w for w in result.warnings if w not in warnings]
+        if self.result.warnings:
+            result.warnings.extend(w for w in self.result.warnings if w not in result.warnings)
+        self.fill(result)
+        self.result = result
+        return result
+
+    def fill(self, result: RunResult) -> None:
+        system, storage = self.state.get("system"), self.state.get("storage")
+        result.system = system.device if system else None
+        result.storage = storage.device if storage else None
+        net = self.state.get("network")
+        result.network = net.to_dict() if net else None
+        result.sessions = list(self.state.get("sessions", []))
+        mounter = self.state.get("mounter")
+        if mounter is not None:
+            result.mounts = [
+                f"{source} on {target} ({'rw' if rw else 'ro'})" for target, source, rw in mounter.done
+            ]
+        if result.ok and self.last != "handoff":
+            result.phase = "done"
+
+    def hook_values(self, result: RunResult) -> dict[str, str | None]:
+        net = result.network or {}
+        return {
+            "ISCSIBOOT_OK": "1" if result.ok else "0",
+            "ISCSIBOOT_PHASE": result.phase,
+            "ISCSIBOOT_ERROR": result.error,
+            "ISCSIBOOT_FIX": result.fix,
+            "ISCSIBOOT_SYSTEM": result.system,
+            "ISCSIBOOT_STORAGE": result.storage,
+            "ISCSIBOOT_IFACE": net.get("device"),
+            "ISCSIBOOT_ADDRESS": net.get("address"),
+            "ISCSIBOOT_PREFIX": str(net["prefix"]) if net.get("prefix") is not None else None,
+            "ISCSIBOOT_GATEWAY": net.get("gateway"),
+            "ISCSIBOOT_DNS": " ".join(net.get("dns") or []),
+            "ISCSIBOOT_SESSIONS": " ".join(s["target"] for s in result.sessions),
+            "ISCSIBOOT_MOUNTS": "; ".join(result.mounts),
+        }
