@@ -132,6 +132,27 @@ def compress(data: bytes, how: Compression, *, level: int | None = None) -> byte
         return dst.read_bytes()
 
 
+ARCHIVES_KEPT = 8
+
+
+def _cached_compress(cache: Path, archive: bytes, how: Compression) -> bytes:
+    """Compress, reusing an earlier result for the same cpio (xz -9 of 35 MB takes ~25 s)."""
+    if how is Compression.NONE:
+        return archive
+    folder = cache / "archives"
+    path = folder / f"{hashlib.sha256(archive).hexdigest()}.{how.value}"
+    if path.is_file():
+        os.utime(path)
+        return path.read_bytes()
+    packed = compress(archive, how)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, packed)
+    old = sorted(folder.glob("*.*"), key=lambda p: p.stat().st_mtime, reverse=True)[ARCHIVES_KEPT:]
+    for stale in old:
+        stale.unlink(missing_ok=True)
+    return packed
+
+
 def _cached_pyc(cache: Path, source: Path, archive: str, optimize: int) -> bytes:
     text = source.read_bytes()
     key = hashlib.sha256(
@@ -219,7 +240,8 @@ def build(
         src_dir = modules_dir_of(Path(modules_root), kernel_version)
     if mtime is None:
         mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
-    cache_dir = (cache if cache is not None else default_cache()) / "pyc"
+    cache_root = cache if cache is not None else default_cache()
+    cache_dir = cache_root / "pyc"
     variant = Variant.OVERLAY if overlay else Variant.FULL
     warnings: list[str] = []
 
@@ -297,7 +319,7 @@ def build(
                 groups[item.group] = groups.get(item.group, 0) + len(data)
                 sizes.append((item.path, len(data)))
         archive = cpio.write_newc(entries, mtime=mtime)
-    packed = compress(archive, how)
+    packed = _cached_compress(cache_root, archive, how)
     if output is not None:
         write_atomic(output, packed)
     sizes.sort(key=lambda ps: (-ps[1], ps[0]))

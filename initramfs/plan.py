@@ -99,23 +99,33 @@ def cli_script() -> bytes:
 HOOK_README = b"""iscsiboot overlay
 =================
 
-This archive was appended to a distribution initramfs.  It added:
+This archive was appended to a distribution initramfs
+(cat base-initramfs overlay > initramfs).  It added:
 
   /init.iscsiboot          the agent as PID 1 (boot with rdinit=/init.iscsiboot)
   /iscsiboot/bin/iscsiboot the command line (hook mode below)
   /lib/modules/VER         kernel modules for the iSCSI path, with depmod's index
   /usr/bin/python3.11, /usr/lib/python3.11, /usr/lib/x86_64-linux-gnu: the runtime
   /usr/sbin/iscsistart, /usr/sbin/e2fsck
+  /etc/iscsiboot/initramfs.json: what was built (kernel, modules, paths)
 
-Hook mode: the base's own /init stays PID 1 and asks the agent to do the
-network, the iSCSI login and the mounts, then continues itself:
+Hook mode: the base's own /init stays PID 1.  With /proc, /sys and /dev
+mounted, it asks the agent for the network, the iSCSI login and the System
+and Storage devices, then mounts and switches root itself:
 
-    /iscsiboot/bin/iscsiboot agent run --hook /run/iscsiboot.env || exec sh
-    . /run/iscsiboot.env            # sets the variables naming the new root
-    exec switch_root "$ISCSIBOOT_NEWROOT" /sbin/init
+    /iscsiboot/bin/iscsiboot agent run --hook /run/iscsiboot.env
+    . /run/iscsiboot.env
+    if [ "$ISCSIBOOT_OK" != 1 ]; then
+        echo "iscsiboot: $ISCSIBOOT_PHASE: $ISCSIBOOT_ERROR ($ISCSIBOOT_FIX)"; exec sh
+    fi
+    mount -o ro "$ISCSIBOOT_SYSTEM" /sysroot      # the System partition
+    exec switch_root /sysroot /sbin/init
 
-Or replace the base's /init entirely: build with --replace-init, or boot
-with rdinit=/init.iscsiboot.
+The file holds KEY='value' lines: ISCSIBOOT_OK, _PHASE, _ERROR, _FIX,
+_SYSTEM, _STORAGE, _IFACE, _ADDRESS, _PREFIX, _GATEWAY, _DNS, _SESSIONS.
+
+Or let the agent do everything: build with --replace-init, or boot with
+rdinit=/init.iscsiboot.
 """
 
 

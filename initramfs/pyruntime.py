@@ -34,11 +34,18 @@ ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.
 LAUNCHERS = ("iscsiboot.cli", "iscsiboot.agent.cli")
 # The agent's libraries ship whole-package importable even when a phase imports them lazily.
 LIBRARIES = ("pyudev", "construct")
+# Called before the imports, as the agent does at boot (pyroute2 without its heavy __init__).
+PRELUDE: tuple[tuple[str, str], ...] = (("iscsiboot.agent.phases.pyroute", "load_pyroute2"),)
 
 _TRACER = r"""
 import importlib, json, sys
 want = json.loads(sys.argv[1])
 failed = {}
+for prelude, func in json.loads(sys.argv[2]):
+    try:
+        getattr(importlib.import_module(prelude), func)()
+    except Exception as exc:
+        failed[prelude] = f"{type(exc).__name__}: {exc}"
 for name in want:
     try:
         importlib.import_module(name)
@@ -116,7 +123,14 @@ def runtime_modules() -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def trace(modules: Sequence[str], stage: Path, site: Path, *, python: str = PYTHON) -> Traced:
+def trace(
+    modules: Sequence[str],
+    stage: Path,
+    site: Path,
+    *,
+    python: str = PYTHON,
+    prelude: Sequence[tuple[str, str]] = PRELUDE,
+) -> Traced:
     """Import ``modules`` under ``python -S`` and report what got loaded."""
     if not Path(python).is_file():
         raise EnvironmentProblem(f"{python} is not installed", fix="apt-get install python3.11-minimal")
@@ -128,7 +142,7 @@ def trace(modules: Sequence[str], stage: Path, site: Path, *, python: str = PYTH
         "TERM": "linux",
     }
     result = run(
-        [python, "-S", "-c", _TRACER, json.dumps(list(modules))],
+        [python, "-S", "-c", _TRACER, json.dumps(list(modules)), json.dumps([list(p) for p in prelude])],
         what="trace the agent's imports",
         env=env,
         timeout=300,

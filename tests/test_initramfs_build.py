@@ -89,6 +89,12 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     assert version.returncode == 0, version.stderr
     start = _inside(root, "/usr/sbin/iscsistart", "--version")
     assert start.returncode == 0 and "iscsistart" in start.stdout, start.stderr
+    (root / "tmp" / "cmdline").write_text(
+        "console=ttyS0 boot=ISCSI=iscsi_initiator=iqn.2024-01.test:c,"
+        "iscsi_target_name=iqn.2024-01.test:t,iscsi_target_ip=10.0.2.2,LABEL=System\n"
+    )
+    plan = _inside(root, "/usr/bin/iscsiboot", "agent", "run", "--dry-run", "--cmdline-file", "/tmp/cmdline")
+    assert plan.returncode == 0 and "iqn.2024-01.test:t" in plan.stdout, plan.stderr
     if not agent_init:
         pytest.fail("iscsiboot.agent.init does not exist yet: only iscsiboot.agent was imported")
 
