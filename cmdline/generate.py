@@ -31,6 +31,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from iscsiboot.cmdline.chap import CHAP_MIN_ADVISED, check_credential
 from iscsiboot.cmdline.ipconf import format_ip
 from iscsiboot.cmdline.rootpath import format_root_path
 from iscsiboot.errors import RepresentError
@@ -50,10 +51,6 @@ __all__ = [
 
 #: x86 COMMAND_LINE_SIZE (bytes, with the final NUL).
 COMMAND_LINE_MAX = 2048
-#: Longest CHAP name or secret that open-iscsi and the iBFT take.
-CHAP_MAX = 255
-#: RFC 3720 asks for CHAP secrets of at least 12 bytes; many targets refuse shorter.
-CHAP_MIN_ADVISED = 12
 _AUTO_FIX = "use iSCSI firmware instead (an iBFT from iPXE or the NIC: boot=ISCSI=auto)"
 _PROC_WARNING = (
     "the kernel command line carries CHAP secrets: every local user can read them in /proc/cmdline "
@@ -101,9 +98,11 @@ def _token(param: str, value: str) -> str:
 def _chap_items(chap: Chap | None, user_key: str, pass_key: str, what: str) -> list[str]:
     if chap is None:
         return []
+    user = check_credential(chap.username, f"{what} user name")
+    secret = check_credential(chap.password.reveal(), f"{what} secret")
     return [
-        f"{user_key}={_spec_value(chap.username, what + ' user name')}",
-        f"{pass_key}={_spec_value(chap.password.reveal(), what + ' secret')}",
+        f"{user_key}={_spec_value(user, what + ' user name')}",
+        f"{pass_key}={_spec_value(secret, what + ' secret')}",
     ]
 
 
@@ -302,13 +301,12 @@ _IPXE_UNSAFE = re.compile(r"[\s\"'\\$]|[^\x21-\x7e]")
 
 
 def _ipxe_value(value: str, what: str) -> str:
-    if _IPXE_UNSAFE.search(value) or not value:
+    check_credential(value, what)
+    if _IPXE_UNSAFE.search(value):
         raise RepresentError(
-            f"the {what} cannot go in an iPXE script (white space, a quote, '\\', '$' or non-ASCII)",
-            fix=f"choose a {what} of printable ASCII without those characters",
+            f"the {what} cannot go in an iPXE script (white space, a quote, '\\' or '$')",
+            fix=f"choose a {what} without those characters",
         )
-    if len(value) > CHAP_MAX:
-        raise RepresentError(f"the {what} has {len(value)} characters; at most {CHAP_MAX}")
     return value
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from iscsiboot.cmdline.chap import check_credential
 from iscsiboot.errors import ParseError, RepresentError, UsageError
 from iscsiboot.model import DEFAULT_PORT, Chap, Target, lun_from_text, lun_to_text
 from iscsiboot.secret import Secret
@@ -99,6 +100,7 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
 
 
 def _field(value: str, what: str) -> str:
+    check_credential(value, what)
     if not value or ":" in value or any(c in _UNSAFE for c in value):
         raise RepresentError(
             f"the {what} cannot go in a root path (empty, or contains ':', '@', a quote or white space)",

@@ -155,3 +155,12 @@ def test_model_options_defaults_and_target() -> None:
 def test_model_options_errors(argv: list[str], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         model_from_args(_args(*argv))
+
+
+@pytest.mark.parametrize("secret", ["x" * 256, "caf\u00e9-secret-value", "tab\tsecret-value"])
+def test_credentials_every_format_refuses(secret: str) -> None:
+    cfg = _model(targets=(Target("iqn.2024-01.lab:d", "10.0.0.1", chap=Chap("u", Secret(secret))),))
+    for make in (generate.cmdline, generate.ipxe, lambda c: generate.root_path(c, credentials=True)):
+        with pytest.raises(RepresentError) as info:
+            make(cfg)
+        assert secret not in str(info.value)
