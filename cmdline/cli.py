@@ -252,7 +252,13 @@ def _generate_command(args: argparse.Namespace) -> int:
         warn(warning)
     if args.output:
         data = result.text if result.text.endswith("\n") else result.text + "\n"
-        write_atomic(args.output, data, mode=0o600 if result.secrets else 0o644)
+        try:
+            write_atomic(args.output, data, mode=0o600 if result.secrets else 0o644)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {args.output}: {exc.strerror}",
+                fix="give a writable path in an existing directory",
+            ) from None
         if args.json:
             print_json({"kind": kind, "output": args.output, "warnings": list(result.warnings)})
         else:

@@ -216,6 +216,8 @@ def _read_secret(path: str, option: str) -> Secret:
         text = Path(path).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {option} {path}: {exc.strerror}", fix="give a readable file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{option} {path} is not text", fix="put the secret on the first line") from None
     lines = text.splitlines()
     value = lines[0] if lines else ""
     if not value:
@@ -257,6 +259,10 @@ def _load_json(path: str) -> Any:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read --from-json {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ParseError(
+            "not JSON text", where=path, fix="give the output of 'cmdline parse --json'"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

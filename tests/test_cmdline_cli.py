@@ -157,6 +157,11 @@ def test_parse_is_fast_and_light() -> None:
         (["generate", "cmdline", *TARGET, "--target-port", "99999"], "port"),
         (["generate", "cmdline", *TARGET, "--ip", "nonsense"], "ip="),
         (["generate", "cmdline", "--system", "System"], "not a locator"),
+        (["generate", "cmdline", "--auto", "-o", "/nonexistent/dir/x"], "cannot write"),
+        (["generate", "cmdline", "--from-json", "/bin/sh"], "not JSON"),
+        (["generate", "cmdline", "--from-json", "/"], "cannot read"),
+        (["cmdline", "parse", "--file", "/bin/sh"], "not text"),
+        (["generate", "ipxe", *TARGET, "--attempts", "0"], "attempts"),
     ],
 )
 def test_errors_exit_2_with_one_line(args: list[str], needle: str) -> None:
