@@ -26,6 +26,8 @@ Choices:
   numbers, a spec without a locator, reverse CHAP without one-way CHAP and
   empty values are each a one-line :class:`~iscsiboot.errors.ParseError`
   that names the token (passwords masked) and says how to fix it.
+* ``boot=`` names the system file system; ``root=LABEL=``/``UUID=``/device
+  (Debian, dracut) names it only when there is no ``boot=``.
 * The OpenELEC and Debian forms carry no LUN: the boot finds its file system
   by label on any LUN of the target.
 * Tokens that have nothing to do with the boot are ignored.
@@ -508,12 +510,8 @@ class _Builder:
                     fix="give one initiator name",
                 )
             initiator = value
-        system = self.system
-        if self.root_locator is not None:
-            if system is None:
-                system = self.root_locator
-            elif system != self.root_locator:
-                self.warnings.append(f"root={self.root_locator} differs from boot={system}; boot= is used")
+        # boot= names the system; root= (Debian, dracut) only when there is no boot=
+        system = self.system if self.system is not None else self.root_locator
         network = self.network or Network()
         if self.mac is not None or self.nameservers:
             try:
