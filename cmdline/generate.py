@@ -156,6 +156,8 @@ def _cmdline_tokens(cfg: BootConfig) -> tuple[list[str], list[str]]:
     if not cfg.targets:
         if cfg.storage_on_iscsi:
             raise RepresentError("storage on iSCSI without a target", fix="give the target or --auto")
+        if cfg.initiator is not None:
+            warnings.append("the initiator name is left out: without a target the boot does not log in")
         if cfg.system is not None:
             tokens.append(_token("boot", _locator_text(cfg.system, "system")))
         if cfg.storage is not None:

@@ -164,3 +164,9 @@ def test_credentials_every_format_refuses(secret: str) -> None:
         with pytest.raises(RepresentError) as info:
             make(cfg)
         assert secret not in str(info.value)
+
+
+def test_initiator_without_target_is_left_out_with_a_warning() -> None:
+    result = generate.cmdline(_model(targets=()))
+    assert result.text == "ip=dhcp boot=LABEL=System disk=LABEL=Storage"
+    assert any("initiator" in w for w in result.warnings)
