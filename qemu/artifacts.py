@@ -12,14 +12,11 @@ digest of the package's own source, so a change to the agent rebuilds them.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import iscsiboot
 from iscsiboot.errors import UsageError
+from iscsiboot.initramfs.build import build
 from iscsiboot.initramfs.cpio import Entry, write_newc
 from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
 from iscsiboot.output import write_atomic
@@ -28,17 +25,26 @@ from iscsiboot.qemu.system import _busybox, cached_system
 
 MINIMAL_INIT = """#!/bin/sh
 # A minimal busybox initramfs (the stand-in for a distribution's own).
-# An appended overlay that brings /iscsiboot/hook takes over from here.
+# An appended iscsiboot overlay brings /init.iscsiboot, which takes over as PID 1.
+if [ -x /init.iscsiboot ]; then
+    exec /init.iscsiboot "$@"
+fi
 /bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev
-echo "minimal initramfs: starting"
-for hook in /iscsiboot/init /iscsiboot/hook /init.iscsiboot; do
-    [ -x "$hook" ] && exec "$hook" "$@"
-done
-echo "minimal initramfs: no boot hook; powering off"
+echo "minimal initramfs: no overlay found; powering off"
 /bin/busybox poweroff -f
 """
+MINIMAL_APPLETS = (
+    "sh",
+    "mount",
+    "umount",
+    "switch_root",
+    "poweroff",
+    "reboot",
+    "cat",
+    "ls",
+    "sleep",
+    "mkdir",
+)
 
 
 def source_digest() -> str:
@@ -71,28 +77,16 @@ def minimal_initramfs() -> bytes:
         Entry.char("dev/console", 5, 1),
         Entry.char("dev/null", 1, 3, 0o666),
         Entry.file("bin/busybox", busybox, 0o755),
-        Entry.symlink("bin/sh", "busybox"),
+        *(Entry.symlink(f"bin/{applet}", "busybox") for applet in MINIMAL_APPLETS),
         Entry.file("init", MINIMAL_INIT.encode(), 0o755),
     ]
     return write_newc(entries)
 
 
-def _builder() -> Any:
-    return importlib.import_module("iscsiboot.initramfs.build")
-
-
-def build_initramfs(kernel: KernelTree, dest: Path, *, overlay: bool) -> Path:
-    """Run the initramfs builder for ``kernel`` into ``dest``."""
-    build = _builder()
+def build_initramfs(kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None) -> Path:
+    """Run the initramfs builder for ``kernel`` into ``dest`` (written atomically)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        build.build_image(kernel, Path(tmp), overlay=overlay)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    build(kernel=kernel, output=dest, overlay=overlay, cache=cache)
     return dest
 
 
@@ -103,13 +97,13 @@ def cached_initramfs(kernel: KernelTree, cache: Path, *, overlay: bool = False) 
     if not overlay:
         dest = folder / f"initrd-{key}.img"
         if not dest.is_file():
-            build_initramfs(kernel, dest, overlay=False)
+            build_initramfs(kernel, dest, overlay=False, cache=cache)
         return dest
     combined = folder / f"initrd-overlay-{key}.img"
     if not combined.is_file():
         part = folder / f"overlay-{key}.img"
         if not part.is_file():
-            build_initramfs(kernel, part, overlay=True)
+            build_initramfs(kernel, part, overlay=True, cache=cache)
         write_atomic(combined, minimal_initramfs() + part.read_bytes())
     return combined
 

@@ -11,8 +11,8 @@ timeout and Ctrl-C.  The console log of a failed run is kept (masked) in
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -22,13 +22,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
+from iscsiboot.disk.install import install_image
 from iscsiboot.errors import BootFailure, EnvironmentProblem
+from iscsiboot.ibft.table import build_table, model_to_table
 from iscsiboot.output import write_atomic
 from iscsiboot.proc import which
 from iscsiboot.qemu.outcome import Outcome, finished, judge
 from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
-from iscsiboot.qemu.scenario import WRAPPER_SCRIPT, Boot, Plan, ScenarioOptions, plan
-from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
+from iscsiboot.qemu.scenario import GUEST_MAC, WRAPPER_SCRIPT, Boot, Plan, ScenarioOptions, plan
+from iscsiboot.qemu.tgt import Tgtd, free_control_port, free_tcp_port
 from iscsiboot.secret import mask
 
 Progress = Callable[[str], None]
@@ -55,8 +57,7 @@ def _quiet(_: str) -> None:
 
 def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int = DISK_MB) -> Path:
     """The LUN's image: System (KERNEL, initrd, SYSTEM, extlinux.conf) and Storage."""
-    install = importlib.import_module("iscsiboot.disk.install")
-    install.install_image(
+    install_image(
         p.files.disk,
         kernel=artifacts.kernel,
         initrd=artifacts.initrd,
@@ -66,15 +67,15 @@ def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int = DISK_MB) -> Path
         storage_label=p.options.written_storage_label,
         size_mb=size_mb,
         serial=True,
+        secrets=p.secrets(),
     )
     return p.files.disk
 
 
-def build_table(p: Plan) -> Path:
+def write_table(p: Plan) -> Path:
     """The iBFT that ``-acpitable`` injects, built from the plan's model."""
-    table = importlib.import_module("iscsiboot.ibft.table")
     assert p.table_config is not None
-    write_atomic(p.files.table, table.model_to_table(p.table_config))
+    write_atomic(p.files.table, build_table(model_to_table(p.table_config, mac=GUEST_MAC)))
     return p.files.table
 
 
@@ -94,6 +95,11 @@ def _keep_log(text: str, log_dir: Path, options: ScenarioOptions) -> Path:
     os.close(fd)
     write_atomic(name, text + "\n")
     return Path(name)
+
+
+def control_port() -> int:
+    """A free tgtd control port; ``tgtd -C`` accepts only 0-32767 (0 is the system daemon's)."""
+    return free_control_port(random.randrange(1000, 32768))
 
 
 def check_host(options: ScenarioOptions) -> str:
@@ -140,7 +146,7 @@ def run_scenario(
     outcome: Outcome | None = None
     try:
         port = free_tcp_port()
-        tgtd = Tgtd(workdir / "tgt", port=port)
+        tgtd = Tgtd(workdir / "tgt", port=port, control_port=control_port())
         p = plan(
             options,
             port=port,
@@ -157,7 +163,7 @@ def run_scenario(
             write_atomic(p.files.script, WRAPPER_SCRIPT)
         if options.acpi_ibft:
             say("iBFT for -acpitable")
-            build_table(p)
+            write_table(p)
         target_up = False
         if options.target_delay <= 0:
             say(f"target {p.target.iqn} on 127.0.0.1:{port}")

@@ -366,6 +366,8 @@ def qemu_argv(
         "pc",
         "-accel",
         "kvm" if options.kvm else "tcg",
+        "-cpu",
+        "host" if options.kvm else "max",  # max: RDRAND seeds the kernel's RNG early under TCG
         "-m",
         str(options.memory_mb),
         "-smp",
