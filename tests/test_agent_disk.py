@@ -1,0 +1,183 @@
+"""Disk and label phases: sysfs walks, waiting on uevents, superblock labels, ambiguity."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from agent_support import MIB, fake_iscsi_sysfs, loop_device, make_disk, make_ext4, need_root_tools
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.phases.disk import (
+    ScsiDisk,
+    Uevents,
+    list_sessions,
+    pick_disk,
+    reader,
+    session_disks,
+    wait_for_disks,
+)
+from iscsiboot.agent.phases.label import Candidate, candidates_of_disk, resolve
+from iscsiboot.agent.plan import Deadline
+from iscsiboot.model import Locator
+
+T0, T1 = "iqn.2024-01.test:t0", "iqn.2024-01.test:t1"
+
+
+def test_sysfs_walk_session_to_disk(tmp_path: Path) -> None:
+    sysfs = fake_iscsi_sysfs(
+        tmp_path,
+        sessions={1: T0, 2: T1},
+        disks=[(1, 3, 1, "sda", 64 * MIB, [1, 2]), (2, 4, 0, "sdb", 8 * MIB, [])],
+    )
+    sessions = list_sessions(str(sysfs))
+    assert [(s.sid, s.target) for s in sessions] == [("session1", T0), ("session2", T1)]
+    disks = session_disks(sessions[0])
+    assert disks == [ScsiDisk("sda", "3:0:0:1", 1, "session1", T0)]
+    assert (
+        pick_disk(disks, 1) == disks[0] and pick_disk(disks, 2) is None and pick_disk(disks, None) == disks[0]
+    )
+
+
+def test_wait_for_disks_finds_partitions(tmp_path: Path) -> None:
+    sysfs = fake_iscsi_sysfs(tmp_path, sessions={1: T0}, disks=[(1, 3, 1, "sda", 64 * MIB, [1, 2])])
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("sda", "sda1", "sda2"):
+        (dev / name).write_bytes(b"")
+    ready = wait_for_disks(
+        [(T0, 1)],
+        Deadline(2),
+        sysfs=str(sysfs),
+        dev=str(dev),
+        wait=lambda _t: False,
+        table_of=lambda _n, _s: [1, 2],
+    )
+    assert ready[0].disk.name == "sda" and ready[0].partitions == {1: "sda1", 2: "sda2"}
+    assert ready[0].size == 64 * MIB
+
+
+def test_wait_for_disks_wakes_on_events_until_partitions_appear(tmp_path: Path) -> None:
+    sysfs = fake_iscsi_sysfs(tmp_path, sessions={1: T0}, disks=[(1, 3, 1, "sda", 64 * MIB, [1])])
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("sda", "sda1", "sda2"):
+        (dev / name).write_bytes(b"")
+    calls: list[float] = []
+
+    def wait(timeout: float) -> bool:  # the second partition shows up on the 2nd event
+        calls.append(timeout)
+        if len(calls) == 2:
+            part = sysfs / "devices/platform/host3/session1/target3:0:0/3:0:0:1/block/sda/sda2"
+            part.mkdir()
+            (part / "partition").write_text("2\n")
+        return True
+
+    ready = wait_for_disks(
+        [(T0, 1)], Deadline(5), sysfs=str(sysfs), dev=str(dev), wait=wait, table_of=lambda _n, _s: [1, 2]
+    )
+    assert len(calls) == 2 and ready[0].partitions == {1: "sda1", 2: "sda2"}
+
+
+def test_wait_for_disks_times_out_with_evidence(tmp_path: Path) -> None:
+    sysfs = fake_iscsi_sysfs(tmp_path, sessions={1: T0}, disks=[])
+    said: list[str] = []
+    clock = [0.0]
+
+    def wait(timeout: float) -> bool:
+        clock[0] += timeout
+        return False
+
+    with pytest.raises(PhaseError) as info:
+        wait_for_disks(
+            [(T0, 1)],
+            Deadline(3, lambda: clock[0]),
+            sysfs=str(sysfs),
+            dev=str(tmp_path),
+            wait=wait,
+            say=said.append,
+        )
+    assert info.value.phase == "disk" and "LUN 1" in info.value.what
+    assert info.value.evidence == f"session1={T0}"
+    assert any("waiting for the disk" in s and "of 3" in s for s in said)
+
+
+@pytest.fixture(scope="module")
+def disk_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[int, int]]]:
+    tmp = tmp_path_factory.mktemp("img")
+    system, storage, other = tmp / "system.img", tmp / "storage.img", tmp / "other.img"
+    make_ext4(system, 8, "System", {"KERNEL": b"k"})
+    make_ext4(storage, 8, "Storage")
+    make_ext4(other, 8, "System")  # a second "System": ambiguous
+    disk = tmp / "disk.img"
+    layout = make_disk(disk, [system, storage, other])
+    return disk, layout
+
+
+def _read_file(path: Path):  # type: ignore[no-untyped-def]
+    def read(offset: int, length: int) -> bytes:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+    return read
+
+
+def test_label_candidates_from_superblocks(disk_image: tuple[Path, list[tuple[int, int]]]) -> None:
+    disk, _layout = disk_image
+    cands = candidates_of_disk(
+        "sda", disk.stat().st_size, _read_file(disk), {1: "sda1", 2: "sda2", 3: "sda3"}
+    )
+    assert [(c.device, c.fs, c.label) for c in cands] == [
+        ("/dev/sda1", "ext4", "System"),
+        ("/dev/sda2", "ext4", "Storage"),
+        ("/dev/sda3", "ext4", "System"),
+    ]
+    assert resolve("Storage", Locator.parse("LABEL=Storage"), cands).device == "/dev/sda2"
+    with pytest.raises(PhaseError, match="2 file systems carry LABEL=System") as info:
+        resolve("System", Locator.parse("LABEL=System"), cands)
+    assert info.value.cause == "ambiguous" and info.value.evidence == "/dev/sda1, /dev/sda3"
+    uid = cands[0].uuid
+    assert uid is not None
+    assert resolve("System", Locator.parse(f"UUID={uid.upper()}"), cands).device == "/dev/sda1"
+
+
+def test_label_not_found_and_paths() -> None:
+    cands = [
+        Candidate("/dev/sda1", "ext4", "Sys", None, "sda"),
+        Candidate("/dev/sda2", None, None, None, "sda"),
+    ]
+    with pytest.raises(PhaseError, match="no file system with LABEL=System") as info:
+        resolve("System", Locator.parse("LABEL=System"), cands)
+    assert "/dev/sda1 ext4 LABEL=Sys" in (info.value.evidence or "") and "e2label" in (info.value.fix or "")
+    assert resolve("System", Locator.parse("/dev/sda1"), cands).label == "Sys"
+    with pytest.raises(PhaseError, match="not a partition"):
+        resolve("System", Locator.parse("/dev/sdb1"), cands)
+
+
+def test_whole_disk_file_system(tmp_path: Path) -> None:
+    image = tmp_path / "fs.img"
+    make_ext4(image, 8, "Storage")
+    cands = candidates_of_disk("sdb", image.stat().st_size, _read_file(image), {})
+    assert [(c.device, c.label) for c in cands] == [("/dev/sdb", "Storage")]
+
+
+@pytest.mark.root
+def test_uevents_wake_on_a_real_block_device(tmp_path: Path) -> None:
+    """A loop device attach sends a kernel block uevent: the waiter wakes without polling."""
+    need_root_tools("losetup")
+    image = tmp_path / "x.img"
+    image.write_bytes(b"\0" * MIB)
+    events = Uevents()  # bound before the attach: the kernel queues its events for us
+    try:
+        assert events.wait(0.05) is False
+        with loop_device(image) as device:
+            deadline = Deadline(10)
+            woke = False
+            while not woke and not deadline.expired():  # bdi/queue events may come first
+                woke = events.wait(deadline.remaining())
+            assert woke and deadline.elapsed() < 5
+            assert any(os.path.basename(device) in seen for seen in events.seen)
+            assert reader(device)(0, 16) == b"\0" * 16
+    finally:
+        events.close()

@@ -1,0 +1,164 @@
+"""Kernel module phase: modules.dep/alias/builtin and the loader, with a fake finit_module."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.phases.modules import Background, Loader, crypto_has, module_name, parse_index
+from iscsiboot.agent.plan import Deadline
+
+S = "kernel/drivers/scsi"
+DEP = f"""{S}/iscsi_tcp.ko: {S}/libiscsi_tcp.ko {S}/libiscsi.ko {S}/scsi_transport_iscsi.ko
+{S}/libiscsi_tcp.ko: {S}/libiscsi.ko {S}/scsi_transport_iscsi.ko
+kernel/drivers/scsi/libiscsi.ko: kernel/drivers/scsi/scsi_transport_iscsi.ko
+kernel/drivers/scsi/scsi_transport_iscsi.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/arch/x86/crypto/crc32c-intel.ko.xz:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko
+kernel/drivers/net/net_failover.ko:
+kernel/drivers/net/ethernet/intel/e1000/e1000.ko:
+"""
+ALIAS = """alias crypto-crc32c crc32c_intel
+alias crypto-crc32c crc32c_generic
+alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci
+alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
+alias virtio:d00000001v* virtio_net
+"""
+BUILTIN = "kernel/drivers/scsi/sd_mod.ko\nkernel/fs/squashfs/squashfs.ko\n"
+
+
+def test_module_name() -> None:
+    assert module_name("kernel/arch/x86/crypto/crc32c-intel.ko.xz") == "crc32c_intel"
+    assert module_name("virtio_net") == "virtio_net"
+
+
+def test_index_lookup_and_order() -> None:
+    index = parse_index(DEP, ALIAS, BUILTIN)
+    assert index.load_order("iscsi_tcp") == ["scsi_transport_iscsi", "libiscsi", "libiscsi_tcp", "iscsi_tcp"]
+    assert index.lookup("crypto-crc32c") == ["crc32c_intel", "crc32c_generic"]
+    assert index.lookup("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00") == ["virtio_pci"]
+    assert index.lookup("sd_mod") == ["sd_mod"] and "sd_mod" in index.builtin
+    assert index.lookup("nope") == []
+
+
+def _tree(tmp: Path, *, modular: bool = True, crc: bool = False) -> tuple[Path, Path, Path]:
+    moddir, sysfs, proc = tmp / "lib/modules/6.1", tmp / "sys", tmp / "proc"
+    moddir.mkdir(parents=True)
+    (moddir / "modules.dep").write_text(DEP)
+    (moddir / "modules.alias").write_text(ALIAS)
+    (moddir / "modules.builtin").write_text(BUILTIN)
+    (sysfs / "module").mkdir(parents=True)
+    proc.mkdir()
+    if modular:
+        (proc / "modules").write_text("")
+    (proc / "crypto").write_text("name         : crc32c\ndriver       : crc32c-generic\n" if crc else "")
+    return moddir, sysfs, proc
+
+
+class FakeKernel:
+    """finit_module stand-in: records paths, marks /sys/module/<name>, fails on request."""
+
+    def __init__(self, sysfs: Path, fail: set[str] | None = None) -> None:
+        self.sysfs = sysfs
+        self.fail = fail or set()
+        self.loaded: list[str] = []
+
+    def __call__(self, path: str) -> None:
+        name = module_name(path)
+        if name in self.fail:
+            raise OSError(19, "No such device", path)
+        self.loaded.append(name)
+        (self.sysfs / "module" / name).mkdir()
+
+
+def test_loader_loads_dependencies_once(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    kernel = FakeKernel(sysfs)
+    loader = Loader(str(moddir), kernel, sysfs=str(sysfs), proc=str(proc))
+    loader.ensure("iscsi_tcp")
+    loader.ensure("iscsi_tcp")
+    assert kernel.loaded == ["scsi_transport_iscsi", "libiscsi", "libiscsi_tcp", "iscsi_tcp"]
+    assert loader.ensure("sd_mod") == []  # built in
+
+
+def test_crc32c_alias_falls_back_and_skips_when_present(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    kernel = FakeKernel(sysfs, fail={"crc32c_intel"})
+    loader = Loader(str(moddir), kernel, sysfs=str(sysfs), proc=str(proc))
+    assert loader.ensure("crypto-crc32c") == ["crc32c_generic"]
+    moddir2, sysfs2, proc2 = _tree(tmp_path / "b", crc=True)
+    assert crypto_has("crc32c", str(proc2 / "crypto"))
+    assert (
+        Loader(str(moddir2), FakeKernel(sysfs2), sysfs=str(sysfs2), proc=str(proc2)).ensure("crypto-crc32c")
+        == []
+    )
+
+
+def test_missing_module_is_a_clear_error(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    loader = Loader(str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc))
+    with pytest.raises(PhaseError, match="'8021q' is not in") as info:
+        loader.ensure("8021q")
+    assert info.value.phase == "modules" and "initramfs" in (info.value.fix or "")
+    failing = Loader(str(moddir), FakeKernel(sysfs, fail={"e1000"}), sysfs=str(sysfs), proc=str(proc))
+    with pytest.raises(PhaseError, match="cannot load") as info:
+        failing.ensure("e1000")
+    assert "No such device" in (info.value.evidence or "")
+
+
+def test_no_modules_dep_and_non_modular_kernel(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    (moddir / "modules.dep").unlink()
+    with pytest.raises(PhaseError, match=r"no modules\.dep"):
+        Loader(str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc)).ensure("iscsi_tcp")
+    (proc / "modules").unlink()  # CONFIG_MODULES=n: everything is built in
+    assert Loader(str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc)).ensure("iscsi_tcp") == []
+
+
+def test_nic_driver_from_pci_then_virtio(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    pci = sysfs / "bus/pci/devices/0000:00:03.0"
+    pci.mkdir(parents=True)
+    (pci / "class").write_text("0x020000\n")
+    (pci / "modalias").write_text("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n")
+    disk = sysfs / "bus/pci/devices/0000:00:04.0"
+    disk.mkdir(parents=True)
+    (disk / "class").write_text("0x010000\n")
+    (disk / "modalias").write_text("pci:v00008086d0000100Esv0sd0bc01sc00i00\n")
+
+    class Virtio(FakeKernel):
+        def __call__(self, path: str) -> None:
+            super().__call__(path)
+            if module_name(path) == "virtio_pci":  # the bus driver reveals the NIC
+                dev = self.sysfs / "bus/virtio/devices/virtio0"
+                dev.mkdir(parents=True)
+                (dev / "modalias").write_text("virtio:d00000001v00001AF4\n")
+
+    kernel = Virtio(sysfs)
+    loader = Loader(str(moddir), kernel, sysfs=str(sysfs), proc=str(proc))
+    assert loader.load_nic_drivers(Deadline(5)) == ["virtio_pci", "virtio_net"]
+    assert "e1000" not in kernel.loaded  # not a network-class device
+
+
+def test_background_loading_reports_errors(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    gate = threading.Event()
+
+    class Slow(FakeKernel):
+        def __call__(self, path: str) -> None:
+            gate.wait(5)
+            super().__call__(path)
+
+    loader = Loader(str(moddir), Slow(sysfs), sysfs=str(sysfs), proc=str(proc))
+    bg = Background(loader, ("iscsi_tcp", "8021q")).start()
+    with pytest.raises(PhaseError, match="still loading"):
+        bg.wait(Deadline(0.05))
+    gate.set()
+    with pytest.raises(PhaseError, match="8021q"):
+        bg.wait(Deadline(5))
+    assert "iscsi_tcp" in loader.loaded

@@ -1,0 +1,108 @@
+"""Mount and hand-off phases for real: loop devices, ext4 System/Storage, the SYSTEM squashfs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_support import (
+    loop_device,
+    make_ext4,
+    make_squashfs,
+    mounted_at,
+    need_root_tools,
+    system_tree,
+    unmount_all_under,
+)
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.phases.handoff import choose_init, markers, mounted_points, move_mounts, write_markers
+from iscsiboot.agent.phases.mount import Mounter
+from iscsiboot.agent.plan import Deadline, mount_plan
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    need_root_tools("losetup", "mkfs.ext4", "mksquashfs")
+    squash = tmp_path / "SYSTEM"
+    make_squashfs(squash, system_tree())
+    system = tmp_path / "system.img"
+    make_ext4(system, 16, "System", {"KERNEL": b"kernel", "SYSTEM": squash})
+    storage = tmp_path / "storage.img"
+    make_ext4(storage, 16, "Storage", {".kodi/keep": b"x"})
+    broken = tmp_path / "broken.img"
+    make_ext4(broken, 16, "System", {"KERNEL": b"kernel"})
+    root = tmp_path / "root"
+    root.mkdir()
+    try:
+        yield system, storage, broken
+    finally:
+        unmount_all_under(root)
+
+
+def _fsck() -> str | None:
+    for path in ("/usr/sbin/e2fsck", "/sbin/e2fsck"):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def test_mounts_system_ro_squashfs_root_and_storage_rw(
+    tmp_path: Path, images: tuple[Path, Path, Path]
+) -> None:
+    system, storage, _broken = images
+    root = tmp_path / "root"
+    said: list[str] = []
+    with loop_device(system) as sys_dev, loop_device(storage) as sto_dev:
+        mounter = Mounter(root=str(root), say=said.append, fsck=_fsck())
+        steps = mount_plan(sys_dev, "ext4", sto_dev, "ext4", "/sysroot")
+        try:
+            done = mounter.run(steps, Deadline(60))
+            assert [rw for _t, _s, rw in done] == [False, False, True]
+            assert "ro" in mounted_at(root / "flash")[0].split(",")
+            assert "ro" in mounted_at(root / "sysroot")[0].split(",")
+            assert "rw" in mounted_at(root / "storage")[0].split(",")
+            assert (root / "flash/KERNEL").read_bytes() == b"kernel"
+            assert (root / "sysroot/usr/lib/systemd/systemd").exists()
+            assert (root / "storage/.kodi/keep").exists()
+            assert any("checking" in s for s in said) == (_fsck() is not None)
+            # hand-off: init, markers, and /flash + /storage moved into the new root
+            assert choose_init(str(root / "sysroot"), None) == "/usr/lib/systemd/systemd"
+            with pytest.raises(PhaseError, match="no init"):
+                choose_init(str(root / "sysroot"), "/sbin/nothere")
+            dev = tmp_path / "devdir"
+            dev.mkdir()
+            write_markers(str(dev), {"device": "eth0", "address": "10.0.2.15", "gateway": None})
+            assert (dev / ".kernel_ipconfig").read_text() == "DEVICE=eth0\nADDRESS=10.0.2.15\n"
+            assert (dev / ".storage_netboot").exists()
+            moved = move_mounts(str(root / "sysroot"), mounted_points(), said.append, root=str(root))
+            assert moved == ["/flash", "/storage"]
+            assert (root / "sysroot/flash/KERNEL").exists()
+            assert (root / "sysroot/storage/.kodi/keep").exists()
+            assert "rw" in mounted_at(root / "sysroot/storage")[0].split(",")
+        finally:
+            unmount_all_under(root)
+
+
+def test_failure_rolls_back_and_never_leaves_storage_rw(
+    tmp_path: Path, images: tuple[Path, Path, Path]
+) -> None:
+    _system, storage, broken = images
+    root = tmp_path / "root"
+    with loop_device(broken) as sys_dev, loop_device(storage) as sto_dev:
+        mounter = Mounter(root=str(root), fsck=None)
+        # Storage first here, so that the failure comes after a read-write mount
+        steps = tuple(reversed(mount_plan(sys_dev, "ext4", sto_dev, "ext4", "/sysroot")))
+        with pytest.raises(PhaseError) as info:
+            mounter.run((steps[0], steps[2]), Deadline(30))
+        assert info.value.phase == "mount" and "no SYSTEM" in info.value.what
+        assert "KERNEL" in (info.value.evidence or "")
+        assert mounted_at(root / "storage") == [] and mounted_at(root / "flash") == []
+        assert mounter.done == []
+
+
+def test_markers_without_network() -> None:
+    assert markers(None) == {".kernel_ipconfig": "", ".storage_netboot": ""}
