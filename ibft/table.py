@@ -435,7 +435,11 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
 
     structs_end = HEADER_SIZE + clen
 
-    def locate(offset: int, slot: str, kind: StructId, size: int) -> Any | None:
+    sizes = {StructId.INITIATOR: INITIATOR_SIZE, StructId.NIC: NIC_SIZE, StructId.TARGET: TARGET_SIZE}
+    layouts = {StructId.INITIATOR: INITIATOR, StructId.NIC: NIC, StructId.TARGET: TARGET}
+
+    def locate(offset: int, slot: str, kind: StructId) -> tuple[StructId, Any] | None:
+        """The structure at ``offset``; with ``lenient``, whatever kind its id says (as Linux does)."""
         at = f"{slot} at offset 0x{offset:x}"
         if offset < structs_end or offset + 6 > length:
             raise TableError(
@@ -444,11 +448,15 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
             )
         common = _COMMON.parse(data[offset : offset + 6])
         if common.id != kind:
-            name = StructId(common.id).name.lower() if common.id in StructId._value2member_map_ else "unknown"
+            known = common.id in StructId._value2member_map_
+            name = StructId(common.id).name.lower() if known else "unknown"
             reader.problem(
                 f"structure id {common.id} ({name}), expected {int(kind)} ({kind.name.lower()})", at
             )
-            return None
+            if common.id not in sizes:
+                return None  # Linux ignores reserved, control and extension ids too
+            kind = StructId(common.id)
+        size = sizes[kind]
         if common.version != 1:
             reader.problem(f"version {common.version}, expected 1", at)
         if common.length != size:
@@ -460,101 +468,39 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
             raise TableError(
                 f"structure ({size} bytes) runs past the end of the table ({length} bytes)", where=at
             )
-        return {"INITIATOR": INITIATOR, "NIC": NIC, "TARGET": TARGET}[kind.name].parse(
-            data[offset : offset + size]
-        )
+        return kind, layouts[kind].parse(data[offset : offset + size])
 
+    pointers = [("initiator", control.initiator_offset, StructId.INITIATOR)]
+    for i, off in enumerate(slots):
+        pointers.append(
+            (f"{'target' if i % 2 else 'nic'}{i // 2}", off, StructId.TARGET if i % 2 else StructId.NIC)
+        )
     initiator: Initiator | None = None
-    if control.initiator_offset:
-        off = control.initiator_offset
-        raw = locate(off, "initiator", StructId.INITIATOR, INITIATOR_SIZE)
-        if raw is not None:
-            initiator = Initiator(
-                offset=off,
-                version=int(raw.hdr.version),
-                length=int(raw.hdr.length),
-                index=int(raw.hdr.index),
-                flags=int(raw.hdr.flags),
-                isns_server=ip_from_bytes(raw.isns_server),
-                slp_server=ip_from_bytes(raw.slp_server),
-                pri_radius_server=ip_from_bytes(raw.pri_radius_server),
-                sec_radius_server=ip_from_bytes(raw.sec_radius_server),
-                name=reader.string(raw.name, f"initiator at offset 0x{off:x}: initiator-name"),
-                name_ref=Ref(int(raw.name.length), int(raw.name.offset)),
-            )
     nics: list[Nic] = []
     targets: list[IbftTarget] = []
-    for i, off in enumerate(slots):
+    for slot, off, expected in pointers:
         if not off:
             continue
-        pair = i // 2
-        if i % 2 == 0:
-            raw = locate(off, f"nic{pair}", StructId.NIC, NIC_SIZE)
-            if raw is None:
+        found = locate(off, slot, expected)
+        if found is None:
+            continue
+        kind, raw = found
+        if kind is StructId.INITIATOR:
+            if initiator is not None:
+                reader.problem("a second initiator structure", f"{slot} at offset 0x{off:x}")
                 continue
-            at = f"ethernet{raw.hdr.index} at offset 0x{off:x}"
-            nics.append(
-                Nic(
-                    offset=off,
-                    version=int(raw.hdr.version),
-                    length=int(raw.hdr.length),
-                    index=int(raw.hdr.index),
-                    flags=int(raw.hdr.flags),
-                    ip_address=ip_from_bytes(raw.ip_address),
-                    prefix=int(raw.prefix),
-                    origin=int(raw.origin),
-                    gateway=ip_from_bytes(raw.gateway),
-                    primary_dns=ip_from_bytes(raw.primary_dns),
-                    secondary_dns=ip_from_bytes(raw.secondary_dns),
-                    dhcp=ip_from_bytes(raw.dhcp),
-                    vlan=int(raw.vlan),
-                    mac=mac_from_bytes(raw.mac),
-                    pci_bdf=int(raw.pci_bdf),
-                    hostname=reader.string(raw.hostname, f"{at}: hostname"),
-                    hostname_ref=Ref(int(raw.hostname.length), int(raw.hostname.offset)),
-                )
-            )
+            initiator = _initiator_of(raw, off, reader)
+        elif kind is StructId.NIC:
+            nics.append(_nic_of(raw, off, reader))
         else:
-            raw = locate(off, f"target{pair}", StructId.TARGET, TARGET_SIZE)
-            if raw is None:
-                continue
-            at = f"target{raw.hdr.index} at offset 0x{off:x}"
-
-            def secret(ref: Any, name: str, at: str = at) -> Secret | None:
-                value = reader.string(ref, f"{at}: {name}", secret=True)
-                return None if value is None else Secret(value)
-
-            targets.append(
-                IbftTarget(
-                    offset=off,
-                    version=int(raw.hdr.version),
-                    length=int(raw.hdr.length),
-                    index=int(raw.hdr.index),
-                    flags=int(raw.hdr.flags),
-                    address=ip_from_bytes(raw.address),
-                    port=int(raw.port),
-                    lun=bytes(raw.lun),
-                    chap_type=int(raw.chap_type),
-                    nic_assoc=int(raw.nic_assoc),
-                    name=reader.string(raw.name, f"{at}: target-name"),
-                    chap_name=reader.string(raw.chap_name, f"{at}: chap-name"),
-                    chap_secret=secret(raw.chap_secret, "chap-secret"),
-                    rev_chap_name=reader.string(raw.rev_chap_name, f"{at}: rev-chap-name"),
-                    rev_chap_secret=secret(raw.rev_chap_secret, "rev-chap-name-secret"),
-                    name_ref=Ref(int(raw.name.length), int(raw.name.offset)),
-                    chap_name_ref=Ref(int(raw.chap_name.length), int(raw.chap_name.offset)),
-                    chap_secret_ref=Ref(int(raw.chap_secret.length), int(raw.chap_secret.offset)),
-                    rev_chap_name_ref=Ref(int(raw.rev_chap_name.length), int(raw.rev_chap_name.offset)),
-                    rev_chap_secret_ref=Ref(int(raw.rev_chap_secret.length), int(raw.rev_chap_secret.offset)),
-                )
-            )
-    for kind, items in (("ethernet", nics), ("target", targets)):
+            targets.append(_target_of(raw, off, reader))
+    for dirname, items in (("ethernet", nics), ("target", targets)):
         seen: set[int] = set()
         for item in items:
             if item.index in seen:
                 reader.problem(
                     f"two structures have index {item.index}; Linux then shows no /sys/firmware/ibft at all",
-                    f"{kind}{item.index} at offset 0x{item.offset:x}",
+                    f"{dirname}{item.index} at offset 0x{item.offset:x}",
                 )
             seen.add(item.index)
     table = Table(
@@ -574,6 +520,79 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
         targets=tuple(targets),
     )
     return Parsed(table, tuple(reader.warnings))
+
+
+def _initiator_of(raw: Any, off: int, reader: _Reader) -> Initiator:
+    return Initiator(
+        offset=off,
+        version=int(raw.hdr.version),
+        length=int(raw.hdr.length),
+        index=int(raw.hdr.index),
+        flags=int(raw.hdr.flags),
+        isns_server=ip_from_bytes(raw.isns_server),
+        slp_server=ip_from_bytes(raw.slp_server),
+        pri_radius_server=ip_from_bytes(raw.pri_radius_server),
+        sec_radius_server=ip_from_bytes(raw.sec_radius_server),
+        name=reader.string(raw.name, f"initiator at offset 0x{off:x}: initiator-name"),
+        name_ref=Ref(int(raw.name.length), int(raw.name.offset)),
+    )
+
+
+def _nic_of(raw: Any, off: int, reader: _Reader) -> Nic:
+    at = f"ethernet{raw.hdr.index} at offset 0x{off:x}"
+    return Nic(
+        offset=off,
+        version=int(raw.hdr.version),
+        length=int(raw.hdr.length),
+        index=int(raw.hdr.index),
+        flags=int(raw.hdr.flags),
+        ip_address=ip_from_bytes(raw.ip_address),
+        prefix=int(raw.prefix),
+        origin=int(raw.origin),
+        gateway=ip_from_bytes(raw.gateway),
+        primary_dns=ip_from_bytes(raw.primary_dns),
+        secondary_dns=ip_from_bytes(raw.secondary_dns),
+        dhcp=ip_from_bytes(raw.dhcp),
+        vlan=int(raw.vlan),
+        mac=mac_from_bytes(raw.mac),
+        pci_bdf=int(raw.pci_bdf),
+        hostname=reader.string(raw.hostname, f"{at}: hostname"),
+        hostname_ref=Ref(int(raw.hostname.length), int(raw.hostname.offset)),
+    )
+
+
+def _target_of(raw: Any, off: int, reader: _Reader) -> IbftTarget:
+    at = f"target{raw.hdr.index} at offset 0x{off:x}"
+
+    def secret(ref: Any, name: str) -> Secret | None:
+        value = reader.string(ref, f"{at}: {name}", secret=True)
+        return None if value is None else Secret(value)
+
+    def ref(r: Any) -> Ref:
+        return Ref(int(r.length), int(r.offset))
+
+    return IbftTarget(
+        offset=off,
+        version=int(raw.hdr.version),
+        length=int(raw.hdr.length),
+        index=int(raw.hdr.index),
+        flags=int(raw.hdr.flags),
+        address=ip_from_bytes(raw.address),
+        port=int(raw.port),
+        lun=bytes(raw.lun),
+        chap_type=int(raw.chap_type),
+        nic_assoc=int(raw.nic_assoc),
+        name=reader.string(raw.name, f"{at}: target-name"),
+        chap_name=reader.string(raw.chap_name, f"{at}: chap-name"),
+        chap_secret=secret(raw.chap_secret, "chap-secret"),
+        rev_chap_name=reader.string(raw.rev_chap_name, f"{at}: rev-chap-name"),
+        rev_chap_secret=secret(raw.rev_chap_secret, "rev-chap-name-secret"),
+        name_ref=ref(raw.name),
+        chap_name_ref=ref(raw.chap_name),
+        chap_secret_ref=ref(raw.chap_secret),
+        rev_chap_name_ref=ref(raw.rev_chap_name),
+        rev_chap_secret_ref=ref(raw.rev_chap_secret),
+    )
 
 
 # ---------------------------------------------------------------- building

@@ -315,3 +315,14 @@ def test_table_with_no_initiator() -> None:
 
 def test_nic_type_used() -> None:
     assert Nic().length == 102 and IbftTarget().length == 54
+
+
+def test_lenient_dispatches_by_structure_id_like_linux() -> None:
+    # NIC slot 1 points at the target, as a confused firmware might: Linux goes by the id
+    data = _patched(0x3E, (0x180).to_bytes(2, "little"))
+    with pytest.raises(TableError, match=r"nic1 at offset 0x180: structure id 4 \(target\), expected 3"):
+        parse_table(data)
+    parsed = parse_table(data, lenient=True)
+    assert any("nic1 at offset 0x180" in w for w in parsed.warnings)
+    # the target is found twice (target0 and nic1 slots): Linux would refuse the duplicate index
+    assert any("two structures have index 0" in w for w in parsed.warnings)
