@@ -10,7 +10,9 @@ Forms understood (pure functions, no I/O):
   A client address with autoconf ``off``/``none``/empty is a static
   configuration and needs a netmask (dotted, or a prefix length as dracut
   allows).  IPv6 addresses go in brackets (dracut's extension).
-* dracut's short form ``<device>:<autoconf>[:<mtu>[:<mac>]]``.
+* dracut's short form ``<device>:<autoconf>[:<mtu>[:<mac>]]`` and its
+  ``<autoconf>:<mtu>[:<mac>]`` ending of the long form (the MAC, written with
+  colons, goes to ``Network.mac``; the MTU is checked and not kept).
 
 :func:`format_ip` writes the shortest of these forms that reads back to the
 same :class:`~iscsiboot.model.Network` (the MAC goes to ``BOOTIF=`` and is
@@ -30,6 +32,16 @@ OFF_WORDS = frozenset({"off", "none"})
 FIRMWARE_WORDS = frozenset({"ibft"})
 AUTOCONF_WORDS = DHCP_WORDS | OFF_WORDS | FIRMWARE_WORDS
 _FIX_FORMS = "write ip=dhcp, ip=off or ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>"
+
+
+_HEX_PAIR = re.compile(r"[0-9A-Fa-f]{2}")
+
+
+def _mtu(fields: list[str], where: str) -> None:
+    """Check dracut's MTU field (the model does not keep it)."""
+    for field in fields:
+        if field and not (re.fullmatch(r"[0-9]{1,5}", field) and 68 <= int(field) <= 65535):
+            raise ParseError(f"MTU {field!r} is not a number in 68-65535", where=where)
 
 
 def split_fields(value: str) -> list[str]:
@@ -97,14 +109,24 @@ def parse_ip(value: str) -> Network:
     fields = split_fields(value)
     if len(fields) == 1:
         raise ParseError(f"unknown ip= value {value!r}", where=where, fix=_FIX_FORMS)
+    # dracut ends both forms with [:<mtu>[:<mac>]], the MAC written with colons
+    mac = None
+    if len(fields) >= 8 and all(_HEX_PAIR.fullmatch(f) for f in fields[-6:]):
+        mac = ":".join(fields[-6:]).lower()
+        fields = fields[:-6]
     # dracut: <device>:<autoconf>[:<mtu>[:<mac>]]
-    if 2 <= len(fields) <= 4 and fields[1] in AUTOCONF_WORDS and fields[0] and not _looks_ip(fields[0]):
+    if 2 <= len(fields) <= 3 and fields[1] in AUTOCONF_WORDS and fields[0] and not _looks_ip(fields[0]):
+        _mtu(fields[2:], where)
         mode = _mode_of(fields[1], None, where)
-        return _network(mode, device=fields[0], where=where)
+        return _network(mode, device=fields[0], mac=mac, where=where)
     if len(fields) > 10:
         raise ParseError(f"ip= has {len(fields)} fields, at most 10", where=where, fix=_FIX_FORMS)
     fields += [""] * (10 - len(fields))
     client, server, gateway, netmask, hostname, device, autoconf, dns0, dns1, _ntp = fields
+    if mac is not None or re.fullmatch(r"[0-9]{1,5}", dns0):
+        # dracut's <autoconf>:<mtu>[:<mac>] instead of the kernel's <dns0>:<dns1>
+        _mtu([dns0], where)
+        dns0 = dns1 = ""
     address = _addr(client, "client address", where)
     v6 = address is not None and ":" in address
     mode = _mode_of(autoconf, address, where)
@@ -124,6 +146,7 @@ def parse_ip(value: str) -> Network:
         prefix=_prefix(netmask, where, v6),
         hostname=hostname or None,
         device=device or None,
+        mac=mac,
         dns=dns,
     )
 

@@ -351,6 +351,8 @@ class _Builder:
         if not sep:
             if token in _DEBIAN_FLAGS or token in _DRACUT_FLAGS:
                 self.firmware = True
+            elif token in SPEC_KEYS or token in DRACUT_KEYS:
+                raise ParseError(f"{token} needs a value", where=token, fix=f"write {token}=<value>")
             elif token.startswith("iscsi_"):
                 _check_key(token, token, [*SPEC_KEYS, *_DEBIAN_FLAGS])
             elif token.startswith("rd.iscsi."):

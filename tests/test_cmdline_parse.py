@@ -227,6 +227,17 @@ def test_ip_forms() -> None:
     v6 = parse_ip("[2001:db8::2]::[2001:db8::1]:64:h:eth0:none")
     assert (v6.address, v6.gateway, v6.prefix) == ("2001:db8::2", "2001:db8::1", 64)
     assert parse_ip(":::::eth1:dhcp") == Network(mode=NetMode.DHCP, device="eth1")
+    assert parse_ip("eth0:dhcp:9000:52:54:00:AB:cd:ef") == Network(
+        mode=NetMode.DHCP, device="eth0", mac="52:54:00:ab:cd:ef"
+    )
+    assert parse_ip("eth0:dhcp:1500") == Network(mode=NetMode.DHCP, device="eth0")
+    dracut = parse_ip("10.0.0.2::10.0.0.1:24:h:eth0:none:1500:52:54:00:12:34:56")
+    assert (dracut.mode, dracut.prefix, dracut.mac, dracut.dns) == (
+        NetMode.STATIC,
+        24,
+        "52:54:00:12:34:56",
+        (),
+    )
 
 
 @pytest.mark.parametrize(
@@ -237,6 +248,7 @@ def test_ip_forms() -> None:
         ("10.0.0.2:::255.0.255.0:::off", "netmask"),
         ("10.0.0.2:::24:::magic", "unknown autoconf"),
         ("10.0.0.999:::24:::off", "not an IP address"),
+        ("eth0:dhcp:12", "MTU"),
     ],
 )
 def test_ip_errors(value: str, match: str) -> None:
@@ -283,6 +295,9 @@ def test_ip_errors(value: str, match: str) -> None:
             "reverse \\(mutual\\) CHAP without one-way CHAP",
         ),
         ("iscsi_target_ip=", "empty value"),
+        ("iscsi_target_ip", "needs a value"),
+        ("rd.iscsi.username", "needs a value"),
+        ("iscsi_autp", "did you mean iscsi_auto"),
         ("boot=ISCSI=iscsi_initiator=,LABEL=S", "empty value"),
         ("boot=", "empty value"),
         ("boot=ISCSI=auto,LABEL=", "empty locator"),
