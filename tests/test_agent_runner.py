@@ -1,0 +1,185 @@
+"""The phase runner: timeline, deadlines, break=, failure clean-up, and the wired disk/label phases."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from agent_support import fake_iscsi_sysfs, make_disk, make_ext4
+from iscsiboot.agent import PHASES
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.options import parse_options
+from iscsiboot.agent.plan import Deadline
+from iscsiboot.agent.report import Reporter, RunResult
+from iscsiboot.agent.runner import Agent, Env, run_phases
+from iscsiboot.errors import UsageError
+from iscsiboot.model import BootConfig, Locator, Target
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _reporter() -> tuple[Reporter, io.StringIO]:
+    out = io.StringIO()
+    return Reporter(out, kmsg=None, report_path=None), out
+
+
+def test_all_phases_timed_in_order() -> None:
+    clock = Clock()
+    seen: list[tuple[str, float]] = []
+
+    def step(name: str, seconds: float):  # type: ignore[no-untyped-def]
+        def run(deadline: Deadline) -> None:
+            seen.append((name, deadline.seconds))
+            clock.now += seconds
+
+        return run
+
+    reporter, out = _reporter()
+    options = parse_options("progress iscsiboot.timeout.login=7")
+    result = run_phases([(p, step(p, 0.5)) for p in PHASES], options, reporter, clock=clock)
+    assert result.ok and result.phase == "done"
+    assert list(result.timeline) == list(PHASES) and result.timeline["login"] == 0.5
+    assert result.total == 4.0
+    assert dict(seen)["login"] == 7.0 and dict(seen)["network"] == 30.0
+    assert "### network ###" in out.getvalue()
+
+
+def test_failure_stops_cleans_up_and_describes() -> None:
+    cleaned: list[bool] = []
+    ran: list[str] = []
+
+    def ok(deadline: Deadline) -> None:
+        ran.append("ok")
+
+    def bad(deadline: Deadline) -> None:
+        raise PhaseError(
+            "login", "CHAP rejected", cause="auth", evidence="(24 - ...)", fix="check iscsi_password"
+        )
+
+    def never(deadline: Deadline) -> None:
+        ran.append("never")
+
+    reporter, _out = _reporter()
+    result = run_phases(
+        [("config", ok), ("login", bad), ("disk", never)],
+        parse_options(""),
+        reporter,
+        cleanup=lambda: cleaned.append(True),
+    )
+    assert not result.ok and result.phase == "login" and result.cause == "auth"
+    assert ran == ["ok"] and cleaned == [True]
+    assert set(result.timeline) == {"config", "login"}
+
+
+def test_other_errors_are_wrapped_with_the_phase() -> None:
+    def usage(deadline: Deadline) -> None:
+        raise UsageError("bad thing", fix="do this")
+
+    def boom(deadline: Deadline) -> None:
+        raise KeyError("x")
+
+    reporter, _out = _reporter()
+    result = run_phases([("config", usage)], parse_options(""), reporter)
+    assert result.phase == "config" and result.error == "bad thing" and result.fix == "do this"
+    result = run_phases([("modules", boom)], parse_options(""), reporter)
+    assert result.phase == "modules" and result.cause == "internal" and "KeyError" in (result.error or "")
+
+
+def test_break_stops_or_continues() -> None:
+    ran: list[str] = []
+
+    def step(name: str):  # type: ignore[no-untyped-def]
+        return lambda _d: ran.append(name)
+
+    reporter, _out = _reporter()
+    steps = [(p, step(p)) for p in ("config", "modules", "network")]
+    result = run_phases(steps, parse_options("break=modules"), reporter)
+    assert ran == ["config"] and result.phase == "modules" and result.cause == "break" and not result.ok
+    ran.clear()
+    breaks: list[str] = []
+    result = run_phases(
+        steps, parse_options("break=modules"), reporter, on_break=lambda p: breaks.append(p) is None
+    )
+    assert result.ok and ran == ["config", "modules", "network"] and breaks == ["modules"]
+
+
+@pytest.fixture
+def lab_disk(tmp_path: Path) -> tuple[Path, Path]:
+    """A fake sysfs with one iSCSI session whose LUN 1 is a real disk image served as dev/sda."""
+    system, storage = tmp_path / "s.img", tmp_path / "t.img"
+    make_ext4(system, 8, "System", {"KERNEL": b"k"})
+    make_ext4(storage, 8, "Storage")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    make_disk(dev / "sda", [system, storage])
+    for name in ("sda1", "sda2"):
+        (dev / name).write_bytes(b"")
+    sysfs = fake_iscsi_sysfs(
+        tmp_path,
+        sessions={1: "iqn.2024-01.test:t0"},
+        disks=[(1, 3, 1, "sda", (dev / "sda").stat().st_size, [1, 2])],
+    )
+    return sysfs, dev
+
+
+def test_agent_disk_and_label_phases_on_a_session_disk(lab_disk: tuple[Path, Path]) -> None:
+    sysfs, dev = lab_disk
+    reporter, out = _reporter()
+    agent = Agent("", parse_options(""), reporter, Env(sysfs=str(sysfs), dev=str(dev)))
+    target = Target("iqn.2024-01.test:t0", "10.0.2.2", lun=1)
+    agent.state["config"] = BootConfig(
+        targets=(target,), system=Locator.parse("LABEL=System"), storage=Locator.parse("LABEL=Storage")
+    )
+    agent.state["logins"] = [(target, None)]
+    agent.disk(Deadline(5))
+    agent.label(Deadline(5))
+    assert agent.state["system"].device == f"{dev}/sda1"
+    assert agent.state["storage"].device == f"{dev}/sda2"
+    assert agent.state["sessions"] == [{"session": "session1", "target": "iqn.2024-01.test:t0"}]
+    assert "System is" in out.getvalue()
+    filled = RunResult(ok=True, phase="done")
+    agent.fill(filled)
+    values = agent.hook_values(filled)
+    assert values["ISCSIBOOT_SYSTEM"] == f"{dev}/sda1" and values["ISCSIBOOT_STORAGE"] == f"{dev}/sda2"
+    assert values["ISCSIBOOT_SESSIONS"] == "iqn.2024-01.test:t0"
+
+
+def test_agent_label_same_partition_for_both_is_an_error(lab_disk: tuple[Path, Path]) -> None:
+    sysfs, dev = lab_disk
+    reporter, _out = _reporter()
+    agent = Agent("", parse_options(""), reporter, Env(sysfs=str(sysfs), dev=str(dev)))
+    agent.state["config"] = BootConfig(
+        targets=(Target("iqn.2024-01.test:t0", "10.0.2.2"),),
+        system=Locator.parse("LABEL=System"),
+        storage=Locator.parse("LABEL=System"),
+    )
+    agent.state["logins"] = []
+    agent.disk(Deadline(5))  # no named targets: every session's disks
+    with pytest.raises(PhaseError, match="same file system"):
+        agent.label(Deadline(5))
+
+
+def test_agent_config_phase_with_the_real_parser() -> None:
+    reporter, _out = _reporter()
+    text = (
+        "ip=dhcp boot=ISCSI=iscsi_initiator=iqn.2024-01.test:init,iscsi_target_name=iqn.2024-01.test:t0,"
+        "iscsi_target_ip=10.0.2.2,iscsi_username=user,iscsi_password=Secret-Pass-12,LABEL=System "
+        "disk=LABEL=Storage"
+    )
+    agent = Agent(text, parse_options(text), reporter, last="config")
+    result = agent.run()
+    assert result.ok and agent.state["config"].targets[0].name == "iqn.2024-01.test:t0"
+    assert result.warnings and "Secret-Pass-12" not in json.dumps(result.to_dict())
+    assert "Secret-Pass-12" in [s if isinstance(s, str) else s.reveal() for s in reporter.secrets]
+    bad = Agent("boot=ISCSI=", parse_options(""), reporter, last="config").run()
+    assert not bad.ok and bad.phase == "config" and bad.cause == "cmdline"
+    none = Agent("quiet", parse_options(""), reporter, last="config").run()
+    assert not none.ok and "names no iSCSI target" in (none.error or "")
