@@ -93,7 +93,9 @@ def networks(draw: st.DrawFn) -> Network:
     device = draw(st.none() | devices)
     hostname = draw(st.none() | hostnames)
     if mode is not NetMode.STATIC:
-        return Network(mode=mode, mac=mac, device=device, hostname=hostname)
+        dns = tuple(draw(st.lists(ipv4 | ipv6, max_size=2)))
+        server = draw(st.none() | ipv4)
+        return Network(mode=mode, mac=mac, device=device, hostname=hostname, dns=dns, server=server)
     v6 = draw(st.booleans())
     addr = ipv6 if v6 else ipv4
     return Network(
