@@ -1093,35 +1093,21 @@ def model_to_table(
         raise RepresentError(f"PCI location 0x{pci:x} does not fit 16 bits")
     if len(net.dns) > 2:
         raise RepresentError(f"{len(net.dns)} DNS servers; the iBFT holds two", where="network.dns")
-    if net.mode is NetMode.STATIC:
-        origin = ORIGIN_MANUAL
-        nic = Nic(
-            ip_address=net.address,
-            prefix=net.prefix or 0,
-            origin=origin,
-            gateway=net.gateway,
-            primary_dns=net.dns[0] if net.dns else None,
-            secondary_dns=net.dns[1] if len(net.dns) > 1 else None,
-            dhcp=net.server,
-            vlan=net.vlan or 0,
-            mac=nic_mac.lower(),
-            pci_bdf=pci,
-            hostname=net.hostname,
-        )
-    else:
-        nic = Nic(
-            ip_address=net.address,
-            prefix=net.prefix or 0,
-            origin=ORIGIN_DHCP,
-            gateway=net.gateway,
-            primary_dns=net.dns[0] if net.dns else None,
-            secondary_dns=net.dns[1] if len(net.dns) > 1 else None,
-            dhcp=net.server,
-            vlan=net.vlan or 0,
-            mac=nic_mac.lower(),
-            pci_bdf=pci,
-            hostname=net.hostname,
-        )
+    static = net.mode is NetMode.STATIC
+    nic = Nic(
+        ip_address=net.address,
+        prefix=net.prefix or 0,
+        origin=ORIGIN_MANUAL if static else ORIGIN_DHCP,
+        gateway=net.gateway,
+        primary_dns=net.dns[0] if net.dns else None,
+        secondary_dns=net.dns[1] if len(net.dns) > 1 else None,
+        # the DHCP server field marks a DHCP-configured NIC for its readers: only DHCP fills it
+        dhcp=None if static else net.server,
+        vlan=net.vlan or 0,
+        mac=nic_mac.lower(),
+        pci_bdf=pci,
+        hostname=net.hostname,
+    )
     targets: list[IbftTarget] = []
     for i, t in enumerate(cfg.targets):
         if address_kind(t.address) == "hostname":

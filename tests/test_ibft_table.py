@@ -326,3 +326,15 @@ def test_lenient_dispatches_by_structure_id_like_linux() -> None:
     assert any("nic1 at offset 0x180" in w for w in parsed.warnings)
     # the target is found twice (target0 and nic1 slots): Linux would refuse the duplicate index
     assert any("two structures have index 0" in w for w in parsed.warnings)
+
+
+def test_static_network_keeps_static_when_the_model_names_a_server() -> None:
+    net = Network(mode=NetMode.STATIC, mac="52:54:00:12:34:56", address="10.0.2.15", prefix=24,
+                  gateway="10.0.2.2", server="10.0.2.2")  # fmt: skip
+    cfg = BootConfig(
+        targets=(Target(name="iqn.2003-01.org.example:d", address="10.0.2.2", lun=1),), network=net
+    )
+    table = model_to_table(cfg)
+    assert table.nics[0].dhcp is None and table.nics[0].origin == 1
+    back, _ = table_to_model(parse_table(build_table(table)).table)
+    assert back.network == replace(net, server=None)
