@@ -975,14 +975,16 @@ def table_to_model(table: Table) -> tuple[BootConfig, tuple[str, ...]]:
             warnings.append(f"{where}: its NIC association {t.nic_assoc} points to no NIC structure")
         elif first_nic is None:
             first_nic = nic_by_index[t.nic_assoc]
-        if not t.name or t.address is None or t.address == "0.0.0.0":
-            warnings.append(f"{where}: no target name or address; ignored")
-            continue
-        if not plausible_host(t.address):
+        if t.address is not None and not plausible_host(t.address):
             warnings.append(
                 f"{where}: address {t.address} is not a plausible host (old iPXE wrote such IPv4-mapped "
-                "values for IPv6 targets)"
+                "values for IPv6 targets)" + ("; ignored" if t.address == "0.0.0.0" else "")
             )
+            if t.address == "0.0.0.0":
+                continue
+        if not t.name or t.address is None:
+            warnings.append(f"{where}: no target {'name' if t.address else 'address'}; ignored")
+            continue
         lw = lun_warning(t.lun)
         if lw:
             warnings.append(f"{where}: {lw}")

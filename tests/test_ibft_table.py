@@ -338,3 +338,14 @@ def test_static_network_keeps_static_when_the_model_names_a_server() -> None:
     assert table.nics[0].dhcp is None and table.nics[0].origin == 1
     back, _ = table_to_model(parse_table(build_table(table)).table)
     assert back.network == replace(net, server=None)
+
+
+def test_old_ipxe_ipv6_target_is_flagged_and_skipped() -> None:
+    table = vector_table()
+    t = replace(table.targets[0], address="0.0.0.0")
+    cfg, warnings = table_to_model(layout(replace(table, targets=(t,))))
+    assert cfg.targets == ()
+    assert any("0.0.0.0 is not a plausible host" in w and "IPv6" in w for w in warnings)
+    t = replace(table.targets[0], address=None)
+    cfg, warnings = table_to_model(layout(replace(table, targets=(t,))))
+    assert cfg.targets == () and any("no target address" in w for w in warnings)
