@@ -17,10 +17,17 @@ Choices:
   a quote or white space cannot be written; a locator with white space is
   quoted (``boot="ISCSI=auto,LABEL=HTPC System"``).
 * Secrets on a kernel command line are readable by every local user
-  (``/proc/cmdline``): a warning says so.
+  (``/proc/cmdline``): a warning says so.  CHAP names and secrets must be
+  printable ASCII of at most 255 characters in every format
+  (:mod:`iscsiboot.cmdline.chap`); secrets under 12 characters get a warning.
+* Secrets are masked by the caller, not here: ``iscsiboot generate`` writes
+  the real text into ``-o FILE`` (mode 0600, atomically) and shows ``***`` on
+  stdout unless ``--show-secrets``, with a warning on stderr.
 * ``ipxe``: the sanboot URI is the RFC 4173 root path of ``targets[0]`` with
   its LUN (tgt serves the disk at LUN 1, so a missing LUN is warned about);
-  credentials go in iPXE settings, which iPXE also copies into the iBFT.
+  credentials go in iPXE settings, which iPXE also copies into the iBFT.  A
+  second target (storage) is attached with ``sanhook``.  The script retries
+  ``sanboot`` for ever, or ``attempts`` times and then exits with failure.
 * ``dnsmasq``: the root path (option 17) carries no credentials.
 * ``dracut``: ``rd.iscsi.*`` and ``netroot=`` with credentials in the root path.
 """
