@@ -11,7 +11,9 @@ digest of the package's own source, so a change to the agent rebuilds them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from pathlib import Path
 
 import iscsiboot
@@ -23,6 +25,7 @@ from iscsiboot.output import write_atomic
 from iscsiboot.qemu.harness import Artifacts
 from iscsiboot.qemu.system import _busybox, cached_system
 
+STALE_SECONDS = 6 * 3600
 MINIMAL_INIT = """#!/bin/sh
 # A minimal busybox initramfs (the stand-in for a distribution's own).
 # An appended iscsiboot overlay brings /init.iscsiboot, which takes over as PID 1.
@@ -90,6 +93,16 @@ def build_initramfs(kernel: KernelTree, dest: Path, *, overlay: bool, cache: Pat
     return dest
 
 
+def prune(folder: Path, keep: set[Path], *, age: float = STALE_SECONDS) -> None:
+    """Remove cached images of other source versions that nobody used for ``age`` seconds."""
+    now = time.time()
+    for path in folder.glob("*.img"):
+        if path not in keep:
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_atime > age and now - path.stat().st_mtime > age:
+                    path.unlink()
+
+
 def cached_initramfs(kernel: KernelTree, cache: Path, *, overlay: bool = False) -> Path:
     """The agent's initramfs (or the overlay on top of the minimal one), cached by source digest."""
     key = f"{kernel.version}-{source_digest()}"
@@ -98,6 +111,7 @@ def cached_initramfs(kernel: KernelTree, cache: Path, *, overlay: bool = False) 
         dest = folder / f"initrd-{key}.img"
         if not dest.is_file():
             build_initramfs(kernel, dest, overlay=False, cache=cache)
+            prune(folder, {dest})
         return dest
     combined = folder / f"initrd-overlay-{key}.img"
     if not combined.is_file():
@@ -105,6 +119,7 @@ def cached_initramfs(kernel: KernelTree, cache: Path, *, overlay: bool = False) 
         if not part.is_file():
             build_initramfs(kernel, part, overlay=True, cache=cache)
         write_atomic(combined, minimal_initramfs() + part.read_bytes())
+        prune(folder, {combined, part})
     return combined
 
 

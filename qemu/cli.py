@@ -81,7 +81,11 @@ def register(
     faults = boot.add_argument_group("fault injection")
     faults.add_argument("--client-password", help="give the client this password instead of --password")
     faults.add_argument(
-        "--target-delay", type=float, default=0.0, metavar="SECONDS", help="start the target late"
+        "--target-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="start the target this long after the guest's network is up",
     )
     faults.add_argument("--acpi-ibft", action="store_true", help="inject the iBFT with -acpitable (no iPXE)")
     faults.add_argument(

@@ -27,9 +27,18 @@ from iscsiboot.errors import BootFailure, EnvironmentProblem
 from iscsiboot.ibft.table import build_table, model_to_table
 from iscsiboot.output import write_atomic
 from iscsiboot.proc import which
-from iscsiboot.qemu.outcome import Outcome, finished, judge
+from iscsiboot.qemu.outcome import RESULT_PREFIX, Outcome, finished, judge
 from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
-from iscsiboot.qemu.scenario import GUEST_MAC, WRAPPER_SCRIPT, Boot, Plan, ScenarioOptions, plan
+from iscsiboot.qemu.scenario import (
+    AGENT_PREFIX,
+    DELAY_ANCHOR,
+    GUEST_MAC,
+    WRAPPER_SCRIPT,
+    Boot,
+    Plan,
+    ScenarioOptions,
+    plan,
+)
 from iscsiboot.qemu.tgt import Tgtd, free_control_port, free_tcp_port
 from iscsiboot.secret import mask
 
@@ -165,27 +174,40 @@ def run_scenario(
             say("iBFT for -acpitable")
             write_table(p)
         target_up = False
+        anchor: float | None = None  # when the guest's network came up (the delay counts from there)
         if options.target_delay <= 0:
             say(f"target {p.target.iqn} on 127.0.0.1:{port}")
             _configure_target(tgtd, p)
             target_up = True
         else:
-            say(f"target {p.target.iqn} on 127.0.0.1:{port} in {options.target_delay:g} s")
+            say(
+                f"target {p.target.iqn} on 127.0.0.1:{port} {options.target_delay:g} s"
+                " after the guest's network is up"
+            )
 
         def tick(elapsed: float) -> None:
             nonlocal target_up
-            if not target_up and elapsed >= options.target_delay:
+            if target_up or anchor is None:
+                return
+            late = time.monotonic() - anchor
+            if late >= options.target_delay:
                 target_up = True
-                say(f"target up after {elapsed:.1f} s")
+                say(f"target up {late:.1f} s after the guest's network ({elapsed:.1f} s after QEMU start)")
                 assert p is not None
                 _configure_target(tgtd, p)
 
         hidden = p.secrets()
 
         def line(text: str) -> None:
+            nonlocal anchor
+            shown = mask(text, hidden)
             if console is not None:
-                console.write(mask(text, hidden) + "\n")
+                console.write(shown + "\n")
                 console.flush()
+            elif shown.startswith(AGENT_PREFIX) and RESULT_PREFIX not in shown:
+                say("guest: " + shown[len(AGENT_PREFIX) :])
+            if anchor is None and text.startswith(DELAY_ANCHOR):
+                anchor = time.monotonic()
 
         accel = "KVM" if options.kvm else "TCG"
         say(f"boot QEMU ({accel}, {p.boot.value})")

@@ -57,6 +57,10 @@ SCENARIO_SCRIPT = "scenario.ipxe"
 DEFAULT_TARGET = "iqn.2026-11.org.iscsiboot:htpc"
 DEFAULT_INITIATOR = "iqn.2026-11.org.iscsiboot:client"
 FAILURE_OPTION = "iscsiboot.on_failure=poweroff"
+AGENT_PREFIX = "iscsiboot: "  # the agent's console lines
+# --target-delay counts from the agent's "network up" line: the agent is about
+# to log in, so a late target really meets a client that has to retry.
+DELAY_ANCHOR = "iscsiboot: network:"
 
 
 class Mode(enum.Enum):
@@ -86,7 +90,7 @@ class ScenarioOptions:
     storage_label: str = "Storage"
     # faults
     client_password: Secret | None = None  # the client gets this instead of ``password``
-    target_delay: float = 0.0  # the target appears this many seconds after QEMU starts
+    target_delay: float = 0.0  # the target appears this many seconds after the guest's network is up
     acpi_ibft: bool = False  # inject the iBFT through -acpitable instead of iPXE
     disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
     # machine
