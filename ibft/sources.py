@@ -52,9 +52,15 @@ class Found:
     source: str
 
 
-def _read(path: Path, what: str) -> bytes:
+MAX_READ = 0x100000  # no iBFT is longer than its 16-bit offsets reach; 1 MiB is plenty
+
+
+def _read(path: Path, what: str, *, skip: int = 0, size: int = MAX_READ) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            if skip:
+                handle.seek(skip)
+            return handle.read(size)
     except FileNotFoundError:
         raise EnvironmentProblem(f"{what} {path} does not exist") from None
     except PermissionError:
@@ -159,8 +165,16 @@ def scan_memory(data: bytes, base: int = 0, *, lenient: bool = False) -> tuple[P
 
 def read_memory_dump(path: str | os.PathLike[str], base: int = 0, *, lenient: bool = False) -> Found:
     p = Path(path)
-    data = _read(p, "memory dump")
-    parsed, pos = scan_memory(data, base, lenient=lenient)
+    if base < 0:
+        raise TableError(f"base address {base} is negative", where="--base")
+    start = max(base, SCAN_START)  # read only the scanned window of a large dump
+    if start >= SCAN_END:
+        raise TableError(
+            f"the dump starts at 0x{base:x}, above the scanned range 0x{SCAN_START:x}-0x{SCAN_END - 1:x}",
+            where="--base",
+        )
+    data = _read(p, "memory dump", skip=start - base, size=SCAN_END - start)
+    parsed, pos = scan_memory(data, start, lenient=lenient)
     return Found(parsed, f"memory dump {p} at 0x{pos:x}")
 
 

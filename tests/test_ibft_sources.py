@@ -255,3 +255,14 @@ def test_auto_order(tmp_path: Path) -> None:
     shutil.rmtree(root / "sys/firmware/ibft")
     with pytest.raises(EnvironmentProblem, match=r"no iBFT found \(ACPI: .*; /dev/mem: .*; sysfs: "):
         sources.read_auto(root)
+
+
+def test_large_memory_dump_is_read_only_in_the_scanned_window(tmp_path: Path) -> None:
+    dump = tmp_path / "ram.bin"
+    with dump.open("wb") as f:
+        f.write(memory_image(MUTUAL.read_bytes(), 0x9A000))
+        f.truncate(64 << 20)  # a 64 MiB sparse "RAM" image
+    found = sources.read_memory_dump(dump, 0)
+    assert found.source.endswith("at 0x9a000")
+    with pytest.raises(TableError, match="above the scanned range"):
+        sources.read_memory_dump(dump, 0x100000)
