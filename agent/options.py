@@ -8,7 +8,9 @@ OpenELEC's ``debugging``, ``progress`` and ``break=<phase>``, and the
 ``iscsiboot.on_failure=poweroff|reboot|shell``, ``iscsiboot.reboot_delay=SECONDS``,
 ``iscsiboot.timeout.<phase>=SECONDS``, ``iscsiboot.cmdline=FILE`` (read the boot
 options from FILE instead, for tests), ``iscsiboot.login=iscsistart`` (the login
-backend), ``iscsiboot.sysroot=DIR`` and ``init=PATH`` (the init of the new root).
+backend), ``iscsiboot.dhcp=pyroute2|udhcpc`` (the DHCP client; udhcpc is also the
+fallback when pyroute2's client is missing), ``iscsiboot.sysroot=DIR`` and
+``init=PATH`` (the init of the new root).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class AgentOptions:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     cmdline_file: str | None = None
     login_backend: str = "iscsistart"
+    dhcp_client: str = "pyroute2"
     sysroot: str = "/sysroot"
     init: str | None = None
     warnings: tuple[str, ...] = ()
@@ -97,6 +100,7 @@ def parse_options(text: str) -> AgentOptions:
     timeouts = dict(DEFAULT_TIMEOUTS)
     cmdline_file = init = None
     login = "iscsistart"
+    dhcp_client = "pyroute2"
     sysroot = "/sysroot"
     warnings: list[str] = []
     for token in tokenize(text):
@@ -131,6 +135,10 @@ def parse_options(text: str) -> AgentOptions:
             if value != "iscsistart":
                 raise ParseError(f"unknown login backend {value!r}", where=key, fix="use iscsistart")
             login = value
+        elif key == "iscsiboot.dhcp":
+            if value not in ("pyroute2", "udhcpc"):
+                raise ParseError(f"unknown DHCP client {value!r}", where=key, fix="use pyroute2 or udhcpc")
+            dhcp_client = value
         elif key == "iscsiboot.sysroot" and value.startswith("/"):
             sysroot = value
         elif key == "init" and value.startswith("/"):
@@ -144,6 +152,7 @@ def parse_options(text: str) -> AgentOptions:
         timeouts=timeouts,
         cmdline_file=cmdline_file,
         login_backend=login,
+        dhcp_client=dhcp_client,
         sysroot=sysroot,
         init=init,
         warnings=tuple(warnings),

@@ -161,7 +161,11 @@ class Agent:
         from iscsiboot.agent.plan import net_plan
 
         net = bring_up(
-            net_plan(self.state["config"].network), deadline, self.say, resolv_conf=self.env.resolv_conf
+            net_plan(self.state["config"].network),
+            deadline,
+            self.say,
+            resolv_conf=self.env.resolv_conf,
+            dhcp_client=self.options.dhcp_client,
         )
         self.state["network"] = net
         self.say(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ from iscsiboot.agent.phases.network import bring_up
 from iscsiboot.model import from_dict
 network = from_dict({{"network": {network}}}).network
 try:
-    result = bring_up(net_plan(network), Deadline({seconds}), lambda t: print("SAY", t, flush=True))
+    say = lambda t: print("SAY", t, flush=True)
+    result = bring_up(net_plan(network), Deadline({seconds}), say, dhcp_client="{client}")
 except PhaseError as exc:
     error = {{"cause": exc.cause, "what": exc.what, "evidence": exc.evidence, "fix": exc.fix}}
     print("ERROR " + json.dumps(error))
@@ -31,8 +33,8 @@ print("RESULT " + json.dumps(result.to_dict()), flush=True)
 """
 
 
-def _code(network: dict[str, object], seconds: float = 20) -> str:
-    return AGENT.format(network=json.dumps(network), seconds=seconds)
+def _code(network: dict[str, object], seconds: float = 20, client: str = "pyroute2") -> str:
+    return AGENT.format(network=json.dumps(network), seconds=seconds, client=client)
 
 
 def _tagged(stdout: str, tag: str) -> dict[str, object]:
@@ -87,6 +89,21 @@ def test_dhcp_lease_configures_address_route(tmp_path: Path) -> None:
         assert float(result["dhcp_seconds"]) < 5  # type: ignore[arg-type]
         assert _addr(lab) == [f"{address}/24"]
         assert _default_route(lab) == "10.77.0.1"
+
+
+def test_udhcpc_fallback_gets_the_same_lease(tmp_path: Path) -> None:
+    if shutil.which("busybox") is None and shutil.which("udhcpc") is None:
+        pytest.skip("needs busybox (busybox-static)")
+    with netlab() as lab:
+        lab.start_dnsmasq(tmp_path)
+        done = lab.run_agent(_code({"mode": "dhcp"}, client="udhcpc"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = _tagged(done.stdout, "RESULT")
+        assert result["dhcp_client"] == "udhcpc"
+        assert str(result["address"]).startswith("10.77.0.") and result["gateway"] == "10.77.0.1"
+        assert result["dns"] == ["10.77.0.1"] and result["server"] == "10.77.0.1"
+        assert result["root_path"] == "iscsi:10.77.0.1::3260:1:iqn.2024-01.test:t0"
+        assert _addr(lab) == [f"{result['address']}/24"] and _default_route(lab) == "10.77.0.1"
 
 
 def test_carrier_arriving_late(tmp_path: Path) -> None:

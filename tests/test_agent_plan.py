@@ -13,6 +13,7 @@ import pytest
 from iscsiboot.agent import PHASES, RUNTIME_MODULES
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import OnFailure, parse_options, tokenize
+from iscsiboot.agent.phases.network import parse_udhcpc
 from iscsiboot.agent.plan import (
     Deadline,
     LinkInfo,
@@ -229,3 +230,19 @@ def test_runtime_modules_import_and_phase_names() -> None:
 def test_chap_in_model_is_secret() -> None:
     t = Target("iqn.x:y", "10.0.0.1", chap=Chap("u", Secret("abcdefghijkl")))
     assert "abcdefghijkl" not in repr(login_targets(BootConfig(targets=(t,))))
+
+
+def test_parse_udhcpc_report_lines() -> None:
+    lease = parse_udhcpc(
+        "LEASE|10.0.2.15|255.255.255.0|10.0.2.2 10.0.2.1|10.0.2.3|10.0.2.2|iscsi:10.0.2.2::::iqn.x:y"
+    )
+    assert lease is not None
+    assert (lease.address, lease.prefix, lease.gateway) == ("10.0.2.15", 24, "10.0.2.2")
+    assert lease.dns == ("10.0.2.3",) and lease.root_path == "iscsi:10.0.2.2::::iqn.x:y"
+    bare = parse_udhcpc("LEASE|10.1.0.9|255.255.0.0||||")
+    assert bare is not None and bare.gateway is None and bare.dns == () and bare.prefix == 16
+    assert parse_udhcpc("udhcpc: sending discover") is None
+    assert parse_udhcpc("LEASE|not-an-ip|255.0.0.0||||") is None
+    assert parse_options("iscsiboot.dhcp=udhcpc").dhcp_client == "udhcpc"
+    with pytest.raises(ParseError):
+        parse_options("iscsiboot.dhcp=dhclient")

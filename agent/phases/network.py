@@ -14,6 +14,9 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +45,7 @@ class NetResult:
     root_path: str | None = None
     carrier_seconds: float = 0.0
     dhcp_seconds: float = 0.0
+    dhcp_client: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,8 +85,15 @@ class Network:
     """One network bring-up (use ``run``)."""
 
     def __init__(
-        self, plan: NetPlan, deadline: Deadline, say: Say, *, resolv_conf: str | None = None
+        self,
+        plan: NetPlan,
+        deadline: Deadline,
+        say: Say,
+        *,
+        resolv_conf: str | None = None,
+        dhcp_client: str = "pyroute2",
     ) -> None:
+        self.dhcp_client = dhcp_client
         self.plan = plan
         self.deadline = deadline
         self.say = say
@@ -316,26 +327,168 @@ class Network:
             result.address, result.prefix, result.gateway = plan.address, plan.prefix, plan.gateway
             result.dns = list(plan.dns)
         elif plan.mode is NetMode.DHCP:
-            lease, took = await self.dhcp(link)
-            result.dhcp_seconds = round(took, 3)
-            result.address = lease.ip
-            options = lease.ack.get("options", {})
-            mask = options.get("subnet_mask")
-            result.prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen if mask else 24
-            routers = options.get("router") or []
-            result.gateway = routers[0] if routers else None
-            result.dns = list(options.get("name_server") or plan.dns)
-            result.server = options.get("server_id")
-            result.root_path = options.get("root_path")
-            await self.configure(link, result.address, result.prefix, result.gateway)
+            start = self.deadline.elapsed()
+            lease = await self.lease(link)
+            result.dhcp_seconds = round(self.deadline.elapsed() - start, 3)
+            result.dhcp_client = lease.client
+            result.address, result.prefix, result.gateway = lease.address, lease.prefix, lease.gateway
+            result.dns = list(lease.dns or plan.dns)
+            result.server, result.root_path = lease.server, lease.root_path
+            await self.configure(link, lease.address, lease.prefix, lease.gateway)
         if self.resolv_conf and result.dns:
             from iscsiboot.output import write_atomic
 
-            write_atomic(self.resolv_conf, "".join(f"nameserver {d}\n" for d in result.dns))
+            try:
+                os.makedirs(os.path.dirname(self.resolv_conf), exist_ok=True)
+                write_atomic(self.resolv_conf, "".join(f"nameserver {d}\n" for d in result.dns))
+            except OSError as exc:
+                self.say(f"cannot write {self.resolv_conf}: {exc.strerror}")
         return result
 
+    async def lease(self, link: LinkInfo) -> DhcpLease:
+        """A lease from pyroute2's client, or from busybox udhcpc when that is asked for or missing."""
+        if self.dhcp_client != "udhcpc":
+            try:
+                got, _took = await self.dhcp(link)
+            except ImportError as exc:
+                self.say(f"pyroute2's DHCP client is not available ({exc}); using udhcpc")
+            else:
+                return lease_from_pyroute2(got)
+        return await self.udhcpc(link)
 
-def bring_up(plan: NetPlan, deadline: Deadline, say: Say, *, resolv_conf: str | None = None) -> NetResult:
+    async def udhcpc(self, link: LinkInfo) -> DhcpLease:
+        argv = udhcpc_argv(link.name, self.deadline.remaining())
+        script_dir = tempfile.mkdtemp(prefix="iscsiboot-udhcpc.")
+        script = os.path.join(script_dir, "script")
+        with open(script, "w") as handle:
+            handle.write(UDHCPC_SCRIPT.format(shell=argv[-1]))
+        os.chmod(script, 0o700)
+        argv = [*argv[:-1], "-s", script]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        lines: list[str] = []
+        found: DhcpLease | None = None
+        try:
+            assert proc.stdout is not None
+            while found is None:
+                try:
+                    raw = await asyncio.wait_for(proc.stdout.readline(), max(0.05, self.deadline.remaining()))
+                except TimeoutError:
+                    break
+                if not raw:
+                    break
+                line = raw.decode(errors="replace").strip()
+                lines.append(line)
+                found = parse_udhcpc(line)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            shutil.rmtree(script_dir, ignore_errors=True)
+        if found is None:
+            raise PhaseError(
+                "network",
+                f"no DHCP lease on {link.name} (udhcpc) within {self.deadline.seconds:.0f} s",
+                cause="dhcp-timeout",
+                evidence=(lines[-1] if lines else "no output"),
+                fix="check the DHCP server (its range and that it serves this network or VLAN), "
+                "or give a static ip=",
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class DhcpLease:
+    address: str
+    prefix: int
+    gateway: str | None
+    dns: tuple[str, ...]
+    server: str | None
+    root_path: str | None
+    client: str
+
+
+def lease_from_pyroute2(lease: Any) -> DhcpLease:
+    options = lease.ack.get("options", {})
+    mask = options.get("subnet_mask")
+    routers = options.get("router") or []
+    return DhcpLease(
+        address=lease.ip,
+        prefix=ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen if mask else 24,
+        gateway=routers[0] if routers else None,
+        dns=tuple(options.get("name_server") or ()),
+        server=options.get("server_id"),
+        root_path=options.get("root_path"),
+        client="pyroute2",
+    )
+
+
+# udhcpc runs this script with the lease in its environment; it only reports.
+UDHCPC_SCRIPT = """#!{shell}
+case "$1" in bound|renew)
+  printf 'LEASE|%s|%s|%s|%s|%s|%s\\n' "$ip" "$subnet" "$router" "$dns" "$serverid" "$rootpath";;
+esac
+exit 0
+"""
+
+
+def udhcpc_argv(interface: str, seconds: float) -> list[str]:
+    """udhcpc's argument list; the last item is the shell for the report script (replaced by -s)."""
+    from iscsiboot.proc import which
+
+    busybox = shutil.which("busybox") or shutil.which("busybox", path="/bin:/usr/bin:/sbin")
+    if shutil.which("udhcpc") or shutil.which("udhcpc", path="/sbin:/usr/sbin:/bin"):
+        program = [which("udhcpc")]
+    elif busybox:
+        program = [busybox, "udhcpc"]
+    else:
+        raise PhaseError(
+            "network",
+            "no DHCP client: pyroute2's client is missing and there is no udhcpc",
+            cause="missing-tool",
+            fix="add pyroute2 (with pyroute2.dhcp) or busybox to the initramfs",
+        )
+    tries = max(1, int(seconds))
+    shell = f"{busybox} sh" if busybox else "/bin/sh"
+    return [
+        *program, "-i", interface, "-f", "-q", "-n", "-t", str(tries), "-T", "1",
+        "-O", "rootpath", "-V", "iscsiboot", shell,
+    ]  # fmt: skip
+
+
+def parse_udhcpc(line: str) -> DhcpLease | None:
+    """The lease of a ``LEASE|ip|mask|routers|dns|server|rootpath`` line from the report script."""
+    if not line.startswith("LEASE|"):
+        return None
+    fields = line.split("|")[1:]
+    if len(fields) < 6 or not fields[0]:
+        return None
+    ip, mask, routers, dns, server, root_path = fields[:6]
+    try:
+        ipaddress.IPv4Address(ip)
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask or '24'}").prefixlen
+    except ValueError:
+        return None
+    return DhcpLease(
+        address=ip,
+        prefix=prefix,
+        gateway=routers.split()[0] if routers.split() else None,
+        dns=tuple(dns.split()),
+        server=server or None,
+        root_path=root_path or None,
+        client="udhcpc",
+    )
+
+
+def bring_up(
+    plan: NetPlan,
+    deadline: Deadline,
+    say: Say,
+    *,
+    resolv_conf: str | None = None,
+    dhcp_client: str = "pyroute2",
+) -> NetResult:
     """Bring the network up as ``plan`` says (blocking; runs its own event loop)."""
     if plan.mode is NetMode.OFF:
         raise PhaseError(
@@ -344,4 +497,5 @@ def bring_up(plan: NetPlan, deadline: Deadline, say: Say, *, resolv_conf: str | 
             cause="config",
             fix="use ip=dhcp or a static ip=",
         )
-    return asyncio.run(Network(plan, deadline, say, resolv_conf=resolv_conf).run())
+    network = Network(plan, deadline, say, resolv_conf=resolv_conf, dhcp_client=dhcp_client)
+    return asyncio.run(network.run())
