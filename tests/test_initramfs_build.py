@@ -6,13 +6,14 @@ import gzip
 import importlib.util
 import json
 import lzma
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from initramfs_support import built_image, need_root, test_kernel, unpack
 from iscsiboot.initramfs import cpio, modules, pyruntime
-from iscsiboot.initramfs.build import build
+from iscsiboot.initramfs.build import Compression, build, compress
 
 pytestmark = pytest.mark.root
 
@@ -136,3 +137,75 @@ def test_overlay_carries_agent_without_busybox_or_init(tmp_path: Path) -> None:
     print(f"overlay zstd: {result.size} bytes")
     noiscsi = build(kernel=test_kernel(), overlay=True, compression="none", iscsistart=False)
     assert "usr/sbin/iscsistart" not in {m.entry.path for m in cpio.read_newc(noiscsi.archive)}
+
+
+BASE_INIT = b"""#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+T=iscsi_target
+I=iqn.2024-01.test
+echo "console=ttyS0 boot=ISCSI=iscsi_initiator=$I:c,${T}_name=$I:t,${T}_ip=10.0.2.2,LABEL=System" > /cmdline
+/iscsiboot/bin/iscsiboot agent run --cmdline-file /cmdline --hook /run/hook.env --last modules
+echo "HOOK-RC=$?"
+. /run/hook.env
+echo "HOOK-OK=$ISCSIBOOT_OK HOOK-PHASE=$ISCSIBOOT_PHASE"
+while read name rest; do echo "LOADED $name"; done < /proc/modules
+poweroff -f
+"""
+
+
+@pytest.mark.vm
+def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -> None:
+    """A minimal non-usrmerge busybox initramfs + the overlay: the agent runs and loads modules."""
+    need_root()
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-system-x86 is not installed")
+    kernel = test_kernel()
+    busybox = Path("/bin/busybox").read_bytes()
+    base = [cpio.Entry.file("bin/busybox", busybox, 0o755), cpio.Entry.file("init", BASE_INIT, 0o755)]
+    base += [cpio.Entry.symlink(f"bin/{a}", "busybox") for a in ("sh", "mount", "echo", "poweroff")]
+    base += [cpio.Entry.directory(d) for d in ("proc", "sys", "dev", "run")]
+    base.append(cpio.Entry.char("dev/console", 5, 1))
+    overlay = build(kernel=kernel, overlay=True, compression="gzip")
+    image = tmp_path / "combined.img"
+    image.write_bytes(compress(cpio.write_newc(base), Compression.GZIP) + overlay.archive)
+    log = tmp_path / "serial.log"
+    subprocess.run(
+        [
+            qemu,
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            str(kernel.vmlinuz),
+            "-initrd",
+            str(image),
+            "-append",
+            "console=ttyS0 panic=-1 quiet",
+            "-nic",
+            "user,model=virtio-net-pci,restrict=on",
+            "-chardev",
+            f"file,id=c0,path={log}",
+            "-serial",
+            "chardev:c0",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    text = log.read_text(errors="replace")
+    assert "HOOK-OK=1 HOOK-PHASE=done" in text, text[-3000:]
+    loaded = {line.split()[1] for line in text.splitlines() if line.startswith("LOADED ")}
+    # the NIC driver came from the overlay's /lib/modules through the agent's loader
+    assert {"virtio_net", "net_failover"} <= loaded, loaded
