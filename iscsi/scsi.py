@@ -1,0 +1,229 @@
+"""The SCSI commands a read-only diagnosis needs: CDBs and their answers, as bytes.
+
+INQUIRY (standard data and VPD page 0x83, device identification), REPORT
+LUNS, READ CAPACITY (10) and (16), READ (10) and (16); fixed and descriptor
+sense data.  Pure.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from iscsiboot.iscsi.pdu import ProtocolError
+from iscsiboot.model import lun_from_sam
+
+INQUIRY = 0x12
+REPORT_LUNS = 0xA0
+READ_CAPACITY_10 = 0x25
+SERVICE_ACTION_IN_16 = 0x9E
+READ_CAPACITY_16_SA = 0x10
+READ_10 = 0x28
+READ_16 = 0x88
+TEST_UNIT_READY = 0x00
+
+DEVICE_TYPES = {
+    0x00: "disk",
+    0x01: "tape",
+    0x05: "cd/dvd",
+    0x07: "optical",
+    0x0C: "controller",
+    0x0D: "enclosure",
+    0x1F: "unknown",
+}
+
+
+def inquiry_cdb(*, page: int | None = None, length: int = 255) -> bytes:
+    if page is None:
+        return struct.pack(">BBBHB", INQUIRY, 0, 0, length, 0)
+    return struct.pack(">BBBHB", INQUIRY, 1, page, length, 0)
+
+
+def report_luns_cdb(length: int = 4096) -> bytes:
+    return struct.pack(">BBBBBBIBB", REPORT_LUNS, 0, 0, 0, 0, 0, length, 0, 0)
+
+
+def read_capacity10_cdb() -> bytes:
+    return bytes([READ_CAPACITY_10]) + bytes(9)
+
+
+def read_capacity16_cdb(length: int = 32) -> bytes:
+    return struct.pack(">BBQIBB", SERVICE_ACTION_IN_16, READ_CAPACITY_16_SA, 0, length, 0, 0)
+
+
+def read10_cdb(lba: int, blocks: int) -> bytes:
+    if not 0 <= lba < 1 << 32 or not 0 < blocks < 1 << 16:
+        raise ValueError("READ(10) takes a 32-bit LBA and 1-65535 blocks")
+    return struct.pack(">BBIBHB", READ_10, 0, lba, 0, blocks, 0)
+
+
+def read16_cdb(lba: int, blocks: int) -> bytes:
+    if not 0 <= lba < 1 << 64 or not 0 < blocks < 1 << 32:
+        raise ValueError("READ(16) takes a 64-bit LBA and a 32-bit block count")
+    return struct.pack(">BBQIBB", READ_16, 0, lba, blocks, 0, 0)
+
+
+def test_unit_ready_cdb() -> bytes:
+    return bytes(6)
+
+
+@dataclass(frozen=True)
+class Inquiry:
+    peripheral_qualifier: int
+    device_type: int
+    removable: bool
+    version: int
+    vendor: str
+    product: str
+    revision: str
+
+    @property
+    def type_name(self) -> str:
+        return DEVICE_TYPES.get(self.device_type, f"type 0x{self.device_type:02x}")
+
+    @property
+    def connected(self) -> bool:
+        return self.peripheral_qualifier == 0
+
+
+def _ascii(raw: bytes) -> str:
+    return raw.decode("ascii", errors="replace").replace("\0", " ").strip()
+
+
+def parse_inquiry(data: bytes) -> Inquiry:
+    if len(data) < 36:
+        raise ProtocolError(f"standard INQUIRY data has {len(data)} bytes, fewer than 36")
+    return Inquiry(
+        peripheral_qualifier=data[0] >> 5,
+        device_type=data[0] & 0x1F,
+        removable=bool(data[1] & 0x80),
+        version=data[2],
+        vendor=_ascii(data[8:16]),
+        product=_ascii(data[16:32]),
+        revision=_ascii(data[32:36]),
+    )
+
+
+@dataclass(frozen=True)
+class Designator:
+    code_set: int  # 1 binary, 2 ASCII, 3 UTF-8
+    association: int  # 0 LUN, 1 target port, 2 target device
+    type: int  # 1 T10 vendor, 2 EUI-64, 3 NAA, 8 SCSI name string, ...
+    value: bytes
+
+    @property
+    def text(self) -> str:
+        if self.code_set in (2, 3):
+            return self.value.decode("utf-8", errors="replace").rstrip("\0 ")
+        return self.value.hex()
+
+
+def parse_device_identification(data: bytes) -> tuple[Designator, ...]:
+    """VPD page 0x83."""
+    if len(data) < 4 or data[1] != 0x83:
+        raise ProtocolError("not a device identification VPD page (0x83)")
+    end = min(len(data), 4 + struct.unpack_from(">H", data, 2)[0])
+    pos = 4
+    out = []
+    while pos + 4 <= end:
+        length = data[pos + 3]
+        value = data[pos + 4 : pos + 4 + length]
+        if len(value) < length:
+            raise ProtocolError("truncated designator in VPD page 0x83")
+        out.append(Designator(data[pos] & 0x0F, (data[pos + 1] >> 4) & 3, data[pos + 1] & 0x0F, value))
+        pos += 4 + length
+    return tuple(out)
+
+
+def parse_report_luns(data: bytes) -> tuple[int, ...]:
+    """LUN numbers (model form: first SAM level in the low 16 bits), flat addressing reduced."""
+    if len(data) < 8:
+        raise ProtocolError("REPORT LUNS data shorter than its 8-byte header")
+    length = struct.unpack_from(">I", data, 0)[0]
+    count = min(length, len(data) - 8) // 8
+    luns = []
+    for i in range(count):
+        raw = data[8 + 8 * i : 16 + 8 * i]
+        first = int.from_bytes(raw[0:2], "big")
+        if first >> 14 == 1:  # flat space addressing: the method bits are not part of the number
+            raw = (first & 0x3FFF).to_bytes(2, "big") + raw[2:]
+        luns.append(lun_from_sam(raw))
+    return tuple(luns)
+
+
+def report_luns_length(data: bytes) -> int:
+    """Bytes the full answer needs (header + list), to ask again when it was cut short."""
+    if len(data) < 4:
+        return 0
+    return 8 + int(struct.unpack_from(">I", data, 0)[0])
+
+
+@dataclass(frozen=True)
+class Capacity:
+    last_lba: int
+    block_size: int
+
+    @property
+    def blocks(self) -> int:
+        return self.last_lba + 1
+
+    @property
+    def bytes(self) -> int:
+        return self.blocks * self.block_size
+
+
+def parse_read_capacity10(data: bytes) -> Capacity:
+    if len(data) < 8:
+        raise ProtocolError("READ CAPACITY(10) data shorter than 8 bytes")
+    last, size = struct.unpack_from(">II", data, 0)
+    return Capacity(last, size)
+
+
+def parse_read_capacity16(data: bytes) -> Capacity:
+    if len(data) < 12:
+        raise ProtocolError("READ CAPACITY(16) data shorter than 12 bytes")
+    last, size = struct.unpack_from(">QI", data, 0)
+    return Capacity(last, size)
+
+
+SENSE_KEYS = {
+    0x0: "no sense",
+    0x1: "recovered error",
+    0x2: "not ready",
+    0x3: "medium error",
+    0x4: "hardware error",
+    0x5: "illegal request",
+    0x6: "unit attention",
+    0x7: "data protect",
+    0x8: "blank check",
+    0xB: "aborted command",
+    0xD: "volume overflow",
+    0xE: "miscompare",
+}
+
+
+@dataclass(frozen=True)
+class Sense:
+    key: int
+    asc: int
+    ascq: int
+
+    def __str__(self) -> str:
+        name = SENSE_KEYS.get(self.key, f"sense key 0x{self.key:x}")
+        return f"{name} (ASC/ASCQ 0x{self.asc:02x}/0x{self.ascq:02x})"
+
+
+def parse_sense(data: bytes) -> Sense | None:
+    """Sense data as carried in an iSCSI SCSI Response: a 2-byte length, then the sense bytes."""
+    if len(data) < 2:
+        return None
+    length = struct.unpack_from(">H", data, 0)[0]
+    sense = data[2 : 2 + length]
+    if len(sense) < 1:
+        return None
+    code = sense[0] & 0x7F
+    if code in (0x70, 0x71) and len(sense) >= 14:
+        return Sense(sense[2] & 0x0F, sense[12], sense[13])
+    if code in (0x72, 0x73) and len(sense) >= 4:
+        return Sense(sense[1] & 0x0F, sense[2], sense[3])
+    return None
