@@ -231,15 +231,14 @@ class _Sysfs:
             raise TableError("attribute missing", where=str(self.root / rel))
         return value
 
-    def number(self, rel: str, default: int | None = None) -> int:
+    def number(self, rel: str, default: int | None = None, *, limit: int = 0xFF) -> int:
         value = self.read(rel) if default is not None else self.need(rel)
         if value is None:
             assert default is not None
             return default
-        try:
-            return int(value)
-        except ValueError:
-            raise TableError(f"{value!r} is not a number", where=str(self.root / rel)) from None
+        if not re.fullmatch(r"[0-9]{1,6}", value) or int(value) > limit:
+            raise TableError(f"{value!r} is not a number 0-{limit}", where=str(self.root / rel))
+        return int(value)
 
     def ip(self, rel: str) -> str | None:
         value = self.read(rel)
@@ -326,9 +325,13 @@ def _read_sysfs(base: Path) -> Parsed:
         )
     nics = []
     for _n, d in _dirs(base, "ethernet"):
-        prefix = s.read(f"{d}/prefix-len")
-        if prefix is None and (mask := s.read(f"{d}/subnet-mask")) is not None:
-            prefix = str(ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen)
+        prefix_len = s.read(f"{d}/prefix-len") is not None
+        prefix: int | None = None
+        if not prefix_len and (mask := s.read(f"{d}/subnet-mask")) is not None:
+            try:
+                prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+            except ValueError:
+                raise TableError(f"{mask!r} is not a netmask", where=str(base / d / "subnet-mask")) from None
         pci = 0
         device = base / d / "device"
         if device.is_symlink():
@@ -338,19 +341,21 @@ def _read_sysfs(base: Path) -> Parsed:
                 s.warnings.append(f"{d}/device: {os.readlink(device)!r} is not a PCI address in domain 0")
         else:
             s.warnings.append(f"{d}: no device link, so the PCI location is unknown (written as 00:00.0)")
-        mac = s.need(f"{d}/mac")
+        mac = s.need(f"{d}/mac").lower()
+        if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac):
+            raise TableError(f"{mac!r} is not a MAC address", where=str(base / d / "mac"))
         nics.append(
             Nic(
                 index=s.number(f"{d}/index"),
                 flags=s.number(f"{d}/flags"),
                 ip_address=s.ip(f"{d}/ip-addr"),
-                prefix=int(prefix) if prefix else 0,
+                prefix=s.number(f"{d}/prefix-len", 0) if prefix_len else (prefix or 0),
                 origin=s.number(f"{d}/origin"),
                 gateway=s.ip(f"{d}/gateway"),
                 primary_dns=s.ip(f"{d}/primary-dns"),
                 secondary_dns=s.ip(f"{d}/secondary-dns"),
                 dhcp=s.ip(f"{d}/dhcp"),
-                vlan=s.number(f"{d}/vlan", 0),
+                vlan=s.number(f"{d}/vlan", 0, limit=0xFFFF),
                 mac=mac.lower(),
                 pci_bdf=pci,
                 hostname=s.read(f"{d}/hostname"),
@@ -377,7 +382,7 @@ def _read_sysfs(base: Path) -> Parsed:
                 index=s.number(f"{d}/index"),
                 flags=s.number(f"{d}/flags"),
                 address=s.ip(f"{d}/ip-addr"),
-                port=s.number(f"{d}/port"),
+                port=s.number(f"{d}/port", limit=0xFFFF),
                 lun=lun,
                 chap_type=s.number(f"{d}/chap-type"),
                 nic_assoc=s.number(f"{d}/nic-assoc"),

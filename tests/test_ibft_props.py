@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ibft_support import sample_paths
-from iscsiboot.errors import ParseError, RepresentError, TableError
+from ibft_support import sample_paths, sample_sysfs, write_sysfs_tree
+from iscsiboot.errors import IscsibootError, ParseError, RepresentError, TableError
 from iscsiboot.ibft.render import explain, table_from_dict, table_to_dict
-from iscsiboot.ibft.sources import lun_from_sysfs
+from iscsiboot.ibft.sources import lun_from_sysfs, read_sysfs
 from iscsiboot.ibft.table import build_table, model_to_table, parse_table, sysfs_lun, table_to_model, to_sysfs
 from iscsiboot.model import BootConfig, Chap, NetMode, Network, Target
 from iscsiboot.secret import Secret
@@ -187,4 +188,38 @@ def test_table_json_with_wrong_values_fails_cleanly(sample: bytes, data: st.Data
     try:
         build_table(table)
     except RepresentError as exc:
+        assert "\n" not in str(exc)
+
+
+_ATTR_FILES = sorted(sample_sysfs(sample_paths()[0]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([*_ATTR_FILES, "ethernet0/prefix-len"]), st.text(max_size=20)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.sampled_from(_ATTR_FILES), max_size=3),
+)
+def test_sysfs_reader_on_damaged_trees(
+    tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[str, str]], removed: list[str]
+) -> None:
+    tree = write_sysfs_tree(tmp_path_factory.mktemp("ibft"), parse_table(SAMPLES[0]).table)
+    for name, text in edits:
+        (tree / name).write_text(text, errors="surrogateescape")
+    for name in removed:
+        (tree / name).unlink(missing_ok=True)
+    try:
+        table = read_sysfs(tree)
+    except IscsibootError as exc:
+        assert "\n" not in str(exc)
+        return
+    to_sysfs(table)
+    explain(table)
+    try:
+        table_to_model(table)
+        build_table(table)
+    except IscsibootError as exc:
         assert "\n" not in str(exc)
