@@ -125,8 +125,34 @@ def fail_action(options: AgentOptions, reporter: Reporter) -> None:
 
 
 def main() -> None:
-    early_mounts()
-    console = open_console()
+    """PID 1: never returns (switch_root execs the new init; failures reboot or power off)."""
+    os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    os.environ.setdefault("HOME", "/")
+    try:
+        early_mounts()
+        console = open_console()
+    except Exception as exc:  # PID 1 must not die: the kernel would panic
+        sys.stderr.write(f"iscsiboot: early set-up failed: {exc}\n")
+        console = sys.stdout
+    try:
+        _main(console)
+    except Exception:
+        import traceback
+
+        console.write("iscsiboot: internal error; the traceback follows\n")
+        traceback.print_exc(file=console)
+        reporter = Reporter(console)
+        fail_action(AgentOptions(on_failure=_failure_choice()), reporter)
+
+
+def _failure_choice() -> OnFailure | None:
+    try:
+        return parse_options(read_cmdline()).on_failure
+    except Exception:
+        return None
+
+
+def _main(console: TextIO) -> None:
     text = read_cmdline()
     from iscsiboot.errors import IscsibootError
 
