@@ -114,6 +114,11 @@ def _build(args: argparse.Namespace) -> int:
         f"{result.files} entries, {len(result.modules)} kernel modules for {result.kernel_version}, "
         f"{result.seconds:.1f} s"
     )
+    if args.overlay:
+        print(
+            f"append it to a distribution initramfs: cat BASE {output} > NEW"
+            " (hook mode: see /iscsiboot/README in the image)"
+        )
     if args.verbose:
         print("contributors (uncompressed):")
         for group, size in result.groups.items():

@@ -209,3 +209,29 @@ def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -
     loaded = {line.split()[1] for line in text.splitlines() if line.startswith("LOADED ")}
     # the NIC driver came from the overlay's /lib/modules through the agent's loader
     assert {"virtio_net", "net_failover"} <= loaded, loaded
+
+
+def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
+    kernel = test_kernel()
+    exe = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "iscsiboot"
+    out = tmp_path / "img.cpio"
+    common = ["initramfs", "build", "--kernel-root", str(kernel.root), "--compress", "none", "-o", str(out)]
+    done = subprocess.run(
+        [str(exe), *common, "--json", "--module", "virtio_blk"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["size"] == out.stat().st_size and report["kernel_version"] == kernel.version
+    assert "virtio_blk" in report["modules"] and "iscsi_tcp" in report["modules"]
+    assert {"python stdlib", "kernel modules", "shared libraries"} <= set(report["groups"])
+    verbose = subprocess.run([str(exe), *common, "--verbose"], capture_output=True, text=True, check=False)
+    assert verbose.returncode == 0, verbose.stderr
+    assert (
+        "MiB" in verbose.stdout
+        and "largest files:" in verbose.stdout
+        and "/usr/bin/python3.11" in verbose.stdout
+    )
+    bad = subprocess.run(
+        [str(exe), *common, "--module", "no_such_module"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "no_such_module" in bad.stderr and "Traceback" not in bad.stderr
