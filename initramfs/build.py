@@ -219,12 +219,14 @@ def build(
     optimize: int = 0,
     mtime: int | None = None,
     package_stage: Path | None = None,
+    lean_ssl: bool = False,
 ) -> BuildResult:
     """Build the initramfs (or overlay) and write it to ``output`` atomically (if given).
 
     ``package_stage`` is a folder already holding ``iscsiboot/`` (from
     :func:`pyruntime.stage_package`); by default the installed package is
-    staged afresh.
+    staged afresh.  ``lean_ssl`` replaces ``ssl`` by a stand-in and leaves out
+    ``_ssl``, ``_hashlib``, libssl (and libcrypto unless iscsistart needs it).
     """
     started = time.monotonic()
     how = Compression(compression) if isinstance(compression, str) else compression
@@ -248,10 +250,14 @@ def build(
     with tempfile.TemporaryDirectory(prefix="iscsiboot-initramfs-") as tmp_name:
         tmp = Path(tmp_name)
         # python runtime
-        stage = package_stage if package_stage is not None else tmp / "stage"
+        stage = tmp / "stage"
         if package_stage is None:
             stage.mkdir()
             pyruntime.stage_package(stage)
+        else:
+            shutil.copytree(package_stage, stage)
+        if lean_ssl:
+            pyruntime.add_lean_ssl(stage)
         site = pyruntime.site_packages()
         wanted = pyruntime.runtime_modules() + pyruntime.ALWAYS
         traced = pyruntime.trace(wanted, stage, site)

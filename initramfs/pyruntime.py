@@ -110,6 +110,69 @@ def stage_package(dest: Path) -> Path:
     return dest / "iscsiboot"
 
 
+# Stand-ins placed first on the trace's path when the image leaves out TLS (``lean_ssl``):
+# pyroute2 imports ssl only for a probe the agent never runs; asyncio needs a few names.
+SSL_SHIM = b'''"""Stand-in for ssl in the iscsiboot initramfs, which carries no TLS library."""
+
+CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED = 0, 1, 2
+HAS_SNI = False
+
+
+class SSLError(OSError):
+    pass
+
+
+class SSLWantReadError(SSLError):
+    pass
+
+
+class SSLWantWriteError(SSLError):
+    pass
+
+
+class SSLSyscallError(SSLError):
+    pass
+
+
+class SSLZeroReturnError(SSLError):
+    pass
+
+
+class SSLEOFError(SSLError):
+    pass
+
+
+class CertificateError(ValueError):
+    pass
+
+
+class SSLContext:
+    def __init__(self, *args, **kwargs):
+        raise SSLError("TLS is not available in the initramfs")
+
+
+class SSLObject:
+    pass
+
+
+class MemoryBIO:
+    def __init__(self):
+        raise SSLError("TLS is not available in the initramfs")
+
+
+def create_default_context(*args, **kwargs):
+    raise SSLError("TLS is not available in the initramfs")
+'''
+# hashlib falls back to the interpreter's built-in _sha*/_md5 when _hashlib (OpenSSL) is absent.
+HASHLIB_BLOCK = b'raise ImportError("_hashlib is not part of the iscsiboot initramfs")\n'
+
+
+def add_lean_ssl(stage: Path) -> None:
+    """Put the ssl stand-in and the _hashlib blocker into the staging folder."""
+    (stage / "ssl.py").write_bytes(SSL_SHIM)
+    (stage / "_hashlib.py").write_bytes(HASHLIB_BLOCK)
+
+
 def runtime_modules() -> tuple[str, ...]:
     """The modules to import in the trace: the agent's list (``RUNTIME_MODULES``) and launchers."""
     names: list[str] = ["iscsiboot.agent.init"]
@@ -174,6 +237,8 @@ def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB
                 break
         else:
             continue  # outside the known roots (should not happen)
+        if root == stage and rel.name == "_hashlib.py":
+            continue  # the blocker only shapes the trace; the image simply lacks _hashlib
         if path.suffix == ".py":
             archive = f"{base}/{rel.with_suffix('.pyc')}"
             out[archive] = PyFile(archive, path, True)

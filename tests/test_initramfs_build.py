@@ -235,3 +235,26 @@ def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
         [str(exe), *common, "--module", "no_such_module"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2 and "no_such_module" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_lean_ssl_image_drops_tls_and_still_runs_pyroute2(tmp_path: Path) -> None:
+    kernel = test_kernel()
+    result = build(kernel=kernel, compression="none", lean_ssl=True, iscsistart=False, cache=tmp_path / "c")
+    paths = {m.entry.path for m in cpio.read_newc(result.archive)}
+    assert not any("libssl" in p or "libcrypto" in p or "_ssl." in p or "_hashlib" in p for p in paths)
+    assert "usr/lib/python3.11/ssl.pyc" in paths  # the stand-in
+    root = tmp_path / "root"
+    unpack(result.archive, root)
+    script = (
+        "import iscsiboot.agent.init, hashlib, asyncio\n"
+        "assert hashlib.sha256(b'x').hexdigest().startswith('2d711642')\n"
+        "from iscsiboot.agent.phases.pyroute import load_pyroute2\n"
+        "load_pyroute2()\n"
+        "from pyroute2.iproute.linux import IPRoute\n"
+        "from pyroute2.dhcp.client import AsyncDHCPClient\n"
+        "with IPRoute() as ipr:\n"
+        "    print('links', len(ipr.link('dump')))\n"
+    )
+    done = _inside(root, "/usr/bin/python3.11", "-S", "-c", script)
+    assert done.returncode == 0 and done.stdout.startswith("links "), done.stderr
+    print(f"lean-ssl without iscsistart: cpio {result.uncompressed} bytes")
