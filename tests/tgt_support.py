@@ -86,3 +86,25 @@ def make_disk_image(path: Path, parts: list[Fs], *, scheme: str = "dos") -> Path
         subprocess.run(argv, check=True, capture_output=True)
         start += p.size_mib
     return path
+
+
+def libiscsi_tool(name: str) -> str:
+    """The path of a libiscsi-bin tool, or skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (Debian package libiscsi-bin)")
+    return path
+
+
+def run_tool(argv: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def tool_fields(text: str) -> dict[str, str]:
+    """``Key:Value`` lines (iscsi-inq, iscsi-readcapacity16) as a dict; first value wins."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key not in fields:
+            fields[key.strip()] = value.strip()
+    return fields

@@ -1,0 +1,318 @@
+"""``iscsiboot doctor`` and ``iscsiboot discover``.
+
+The settings come the way the box sees them: its APPEND line (``--cmdline``),
+its extlinux.conf (``--extlinux``), an iBFT (``--ibft``), or explicit options.
+Passwords come from files (``--password-file``): a command line shows in
+``ps``.  Nothing here prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from iscsiboot.cmdline.parse import parse
+from iscsiboot.disk.inspect import parse_extlinux
+from iscsiboot.errors import EXIT_FAILURE, EXIT_OK, IscsibootError, ParseError, UsageError
+from iscsiboot.ibft import sources
+from iscsiboot.ibft.table import table_to_model
+from iscsiboot.iscsi.doctor import DEFAULT_INITIATOR, Report, Settings, login_cause, run_checks
+from iscsiboot.iscsi.login import parse_target_address
+from iscsiboot.iscsi.session import Session
+from iscsiboot.model import (
+    DEFAULT_PORT,
+    BootConfig,
+    Chap,
+    Locator,
+    Target,
+    address_kind,
+    lun_from_text,
+    lun_to_text,
+)
+from iscsiboot.output import print_json, warn
+from iscsiboot.secret import Secret, mask
+
+DEFAULT_TIMEOUT = 10.0
+
+
+def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentParser) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[parent],
+        help="check every link of an iSCSI boot from any Linux machine",
+        description="Check, in order: portal reachable, discovery lists the target, login (CHAP, mutual), "
+        "LUNs, capacity, partition table, a bootable partition, file systems matching the System/Storage "
+        "locators, and that System holds KERNEL, SYSTEM and an extlinux.conf whose APPEND line matches. "
+        "Read-only: it never writes to the target. Exit 0 when all pass, 1 when one fails, 2 on bad input.",
+    )
+    src = doctor.add_mutually_exclusive_group()
+    src.add_argument("--cmdline", metavar="TEXT", help="the box's kernel command line (its APPEND line)")
+    src.add_argument("--extlinux", metavar="FILE", type=Path, help="the box's extlinux.conf")
+    src.add_argument(
+        "--ibft",
+        metavar="SOURCE",
+        help="an iBFT: a table file, a /sys/firmware/ibft tree, or 'auto' (this machine)",
+    )
+    _target_options(doctor, with_target=True)
+    doctor.add_argument("--system", metavar="LOCATOR", help="the System file system (default LABEL=System)")
+    doctor.add_argument("--storage", metavar="LOCATOR", help="the Storage file system (e.g. LABEL=Storage)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(func=run_doctor)
+
+    discover = sub.add_parser(
+        "discover",
+        parents=[parent],
+        help="list the targets of a portal (SendTargets), without root",
+        description="SendTargets discovery, like iscsiadm -m discovery -t st, without root or iscsid.",
+    )
+    _target_options(discover, with_target=False)
+    discover.add_argument("--json", action="store_true", help="print the targets as JSON")
+    discover.set_defaults(func=run_discover)
+
+
+def _target_options(p: argparse.ArgumentParser, *, with_target: bool) -> None:
+    p.add_argument("--portal", metavar="HOST[:PORT]", required=not with_target, help="the target portal")
+    if with_target:
+        p.add_argument("--target", metavar="IQN", help="the target name")
+        p.add_argument("--lun", metavar="LUN", help="the boot LUN (RFC 4173 hex form, e.g. 1)")
+    p.add_argument("--initiator", metavar="IQN", help="the initiator name to log in as")
+    p.add_argument("--username", help="CHAP user name")
+    p.add_argument("--password-file", metavar="FILE", type=Path, help="file holding the CHAP secret")
+    p.add_argument("--reverse-username", help="the target's CHAP user name (mutual CHAP)")
+    p.add_argument(
+        "--reverse-password-file", metavar="FILE", type=Path, help="file holding the target's secret"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="per step (default 10)"
+    )
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def parse_portal(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` with IPv6 in brackets; UsageError on anything else."""
+    try:
+        host, port, tpgt = parse_target_address(text)
+    except IscsibootError:
+        raise UsageError(
+            f"portal {text!r} is not HOST[:PORT]", fix="e.g. 192.168.1.2:3260 or [fd00::2]:3260"
+        ) from None
+    if tpgt is not None:
+        raise UsageError(f"portal {text!r} has a portal group; give HOST[:PORT]")
+    address_kind(host)
+    return host, port
+
+
+def _read_secret(path: Path, what: str) -> Secret:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"cannot read the {what} file: {getattr(exc, 'strerror', None) or exc}", where=str(path)
+        ) from None
+    value = raw.rstrip("\r\n")
+    if not value:
+        raise UsageError(f"the {what} file is empty", where=str(path))
+    return Secret(value)
+
+
+def _chap_options(args: argparse.Namespace) -> tuple[Chap | None, Chap | None]:
+    chap = reverse = None
+    if (args.username is None) != (args.password_file is None):
+        raise UsageError("CHAP needs both --username and --password-file")
+    if (args.reverse_username is None) != (args.reverse_password_file is None):
+        raise UsageError("mutual CHAP needs both --reverse-username and --reverse-password-file")
+    if args.username is not None:
+        chap = Chap(args.username, _read_secret(args.password_file, "password"))
+    if args.reverse_username is not None:
+        if chap is None:
+            raise UsageError("mutual CHAP needs the one-way --username and --password-file too")
+        reverse = Chap(args.reverse_username, _read_secret(args.reverse_password_file, "reverse password"))
+    return chap, reverse
+
+
+def _append_of_extlinux(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    entry = parse_extlinux(text).entry()
+    if entry is None or not entry.append:
+        raise ParseError(
+            "no APPEND line in the default entry", where=str(path), fix="point --extlinux at the box's file"
+        )
+    return entry.append
+
+
+def _config_from_ibft(source: str) -> BootConfig:
+    if source == "auto":
+        found = sources.find_auto("/")
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise UsageError(
+                f"no iBFT at {source}", fix="give a table file, a /sys/firmware/ibft tree or 'auto'"
+            )
+        found = sources.read_sysfs_found(path) if path.is_dir() else sources.read_file(path)
+    for line in found.parsed.warnings:
+        warn(line)
+    config, warnings = table_to_model(found.parsed.table)
+    for line in warnings:
+        warn(line)
+    return config
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The doctor's :class:`~iscsiboot.iscsi.doctor.Settings` from the options."""
+    chap, reverse = _chap_options(args)
+    source = "options"
+    if args.cmdline is not None or args.extlinux is not None:
+        text = args.cmdline if args.cmdline is not None else _append_of_extlinux(args.extlinux)
+        parsed = parse(text)
+        for line in parsed.warnings:
+            warn(line)
+        config = parsed.config
+        source = "cmdline" if args.cmdline is not None else "extlinux"
+    elif args.ibft is not None:
+        config = _config_from_ibft(args.ibft)
+        source = "ibft"
+    else:
+        if args.portal is None or args.target is None:
+            raise UsageError(
+                "say where the settings come from",
+                fix="give --cmdline, --extlinux, --ibft, or --portal and --target",
+            )
+        config = BootConfig()
+    targets = list(config.targets)
+    if args.portal is not None or args.target is not None:
+        if not targets and (args.portal is None or args.target is None):
+            raise UsageError("--portal and --target go together when the settings name no target")
+        base = targets[0] if targets else None
+        host, port = parse_portal(args.portal) if args.portal else (base.address, base.port)  # type: ignore[union-attr]
+        name = args.target or base.name  # type: ignore[union-attr]
+        target = Target(
+            name=name,
+            address=host,
+            port=port,
+            group=base.group if base else 1,
+            lun=base.lun if base else None,
+            chap=base.chap if base else None,
+            reverse_chap=base.reverse_chap if base else None,
+        )
+        targets = [target, *targets[1:]]
+    if not targets:
+        if config.firmware:
+            raise UsageError(
+                "the settings take the target from the iBFT",
+                fix="give --ibft SOURCE, or --portal and --target",
+            )
+        raise UsageError("the settings name no iSCSI target", fix="give --portal and --target")
+    first = targets[0]
+    lun = first.lun
+    if getattr(args, "lun", None) is not None:
+        try:
+            lun = lun_from_text(args.lun)
+        except ValueError:
+            raise UsageError(f"LUN {args.lun!r} is not in RFC 4173 form", fix="e.g. 1 or 0-1") from None
+    if chap is not None or reverse is not None or lun != first.lun:
+        first = Target(
+            name=first.name,
+            address=first.address,
+            port=first.port,
+            group=first.group,
+            lun=lun,
+            chap=chap or first.chap,
+            reverse_chap=reverse or (first.reverse_chap if chap is None else None),
+        )
+    targets[0] = first
+    system = Locator.parse(args.system) if args.system else config.system
+    storage = Locator.parse(args.storage) if args.storage else config.storage
+    config = BootConfig(
+        firmware=config.firmware,
+        initiator=args.initiator or config.initiator,
+        targets=tuple(targets),
+        network=config.network,
+        system=system,
+        storage=storage,
+        storage_on_iscsi=config.storage_on_iscsi,
+    )
+    return Settings(config, source=source)
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def _human(report: Report) -> str:
+    lines = [f"doctor: {report.target} at {report.portal} as {report.initiator}"]
+    for check in report.checks:
+        mark = "ok    " if check.ok else "FAILED"
+        lines.append(f"  {mark} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            lines.append(f"         fix: {check.fix}")
+    for name in report.to_dict()["not_checked"]:
+        lines.append(f"  -      {name}: not checked (an earlier check failed)")
+    for lun in report.luns:
+        size = f", {lun.capacity_bytes} bytes ({lun.block_size}-byte blocks)" if lun.capacity_bytes else ""
+        lines.append(
+            f"LUN {lun_to_text(lun.lun)}: {lun.device_type} {lun.vendor} {lun.product} {lun.revision}{size}"
+        )
+        for p in lun.partitions:
+            flags = " bootable" if p.bootable else ""
+            fs = f" {p.fs} label={p.label or '-'} uuid={p.uuid or '-'}" if p.fs else " (no file system found)"
+            lines.append(f"  {p.number}: start {p.start} size {p.size} type {p.type}{flags}{fs}")
+    lines.append("all checks passed" if report.ok else "a check failed")
+    return "\n".join(lines)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    settings = settings_from_args(args)
+    report = run_checks(settings, timeout=args.timeout)
+    hidden = settings.config.secrets()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        sys.stdout.write(mask(_human(report), hidden) + "\n")
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+# ---------------------------------------------------------------- discover
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    host, port = parse_portal(args.portal)
+    chap, reverse = _chap_options(args)
+    initiator = args.initiator or DEFAULT_INITIATOR
+    try:
+        session = Session.login(
+            host, port, initiator=initiator, chap=chap, reverse_chap=reverse, timeout=args.timeout
+        )
+        with session:
+            found = session.send_targets()
+    except IscsibootError as exc:
+        hidden = [c.password for c in (chap, reverse) if c is not None]
+        probe = Target(name="(discovery)", address=host, port=port, chap=chap, reverse_chap=reverse)
+        cause, fix = login_cause(exc, probe, initiator)
+        raise IscsibootError(mask(f"discovery at {probe.portal} failed: {cause}", hidden), fix=fix) from None
+    if args.json:
+        print_json(
+            {
+                "portal": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "initiator": initiator,
+                "targets": [{"name": t.name, "addresses": list(t.addresses)} for t in found],
+            }
+        )
+        return EXIT_OK
+    for t in found:
+        for address in t.addresses or (f"{host}:{port},1",):
+            sys.stdout.write(f"{address} {t.name}\n")
+    return EXIT_OK
+
+
+__all__ = ["DEFAULT_PORT", "parse_portal", "register", "settings_from_args"]

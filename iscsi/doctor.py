@@ -1,0 +1,640 @@
+"""``iscsiboot doctor``: check every link of an iSCSI boot, in the order the box meets them.
+
+portal reachable (TCP) -> discovery lists the target -> login (CHAP, mutual)
+-> LUNs present -> capacity -> partition table -> a bootable partition ->
+file systems match the System/Storage locators -> System holds KERNEL, SYSTEM
+and an extlinux.conf whose APPEND line matches the settings.
+
+Each check is a :class:`Check` (ok, detail, fix).  When a check fails that the
+next ones need (no TCP, no login, no disk), the run stops there.  The doctor
+only sends INQUIRY, REPORT LUNS, READ CAPACITY and READ: it never writes.
+Details and fixes never hold secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from iscsiboot.cmdline.parse import parse
+from iscsiboot.disk.ext4 import Ext4
+from iscsiboot.disk.inspect import parse_extlinux
+from iscsiboot.disk.probe import probe_filesystem, read_partition_table
+from iscsiboot.errors import IscsibootError
+from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
+from iscsiboot.iscsi.scsi import Capacity, Inquiry
+from iscsiboot.iscsi.session import DEFAULT_TIMEOUT, LunReader, ScsiError, Session
+from iscsiboot.iscsi.transport import PortalUnreachable, TransportError, connect
+from iscsiboot.model import BootConfig, Locator, LocatorKind, Target, lun_to_text
+from iscsiboot.secret import Secret, mask
+
+DEFAULT_INITIATOR = "iqn.2026-11.org.iscsiboot:doctor"
+DEFAULT_SYSTEM = Locator(LocatorKind.LABEL, "System")
+DEFAULT_STORAGE = Locator(LocatorKind.LABEL, "Storage")
+ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+EXT_FS = ("ext2", "ext3", "ext4")
+EXTLINUX_NAMES = (
+    "/extlinux.conf",
+    "/extlinux/extlinux.conf",
+    "/boot/extlinux/extlinux.conf",
+    "/syslinux.cfg",
+)
+
+#: The plan: every check in order.
+CHECKS = (
+    "portal",
+    "discovery",
+    "login",
+    "luns",
+    "capacity",
+    "partition table",
+    "bootable partition",
+    "file systems",
+    "system files",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    number: int
+    start: int
+    size: int
+    type: str
+    bootable: bool
+    fs: str | None
+    label: str | None
+    uuid: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class LunReport:
+    lun: int
+    vendor: str
+    product: str
+    revision: str
+    device_type: str
+    capacity_bytes: int | None
+    block_size: int | None
+    scheme: str | None = None
+    partitions: tuple[PartitionReport, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lun": self.lun,
+            "vendor": self.vendor,
+            "product": self.product,
+            "revision": self.revision,
+            "device_type": self.device_type,
+            "capacity_bytes": self.capacity_bytes,
+            "block_size": self.block_size,
+            "scheme": self.scheme,
+            "partitions": [p.to_dict() for p in self.partitions],
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    target: str
+    portal: str
+    initiator: str
+    checks: tuple[Check, ...]
+    luns: tuple[LunReport, ...] = ()
+    complete: bool = True  # False when a failed check stopped the run
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "target": self.target,
+            "portal": self.portal,
+            "initiator": self.initiator,
+            "checks": [c.to_dict() for c in self.checks],
+            "not_checked": [name for name in CHECKS if name not in {c.name for c in self.checks}],
+            "luns": [lun.to_dict() for lun in self.luns],
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the box would use: the boot model, and the APPEND line it came from (if any)."""
+
+    config: BootConfig
+    source: str = "options"  # "cmdline" | "extlinux" | "ibft" | "options"
+
+    @property
+    def target(self) -> Target:
+        return self.config.targets[0]
+
+    @property
+    def initiator(self) -> str:
+        return self.config.initiator or DEFAULT_INITIATOR
+
+    @property
+    def system(self) -> Locator:
+        return self.config.system or DEFAULT_SYSTEM
+
+    @property
+    def storage(self) -> Locator | None:
+        return self.config.storage
+
+
+class _Stop(Exception):
+    """A failed check that the later checks depend on."""
+
+
+@dataclass
+class _Run:
+    settings: Settings
+    timeout: float
+    checks: list[Check] = field(default_factory=list)
+    luns: list[LunReport] = field(default_factory=list)
+    readers: dict[int, LunReader] = field(default_factory=dict)
+    tables: dict[int, Any] = field(default_factory=dict)
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return self.settings.config.secrets()
+
+    def add(self, name: str, ok: bool, detail: str, fix: str | None = None) -> None:
+        hidden = self.secrets()
+        self.checks.append(Check(name, ok, mask(detail, hidden), mask(fix, hidden) if fix else None))
+
+    def fail(self, name: str, detail: str, fix: str | None) -> NoReturn:
+        self.add(name, False, detail, fix)
+        raise _Stop(name)
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def _portal(run: _Run) -> None:
+    t = run.settings.target
+    try:
+        connect(t.address, t.port, timeout=run.timeout).close()
+    except PortalUnreachable as exc:
+        run.fail("portal", exc.what, exc.fix)
+    run.add("portal", True, f"{t.portal} accepts TCP connections")
+
+
+def _discovery(run: _Run) -> None:
+    t = run.settings.target
+    ini = run.settings.initiator
+    try:
+        try:
+            session = Session.login(t.address, t.port, initiator=ini, timeout=run.timeout)
+        except LoginFailed as exc:
+            if exc.status_class != 2 or exc.status_detail != 1 or t.chap is None:
+                raise
+            session = Session.login(t.address, t.port, initiator=ini, chap=t.chap, timeout=run.timeout)
+        with session:
+            found = session.send_targets()
+    except (IscsibootError, OSError) as exc:
+        run.add(
+            "discovery",
+            False,
+            f"the discovery session failed: {exc}",
+            "the login below tells more; some targets allow no discovery",
+        )
+        return
+    names = [f.name for f in found]
+    if t.name in names:
+        run.add("discovery", True, f"SendTargets as {ini} lists {t.name} ({len(names)} target(s) in all)")
+        return
+    listed = ", ".join(names) if names else "nothing"
+    run.add(
+        "discovery",
+        False,
+        f"SendTargets as {ini} does not list {t.name}; it lists {listed}",
+        "correct the target name, or allow this initiator in the target's ACL "
+        "(targets hide what an initiator may not see)",
+    )
+
+
+def login_cause(exc: BaseException, target: Target, initiator: str) -> tuple[str, str | None]:
+    """(plain-language cause, fix) of a failed login."""
+    if isinstance(exc, LoginFailed):
+        code = (exc.status_class, exc.status_detail)
+        if code == (2, 2):
+            return (
+                f"the target answered: authorization failure for this initiator name; the target's ACL does "
+                f"not include {initiator} (or this address)",
+                f"add {initiator} to the ACL of {target.name} on the target, or boot with the initiator name "
+                "the ACL names",
+            )
+        if code == (2, 1):
+            who = f"CHAP user {target.chap.username!r}" if target.chap else "no CHAP credentials"
+            fix = (
+                "give the CHAP user name and secret that the target has for this initiator"
+                if target.chap
+                else "the target requires CHAP: add the user name and password to the settings"
+            )
+            return f"the target answered: authentication failure with {who}", fix
+        if code == (2, 3):
+            return (
+                f"the target answered: no target named {target.name} at {target.portal} for this initiator "
+                f"name; either the name is wrong or the target's ACL does not include {initiator} "
+                "(tgt answers 'not found' to initiators its ACL refuses)",
+                f"check the target name against discovery, and that the target's ACL includes {initiator}",
+            )
+        return f"the target answered: {exc.status_name}: {exc.cause}", exc.fix
+    if isinstance(exc, AuthenticationFailed):
+        return exc.what, exc.fix
+    if isinstance(exc, IscsibootError):
+        return exc.what, exc.fix
+    return str(exc), None
+
+
+def _login(run: _Run) -> Session:
+    t = run.settings.target
+    ini = run.settings.initiator
+    try:
+        session = Session.login(
+            t.address,
+            t.port,
+            initiator=ini,
+            target=t.name,
+            chap=t.chap,
+            reverse_chap=t.reverse_chap,
+            timeout=run.timeout,
+        )
+    except (IscsibootError, OSError) as exc:
+        cause, fix = login_cause(exc, t, ini)
+        run.fail("login", cause, fix)
+    via = f" via redirect {' -> '.join(session.redirects)}" if session.redirects else ""
+    run.add("login", True, f"logged in to {t.name} as {ini} with {session.result.auth} authentication{via}")
+    return session
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _luns(run: _Run, session: Session) -> None:
+    try:
+        numbers = session.report_luns()
+    except (IscsibootError, OSError) as exc:
+        run.fail("luns", f"REPORT LUNS failed: {exc}", "check the target's LUN configuration")
+    for number in numbers:
+        try:
+            inq: Inquiry = session.inquiry(number)
+        except ScsiError:
+            continue
+        cap: Capacity | None = None
+        parts: list[PartitionReport] = []
+        scheme = None
+        if inq.device_type == 0 and inq.connected:
+            try:
+                cap = session.read_capacity(number)
+            except ScsiError:
+                cap = None
+        if cap is not None and cap.blocks > 0:
+            reader = LunReader(session, number, cap)
+            run.readers[number] = reader
+            try:
+                table = read_partition_table(reader, size=cap.bytes, sector_size=cap.block_size)
+            except IscsibootError:
+                table = None
+            run.tables[number] = table
+            if table is not None:
+                scheme = table.scheme
+                for p in table.partitions:
+                    try:
+                        fs = probe_filesystem(reader.at(p.start))
+                    except IscsibootError:
+                        fs = None
+                    parts.append(
+                        PartitionReport(
+                            p.number,
+                            p.start,
+                            p.size,
+                            p.type,
+                            p.bootable,
+                            fs.fs if fs else None,
+                            fs.label if fs else None,
+                            fs.uuid if fs else None,
+                        )
+                    )
+        run.luns.append(
+            LunReport(
+                number,
+                inq.vendor,
+                inq.product,
+                inq.revision,
+                inq.type_name,
+                cap.bytes if cap else None,
+                cap.block_size if cap else None,
+                scheme,
+                tuple(parts),
+            )
+        )
+    listing = ", ".join(
+        f"{lun.lun} ({lun.device_type}{', ' + _size(lun.capacity_bytes) if lun.capacity_bytes else ''})"
+        for lun in run.luns
+    )
+    disks = [lun for lun in run.luns if lun.device_type == "disk"]
+    wanted = run.settings.target.lun
+    if wanted is not None:
+        if not any(lun.lun == wanted for lun in run.luns):
+            run.fail(
+                "luns",
+                f"LUN {lun_to_text(wanted)} does not exist; the target has LUN {listing}",
+                "use a LUN the target has (tgt's disk is LUN 1; LUN 0 is its controller)",
+            )
+        if not any(lun.lun == wanted for lun in disks):
+            run.fail(
+                "luns",
+                f"LUN {lun_to_text(wanted)} is not a disk; the target has LUN {listing}",
+                "point the settings at the disk LUN (tgt: LUN 1)",
+            )
+    elif not disks:
+        run.fail(
+            "luns", f"the target has no disk LUN (only {listing or 'nothing'})", "add a disk to the target"
+        )
+    run.add("luns", True, f"LUN {listing}")
+
+
+def _boot_lun(run: _Run) -> LunReport:
+    wanted = run.settings.target.lun
+    disks = [lun for lun in run.luns if lun.device_type == "disk"]
+    if wanted is not None:
+        return next(lun for lun in disks if lun.lun == wanted)
+    for lun in disks:
+        if any(_matches(run.settings.system, p) for p in lun.partitions):
+            return lun
+    return disks[0]
+
+
+def _capacity(run: _Run, lun: LunReport) -> None:
+    if not lun.capacity_bytes or not lun.block_size:
+        run.fail("capacity", f"LUN {lun.lun} reports no capacity", "check the backing store of the LUN")
+    run.add(
+        "capacity",
+        True,
+        f"LUN {lun.lun}: {lun.vendor} {lun.product}, {_size(lun.capacity_bytes)} "
+        f"({lun.capacity_bytes} bytes, {lun.block_size}-byte blocks)",
+    )
+
+
+def _table(run: _Run, lun: LunReport) -> None:
+    if lun.scheme is None:
+        run.fail(
+            "partition table",
+            f"LUN {lun.lun} has no MBR or GPT partition table",
+            "partition it (iscsiboot install), or check that the LUN is the boot disk",
+        )
+    run.add(
+        "partition table",
+        True,
+        f"LUN {lun.lun}: {lun.scheme.upper()} with {len(lun.partitions)} partition(s)",
+    )
+
+
+def _bootable(run: _Run, lun: LunReport) -> None:
+    marked = [p for p in lun.partitions if p.bootable or p.type.lower() == ESP_GUID]
+    if not marked:
+        run.fail(
+            "bootable partition",
+            f"no partition on LUN {lun.lun} is marked bootable",
+            "mark the System partition bootable (sfdisk --activate DISK N)",
+        )
+    run.add("bootable partition", True, "bootable: partition " + ", ".join(str(p.number) for p in marked))
+
+
+def _matches(locator: Locator, p: PartitionReport) -> bool:
+    if locator.kind is LocatorKind.LABEL:
+        return p.label == locator.value
+    if locator.kind is LocatorKind.UUID:
+        return p.uuid is not None and p.uuid.lower() == locator.value.lower()
+    return False
+
+
+def _find(run: _Run, locator: Locator) -> list[tuple[LunReport, PartitionReport]]:
+    return [(lun, p) for lun in run.luns for p in lun.partitions if _matches(locator, p)]
+
+
+def _filesystems(run: _Run) -> tuple[LunReport, PartitionReport] | None:
+    settings = run.settings
+    notes: list[str] = []
+    problems: list[tuple[str, str]] = []
+    system_at: tuple[LunReport, PartitionReport] | None = None
+    for role, locator in (("System", settings.system), ("Storage", settings.storage)):
+        if locator is None:
+            continue
+        if locator.kind is LocatorKind.PATH:
+            notes.append(f"{role} is the device path {locator}, which cannot be checked from here")
+            continue
+        hits = _find(run, locator)
+        if len(hits) == 1:
+            lun, part = hits[0]
+            notes.append(f"{role} {locator} is LUN {lun.lun} partition {part.number} ({part.fs})")
+            if role == "System":
+                system_at = hits[0]
+        elif len(hits) > 1:
+            problems.append(
+                (f"{len(hits)} file systems match {role} {locator}", "give each file system a unique label")
+            )
+        elif role == "Storage" and not settings.config.storage_on_iscsi and settings.source != "options":
+            notes.append(f"Storage {locator} is not on this target (expected on a local disk)")
+        else:
+            seen = sorted(
+                {
+                    f"{p.fs} {p.label or '(no label)'} {p.uuid or ''}".strip()
+                    for lun in run.luns
+                    for p in lun.partitions
+                }
+            )
+            problems.append(
+                (
+                    f"no file system matches {role} {locator}; found: {', '.join(seen) or 'none'}",
+                    f"label the {role} file system (e2label DEVICE {locator.value}) or correct the setting",
+                )
+            )
+    if problems:
+        run.add("file systems", False, "; ".join(p for p, _ in problems) + _also(notes), problems[0][1])
+        return system_at
+    run.add("file systems", True, "; ".join(notes) or "no locators to check")
+    return system_at
+
+
+def _also(notes: list[str]) -> str:
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def compare_append(expected: Settings, append: str) -> list[str]:
+    """Differences between the APPEND line found on System and the settings (no secrets)."""
+    try:
+        found = parse(append).config
+    except IscsibootError as exc:
+        return [f"the APPEND line does not parse: {exc}"]
+    want = expected.config
+    diffs: list[str] = []
+    if found.firmware and not found.targets:
+        if expected.source != "ibft" and not want.firmware:
+            diffs.append("the APPEND line takes the target from the iBFT, the settings name one directly")
+        return diffs
+    if not found.targets:
+        return ["the APPEND line names no iSCSI target"]
+    if want.targets:
+        a, b = want.targets[0], found.targets[0]
+        for what, x, y in (
+            ("target name", a.name, b.name),
+            ("portal", a.portal, b.portal),
+        ):
+            if x != y:
+                diffs.append(f"{what}: settings {x}, APPEND {y}")
+        if a.lun is not None and b.lun is not None and a.lun != b.lun:
+            diffs.append(f"LUN: settings {lun_to_text(a.lun)}, APPEND {lun_to_text(b.lun)}")
+        for what, ca, cb in (("CHAP", a.chap, b.chap), ("reverse CHAP", a.reverse_chap, b.reverse_chap)):
+            if (ca is None) != (cb is None):
+                diffs.append(
+                    f"{what}: {'set' if ca else 'none'} in the settings, {'set' if cb else 'none'} in APPEND"
+                )
+            elif ca is not None and cb is not None:
+                if ca.username != cb.username:
+                    diffs.append(f"{what} user: settings {ca.username}, APPEND {cb.username}")
+                if ca.password != cb.password:
+                    diffs.append(f"{what} secret differs (not shown)")
+    if want.initiator and found.initiator and want.initiator != found.initiator:
+        diffs.append(f"initiator: settings {want.initiator}, APPEND {found.initiator}")
+    for role, wx, fy in (("System", want.system, found.system), ("Storage", want.storage, found.storage)):
+        if wx is not None and fy is not None and str(wx) != str(fy):
+            diffs.append(f"{role}: settings {wx}, APPEND {fy}")
+    return diffs
+
+
+def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> None:
+    if at is None:
+        run.fail("system files", "the System file system was not found", "see the file systems check")
+    lun, part = at
+    if part.fs not in EXT_FS:
+        run.fail(
+            "system files", f"System is {part.fs}, which this check cannot read", "format System as ext4"
+        )
+    reader = run.readers[lun.lun].at(part.start)
+    try:
+        fs = Ext4(reader)
+        missing = [name for name in ("KERNEL", "SYSTEM") if not fs.exists(f"/{name}")]
+        conf_path = next((p for p in EXTLINUX_NAMES if fs.exists(p)), None)
+        text = fs.read_file(conf_path, limit=1 << 20).decode("utf-8", "replace") if conf_path else None
+    except IscsibootError as exc:
+        run.fail("system files", f"System cannot be read: {exc}", "run e2fsck on the System file system")
+    problems: list[str] = [f"no /{name}" for name in missing]
+    fixes: list[str] = [f"copy {name} to System" for name in missing]
+    append = None
+    if conf_path is None or text is None:
+        problems.append("no extlinux.conf")
+        fixes.append("write extlinux.conf (iscsiboot generate extlinux)")
+    else:
+        entry = parse_extlinux(text).entry()
+        append = entry.append if entry else None
+        if append is None:
+            problems.append(f"{conf_path} has no APPEND line")
+            fixes.append("add an APPEND line with the boot settings")
+        else:
+            diffs = compare_append(run.settings, append)
+            if diffs:
+                problems.append(
+                    f"the APPEND line of {conf_path} differs from the settings: " + "; ".join(diffs)
+                )
+                fixes.append(f"make {conf_path}'s APPEND line match (iscsiboot generate extlinux)")
+    if problems:
+        run.add("system files", False, "System has " + "; ".join(problems), "; ".join(fixes))
+        return
+    run.add(
+        "system files",
+        True,
+        f"System has KERNEL, SYSTEM and {conf_path}, whose APPEND line matches the settings",
+    )
+
+
+# ---------------------------------------------------------------- runners
+
+
+def run_checks(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT, upto: str | None = None) -> Report:
+    """Run the plan in order (up to and including ``upto``); never raises for what it finds."""
+    if not settings.config.targets:
+        raise IscsibootError("the settings name no iSCSI target", fix="give --portal and --target")
+    run = _Run(settings, timeout)
+    complete = True
+    session: Session | None = None
+    try:
+        _portal(run)
+        if upto == "portal":
+            return _report(run, True)
+        _discovery(run)
+        if upto == "discovery":
+            return _report(run, True)
+        session = _login(run)
+        if upto == "login":
+            return _report(run, True)
+        try:
+            _luns(run, session)
+            lun = _boot_lun(run)
+            _capacity(run, lun)
+            _table(run, lun)
+            _bootable(run, lun)
+            at = _filesystems(run)
+            _system_files(run, at)
+        except (TransportError, IscsibootError, OSError) as exc:
+            if isinstance(exc, _Stop):
+                raise
+            run.add("session", False, f"the session broke: {exc}", "check the network and the target's log")
+            complete = False
+    except _Stop:
+        complete = False
+    finally:
+        if session is not None:
+            try:
+                session.logout()
+            except (IscsibootError, OSError):
+                session.close()
+    return _report(run, complete)
+
+
+def _report(run: _Run, complete: bool) -> Report:
+    s = run.settings
+    return Report(s.target.name, s.target.portal, s.initiator, tuple(run.checks), tuple(run.luns), complete)
+
+
+def explain_login(target: Target, initiator: str, *, timeout: float) -> str:
+    """One paragraph, in plain language, on why a login to ``target`` fails (or that it works).
+
+    For the boot agent after a failed login: it checks the portal, discovery
+    and the login itself.  No secrets appear in the text.
+    """
+    settings = Settings(BootConfig(initiator=initiator, targets=(target,)), source="agent")
+    report = run_checks(settings, timeout=timeout, upto="login")
+    sentences: list[str] = []
+    for check in report.checks:
+        if check.ok:
+            if check.name == "portal":
+                sentences.append(f"The portal {target.portal} answers.")
+            elif check.name == "discovery":
+                sentences.append(f"Discovery lists {target.name} for {initiator}.")
+            elif check.name == "login":
+                sentences.append(f"A test login to {target.name} as {initiator} works now ({check.detail}).")
+        else:
+            text = check.detail[0].upper() + check.detail[1:]
+            sentences.append(text.rstrip(".") + ".")
+            if check.fix:
+                sentences.append(f"Fix: {check.fix.rstrip('.')}.")
+    return mask(" ".join(sentences), target.secrets())
