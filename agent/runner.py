@@ -145,9 +145,17 @@ class Agent:
             self.result.warnings.extend(warnings)
 
     def modules(self, deadline: Deadline) -> None:
-        from iscsiboot.agent.phases.modules import Background
-        from iscsiboot.agent.plan import needed_modules
+        import threading
 
+        from iscsiboot.agent.phases.modules import Background
+        from iscsiboot.agent.phases.network import prefetch
+        from iscsiboot.agent.plan import needed_modules
+        from iscsiboot.model import NetMode
+
+        dhcp = self.state["config"].network.mode is not NetMode.STATIC
+        imports = threading.Thread(target=prefetch, args=(dhcp,), name="prefetch", daemon=True)
+        imports.start()
+        self.state["prefetch"] = imports
         loader = self._loader()
         nics = loader.load_nic_drivers(deadline)
         first, rest = needed_modules(self.state["config"], tuple(nics))
@@ -160,6 +168,9 @@ class Agent:
         from iscsiboot.agent.phases.network import bring_up
         from iscsiboot.agent.plan import net_plan
 
+        imports = self.state.get("prefetch")
+        if imports is not None:
+            imports.join(deadline.remaining())
         net = bring_up(
             net_plan(self.state["config"].network),
             deadline,

@@ -44,6 +44,7 @@ class NetResult:
     server: str | None = None
     root_path: str | None = None
     carrier_seconds: float = 0.0
+    setup_seconds: float = 0.0  # imports and netlink sockets, before the interface is picked
     dhcp_seconds: float = 0.0
     dhcp_client: str | None = None
 
@@ -309,6 +310,7 @@ class Network:
     async def _run(self) -> NetResult:
         plan = self.plan
         start = self.deadline.elapsed()
+        setup = start
         link = await self.up_and_carrier(await self.pick())
         parent: LinkInfo | None = None
         if plan.vlan is not None:
@@ -320,6 +322,7 @@ class Network:
             mac=(parent or link).mac,
             mode=plan.mode.value,
             carrier_seconds=round(carrier, 3),
+            setup_seconds=round(setup, 3),
         )
         if plan.mode is NetMode.STATIC:
             assert plan.address is not None and plan.prefix is not None
@@ -499,3 +502,17 @@ def bring_up(
         )
     network = Network(plan, deadline, say, resolv_conf=resolv_conf, dhcp_client=dhcp_client)
     return asyncio.run(network.run())
+
+
+def prefetch(dhcp: bool) -> None:
+    """Import what the network phase needs (run in a thread while the modules load)."""
+    from iscsiboot.agent.phases.pyroute import load_pyroute2
+
+    try:
+        load_pyroute2()
+        import pyroute2.iproute.linux
+
+        if dhcp:
+            import pyroute2.dhcp.client  # noqa: F401
+    except Exception:
+        return  # the network phase imports again and reports
