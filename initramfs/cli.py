@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         action="store_true",
         help="leave out TLS (ssl, _hashlib, libssl): the agent never uses it; saves 0.3-1.5 MiB",
     )
+    b.add_argument(
+        "--optimize",
+        type=int,
+        choices=(0, 2),
+        default=0,
+        help="2: compile without docstrings and asserts (about 1 MiB less before compression)",
+    )
     b.add_argument("--verbose", action="store_true", help="show the largest contributors")
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(func=_build)
@@ -109,6 +116,7 @@ def _build(args: argparse.Namespace) -> int:
         iscsistart=not args.no_iscsistart,
         replace_init=args.replace_init,
         lean_ssl=args.lean_ssl,
+        optimize=args.optimize,
     )
     if args.json:
         print_json(result.to_dict())
