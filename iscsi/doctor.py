@@ -13,6 +13,7 @@ Details and fixes never hold secrets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -479,8 +480,14 @@ def _also(notes: list[str]) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
-def compare_append(expected: Settings, append: str) -> list[str]:
-    """Differences between the APPEND line found on System and the settings (no secrets)."""
+def compare_append(
+    expected: Settings, append: str, same_fs: Callable[[Locator, Locator], bool] | None = None
+) -> list[str]:
+    """Differences between the APPEND line found on System and the settings (no secrets).
+
+    ``same_fs`` says whether two different locators name the same file system
+    (``LABEL=System`` and that file system's ``UUID=``), which is no difference.
+    """
     try:
         found = parse(append).config
     except IscsibootError as exc:
@@ -516,9 +523,14 @@ def compare_append(expected: Settings, append: str) -> list[str]:
     if want.initiator and found.initiator and want.initiator != found.initiator:
         diffs.append(f"initiator: settings {want.initiator}, APPEND {found.initiator}")
     for role, wx, fy in (("System", want.system, found.system), ("Storage", want.storage, found.storage)):
-        if wx is not None and fy is not None and str(wx) != str(fy):
+        if wx is not None and fy is not None and str(wx) != str(fy) and not (same_fs and same_fs(wx, fy)):
             diffs.append(f"{role}: settings {wx}, APPEND {fy}")
     return diffs
+
+
+def _same_fs(run: _Run, a: Locator, b: Locator) -> bool:
+    hits_a, hits_b = _find(run, a), _find(run, b)
+    return len(hits_a) == 1 and hits_a == hits_b
 
 
 def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> None:
@@ -537,11 +549,11 @@ def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> No
         text = fs.read_file(conf_path, limit=1 << 20).decode("utf-8", "replace") if conf_path else None
     except IscsibootError as exc:
         run.fail("system files", f"System cannot be read: {exc}", "run e2fsck on the System file system")
-    problems: list[str] = [f"no /{name}" for name in missing]
+    problems: list[str] = [f"/{name} is missing" for name in missing]
     fixes: list[str] = [f"copy {name} to System" for name in missing]
     append = None
     if conf_path is None or text is None:
-        problems.append("no extlinux.conf")
+        problems.append("there is no extlinux.conf")
         fixes.append("write extlinux.conf (iscsiboot generate extlinux)")
     else:
         entry = parse_extlinux(text).entry()
@@ -550,14 +562,14 @@ def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> No
             problems.append(f"{conf_path} has no APPEND line")
             fixes.append("add an APPEND line with the boot settings")
         else:
-            diffs = compare_append(run.settings, append)
+            diffs = compare_append(run.settings, append, lambda a, b: _same_fs(run, a, b))
             if diffs:
                 problems.append(
                     f"the APPEND line of {conf_path} differs from the settings: " + "; ".join(diffs)
                 )
                 fixes.append(f"make {conf_path}'s APPEND line match (iscsiboot generate extlinux)")
     if problems:
-        run.add("system files", False, "System has " + "; ".join(problems), "; ".join(fixes))
+        run.add("system files", False, "on System: " + "; ".join(problems), "; ".join(fixes))
         return
     run.add(
         "system files",
