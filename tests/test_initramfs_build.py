@@ -231,10 +231,11 @@ def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
         and "largest files:" in verbose.stdout
         and "/usr/bin/python3.11" in verbose.stdout
     )
-    bad = subprocess.run(
-        [str(exe), *common, "--module", "no_such_module"], capture_output=True, text=True, check=False
-    )
+    bad_out = tmp_path / "bad.cpio"
+    bad_args = [*common[:-1], str(bad_out), "--module", "no_such_module"]
+    bad = subprocess.run([str(exe), *bad_args], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "no_such_module" in bad.stderr and "Traceback" not in bad.stderr
+    assert not bad_out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["img.cpio"]
 
 
 def test_lean_ssl_image_drops_tls_and_still_runs_pyroute2(tmp_path: Path) -> None:
