@@ -281,6 +281,23 @@ class Tgtd:
             f"set target {tid} {state}",
         )
 
+    def set_redirect(self, tid: int, address: str, port: int, *, permanent: bool = False) -> None:
+        """Answer logins to ``tid`` with a redirect (status 0x0101, or 0x0102 when ``permanent``).
+
+        tgt does not redirect an initiator to its own address, so on loopback
+        give the other tgtd another 127.0.0.0/8 address (``Tgtd(host="127.0.0.2")``).
+        """
+        reason = "Permanent" if permanent else "Temporary"
+        for name, value in (
+            ("RedirectAddress", address),
+            ("RedirectPort", str(port)),
+            ("RedirectReason", reason),
+        ):
+            self._tgtadm(
+                ["--mode", "target", "--op", "update", "--tid", str(tid), "--name", name, "--value", value],
+                f"redirect target {tid} to {address}:{port}",
+            )
+
     def show(self) -> str:
         """``tgtadm --op show`` text (for diagnostics in tests)."""
         result = run(

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from iscsiboot.cli import main
 from iscsiboot.disk.install import install_image
+from iscsiboot.ibft.table import build_table, model_to_table
 from iscsiboot.iscsi.doctor import CHECKS, Settings, compare_append, explain_login
-from iscsiboot.model import BootConfig, Chap, Locator, Target
+from iscsiboot.model import BootConfig, Chap, Locator, NetMode, Network, Target
 from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
 from iscsiboot.secret import Secret
 from tgt_support import libiscsi_tool, run_tool, tgtd_missing, tool_fields
@@ -305,3 +306,18 @@ def test_discover_command(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     # like iscsiadm's discovery, as libiscsi's iscsi-ls sees the same names
     listing = run_tool([libiscsi_tool("iscsi-ls"), "-i", ME, f"iscsi://{lab.portal}"]).stdout
     assert set(re.findall(r"Target:(\S+)", listing)) == {n for n in names}
+
+
+@pytest.mark.target
+def test_doctor_from_an_ibft(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    config = BootConfig(
+        initiator=ME,
+        targets=(Target(OPEN, "127.0.0.1", lab.tgtd.port, lun=1),),
+        network=Network(mode=NetMode.STATIC, address="127.0.0.2", prefix=8),
+    )
+    table = lab.work / "ibft.bin"
+    table.write_bytes(build_table(model_to_table(config)))
+    code, out, err = _run(capsys, "doctor", "--json", "--ibft", str(table))
+    report = json.loads(out)
+    assert code == 0, json.dumps(report, indent=1) + err
+    assert report["initiator"] == ME and report["target"] == OPEN

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import scsi
 from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
 from iscsiboot.iscsi.session import Session
@@ -178,3 +179,18 @@ def test_offline_target(lab: Lab) -> None:
 def test_closed_port() -> None:
     with pytest.raises(PortalUnreachable, match="refused"):
         Session.login("127.0.0.1", free_tcp_port(), initiator=ME, target=OPEN, timeout=3)
+
+
+def test_redirect_is_followed_once_per_hop(lab: Lab, tmp_path: Path) -> None:
+    with Tgtd(tmp_path / "b", host="127.0.0.2") as moved:
+        moved.add_target(1, OPEN, lab.images[:1])
+        with Tgtd(tmp_path / "a", host="127.0.0.3") as old:
+            old.add_target(1, OPEN, lab.images[:1])
+            old.set_redirect(1, "127.0.0.2", moved.port)
+            with Session.login("127.0.0.3", old.port, initiator=ME, target=OPEN, timeout=10) as session:
+                assert session.redirects == (f"127.0.0.2:{moved.port}",)
+                assert session.portal == f"127.0.0.2:{moved.port}"
+                assert session.report_luns() == (0, 1)
+            moved.set_redirect(1, "127.0.0.3", old.port, permanent=True)  # a loop
+            with pytest.raises(IscsibootError, match="more than 3 redirects"):
+                Session.login("127.0.0.3", old.port, initiator=ME, target=OPEN, timeout=10)
