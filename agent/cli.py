@@ -8,6 +8,8 @@ import json
 import sys
 
 from iscsiboot.agent import PHASES
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.errors import ParseError
 from iscsiboot.model import BootConfig
 
 
@@ -76,7 +78,12 @@ def _dry_run(text: str, args: argparse.Namespace) -> int:
     from iscsiboot.agent.plan import locators, login_targets, mount_plan, needed_modules, net_plan
     from iscsiboot.model import target_to_dict, to_dict
 
-    cfg, warnings = load_config(text, firmware=_no_firmware)
+    try:
+        cfg, warnings = load_config(text, firmware=_no_firmware)
+    except PhaseError as exc:
+        if exc.cause != "cmdline":
+            raise
+        raise ParseError(exc.what, where="kernel command line", fix=exc.fix) from None
     first, rest = needed_modules(cfg)
     plan = net_plan(cfg.network)
     system, storage = locators(cfg)

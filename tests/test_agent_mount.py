@@ -16,6 +16,7 @@ from agent_support import (
     system_tree,
     unmount_all_under,
 )
+from iscsiboot.agent import sysc
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases.handoff import choose_init, markers, mounted_points, move_mounts, write_markers
 from iscsiboot.agent.phases.mount import Mounter
@@ -106,3 +107,24 @@ def test_failure_rolls_back_and_never_leaves_storage_rw(
 
 def test_markers_without_network() -> None:
     assert markers(None) == {".kernel_ipconfig": "", ".storage_netboot": ""}
+
+
+def test_switch_root_frees_only_the_old_root(tmp_path: Path) -> None:
+    """switch_root's clean-up removes the initramfs files but not other mounts or the new root."""
+    old = tmp_path / "old"
+    (old / "usr/lib").mkdir(parents=True)
+    (old / "usr/lib/x.pyc").write_bytes(b"x")
+    (old / "init").write_text("#!/bin/sh\n")
+    (old / "keep").mkdir()
+    (old / "sysroot").mkdir()
+    sysc.mount("tmpfs", str(old / "keep"), "tmpfs")
+    sysc.mount("tmpfs", str(old / "sysroot"), "tmpfs")
+    try:
+        (old / "keep/data").write_text("other file system")
+        (old / "sysroot/new").write_text("new root")
+        sysc._remove_tree(str(old), os.stat(old).st_dev, skip=str(old / "sysroot"))
+        assert sorted(os.listdir(old)) == ["keep", "sysroot"]
+        assert (old / "keep/data").exists() and (old / "sysroot/new").exists()
+    finally:
+        sysc.umount(str(old / "keep"))
+        sysc.umount(str(old / "sysroot"))

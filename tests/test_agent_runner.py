@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,60 @@ def test_agent_config_phase_with_the_real_parser() -> None:
     assert not bad.ok and bad.phase == "config" and bad.cause == "cmdline"
     none = Agent("quiet", parse_options(""), reporter, last="config").run()
     assert not none.ok and "names no iSCSI target" in (none.error or "")
+
+
+def test_cli_dry_run_prints_the_plan_without_secrets(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text(
+        "ip=10.0.0.5::10.0.0.1:255.255.255.0::eth1:off boot=ISCSI=iscsi_initiator=iqn.2024-01.test:init,"
+        "iscsi_target_name=iqn.2024-01.test:t0,iscsi_target_ip=10.0.0.9,iscsi_username=u,"
+        "iscsi_password=Dry-Run-Secret-1,LABEL=System disk=LABEL=Storage"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iscsiboot",
+            "agent",
+            "run",
+            "--cmdline-file",
+            str(cmdline),
+            "--dry-run",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Dry-Run-Secret-1" not in done.stdout + done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["login"][0]["name"] == "iqn.2024-01.test:t0"
+    assert plan["mounts"][1].startswith("/flash/SYSTEM -> /sysroot")
+    assert "iscsi_tcp" in plan["modules"]["background"]
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iscsiboot",
+            "agent",
+            "run",
+            "--cmdline-file",
+            str(tmp_path / "none"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot read" in bad.stderr
+
+    broken = tmp_path / "broken"
+    broken.write_text("boot=ISCSI= ip=dhcp")
+    bad = subprocess.run(
+        [sys.executable, "-m", "iscsiboot", "agent", "run", "--cmdline-file", str(broken), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "does not parse" in bad.stderr
