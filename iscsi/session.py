@@ -19,7 +19,7 @@ from iscsiboot.iscsi import scsi
 from iscsiboot.iscsi.login import Login, LoginRedirect, LoginResult, LoginSettings, random_isid
 from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, ProtocolError, make_bhs, sn_add, sn_gt, sn_lt
 from iscsiboot.iscsi.text import decode_keys, encode_keys
-from iscsiboot.iscsi.transport import Transport, connect
+from iscsiboot.iscsi.transport import Transport, TransportError, connect
 from iscsiboot.model import DEFAULT_PORT, Chap, lun_to_sam
 
 DEFAULT_TIMEOUT = 10.0
@@ -320,6 +320,27 @@ class Session:
             lba += n
             blocks -= n
         return bytes(out)
+
+    def idle(self, seconds: float, *, until_pings: int | None = None) -> int:
+        """Serve the connection for ``seconds`` (answering NOP-In pings); the pings answered.
+
+        Returns early once ``until_pings`` pings were answered.  Keeps a
+        session alive while nothing else is to be done.
+        """
+        deadline = time.monotonic() + seconds
+        answered = 0
+        while until_pings is None or answered < until_pings:
+            try:
+                pdu = self.transport.recv(deadline=deadline)
+            except TransportError:
+                if time.monotonic() >= deadline:
+                    break
+                raise
+            pinged = pdu.opcode == Op.NOP_IN and pdu.itt == RESERVED_TAG and pdu.u32(20) != RESERVED_TAG
+            if not self._handle_unsolicited(pdu, deadline + self.timeout):
+                raise ProtocolError(f"unexpected {pdu.name()} while idle")
+            answered += int(pinged)
+        return answered
 
     # ------------------------------------------------------------ logout
 

@@ -132,7 +132,7 @@ def operational_offer(
     *, discovery: bool, digests: bool = False, max_recv: int = 262144
 ) -> list[tuple[str, str]]:
     """The keys we send in the operational stage (all defaults explicit, as robust initiators do)."""
-    digest = "CRC32C,None" if digests else "None"
+    digest = "CRC32C" if digests else "None"  # digests=True insists on CRC32C
     keys = [
         ("HeaderDigest", digest),
         ("DataDigest", digest),

@@ -281,6 +281,15 @@ class Tgtd:
             f"set target {tid} {state}",
         )
 
+    def set_param(self, tid: int, name: str, value: str) -> None:
+        """A target parameter, e.g. ``HeaderDigest``/``DataDigest`` = ``CRC32C`` or
+        ``nop_interval`` (seconds between the target's NOP-In pings; set ``nop_count``
+        too: with its default 0 tgt drops the connection at the first ping)."""
+        self._tgtadm(
+            ["--mode", "target", "--op", "update", "--tid", str(tid), "--name", name, "--value", value],
+            f"set {name} of target {tid}",
+        )
+
     def set_redirect(self, tid: int, address: str, port: int, *, permanent: bool = False) -> None:
         """Answer logins to ``tid`` with a redirect (status 0x0101, or 0x0102 when ``permanent``).
 

@@ -194,3 +194,19 @@ def test_redirect_is_followed_once_per_hop(lab: Lab, tmp_path: Path) -> None:
             moved.set_redirect(1, "127.0.0.3", old.port, permanent=True)  # a loop
             with pytest.raises(IscsibootError, match="more than 3 redirects"):
                 Session.login("127.0.0.3", old.port, initiator=ME, target=OPEN, timeout=10)
+
+
+def test_crc32c_digests_and_nop_pings(lab: Lab, tmp_path: Path) -> None:
+    with Tgtd(tmp_path / "d") as tgtd:
+        tgtd.add_target(1, OPEN, lab.images[1:])
+        for name in ("HeaderDigest", "DataDigest"):
+            tgtd.set_param(1, name, "CRC32C")
+        tgtd.set_param(1, "nop_interval", "1")
+        tgtd.set_param(1, "nop_count", "3")  # with the default 0 tgt drops the connection at once
+        with Session.login(
+            "127.0.0.1", tgtd.port, initiator=ME, target=OPEN, timeout=10, digests=True
+        ) as session:
+            assert session.params.header_digest and session.params.data_digest
+            assert session.read(1, 0, 2048) == lab.images[1].read_bytes()[: 2048 * 512]
+            assert session.idle(10, until_pings=2) == 2  # the target pinged twice and we answered
+            assert session.read(1, 4, 1) == lab.images[1].read_bytes()[2048:2560]
