@@ -13,6 +13,7 @@ Details and fixes never hold secrets.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -218,10 +219,12 @@ def _discovery(run: _Run) -> None:
         run.add("discovery", True, f"SendTargets as {ini} lists {t.name} ({len(names)} target(s) in all)")
         return
     listed = ", ".join(names) if names else "nothing"
+    close = difflib.get_close_matches(t.name, names, n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]}?)" if close else ""
     run.add(
         "discovery",
         False,
-        f"SendTargets as {ini} does not list {t.name}; it lists {listed}",
+        f"SendTargets as {ini} does not list {t.name}; it lists {listed}{hint}",
         "correct the target name, or allow this initiator in the target's ACL "
         "(targets hide what an initiator may not see)",
     )

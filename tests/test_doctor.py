@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Iterator
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from iscsiboot.cli import main
+from iscsiboot.cli import common_options, main
 from iscsiboot.disk.install import install_image
 from iscsiboot.ibft.table import build_table, model_to_table
+from iscsiboot.iscsi.cli import register, settings_from_args
 from iscsiboot.iscsi.doctor import CHECKS, Settings, compare_append, explain_login
 from iscsiboot.model import BootConfig, Chap, Locator, NetMode, Network, Target
 from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
@@ -321,3 +323,58 @@ def test_doctor_from_an_ibft(lab: Lab, capsys: pytest.CaptureFixture[str]) -> No
     report = json.loads(out)
     assert code == 0, json.dumps(report, indent=1) + err
     assert report["initiator"] == ME and report["target"] == OPEN
+
+
+def _args(*argv: str) -> Settings:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"), common_options())
+    return settings_from_args(parser.parse_args(["doctor", *argv]))
+
+
+def test_settings_from_a_cmdline_with_overrides(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text(SECRET + "\n")
+    cmdline = (
+        f"boot=ISCSI=iscsi_initiator={ME},iscsi_target_name={OPEN},iscsi_target_ip=10.0.0.2,LABEL=System"
+    )
+    s = _args("--cmdline", cmdline)
+    assert (s.source, s.initiator, s.target.address, s.target.port, s.target.lun) == (
+        "cmdline",
+        ME,
+        "10.0.0.2",
+        3260,
+        None,
+    )
+    s = _args("--cmdline", cmdline, "--portal", "[fd00::2]:3261", "--lun", "1", "--username", "u",
+              "--password-file", str(secret), "--storage", "UUID=0a0b", "--initiator", "iqn.x:y")  # fmt: skip
+    t = s.target
+    assert (t.address, t.port, t.lun, t.name) == ("fd00::2", 3261, 1, OPEN)
+    assert t.chap is not None and t.chap.password.reveal() == SECRET  # the newline is not part of it
+    assert str(s.storage) == "UUID=0a0b" and s.initiator == "iqn.x:y"
+
+
+def test_settings_from_options_default_locators() -> None:
+    s = _args("--portal", "192.0.2.1", "--target", OPEN)
+    assert s.source == "options" and str(s.system) == "LABEL=System" and s.storage is None
+    assert s.initiator.startswith("iqn.")
+
+
+def test_secrets_never_reach_the_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_tcp_port()
+    cmdline = (
+        f"boot=ISCSI=iscsi_initiator={ME},iscsi_target_name={OPEN},iscsi_target_ip=127.0.0.1,"
+        f"iscsi_target_port={port},iscsi_username=u,iscsi_password={SECRET},"
+        f"iscsi_in_username=t,iscsi_in_password={TARGET_SECRET},LABEL=System"
+    )
+    for extra in ([], ["--json"]):
+        code, out, err = _run(capsys, "doctor", "--cmdline", cmdline, *extra)
+        assert code == 1
+        assert SECRET not in out + err and TARGET_SECRET not in out + err
+    code, out, err = _run(capsys, "doctor", "--cmdline", cmdline.replace("LABEL=System", ""))
+    assert code == 2 and SECRET not in out + err
+    pw = tmp_path / "pw"
+    pw.write_text(SECRET)
+    code, out, err = _run(
+        capsys, "discover", "--portal", f"127.0.0.1:{port}", "--username", "u", "--password-file", str(pw)
+    )
+    assert code == 1 and SECRET not in out + err
