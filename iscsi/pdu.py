@@ -46,6 +46,7 @@ class Op(enum.IntEnum):
 
 
 TARGET_OPS = frozenset(op for op in Op if op >= 0x20)
+INITIATOR_OPS = frozenset({*(op for op in Op if op < 0x20), 0x1C, 0x1D, 0x1E})
 
 # ---------------------------------------------------------------- serial numbers (RFC 1982, 32 bits)
 
@@ -223,9 +224,12 @@ class PduReader:
     transport can read exactly that much.
     """
 
-    def __init__(self, *, header_digest: bool = False, data_digest: bool = False) -> None:
+    def __init__(
+        self, *, header_digest: bool = False, data_digest: bool = False, from_target: bool = True
+    ) -> None:
         self.header_digest = header_digest
         self.data_digest = data_digest
+        self.from_target = from_target  # False: read an initiator's PDUs (a test target, a trace)
         self._buf = bytearray()
 
     @property
@@ -260,8 +264,10 @@ class PduReader:
         opcode = raw[0] & 0x3F
         if raw[0] & 0x80:
             raise ProtocolError(f"PDU byte 0 has its reserved bit set (0x{raw[0]:02x})")
-        if opcode not in TARGET_OPS and opcode not in (0x3C, 0x3D, 0x3E):
+        if self.from_target and opcode not in TARGET_OPS and opcode not in (0x3C, 0x3D, 0x3E):
             raise ProtocolError(f"unexpected opcode 0x{opcode:02x} from the target")
+        if not self.from_target and (opcode in TARGET_OPS or opcode not in INITIATOR_OPS):
+            raise ProtocolError(f"unexpected opcode 0x{opcode:02x} from the initiator")
         ahs_len = raw[4] * 4
         data_len = int.from_bytes(raw[5:8], "big")
         pos = BHS_LEN + ahs_len

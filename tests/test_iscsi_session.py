@@ -1,0 +1,201 @@
+"""Session behaviour a stock tgtd does not show on demand, against a scripted peer over a socketpair.
+
+The peer stands in for the target at the socket (a pure I/O edge): Data-In
+split at offsets with residuals, UNIT ATTENTION, a closed command window,
+NOP-In pings, asynchronous logout requests, out-of-order DataSN.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from iscsiboot.iscsi.login import LoginResult
+from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, PduReader, ProtocolError, encode, make_bhs
+from iscsiboot.iscsi.session import ScsiError, Session
+from iscsiboot.iscsi.text import Params
+from iscsiboot.iscsi.transport import Transport, TransportError
+
+
+class Peer:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = PduReader(from_target=False)
+        self.stat_sn = 100
+
+    def recv(self) -> Pdu:
+        while True:
+            pdu = self.reader.next()
+            if pdu is not None:
+                return pdu
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.reader.feed(chunk)
+
+    def send(self, pdu: Pdu) -> None:
+        self.sock.sendall(encode(pdu))
+
+    def target_pdu(
+        self, op: int, itt: int, *, flags: int = 0x80, data: bytes = b"", max_cmd_sn: int = 50
+    ) -> bytearray:
+        bhs = make_bhs(op, flags=flags)
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">III", bhs, 24, self.stat_sn, 1, max_cmd_sn)
+        return bhs
+
+    def data_in(self, itt: int, data_sn: int, offset: int, data: bytes, *, status: bool = False,
+                residual: int = 0) -> None:  # fmt: skip
+        flags = 0x80 | (0x01 if status else 0) | (0x02 if residual else 0)
+        bhs = self.target_pdu(Op.DATA_IN, itt, flags=flags if status else 0)
+        struct.pack_into(">III", bhs, 36, data_sn, offset, residual)
+        if status:
+            self.stat_sn += 1
+        self.send(Pdu(bytes(bhs), b"", data))
+
+    def response(self, itt: int, status: int = 0, sense: bytes = b"") -> None:
+        bhs = self.target_pdu(Op.SCSI_RESPONSE, itt)
+        bhs[3] = status
+        self.stat_sn += 1
+        self.send(Pdu(bytes(bhs), b"", struct.pack(">H", len(sense)) + sense if sense else b""))
+
+
+Script = Callable[[Peer], None]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _session(sock: socket.socket, *, max_cmd_sn: int = 10) -> Session:
+    result = LoginResult(Params(), tsih=1, cmd_sn=1, exp_stat_sn=100, max_cmd_sn=max_cmd_sn, auth="None")
+    return Session(Transport(sock, "peer"), result, timeout=5, portal="peer")
+
+
+def _run_peer(sock: socket.socket, script: Script) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            script(Peer(sock))
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def _finish(thread: threading.Thread, errors: list[BaseException]) -> None:
+    thread.join(10)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+
+
+def test_data_in_at_offsets_with_underflow(pair: tuple[socket.socket, socket.socket]) -> None:
+    seen: list[Pdu] = []
+
+    def script(peer: Peer) -> None:
+        cmd = peer.recv()
+        seen.append(cmd)
+        itt = cmd.itt
+        peer.data_in(itt, 0, 0, b"A" * 100)
+        peer.data_in(itt, 1, 100, b"B" * 100)
+        peer.data_in(itt, 2, 200, b"C" * 36, status=True, residual=255 - 236)
+
+    thread, errors = _run_peer(pair[1], script)
+    session = _session(pair[0])
+    data = session.command(3, bytes([0x12, 0, 0, 0, 255, 0]), 255)
+    _finish(thread, errors)
+    assert data == b"A" * 100 + b"B" * 100 + b"C" * 36
+    cmd = seen[0]
+    assert cmd.opcode == Op.SCSI_COMMAND and cmd.flags == 0xC1  # F, R, simple
+    assert cmd.lun_bytes == bytes.fromhex("0003000000000000")
+    assert cmd.u32(20) == 255 and cmd.u32(24) == 1 and cmd.u32(28) == 100
+    assert session.cmd_sn == 2 and session.exp_stat_sn == 101
+
+
+def test_unit_attention_is_retried_and_check_condition_reported(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ua = bytes([0x70, 0, 0x06]) + bytes(9) + bytes([0x29, 0]) + bytes(4)
+    bad = bytes([0x70, 0, 0x05]) + bytes(9) + bytes([0x24, 0]) + bytes(4)
+
+    def script(peer: Peer) -> None:
+        peer.response(peer.recv().itt, status=2, sense=ua)
+        cmd = peer.recv()
+        peer.data_in(cmd.itt, 0, 0, b"x" * 8, status=True)
+        peer.response(peer.recv().itt, status=2, sense=bad)
+
+    thread, errors = _run_peer(pair[1], script)
+    session = _session(pair[0])
+    assert session.command(1, bytes(10), 8) == b"x" * 8
+    with pytest.raises(ScsiError, match="illegal request") as failed:
+        session.command(1, bytes(10), 8)
+    _finish(thread, errors)
+    assert failed.value.sense is not None and failed.value.sense.asc == 0x24
+
+
+def test_closed_window_waits_and_pings_are_answered(pair: tuple[socket.socket, socket.socket]) -> None:
+    got: dict[str, Pdu] = {}
+
+    def script(peer: Peer) -> None:
+        # Had the initiator sent its command into the closed window, it would arrive before the NOP-Out.
+        bhs = peer.target_pdu(Op.NOP_IN, RESERVED_TAG, max_cmd_sn=1)
+        struct.pack_into(">I", bhs, 20, 0x1234)  # a ping: the initiator must answer
+        peer.send(Pdu(bytes(bhs), b"", b"ping"))
+        got["nop"] = peer.recv()
+        cmd = peer.recv()
+        got["cmd"] = cmd
+        peer.response(cmd.itt)
+
+    thread, errors = _run_peer(pair[1], script)
+    session = _session(pair[0], max_cmd_sn=0)  # CmdSN 1 > MaxCmdSN 0: window closed
+    assert session.command(0, bytes(6), 0) == b""
+    _finish(thread, errors)
+    nop = got["nop"]
+    assert nop.opcode == Op.NOP_OUT and nop.immediate and nop.itt == RESERVED_TAG
+    assert nop.u32(20) == 0x1234 and nop.data == b"ping"
+    assert got["cmd"].u32(24) == 1
+
+
+def test_async_logout_request_and_bad_data_sn(pair: tuple[socket.socket, socket.socket]) -> None:
+    def script(peer: Peer) -> None:
+        cmd = peer.recv()
+        peer.data_in(cmd.itt, 1, 0, b"late")  # DataSN must start at 0
+        cmd = peer.recv()
+        bhs = peer.target_pdu(Op.ASYNC_MESSAGE, RESERVED_TAG)
+        bhs[36] = 1  # the target requests a logout
+        peer.send(Pdu(bytes(bhs)))
+
+    thread, errors = _run_peer(pair[1], script)
+    session = _session(pair[0])
+    with pytest.raises(ProtocolError, match="DataSN"):
+        session.command(1, bytes(10), 4)
+    with pytest.raises(ProtocolError, match="ending the session"):
+        session.command(1, bytes(10), 4)
+    _finish(thread, errors)
+
+
+def test_peer_closing_is_a_transport_error(pair: tuple[socket.socket, socket.socket]) -> None:
+    session = _session(pair[0])
+    pair[1].close()
+    with pytest.raises(TransportError, match=r"closed the connection|broke"):
+        session.command(1, bytes(10), 4)
+
+
+def test_reader_for_initiator_pdus() -> None:
+    reader = PduReader(from_target=False)
+    reader.feed(encode(Pdu(bytes(make_bhs(Op.SCSI_COMMAND)))))
+    assert reader.next() is not None
+    reader.feed(encode(Pdu(bytes(make_bhs(Op.NOP_IN)))))
+    with pytest.raises(ProtocolError):
+        reader.next()
