@@ -191,7 +191,7 @@ class Agent:
         if background is not None:
             background.wait(deadline)
         cfg = self.state["config"]
-        backend = make_backend(self.options.login_backend)
+        backend = make_backend(self.options.login_backend, self.reporter.debug)
         done = login_all(
             backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
         )

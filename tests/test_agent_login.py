@@ -191,8 +191,11 @@ def test_backend_masks_secrets_from_tool_output() -> None:
         seen.append(argv)
         return 24, mask(f"iscsistart: bad password {PASSWORD}\n" + AUTH, secrets)
 
-    backend = IscsistartBackend("iscsistart", runner)
+    logged: list[str] = []
+    backend = IscsistartBackend("iscsistart", runner, log=logged.append)
     result = backend.login(T, INIT, Deadline(5))
+    assert any("authorization failure" in line for line in logged) and logged[-1].endswith("24")
+    assert all(PASSWORD not in line for line in logged)
     assert result.cause is Cause.AUTH
     assert PASSWORD in seen[0]  # the tool gets it ...
     assert all(PASSWORD not in text for text in backend.transcript)  # ... the transcript does not

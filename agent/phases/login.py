@@ -150,9 +150,15 @@ def _run_tool(argv: list[str], secrets: list[Secret], timeout: float) -> tuple[i
 class IscsistartBackend:
     name = "iscsistart"
 
-    def __init__(self, program: str = "iscsistart", runner: Runner = _run_tool) -> None:
+    def __init__(
+        self,
+        program: str = "iscsistart",
+        runner: Runner = _run_tool,
+        log: Callable[[str], None] = lambda _text: None,
+    ) -> None:
         self.program = program
         self.runner = runner
+        self.log = log  # receives each run's output (secrets already masked)
         self.transcript: list[str] = []
 
     @staticmethod
@@ -180,13 +186,19 @@ class IscsistartBackend:
                 return LoginResult(Cause.UNREACHABLE, f"cannot resolve {target.address}: {exc}")
         argv = self.argv(self.program, target, initiator, address)
         code, output = self.runner(argv, list(target.secrets()), max(1.0, deadline.remaining()))
+        return self._done(code, output)
+
+    def _done(self, code: int | None, output: str) -> LoginResult:
         self.transcript.append(output)
+        for line in output.splitlines():
+            if line.strip():
+                self.log(f"iscsistart: {line.strip().removeprefix('iscsistart: ')}")
+        self.log(f"iscsistart exit status: {'timeout' if code is None else code}")
         return parse_iscsistart(output, code)
 
     def login_firmware(self, deadline: Deadline) -> LoginResult:
         code, output = self.runner([self.program, "-b"], [], max(1.0, deadline.remaining()))
-        self.transcript.append(output)
-        return parse_iscsistart(output, code)
+        return self._done(code, output)
 
 
 def _retry(
@@ -272,7 +284,7 @@ def login_all(
     return done
 
 
-def make_backend(name: str) -> LoginBackend:
+def make_backend(name: str, log: Callable[[str], None] = lambda _text: None) -> LoginBackend:
     if name == "iscsistart":
         from iscsiboot.proc import which
 
@@ -280,5 +292,5 @@ def make_backend(name: str) -> LoginBackend:
             program = which("iscsistart", hint="add open-iscsi's iscsistart to the initramfs")
         except EnvironmentProblem as exc:
             raise PhaseError("login", exc.what, cause="missing-tool", fix=exc.fix) from None
-        return IscsistartBackend(program)
+        return IscsistartBackend(program, log=log)
     raise PhaseError("login", f"unknown login backend {name!r}", cause="config", fix="use iscsistart")
