@@ -458,6 +458,11 @@ def _filesystems(run: _Run) -> tuple[LunReport, PartitionReport] | None:
             )
         elif role == "Storage" and not settings.config.storage_on_iscsi and settings.source != "options":
             notes.append(f"Storage {locator} is not on this target (expected on a local disk)")
+        elif role == "Storage" and len(settings.config.targets) > 1:
+            other = settings.config.targets[1]
+            notes.append(
+                f"Storage {locator} is on the second target {other.name}, which this run does not open"
+            )
         else:
             seen = sorted(
                 {
