@@ -78,6 +78,11 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     dep = (root / manifest["modules_dir"].lstrip("/") / "modules.dep").read_text().splitlines()
     assert sum(line.startswith("kernel/drivers/scsi/iscsi_tcp.ko:") for line in dep) == 1
     assert not list(root.rglob("*.py")), "sources leaked: only sourceless .pyc belong in the image"
+    # nothing of the build host's configuration (iscsid.conf may hold CHAP secrets) is packed
+    assert sorted(p for p in names if p.startswith("etc/")) == [
+        "etc/iscsiboot",
+        "etc/iscsiboot/initramfs.json",
+    ]
     agent_init = importlib.util.find_spec("iscsiboot.agent.init") is not None
     target = "iscsiboot.agent.init" if agent_init else "iscsiboot.agent"
     done = _inside(
