@@ -449,3 +449,23 @@ def test_fuzzed_scsi_data(raw: bytes) -> None:
 def test_params_defaults_are_rfc_values() -> None:
     p = Params()
     assert (p.max_burst_length, p.first_burst_length, p.default_time2retain) == (262144, 65536, 20)
+
+
+def test_login_continued_response_and_extra_operational_round() -> None:
+    login = Login(LoginSettings(INITIATOR, TARGET, isid=ISID))
+    first = login.start()
+    # the target splits its answer (C bit) and we ask for the rest with an empty PDU
+    part = _response(first, [], transit=False)
+    cont = Pdu(bytes([part.bhs[0], 0x40 | part.bhs[1]]) + part.bhs[2:], b"", b"AuthMeth")
+    more = login.receive(cont)
+    assert more is not None and more.data == b"" and not more.flags & 0x80
+    rest = _response(more, [], transit=True, csg=0, nsg=1)
+    op = login.receive(Pdu(rest.bhs, b"", b"od=None\0"))  # "AuthMeth" + "od=None"
+    assert op is not None and op.flags == 0x87
+    # the target stays in the operational stage and offers a key of its own
+    again = login.receive(_response(op, [("MaxRecvDataSegmentLength", "65536"), ("X-Odd", "1"),
+                                         ("DefaultTime2Retain", "0")], transit=False, csg=1))  # fmt: skip
+    assert again is not None and again.flags == 0x87
+    assert ("DefaultTime2Retain", "0") not in decode_keys(again.data)  # we offered it: nothing to answer
+    assert login.receive(_response(again, [], tsih=9)) is None
+    assert login.result is not None and login.result.params.max_xmit_data_segment_length == 65536

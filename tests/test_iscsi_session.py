@@ -199,3 +199,39 @@ def test_reader_for_initiator_pdus() -> None:
     reader.feed(encode(Pdu(bytes(make_bhs(Op.NOP_IN)))))
     with pytest.raises(ProtocolError):
         reader.next()
+
+
+def test_send_targets_continued_and_logout(pair: tuple[socket.socket, socket.socket]) -> None:
+    got: list[Pdu] = []
+
+    def script(peer: Peer) -> None:
+        first = peer.recv()
+        got.append(first)
+        bhs = peer.target_pdu(Op.TEXT_RESPONSE, first.itt, flags=0x40)  # C: more to come
+        struct.pack_into(">I", bhs, 20, 0x77)
+        peer.send(Pdu(bytes(bhs), b"", b"TargetName=iqn.a:one\0TargetAddress=10.0.0.1:3260,1\0TargetAd"))
+        second = peer.recv()
+        got.append(second)
+        peer.stat_sn += 1
+        bhs = peer.target_pdu(Op.TEXT_RESPONSE, second.itt)
+        struct.pack_into(">I", bhs, 20, RESERVED_TAG)
+        peer.send(Pdu(bytes(bhs), b"", b"dress=[fd00::1]:3260,1\0TargetName=iqn.a:two\0"))
+        logout = peer.recv()
+        got.append(logout)
+        peer.stat_sn += 1
+        peer.send(Pdu(bytes(peer.target_pdu(Op.LOGOUT_RESPONSE, logout.itt))))
+
+    thread, errors = _run_peer(pair[1], script)
+    session = _session(pair[0])
+    found = session.send_targets()
+    session.logout()
+    _finish(thread, errors)
+    assert [(t.name, t.addresses) for t in found] == [
+        ("iqn.a:one", ("10.0.0.1:3260,1", "[fd00::1]:3260,1")),
+        ("iqn.a:two", ()),
+    ]
+    first, second, logout = got
+    assert first.data == b"SendTargets=All\0" and first.u32(20) == RESERVED_TAG
+    assert second.data == b"" and second.u32(20) == 0x77 and second.itt == first.itt
+    assert second.u32(24) == first.u32(24) + 1  # Text Requests are not immediate: CmdSN advances
+    assert logout.opcode == Op.LOGOUT_REQUEST and logout.immediate and logout.flags == 0x80
