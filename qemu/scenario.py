@@ -250,7 +250,7 @@ class Plan:
             "qemu: " + self.masked(shlex.join(self.qemu_argv)),
         ]
         if self.options.target_delay:
-            lines.insert(2, f"target appears after {self.options.target_delay:g} s")
+            lines.insert(2, f"target appears {self.options.target_delay:g} s after the guest's network is up")
         return "\n".join(lines)
 
 
