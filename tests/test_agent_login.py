@@ -38,8 +38,13 @@ iscsistart: Could not stop event_loop
 iscsistart: Logging into iqn.2024-01.test:t 127.0.0.1:3260,1
 """
 NO_IBFT = "Could not get boot entry.\n"
-AUTH = """iscsistart: Logging into iqn.2024-01.test:t0 10.0.2.2:3260,1
-iscsistart: conn 0 login rejected: initiator failed authorization with target
+# the QEMU guest (Debian 6.1 kernel) against tgtd with a wrong CHAP password; exit status 1
+AUTH = """iscsistart: Logging into iqn.2026-11.org.iscsiboot:htpc 10.0.2.2:52825,1
+iscsistart: version 2.1.8
+iscsistart: Login failed to authenticate with target iqn.2026-11.org.iscsiboot:htpc
+iscsistart: session 1 login rejected: Initiator failed authentication with target
+iscsistart: Connection1:0 to [target: iqn.2026-11.org.iscsiboot:htpc, portal: 10.0.2.2,52825] through \
+[iface: default] is shutdown.
 iscsistart: initiator reported error (24 - iSCSI login failed due to authorization failure)
 """
 NOT_FOUND = """iscsistart: Logging into iqn.2024-01.test:nope 10.0.2.2:3260,1
@@ -73,7 +78,7 @@ OK = (
     [
         (NO_NETLINK, 1, Cause.NO_DRIVER, False),
         (NO_IBFT, 21, Cause.NO_FIRMWARE, False),
-        (AUTH, 24, Cause.AUTH, False),
+        (AUTH, 1, Cause.AUTH, False),
         (NOT_FOUND, 19, Cause.NOT_FOUND, False),
         (REFUSED, 8, Cause.REFUSED, True),
         (TIMEOUT, 8, Cause.UNREACHABLE, True),
