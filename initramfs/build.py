@@ -40,7 +40,9 @@ class Compression(Enum):
 BUSYBOX = "/bin/busybox"
 E2FSCK = "/sbin/e2fsck"
 ISCSISTART = "/sbin/iscsistart"
-LIBUDEV = "libudev.so.1"
+# Loaded with dlopen(), so absent from DT_NEEDED: pyudev's libudev, and libgcc_s, which
+# glibc needs for pthread_exit (without it a Python thread ending aborts the process).
+DLOPENED: tuple[tuple[str, str], ...] = (("libudev.so.1", "libudev1"), ("libgcc_s.so.1", "libgcc-s1"))
 INDEX_FILES = (
     "modules.dep",
     "modules.dep.bin",
@@ -278,14 +280,17 @@ def build(
         elf_inputs = [python, e2fsck] + [p.source for p in pyfiles if not p.compile]
         if start is not None:
             elf_inputs.append(start)
-        udev_hit = elf._find(LIBUDEV, (), Path("/"))
-        if udev_hit is None:
-            raise EnvironmentProblem(f"{LIBUDEV} is not installed", fix="apt-get install libudev1")
-        elf_inputs.append(udev_hit[0])
+        dlopened: dict[str, Path] = {}
+        for soname, package in DLOPENED:
+            hit = elf._find(soname, (), Path("/"))
+            if hit is None:
+                raise EnvironmentProblem(f"{soname} is not installed", fix=f"apt-get install {package}")
+            dlopened[soname] = hit[0]
+            elf_inputs.append(hit[0])
         _interp, libs = elf.closure(elf_inputs)
         libraries = [(lib.soname, lib.host_path) for lib in libs]
-        if LIBUDEV not in {s for s, _ in libraries}:
-            libraries.append((LIBUDEV, udev_hit[0]))
+        known = {s for s, _ in libraries}
+        libraries += [(soname, path) for soname, path in dlopened.items() if soname not in known]
         # kernel modules
         index = modules.load_index(src_dir) if (src_dir / "modules.dep").is_file() else None
         if index is None:
