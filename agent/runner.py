@@ -139,10 +139,9 @@ class Agent:
         cfg, warnings = load_config(self.text, firmware=firmware)
         self.reporter.add_secrets(cfg.secrets())
         self.state["config"] = cfg
+        self.state["warnings"] = warnings
         for warning in warnings:
             self.reporter.line(f"warning: {warning}")
-        if self.result is not None:
-            self.result.warnings.extend(warnings)
 
     def modules(self, deadline: Deadline) -> None:
         import threading
@@ -203,8 +202,9 @@ class Agent:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
 
         cfg = self.state["config"]
-        targets = [t for t, _r in self.state.get("logins", []) if t is not None]
-        wanted = [(t.name, t.lun) for t in targets] if targets else None
+        logged = {t.name for t, _r in self.state.get("logins", []) if t is not None}
+        # one login per target, but boot= and disk= may name different LUNs of it
+        wanted = list(dict.fromkeys((t.name, t.lun) for t in cfg.targets if t.name in logged)) or None
         events = Uevents()
         try:
             disks = wait_for_disks(
@@ -216,7 +216,6 @@ class Agent:
         self.state["sessions"] = [
             {"session": s.sid, "target": s.target} for s in list_sessions(self.env.sysfs)
         ]
-        del cfg
 
     def label(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.disk import reader
@@ -302,19 +301,17 @@ class Agent:
             mounter.rollback()
 
     def run(self, on_break: OnBreak = lambda _p: False) -> RunResult:
-        self.result = RunResult()
-        warnings = list(self.result.warnings) + list(self.options.warnings)
+        for warning in self.options.warnings:
+            self.reporter.line(f"warning: {warning}")
         result = run_phases(
             self.steps(), self.options, self.reporter, on_break=on_break, cleanup=self.cleanup
         )
-        result.warnings = warnings + [w for w in result.warnings if w not in warnings]
-        if self.result.warnings:
-            result.warnings.extend(w for w in self.result.warnings if w not in result.warnings)
         self.fill(result)
         self.result = result
         return result
 
     def fill(self, result: RunResult) -> None:
+        result.warnings = [*self.options.warnings, *self.state.get("warnings", [])]
         system, storage = self.state.get("system"), self.state.get("storage")
         result.system = system.device if system else None
         result.storage = storage.device if storage else None
