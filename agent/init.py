@@ -192,6 +192,11 @@ def switch(agent: object, reporter: Reporter, options: AgentOptions) -> None:
         reporter.line(f"switching to {options.sysroot} ({init})")
         sysc.switch_root(options.sysroot, init)
     except (PhaseError, OSError) as exc:
+        agent.cleanup()  # mounts still where they were
+        for path in (os.path.join(options.sysroot, "storage"), os.path.join(options.sysroot, "flash")):
+            # mounts already moved under the new root: never leave Storage read-write
+            with contextlib.suppress(OSError):
+                sysc.umount(path, sysc.MNT_DETACH)
         result = agent.result
         assert result is not None
         result.ok = False
