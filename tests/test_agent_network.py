@@ -106,6 +106,24 @@ def test_udhcpc_fallback_gets_the_same_lease(tmp_path: Path) -> None:
         assert _addr(lab) == [f"{result['address']}/24"] and _default_route(lab) == "10.77.0.1"
 
 
+def test_first_interface_with_carrier_is_chosen(tmp_path: Path) -> None:
+    """eth0 (first by index) has no link; eth1 has one and a DHCP server behind it."""
+    with netlab(peer_up=False) as lab:
+        sh(
+            "ip", "link", "add", "name", "eth1", "netns", lab.cli, "type", "veth",
+            "peer", "name", "veth-srv2", "netns", lab.srv,
+        )  # fmt: skip
+        sh("ip", "-n", lab.srv, "addr", "flush", "dev", lab.srv_if)
+        sh("ip", "-n", lab.srv, "addr", "add", "10.77.0.1/24", "dev", "veth-srv2")
+        sh("ip", "-n", lab.srv, "link", "set", "veth-srv2", "up")
+        lab.srv_if = "veth-srv2"
+        lab.start_dnsmasq(tmp_path)
+        done = lab.run_agent(_code({"mode": "dhcp"}))
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = _tagged(done.stdout, "RESULT")
+        assert result["device"] == "eth1" and str(result["address"]).startswith("10.77.0.")
+
+
 def test_carrier_arriving_late(tmp_path: Path) -> None:
     with netlab(peer_up=False) as lab:
         lab.start_dnsmasq(tmp_path)

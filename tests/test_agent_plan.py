@@ -8,6 +8,7 @@ import json
 import random
 import shlex
 import subprocess
+import sys
 
 import pytest
 from iscsiboot.agent import PHASES, RUNTIME_MODULES
@@ -246,3 +247,14 @@ def test_parse_udhcpc_report_lines() -> None:
     assert parse_options("iscsiboot.dhcp=udhcpc").dhcp_client == "udhcpc"
     with pytest.raises(ParseError):
         parse_options("iscsiboot.dhcp=dhclient")
+
+
+def test_boot_modules_stay_light() -> None:
+    """PID 1 starts without pyroute2, asyncio or construct: the phases import them when needed."""
+    code = (
+        "import sys, iscsiboot.agent.init, iscsiboot.agent.runner, iscsiboot.agent.phases.modules; "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'asyncio', 'construct', "
+        "'pyudev', 'sqlite3')); print(heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
