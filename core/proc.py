@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -40,6 +41,7 @@ def run(
     timeout: float | None = None,
     fix: str | None = None,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> Result:
     """Run ``argv`` (never through a shell) and capture its output.
 
@@ -58,6 +60,7 @@ def run(
             timeout=timeout,
             check=False,
             env=env,
+            cwd=cwd,
         )
     except FileNotFoundError:
         raise EnvironmentProblem(

@@ -184,8 +184,9 @@ def fetch_kernel(cache: Path | None = None, *, package: str = DEFAULT_PACKAGE) -
             download = work / "deb"
             download.mkdir()
             run(
-                ["env", "-C", str(download), "apt-get", "download", "-q", image],
+                ["apt-get", "download", "-q", image],
                 what=f"download {image}",
+                cwd=download,
                 timeout=1800,
                 fix="check network access to the Debian archive (apt-get update)",
             )
