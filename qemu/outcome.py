@@ -10,7 +10,8 @@ agent said ``ok`` and the SYSTEM root was reached.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,34 @@ from iscsiboot.qemu.system import MOUNTS_END, SystemReport, parse_report
 RESULT_PREFIX = "ISCSIBOOT-RESULT "
 
 
+_KERNEL_STAMP = re.compile(r"\[\s*\d+\.\d+\] ")
+
+
+def _candidates(lines: Sequence[str]) -> Iterator[str]:
+    """JSON texts that may follow ``ISCSIBOOT-RESULT``, the last line first.
+
+    The agent writes its line to the console and a copy to the kernel log;
+    the kernel may print that copy in the middle of the console line, so a
+    line can hold a cut first copy and a whole second one, and the cut
+    copy's rest then starts the next line.  Every occurrence is tried, and
+    a cut one is also tried glued to the next line.
+    """
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        starts = [m.end() for m in re.finditer(re.escape(RESULT_PREFIX), line)]
+        for at in reversed(starts):
+            text = line[at:]
+            yield text
+            stamp = _KERNEL_STAMP.search(text)
+            if stamp is not None and i + 1 < len(lines):
+                yield text[: stamp.start()] + lines[i + 1]
+
+
 def find_result(lines: Sequence[str]) -> dict[str, Any] | None:
     """The last well-formed ``ISCSIBOOT-RESULT`` object in ``lines``, if any."""
-    for line in reversed(lines):
-        at = line.find(RESULT_PREFIX)
-        if at < 0:
-            continue
+    for text in _candidates(lines):
         try:
-            obj = json.loads(line[at + len(RESULT_PREFIX) :])
+            obj = json.loads(text)
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -41,7 +62,7 @@ def finished(lines: Sequence[str]) -> bool:
     That is: the agent reported a failure, or the test SYSTEM printed its
     whole report (its mount table ends with :data:`MOUNTS_END`).
     """
-    if any(line.startswith(MOUNTS_END) for line in lines):
+    if any(MOUNTS_END in line for line in lines):
         return True
     result = find_result(lines)
     return result is not None and result.get("ok") is False
@@ -77,7 +98,10 @@ class Outcome:
         if self.reason == "timeout":
             return "no result before the time limit"
         if self.result is None and not self.console.strip():
-            return "nothing on the serial console (iPXE or the boot loader failed)"
+            return (
+                "nothing on the serial console: iPXE's sanboot did not start the kernel "
+                "(check the CHAP credentials, the target name and the portal)"
+            )
         if self.result is None:
             return "the agent printed no ISCSIBOOT-RESULT line"
         if self.result.get("ok") and not self.system.reached:

@@ -84,15 +84,15 @@ class SystemReport:
 def parse_report(console: str) -> SystemReport:
     """Find the SYSTEM's report in a console log (pure)."""
     lines = [line.strip("\r") for line in console.splitlines()]
-    reached = any(line.startswith(SYSTEM_MARKER) for line in lines)
+    reached = any(SYSTEM_MARKER in line for line in lines)
     mounts: list[Mount] = []
     inside = False
     for line in lines:
-        if line.startswith(MOUNTS_BEGIN):
+        if MOUNTS_BEGIN in line:
             inside = True
             mounts = []
             continue
-        if line.startswith(MOUNTS_END):
+        if MOUNTS_END in line:
             inside = False
             continue
         if inside:

@@ -259,3 +259,18 @@ def test_cli_help_lists_scenario_options() -> None:
     for option in ("--mode", "--client-password", "--target-delay", "--acpi-ibft", "--json", "--console"):
         assert option in done.stdout
     assert _cli("demo", "--help").returncode == 0
+
+
+def test_result_line_cut_by_a_kernel_message() -> None:
+    """The kernel's copy of the line may land inside the console copy (seen under TCG)."""
+    whole = json.dumps({"ok": True, "phase": "done", "network": {"dhcp_seconds": 0.0}}, separators=(",", ":"))
+    cut = whole.index("dhcp_seco") + len("dhcp_seco")
+    lines = [
+        f"ISCSIBOOT-RESULT {whole[:cut]}[   18.298303] iscsiboot: ISCSIBOOT-RESULT {whole}",
+        whole[cut:],
+        "iscsiboot: switching to /sysroot",
+    ]
+    assert find_result(lines) == json.loads(whole)
+    # only the cut console copy (the kernel's copy truncated or missing): glue the next line on
+    lines = [f"ISCSIBOOT-RESULT {whole[:cut]}[   18.298303] iscsiboot: something else", whole[cut:]]
+    assert find_result(lines) == json.loads(whole)
