@@ -42,6 +42,8 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.ibft.sources",
     "iscsiboot.ibft.table",
     "iscsiboot.disk.probe",
+    # imported only after a failed login, to ask the target why
+    "iscsiboot.iscsi.doctor",
     # third-party, imported only by the network and disk phases
     "pyroute2.iproute.linux",
     "pyroute2.netlink.rtnl",

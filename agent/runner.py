@@ -15,8 +15,10 @@ from iscsiboot.agent.options import AgentOptions
 from iscsiboot.agent.plan import Deadline
 from iscsiboot.agent.report import Reporter, RunResult
 from iscsiboot.errors import IscsibootError
+from iscsiboot.model import Target
 
 Step = Callable[[Deadline], None]
+EXPLAIN_TIMEOUT = 5.0  # seconds for each target's diagnosis after a failed login
 OnBreak = Callable[[str], bool]  # True: continue after the break, False: stop here
 
 
@@ -191,12 +193,37 @@ class Agent:
             background.wait(deadline)
         cfg = self.state["config"]
         backend = make_backend(self.options.login_backend, self.reporter.debug)
-        done = login_all(
-            backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
-        )
+        try:
+            done = login_all(
+                backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
+            )
+        except PhaseError as exc:
+            if exc.cause not in ("config", "missing-tool"):
+                diagnosis = self._explain_login(login_targets(cfg), cfg.initiator)
+                if diagnosis:
+                    exc.evidence = f"{exc.evidence}. {diagnosis}" if exc.evidence else diagnosis
+            raise
         self.state["logins"] = done
         for target, res in done:
             self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
+
+    def _explain_login(self, targets: Sequence[Target], initiator: str | None) -> str | None:
+        """Ask the target itself why the login failed (a test login of our own, random ISID).
+
+        The network is up at this point, so the doctor's checks can name the
+        cause the target gave (ACL, CHAP account, target name).  A diagnosis
+        that fails itself must never hide the original error.
+        """
+        if initiator is None or not targets:
+            return None
+        self.say("login failed: asking the target why")
+        try:
+            from iscsiboot.iscsi.doctor import explain_login
+
+            return " ".join(explain_login(t, initiator, timeout=EXPLAIN_TIMEOUT) for t in targets[:2])
+        except Exception as exc:  # the diagnosis is a bonus, the login error stands
+            self.reporter.debug(f"diagnosis failed: {type(exc).__name__}")
+            return None
 
     def disk(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
