@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from iscsiboot.qemu.scenario import (
     ScenarioOptions,
     plan,
 )
-from iscsiboot.qemu.tgt import Tgtd, free_control_port, free_tcp_port
+from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
 from iscsiboot.secret import mask
 
 Progress = Callable[[str], None]
@@ -106,11 +105,6 @@ def _keep_log(text: str, log_dir: Path, options: ScenarioOptions) -> Path:
     return Path(name)
 
 
-def control_port() -> int:
-    """A free tgtd control port; ``tgtd -C`` accepts only 0-32767 (0 is the system daemon's)."""
-    return free_control_port(random.randrange(1000, 32768))
-
-
 def check_host(options: ScenarioOptions) -> str:
     """The QEMU binary; raise EnvironmentProblem when the host cannot run scenarios."""
     qemu = which("qemu-system-x86_64", hint="install qemu-system-x86")
@@ -155,7 +149,7 @@ def run_scenario(
     outcome: Outcome | None = None
     try:
         port = free_tcp_port()
-        tgtd = Tgtd(workdir / "tgt", port=port, control_port=control_port())
+        tgtd = Tgtd(workdir / "tgt", port=port)
         p = plan(
             options,
             port=port,

@@ -48,7 +48,10 @@ def _report_timings(request: pytest.FixtureRequest) -> Iterator[None]:
     if not TIMINGS:
         return
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line("")
         reporter.write_line("VM scenario boot times (QEMU start to result):")
         for name, seconds in TIMINGS:
