@@ -95,6 +95,11 @@ class Outcome:
             return str(self.result["error"])
         if self.ok:
             return None
+        if self.reason == "timeout" and not self.console.strip():
+            return (
+                "nothing on the serial console before the time limit: iPXE's sanboot did not start "
+                "the kernel (it retries for ever; check the CHAP credentials, the target name and the portal)"
+            )
         if self.reason == "timeout":
             return "no result before the time limit"
         if self.result is None and not self.console.strip():

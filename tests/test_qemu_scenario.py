@@ -215,6 +215,8 @@ def test_agent_failure_ends_the_wait() -> None:
 def test_silent_console_means_firmware() -> None:
     o: Outcome = judge([], reason="exited", boot_seconds=7, total_seconds=8, console="")
     assert o.phase == "firmware" and "iPXE" in (o.error or "")
+    silent = judge([], reason="timeout", boot_seconds=120, total_seconds=121, console="")
+    assert silent.phase == "firmware" and "sanboot" in (silent.error or "")
     t = judge(["Linux version"], reason="timeout", boot_seconds=120, total_seconds=121, console="Linux")
     assert t.reason == "timeout" and "time limit" in (t.error or "")
 
