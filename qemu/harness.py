@@ -225,6 +225,7 @@ def run_scenario(
             console=text,
             qemu_status=status,
             progress=steps,
+            sanboot=p.boot is Boot.SANBOOT,
         )
     except BaseException:
         if follower is not None and p is not None:
@@ -248,7 +249,7 @@ def _with_log(outcome: Outcome, path: Path) -> Outcome:
     return replace(outcome, log_path=path, total_seconds=outcome.total_seconds)
 
 
-def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 3260) -> str:
+def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 65535) -> str:
     """The plan of ``options`` in words (secrets masked; the real port is picked at run time)."""
     p = plan(
         options,
@@ -257,7 +258,7 @@ def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 3260
         kernel=artifacts.kernel,
         initrd=artifacts.initrd,
     )
-    return p.describe()
+    return p.describe().replace(str(port), "PORT") + "\n(PORT: a free port picked at run time)"
 
 
 def require_ok(outcome: Outcome) -> Outcome:

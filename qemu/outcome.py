@@ -82,6 +82,7 @@ class Outcome:
     log_path: Path | None = None  # kept console log (failures)
     qemu_status: int | None = None
     progress: tuple[str, ...] = field(default=())
+    sanboot: bool = True  # iPXE sanboot (else a direct kernel boot)
 
     @property
     def phase(self) -> str:
@@ -95,18 +96,17 @@ class Outcome:
             return str(self.result["error"])
         if self.ok:
             return None
-        if self.reason == "timeout" and not self.console.strip():
+        silent = not self.console.strip()
+        if silent and self.sanboot:
+            limit = " before the time limit" if self.reason == "timeout" else ""
             return (
-                "nothing on the serial console before the time limit: iPXE's sanboot did not start "
-                "the kernel (it retries for ever; check the CHAP credentials, the target name and the portal)"
+                f"nothing on the serial console{limit}: iPXE's sanboot did not start the kernel "
+                "(it retries for ever; check the CHAP credentials, the target name and the portal)"
             )
+        if silent:
+            return "nothing on the serial console: QEMU did not start the kernel"
         if self.reason == "timeout":
             return "no result before the time limit"
-        if self.result is None and not self.console.strip():
-            return (
-                "nothing on the serial console: iPXE's sanboot did not start the kernel "
-                "(check the CHAP credentials, the target name and the portal)"
-            )
         if self.result is None:
             return "the agent printed no ISCSIBOOT-RESULT line"
         if self.result.get("ok") and not self.system.reached:
@@ -156,6 +156,7 @@ def judge(
     log_path: Path | None = None,
     qemu_status: int | None = None,
     progress: Sequence[str] = (),
+    sanboot: bool = True,
 ) -> Outcome:
     result = find_result(lines)
     report = parse_report("\n".join(lines))
@@ -177,6 +178,7 @@ def judge(
         log_path=log_path,
         qemu_status=qemu_status,
         progress=tuple(progress),
+        sanboot=sanboot,
     )
 
 

@@ -217,6 +217,8 @@ def test_silent_console_means_firmware() -> None:
     assert o.phase == "firmware" and "iPXE" in (o.error or "")
     silent = judge([], reason="timeout", boot_seconds=120, total_seconds=121, console="")
     assert silent.phase == "firmware" and "sanboot" in (silent.error or "")
+    direct = judge([], reason="exited", boot_seconds=1, total_seconds=2, console="", sanboot=False)
+    assert "iPXE" not in (direct.error or "")
     t = judge(["Linux version"], reason="timeout", boot_seconds=120, total_seconds=121, console="Linux")
     assert t.reason == "timeout" and "time limit" in (t.error or "")
 
