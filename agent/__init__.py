@@ -34,6 +34,8 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.phases.network",
     "iscsiboot.agent.phases.pyroute",
     "iscsiboot.agent.phases.login",
+    "iscsiboot.agent.phases.native",
+    "iscsiboot.iscsi.netlink",
     "iscsiboot.agent.phases.disk",
     "iscsiboot.agent.phases.label",
     "iscsiboot.agent.phases.mount",

@@ -7,10 +7,10 @@ OpenELEC's ``debugging``, ``progress`` and ``break=<phase>``, and the
 
 ``iscsiboot.on_failure=poweroff|reboot|shell``, ``iscsiboot.reboot_delay=SECONDS``,
 ``iscsiboot.timeout.<phase>=SECONDS``, ``iscsiboot.cmdline=FILE`` (read the boot
-options from FILE instead, for tests), ``iscsiboot.login=iscsistart`` (the login
-backend), ``iscsiboot.dhcp=pyroute2|udhcpc`` (the DHCP client; udhcpc is also the
-fallback when pyroute2's client is missing), ``iscsiboot.sysroot=DIR`` and
-``init=PATH`` (the init of the new root).
+options from FILE instead, for tests), ``iscsiboot.backend=native|iscsistart`` (the
+login backend; ``iscsiboot.login=`` is the same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
+(the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
+``iscsiboot.sysroot=DIR`` and ``init=PATH`` (the init of the new root).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
     "mount": 300.0,
     "handoff": 15.0,
 }
+BACKENDS = ("iscsistart", "native")  # login backends; the first is the default
 CARRIER_SHARE = 20.0  # seconds of the network deadline spent waiting for carrier at most
 
 
@@ -131,9 +132,11 @@ def parse_options(text: str) -> AgentOptions:
             timeouts[phase] = _seconds(key, value)
         elif key == "iscsiboot.cmdline" and value:
             cmdline_file = value
-        elif key == "iscsiboot.login" and value:
-            if value != "iscsistart":
-                raise ParseError(f"unknown login backend {value!r}", where=key, fix="use iscsistart")
+        elif key in ("iscsiboot.login", "iscsiboot.backend") and value:
+            if value not in BACKENDS:
+                raise ParseError(
+                    f"unknown login backend {value!r}", where=key, fix="use native or iscsistart"
+                )
             login = value
         elif key == "iscsiboot.dhcp":
             if value not in ("pyroute2", "udhcpc"):

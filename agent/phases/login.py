@@ -293,4 +293,10 @@ def make_backend(name: str, log: Callable[[str], None] = lambda _text: None) -> 
         except EnvironmentProblem as exc:
             raise PhaseError("login", exc.what, cause="missing-tool", fix=exc.fix) from None
         return IscsistartBackend(program, log=log)
-    raise PhaseError("login", f"unknown login backend {name!r}", cause="config", fix="use iscsistart")
+    if name == "native":
+        from iscsiboot.agent.phases.native import NativeBackend
+
+        return NativeBackend(log)
+    raise PhaseError(
+        "login", f"unknown login backend {name!r}", cause="config", fix="use native or iscsistart"
+    )

@@ -1,0 +1,367 @@
+"""The native login backend: the agent creates the kernel session over NETLINK_ISCSI itself.
+
+The sequence is iscsid's for ``iscsi_tcp`` (see :mod:`iscsiboot.iscsi.netlink`):
+connect the TCP socket, CREATE_SESSION, CREATE_CONN, BIND_CONN with the socket,
+the session parameters, the login PDUs through SEND_PDU with the answers as
+RECV_PDU events (driven by :class:`iscsiboot.iscsi.login.Login`), the
+negotiated parameters, START_CONN, then wait until sysfs says ``LOGGED_IN``
+and ask the SCSI host to scan.  A failed attempt stops and destroys what it
+created.  Failures become the same :class:`~iscsiboot.agent.phases.login.Cause`
+values as the ``iscsistart`` backend (:func:`cause_of_error`, pure).
+
+The login runs through the kernel (not on the socket before CREATE_SESSION):
+libiscsi then sees every Login Response and takes the target's MaxCmdSN
+from it, so its command window is the one the target granted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from iscsiboot.agent.phases.login import Cause, LoginResult
+from iscsiboot.agent.plan import Deadline
+from iscsiboot.errors import EnvironmentProblem, IscsibootError
+from iscsiboot.iscsi import netlink as nl
+from iscsiboot.iscsi.login import (
+    AuthenticationFailed,
+    Login,
+    LoginFailed,
+    LoginRedirect,
+    LoginSettings,
+)
+from iscsiboot.iscsi.pdu import BHS_LEN, Pdu, ProtocolError, encode
+from iscsiboot.model import Target, address_kind
+
+PDU_TIMEOUT = 15.0  # seconds for each Login Response
+MAX_REDIRECTS = 4
+SCAN = "- - -"
+
+
+class ConnectionLost(IscsibootError):
+    """The kernel reported a connection error (CONN_ERROR) during the login."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the connection failed during the login ({nl.conn_error_name(code)}, {code})")
+        self.code = code
+
+
+class TcpFailed(IscsibootError):
+    def __init__(self, what: str, err: int | None) -> None:
+        super().__init__(what)
+        self.errno = err
+
+
+# ---------------------------------------------------------------- error mapping (pure)
+
+_IFERROR: dict[int, Cause] = {
+    errno.EPERM: Cause.OTHER,
+    errno.EACCES: Cause.OTHER,
+    errno.EEXIST: Cause.OTHER,
+}
+_CONN_ERROR: dict[int, Cause] = {
+    nl.ConnErr.TCP_CONN_CLOSE: Cause.REFUSED,  # iscsistart: "(4 - encountered connection failure)"
+    nl.ConnErr.CONN_FAILED: Cause.REFUSED,
+    nl.ConnErr.SESSION_FAILED: Cause.REFUSED,
+    nl.ConnErr.XMIT_FAILED: Cause.REFUSED,
+    nl.ConnErr.NOP_TIMEDOUT: Cause.TIMEOUT,
+}
+
+
+def cause_of_iferror(kind: int, err: int) -> Cause:
+    """The cause of a refused NETLINK_ISCSI request (``err`` positive)."""
+    if kind == nl.Ev.CREATE_CONN and err == errno.ENOMEM:
+        return Cause.NO_CRC32C  # iscsi_tcp cannot allocate its crc32c transform
+    if err in (errno.EPROTONOSUPPORT, errno.ENODEV):
+        return Cause.NO_DRIVER
+    return _IFERROR.get(err, Cause.OTHER)
+
+
+def cause_of_tcp(err: int | None) -> Cause:
+    if err == errno.ECONNREFUSED:
+        return Cause.REFUSED
+    if err in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL):
+        return Cause.UNREACHABLE
+    if err in (None, errno.ETIMEDOUT):
+        return Cause.TIMEOUT
+    return Cause.OTHER
+
+
+def cause_of_error(exc: BaseException) -> Cause:
+    """The plain cause of an exception from one native login attempt."""
+    if isinstance(exc, LoginFailed):
+        if exc.status_class == 2 and exc.status_detail in (1, 2):
+            return Cause.AUTH
+        if exc.status_class == 2 and exc.status_detail in (3, 4):
+            return Cause.NOT_FOUND
+        if exc.status_class == 2:
+            return Cause.REJECTED
+        return Cause.OTHER  # target errors (offline, out of resources) may pass: retry
+    if isinstance(exc, AuthenticationFailed):
+        return Cause.AUTH
+    if isinstance(exc, nl.NetlinkError):
+        return cause_of_iferror(exc.kind, exc.errno)
+    if isinstance(exc, ConnectionLost):
+        return _CONN_ERROR.get(exc.code, Cause.OTHER)
+    if isinstance(exc, TcpFailed):
+        return cause_of_tcp(exc.errno)
+    if isinstance(exc, EnvironmentProblem):
+        return Cause.NO_DRIVER
+    if isinstance(exc, TimeoutError):
+        return Cause.TIMEOUT
+    return Cause.OTHER
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, IscsibootError):
+        return exc.what
+    if isinstance(exc, TimeoutError):
+        return f"timed out: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def response_pdu(payload: bytes, itt: int) -> Pdu:
+    """The Login Response of a RECV_PDU event (BHS + data), with our task tag put back.
+
+    libiscsi sends the login under a task tag of its own and has matched the
+    answer to that task already; the state machine checks the tag it chose.
+    """
+    if len(payload) < BHS_LEN:
+        raise ProtocolError(f"RECV_PDU with {len(payload)} bytes, less than a header")
+    bhs = bytearray(payload[:BHS_LEN])
+    length = int.from_bytes(bhs[5:8], "big")
+    data = payload[BHS_LEN : BHS_LEN + length]
+    if len(data) != length:
+        raise ProtocolError("RECV_PDU shorter than its data segment length")
+    bhs[16:20] = itt.to_bytes(4, "big")
+    return Pdu(bytes(bhs), b"", data)
+
+
+# ---------------------------------------------------------------- sysfs helpers
+
+
+def existing_session(sysfs: Path, target: Target) -> str | None:
+    """The name of a kernel session already logged in to ``target`` (hook mode, a second try)."""
+    base = sysfs / "class" / "iscsi_session"
+    if not base.is_dir():
+        return None
+    for entry in sorted(base.iterdir()):
+        try:
+            name = (entry / "targetname").read_text().strip()
+            state = (entry / "state").read_text().strip()
+        except OSError:
+            continue
+        if name == target.name and state == "LOGGED_IN":
+            return entry.name
+    return None
+
+
+def wait_logged_in(
+    sysfs: Path, sid: int, deadline: float, sleep: Callable[[float], None] = time.sleep
+) -> str:
+    """Poll ``session<sid>/state`` until LOGGED_IN (START_CONN unblocks the session asynchronously)."""
+    path = sysfs / "class" / "iscsi_session" / f"session{sid}" / "state"
+    state = "missing"
+    while True:
+        with contextlib.suppress(OSError):
+            state = path.read_text().strip()
+        if state == "LOGGED_IN":
+            return state
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"session{sid} stayed {state}")
+        sleep(0.01)
+
+
+# ---------------------------------------------------------------- the backend
+
+
+@dataclass
+class _Kernel:
+    """What one attempt created, for the teardown."""
+
+    link: nl.IscsiNetlink
+    sid: int | None = None
+    host_no: int | None = None
+    cid: int | None = None
+    sock: socket.socket | None = None
+
+
+class NativeBackend:
+    name = "native"
+
+    def __init__(
+        self,
+        log: Callable[[str], None] = lambda _text: None,
+        *,
+        sysfs: Path = Path("/sys"),
+        isid: bytes | None = None,
+    ) -> None:
+        self.log = log
+        self.sysfs = sysfs
+        self.isid = isid
+        self.sessions: list[tuple[int, int]] = []  # (sid, host_no) of each session handed over
+
+    def login_firmware(self, deadline: Deadline) -> LoginResult:
+        return LoginResult(
+            Cause.NO_FIRMWARE, "the native backend logs in to the targets the agent read from the iBFT"
+        )
+
+    def login(self, target: Target, initiator: str, deadline: Deadline) -> LoginResult:
+        existing = existing_session(self.sysfs, target)
+        if existing is not None:
+            return LoginResult(Cause.SESSION_EXISTS, f"{existing} is already logged in to {target.name}")
+        address = target.address
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                return self._attempt(target, address, target.port, initiator, deadline)
+            except LoginRedirect as moved:
+                self.log(f"native: {target.name} moved to {moved.address}:{moved.port}")
+                address = moved.address
+                target = _moved(target, moved)
+            except Exception as exc:  # every failure becomes a cause; PID 1 must not die
+                cause = cause_of_error(exc)
+                text = describe(exc)
+                self.log(f"native: login to {target.name} failed ({cause.value}): {text}")
+                return LoginResult(cause, text)
+        return LoginResult(Cause.REJECTED, f"more than {MAX_REDIRECTS} login redirects")
+
+    # -- one attempt
+
+    def _attempt(
+        self, target: Target, address: str, port: int, initiator: str, deadline: Deadline
+    ) -> LoginResult:
+        if address_kind(address) == "hostname":
+            try:
+                address = str(socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][4][0])
+            except OSError as exc:
+                return LoginResult(Cause.UNREACHABLE, f"cannot resolve {address}: {exc}")
+        handle = nl.read_transport_handle(self.sysfs / "class" / "iscsi_transport" / "tcp" / "handle")
+        kernel = _Kernel(nl.IscsiNetlink(handle))
+        done = False
+        try:
+            result = self._run(
+                kernel, target, address=address, port=port, initiator=initiator, deadline=deadline
+            )
+            done = True
+            return result
+        finally:
+            if not done:
+                self._teardown(kernel)
+            if kernel.sock is not None:
+                kernel.sock.close()  # after BIND the kernel holds its own reference
+            kernel.link.close()
+
+    def _run(
+        self, k: _Kernel, target: Target, *, address: str, port: int, initiator: str, deadline: Deadline
+    ) -> LoginResult:
+        t0 = time.monotonic()
+        k.sock = _connect(address, port, min(10.0, max(1.0, deadline.remaining())))
+        link = k.link
+        settings = LoginSettings(
+            initiator=initiator,
+            target=target.name,
+            chap=target.chap,
+            reverse_chap=target.reverse_chap,
+        )
+        if self.isid is not None:
+            settings = replace(settings, isid=self.isid)
+        created = link.call(nl.create_session(link.handle, initial_cmdsn=settings.cmd_sn))
+        ids = nl.R_CREATE_SESSION.parse(created.r)
+        k.sid, k.host_no = int(ids.sid), int(ids.host_no)
+        conn = nl.R_CONN.parse(link.call(nl.create_conn(link.handle, k.sid, 0)).r)
+        if conn.cid == nl.CONN_FAILURE:
+            raise nl.NetlinkError(nl.Ev.CREATE_CONN, errno.ENOMEM)
+        k.cid = int(conn.cid)
+        bound = link.call(nl.bind_conn(link.handle, k.sid, k.cid, k.sock.fileno()))
+        if bound.retcode() != 0:
+            raise nl.NetlinkError(nl.Ev.BIND_CONN, abs(bound.retcode()))
+        self._set_params(k, nl.session_params(target, initiator))
+        self.log(f"native: session{k.sid} host{k.host_no} bound to {address}:{port}")
+        machine = Login(settings, itt=0)
+        request: Pdu | None = machine.start()
+        while request is not None:
+            link.call(nl.send_pdu(link.handle, k.sid, k.cid, encode(request)))
+            until = min(time.monotonic() + PDU_TIMEOUT, time.monotonic() + max(0.5, deadline.remaining()))
+            try:
+                event = link.wait_event(
+                    nl.event_for(k.sid, k.cid, (nl.Ev.K_RECV_PDU, nl.Ev.K_CONN_ERROR)), deadline=until
+                )
+            except TimeoutError:
+                raise TimeoutError(f"no Login Response from {address}:{port}") from None
+            if event.type == nl.Ev.K_CONN_ERROR:
+                raise ConnectionLost(int(nl.R_CONN_ERROR.parse(event.r).error))
+            request = machine.receive(response_pdu(event.payload, machine.itt))
+        result = machine.result
+        assert result is not None
+        self._set_params(k, nl.negotiated_params(result.params, result.exp_stat_sn, tpgt=target.group))
+        started = link.call(nl.start_conn(link.handle, k.sid, k.cid))
+        if started.retcode() != 0:
+            raise nl.NetlinkError(nl.Ev.START_CONN, abs(started.retcode()))
+        wait_logged_in(self.sysfs, k.sid, time.monotonic() + max(2.0, deadline.remaining()))
+        scan = self.sysfs / "class" / "scsi_host" / f"host{k.host_no}" / "scan"
+        scan.write_text(SCAN)
+        self.sessions.append((k.sid, k.host_no))
+        took = time.monotonic() - t0
+        text = (
+            f"session{k.sid} (host{k.host_no}) logged in to {target.name} at {address}:{port}, "
+            f"{result.auth}, in {took:.2f} s"
+        )
+        self.log(f"native: {text}")
+        return LoginResult(Cause.OK, text)
+
+    def _set_params(self, k: _Kernel, params: list[tuple[nl.Param, str]]) -> None:
+        assert k.sid is not None and k.cid is not None
+        for param, value in params:
+            try:
+                k.link.call(nl.set_param(k.link.handle, k.sid, k.cid, param, value))
+            except nl.NetlinkError as exc:
+                if exc.errno == errno.ENOSYS:  # older kernels lack some parameters
+                    self.log(f"native: kernel ignores {param.name.lower()}")
+                    continue
+                raise nl.NetlinkError(
+                    nl.Ev.SET_PARAM,
+                    exc.errno,
+                    f"the kernel refused {nl.shown(param, value)}: {os.strerror(exc.errno)}",
+                ) from None
+
+    def _teardown(self, k: _Kernel) -> None:
+        """STOP_CONN, DESTROY_CONN, DESTROY_SESSION for whatever this attempt created."""
+        link = k.link
+        steps: list[bytes] = []
+        if k.sid is not None and k.cid is not None:
+            steps += [nl.stop_conn(link.handle, k.sid, k.cid), nl.destroy_conn(link.handle, k.sid, k.cid)]
+        if k.sid is not None:
+            steps.append(nl.destroy_session(link.handle, k.sid))
+        for datagram in steps:
+            try:
+                link.call(datagram, timeout=5.0)
+            except (nl.NetlinkError, OSError) as exc:
+                self.log(f"native: teardown step refused: {describe(exc)}")
+        if k.sid is not None:
+            self.log(f"native: session{k.sid} torn down")
+
+
+def _moved(target: Target, moved: LoginRedirect) -> Target:
+    return replace(target, address=moved.address, port=moved.port)
+
+
+def _connect(address: str, port: int, timeout: float) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except TimeoutError:
+        sock.close()
+        raise TcpFailed(f"no answer from {address}:{port} within {timeout:g} s", errno.ETIMEDOUT) from None
+    except OSError as exc:
+        sock.close()
+        raise TcpFailed(f"cannot connect to {address}:{port}: {exc.strerror or exc}", exc.errno) from None
+    return sock
