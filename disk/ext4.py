@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import posixpath
 import stat as statmod
-import struct
 from dataclasses import dataclass
 
-from iscsiboot.disk.probe import ReadAt
+from iscsiboot.disk.probe import ReadAt, le16, le32
 from iscsiboot.errors import ParseError
 
 MiB = 1 << 20
@@ -97,41 +96,31 @@ class _Run:
     count: int
 
 
-def _u16(data: bytes, offset: int) -> int:
-    value: int = struct.unpack_from("<H", data, offset)[0]
-    return value
-
-
-def _u32(data: bytes, offset: int) -> int:
-    value: int = struct.unpack_from("<I", data, offset)[0]
-    return value
-
-
 class Ext4:
     """Read files and directories of the ext file system at offset 0 of ``read``."""
 
     def __init__(self, read: ReadAt) -> None:
         self._read_at = read
         sb = self._read(1024, 1024, "superblock")
-        if _u16(sb, 0x38) != EXT_MAGIC:
+        if le16(sb, 0x38) != EXT_MAGIC:
             raise Ext4Error("no ext2/3/4 superblock (magic 0xEF53 missing at offset 1080)")
-        log = _u32(sb, 0x18)
+        log = le32(sb, 0x18)
         if log > 6:
             raise Ext4Error(f"block size 2^{10 + log} is not supported")
         self.block_size = 1024 << log
-        self.first_data_block = _u32(sb, 0x14)
-        self.blocks_per_group = _u32(sb, 0x20)
-        self.inodes_per_group = _u32(sb, 0x28)
-        self.inodes_count = _u32(sb, 0x00)
-        rev = _u32(sb, 0x4C)
-        self.inode_size = _u16(sb, 0x58) if rev >= 1 else 128
-        self.incompat = _u32(sb, 0x60)
-        blocks = _u32(sb, 0x04)
+        self.first_data_block = le32(sb, 0x14)
+        self.blocks_per_group = le32(sb, 0x20)
+        self.inodes_per_group = le32(sb, 0x28)
+        self.inodes_count = le32(sb, 0x00)
+        rev = le32(sb, 0x4C)
+        self.inode_size = le16(sb, 0x58) if rev >= 1 else 128
+        self.incompat = le32(sb, 0x60)
+        blocks = le32(sb, 0x04)
         is64 = bool(self.incompat & INCOMPAT_64BIT)
         if is64:
-            blocks |= _u32(sb, 0x150) << 32
+            blocks |= le32(sb, 0x150) << 32
         self.blocks_count = blocks
-        self.desc_size = (_u16(sb, 0xFE) or 64) if is64 else 32
+        self.desc_size = (le16(sb, 0xFE) or 64) if is64 else 32
         self.filetype = bool(self.incompat & INCOMPAT_FILETYPE)
         bad = self.incompat & (INCOMPAT_COMPRESSION | INCOMPAT_JOURNAL_DEV)
         if bad:
@@ -174,8 +163,8 @@ class Ext4:
             table = self.first_data_block + 1
             offset = table * self.block_size + group * self.desc_size
         desc = self._read(offset, self.desc_size, f"group descriptor {group}")
-        lo = _u32(desc, 0x08)
-        hi = _u32(desc, 0x28) if self.desc_size >= 64 else 0
+        lo = le32(desc, 0x08)
+        hi = le32(desc, 0x28) if self.desc_size >= 64 else 0
         return lo | (hi << 32)
 
     def _has_super(self, group: int) -> bool:
@@ -200,16 +189,16 @@ class Ext4:
         raw = self._read(
             table * self.block_size + index * self.inode_size, min(self.inode_size, 256), f"inode {number}"
         )
-        size = _u32(raw, 0x04) | (_u32(raw, 0x6C) << 32)
+        size = le32(raw, 0x04) | (le32(raw, 0x6C) << 32)
         return _Inode(
             number=number,
-            mode=_u16(raw, 0x00),
+            mode=le16(raw, 0x00),
             size=size,
-            flags=_u32(raw, 0x20),
-            links=_u16(raw, 0x1A),
-            mtime=_u32(raw, 0x10),
-            blocks=_u32(raw, 0x1C),
-            file_acl=_u32(raw, 0x68),
+            flags=le32(raw, 0x20),
+            links=le16(raw, 0x1A),
+            mtime=le32(raw, 0x10),
+            blocks=le32(raw, 0x1C),
+            file_acl=le32(raw, 0x68),
             block=raw[0x28:0x64],
         )
 
@@ -228,32 +217,32 @@ class Ext4:
         return self._blockmap_runs(inode, nblocks)
 
     def _extent_node(self, node: bytes, ino: int, budget: int, out: list[_Run], nblocks: int) -> None:
-        if len(node) < 12 or _u16(node, 0) != EXTENT_MAGIC:
+        if len(node) < 12 or le16(node, 0) != EXTENT_MAGIC:
             raise Ext4Error(f"inode {ino}: bad extent header")
-        entries, depth = _u16(node, 2), _u16(node, 6)
+        entries, depth = le16(node, 2), le16(node, 6)
         if depth > budget or 12 + 12 * entries > len(node):
             raise Ext4Error(f"inode {ino}: extent tree is corrupt")
         for i in range(entries):
             at = 12 + 12 * i
-            logical = _u32(node, at)
+            logical = le32(node, at)
             if logical >= nblocks:
                 break
             if depth == 0:
-                length = _u16(node, at + 4)
+                length = le16(node, at + 4)
                 initialized = length <= 32768
                 if not initialized:
                     length -= 32768
-                start = (_u16(node, at + 6) << 32) | _u32(node, at + 8)
+                start = (le16(node, at + 6) << 32) | le32(node, at + 8)
                 length = min(length, nblocks - logical)
                 out.append(_Run(logical, start if initialized else 0, length))
             else:
-                child = (_u16(node, at + 8) << 32) | _u32(node, at + 4)
+                child = (le16(node, at + 8) << 32) | le32(node, at + 4)
                 self._extent_node(
                     self._block(child, f"inode {ino} extent node"), ino, depth - 1, out, nblocks
                 )
 
     def _blockmap_runs(self, inode: _Inode, nblocks: int) -> list[_Run]:
-        pointers = [_u32(inode.block, 4 * i) for i in range(15)]
+        pointers = [le32(inode.block, 4 * i) for i in range(15)]
         per = self.block_size // 4
         physical: list[int] = pointers[:12]
 
@@ -267,7 +256,7 @@ class Ext4:
             for i in range(per):
                 if len(out) >= want:
                     break
-                entry = _u32(table, 4 * i)
+                entry = le32(table, 4 * i)
                 take = min(span, want - len(out))
                 out.extend([entry] if level == 1 else expand(entry, level - 1, take))
             return out
@@ -319,11 +308,11 @@ class Ext4:
             block = data[base : base + bs]
             pos = 0
             while pos + 8 <= len(block):
-                ino, rec_len = _u32(block, pos), _u16(block, pos + 4)
+                ino, rec_len = le32(block, pos), le16(block, pos + 4)
                 if self.filetype:
                     name_len, ftype = block[pos + 6], block[pos + 7]
                 else:
-                    name_len, ftype = _u16(block, pos + 6), 0
+                    name_len, ftype = le16(block, pos + 6), 0
                 if rec_len < 8 or rec_len % 4 or pos + rec_len > len(block):
                     raise Ext4Error(f"directory inode {inode.number}: corrupt entry at byte {base + pos}")
                 if ino and 8 + name_len <= rec_len:

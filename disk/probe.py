@@ -71,17 +71,17 @@ def _read(read: ReadAt, offset: int, length: int) -> bytes | None:
     return bytes(data[:length])
 
 
-def _u16(data: bytes, offset: int) -> int:
+def le16(data: bytes, offset: int) -> int:
     value: int = struct.unpack_from("<H", data, offset)[0]
     return value
 
 
-def _u32(data: bytes, offset: int) -> int:
+def le32(data: bytes, offset: int) -> int:
     value: int = struct.unpack_from("<I", data, offset)[0]
     return value
 
 
-def _u64(data: bytes, offset: int) -> int:
+def le64(data: bytes, offset: int) -> int:
     value: int = struct.unpack_from("<Q", data, offset)[0]
     return value
 
@@ -113,7 +113,7 @@ def read_partition_table(read: ReadAt, *, size: int, sector_size: int = 512) -> 
 
 def _mbr_entry(sector: bytes, offset: int) -> tuple[int, int, int, int]:
     """(status, type, first LBA, sector count) of the 16-byte entry at ``offset``."""
-    return sector[offset], sector[offset + 4], _u32(sector, offset + 8), _u32(sector, offset + 12)
+    return sector[offset], sector[offset + 4], le32(sector, offset + 8), le32(sector, offset + 12)
 
 
 def _read_mbr(
@@ -144,7 +144,7 @@ def _read_mbr(
             extended = (lba, count)
     if extended is not None:
         parts.extend(_read_logical(read, extended, total=total, sector_size=sector_size))
-    disk_id = f"{_u32(mbr, 440):08x}"
+    disk_id = f"{le32(mbr, 440):08x}"
     return PartitionTable("mbr", disk_id, tuple(parts))
 
 
@@ -204,19 +204,19 @@ def _read_gpt_at(read: ReadAt, lba: int, *, size: int, sector_size: int) -> Part
         raise ProbeError(f"no header at LBA {lba}")
     if header[0:8] != b"EFI PART":
         raise ProbeError(f"no signature at LBA {lba}")
-    header_size = _u32(header, 12)
+    header_size = le32(header, 12)
     if not 92 <= header_size <= sector_size:
         raise ProbeError(f"header size {header_size} at LBA {lba}")
-    crc = _u32(header, 16)
+    crc = le32(header, 16)
     raw = bytearray(header[:header_size])
     raw[16:20] = b"\0\0\0\0"
     if zlib.crc32(raw) != crc:
         raise ProbeError(f"header CRC mismatch at LBA {lba}")
     disk_guid = _guid(header[56:72])
-    entries_lba = _u64(header, 72)
-    count = _u32(header, 80)
-    entry_size = _u32(header, 84)
-    entries_crc = _u32(header, 88)
+    entries_lba = le64(header, 72)
+    count = le32(header, 80)
+    entry_size = le32(header, 84)
+    entries_crc = le32(header, 88)
     if entry_size < 128 or entry_size % 8 or entry_size > 4096 or count > MAX_GPT_ENTRIES:
         raise ProbeError(f"entry size {entry_size} or count {count} at LBA {lba}")
     table = _read(read, entries_lba * sector_size, count * entry_size)
@@ -230,7 +230,7 @@ def _read_gpt_at(read: ReadAt, lba: int, *, size: int, sector_size: int) -> Part
         type_raw = entry[0:16]
         if type_raw == bytes(16):
             continue
-        first, last, attrs = _u64(entry, 32), _u64(entry, 40), _u64(entry, 48)
+        first, last, attrs = le64(entry, 32), le64(entry, 40), le64(entry, 48)
         if last < first or (last + 1) * sector_size > size:
             raise ProbeError(f"partition {index + 1} has bad extent {first}-{last}")
         name = entry[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
@@ -278,9 +278,9 @@ def probe_filesystem(read: ReadAt) -> FsInfo | None:
 
 def _probe_ext(read: ReadAt) -> FsInfo | None:
     sb = _read(read, 1024, 1024)
-    if sb is None or _u16(sb, 0x38) != EXT_MAGIC:
+    if sb is None or le16(sb, 0x38) != EXT_MAGIC:
         return None
-    compat, incompat, ro_compat = _u32(sb, 0x5C), _u32(sb, 0x60), _u32(sb, 0x64)
+    compat, incompat, ro_compat = le32(sb, 0x5C), le32(sb, 0x60), le32(sb, 0x64)
     if incompat & EXT_INCOMPAT_JOURNAL_DEV:
         return None  # an external journal, not a file system
     if incompat & ~EXT3_INCOMPAT_SUPP or ro_compat & ~EXT3_RO_COMPAT_SUPP:
@@ -303,7 +303,7 @@ def _probe_squashfs(read: ReadAt) -> FsInfo | None:
     sb = _read(read, 0, 96)
     if sb is None or sb[0:4] != b"hsqs":
         return None
-    if _u16(sb, 28) != 4:
+    if le16(sb, 28) != 4:
         return None
     return FsInfo("squashfs", None, None)
 
@@ -324,9 +324,9 @@ def _probe_vfat(read: ReadAt) -> FsInfo | None:
     bs = _read(read, 0, 512)
     if bs is None or bs[510:512] != b"\x55\xaa" or bs[0] not in (0xEB, 0xE9):
         return None
-    bps, spc, reserved, nfats = _u16(bs, 11), bs[13], _u16(bs, 14), bs[16]
-    root_entries, total16, fat16 = _u16(bs, 17), _u16(bs, 19), _u16(bs, 22)
-    total32, fat32 = _u32(bs, 32), _u32(bs, 36)
+    bps, spc, reserved, nfats = le16(bs, 11), bs[13], le16(bs, 14), bs[16]
+    root_entries, total16, fat16 = le16(bs, 17), le16(bs, 19), le16(bs, 22)
+    total32, fat32 = le32(bs, 32), le32(bs, 36)
     if bps not in (512, 1024, 2048, 4096) or spc == 0 or spc & (spc - 1) or reserved == 0:
         return None
     if nfats not in (1, 2) or bs[21] not in (0xF0, *range(0xF8, 0x100)):
@@ -337,7 +337,7 @@ def _probe_vfat(read: ReadAt) -> FsInfo | None:
         return None
     ext = 64 if is32 else 36
     if bs[ext + 2] in (0x28, 0x29):
-        serial = _u32(bs, ext + 3)
+        serial = le32(bs, ext + 3)
         uid: str | None = f"{serial >> 16:04X}-{serial & 0xFFFF:04X}"
         boot_label: bytes | None = bs[ext + 7 : ext + 18] if bs[ext + 2] == 0x29 else None
     else:
@@ -370,8 +370,8 @@ def _fat_dir_label(data: bytes) -> bytes | None:
 
 
 def _fat32_root_label(read: ReadAt, bs: bytes, *, data_start: int, fat_start: int) -> bytes | None:
-    cluster = _u32(bs, 44) & 0x0FFFFFFF
-    cluster_bytes = _u16(bs, 11) * bs[13]
+    cluster = le32(bs, 44) & 0x0FFFFFFF
+    cluster_bytes = le16(bs, 11) * bs[13]
     seen: set[int] = set()
     while 2 <= cluster < 0x0FFFFFF7 and cluster not in seen and len(seen) < _FAT_MAX_ROOT_CLUSTERS:
         seen.add(cluster)
@@ -386,7 +386,7 @@ def _fat32_root_label(read: ReadAt, bs: bytes, *, data_start: int, fat_start: in
         link = _read(read, fat_start + cluster * 4, 4)
         if link is None:
             return None
-        cluster = _u32(link, 0) & 0x0FFFFFFF
+        cluster = le32(link, 0) & 0x0FFFFFFF
     return None
 
 
