@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iscsiboot.cmdline import generate
+from iscsiboot.cmdline.parse import tokenize
 from iscsiboot.errors import UsageError
 from iscsiboot.model import (
     BootConfig,
@@ -52,6 +53,7 @@ LUN = 1  # tgt's LUN 0 is its controller; the disk is LUN 1
 TID = 1
 MIN_SECRET = 12  # tgt refuses shorter CHAP secrets for some initiators
 MAX_SECRET = 16
+SANBOOT_ATTEMPTS = 5  # iPXE gives up after these, and the wrapper powers off
 BOOTFILE = "boot.ipxe"
 SCENARIO_SCRIPT = "scenario.ipxe"
 DEFAULT_TARGET = "iqn.2026-11.org.iscsiboot:htpc"
@@ -318,7 +320,7 @@ def table_config(client: BootConfig) -> BootConfig:
 
 def boot_options(cfg: BootConfig) -> list[str]:
     """The ``ip=``/``boot=``/``disk=`` options for ``cfg`` (``iscsiboot generate cmdline``)."""
-    return generate.cmdline(cfg).text.split()
+    return list(tokenize(generate.cmdline(cfg).text))
 
 
 def append_line(options: ScenarioOptions, client: BootConfig) -> str:
@@ -351,8 +353,13 @@ def ipxe_script(client: BootConfig) -> str:
 
 
 def _generated_ipxe(client: BootConfig) -> str:
-    """``iscsiboot generate ipxe`` for ``client`` (chain-loaded form)."""
-    return generate.ipxe(client, embedded=False).text
+    """``iscsiboot generate ipxe`` for ``client`` (chain-loaded form).
+
+    The attempts are bounded so that a login iPXE cannot make (a wrong
+    password in ibft mode) ends in the wrapper's power-off, not in the
+    scenario's timeout.
+    """
+    return generate.ipxe(client, embedded=False, attempts=SANBOOT_ATTEMPTS).text
 
 
 def qemu_argv(

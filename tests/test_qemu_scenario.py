@@ -278,3 +278,29 @@ def test_result_line_cut_by_a_kernel_message() -> None:
     # only the cut console copy (the kernel's copy truncated or missing): glue the next line on
     lines = [f"ISCSIBOOT-RESULT {whole[:cut]}[   18.298303] iscsiboot: something else", whole[cut:]]
     assert find_result(lines) == json.loads(whole)
+
+
+def test_boot_options_keep_a_quoted_label_whole() -> None:
+    from iscsiboot.model import BootConfig, Locator, Network
+    from iscsiboot.qemu.scenario import boot_options
+
+    cfg = BootConfig(
+        firmware=True,
+        network=Network(mode=NetMode.DHCP),
+        system=Locator.parse("LABEL=HTPC System"),
+        storage=Locator.parse("LABEL=Storage"),
+    )
+    assert "boot=ISCSI=auto,LABEL=HTPC System" in boot_options(cfg)
+
+
+def test_scenario_ipxe_script_gives_up_after_bounded_attempts() -> None:
+    from iscsiboot.model import BootConfig, Target
+    from iscsiboot.qemu.scenario import SANBOOT_ATTEMPTS, ipxe_script
+
+    client = BootConfig(
+        initiator="iqn.2026-11.org.iscsiboot:client",
+        targets=(Target("iqn.2026-11.org.iscsiboot:htpc", "10.0.2.2", lun=1),),
+    )
+    script = ipxe_script(client)
+    assert script.count("sanboot iscsi:10.0.2.2:::1:iqn.2026-11.org.iscsiboot:htpc") == SANBOOT_ATTEMPTS
+    assert "exit 1" in script
