@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 from iscsiboot.errors import UsageError
-from iscsiboot.model import NetMode
+from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
 from iscsiboot.qemu.outcome import Outcome, find_result, finished, judge, timeline_text
 from iscsiboot.qemu.scenario import (
     GUEST_MAC,
     HOST_ADDRESS,
     LUN,
+    SANBOOT_ATTEMPTS,
     WRAPPER_SCRIPT,
     Boot,
     Mode,
     ScenarioOptions,
+    boot_options,
+    ipxe_script,
     plan,
 )
 from iscsiboot.qemu.system import MOUNTS_BEGIN, MOUNTS_END, SYSTEM_MARKER, parse_report
@@ -281,9 +284,6 @@ def test_result_line_cut_by_a_kernel_message() -> None:
 
 
 def test_boot_options_keep_a_quoted_label_whole() -> None:
-    from iscsiboot.model import BootConfig, Locator, Network
-    from iscsiboot.qemu.scenario import boot_options
-
     cfg = BootConfig(
         firmware=True,
         network=Network(mode=NetMode.DHCP),
@@ -294,9 +294,6 @@ def test_boot_options_keep_a_quoted_label_whole() -> None:
 
 
 def test_scenario_ipxe_script_gives_up_after_bounded_attempts() -> None:
-    from iscsiboot.model import BootConfig, Target
-    from iscsiboot.qemu.scenario import SANBOOT_ATTEMPTS, ipxe_script
-
     client = BootConfig(
         initiator="iqn.2026-11.org.iscsiboot:client",
         targets=(Target("iqn.2026-11.org.iscsiboot:htpc", "10.0.2.2", lun=1),),
