@@ -8,12 +8,14 @@ Golden messages are written with ``struct`` from the byte offsets of
 from __future__ import annotations
 
 import errno
+import shutil
 import socket
 import struct
 import time
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.phases import native
 from iscsiboot.agent.phases.login import Cause, make_backend
@@ -239,7 +241,8 @@ def test_missing_handle_is_no_driver(tmp_path: Path) -> None:
 
 
 def test_backend_option() -> None:
-    assert parse_options("quiet").login_backend == "iscsistart"
+    assert parse_options("quiet").login_backend == "auto"
+    assert parse_options("iscsiboot.backend=auto").login_backend == "auto"
     assert parse_options("iscsiboot.backend=native").login_backend == "native"
     assert parse_options("iscsiboot.login=native").login_backend == "native"
     assert parse_options("iscsiboot.backend=iscsistart").login_backend == "iscsistart"
@@ -251,6 +254,17 @@ def test_make_backend_native() -> None:
     backend = make_backend("native")
     assert backend.name == "native"
     assert isinstance(backend, native.NativeBackend)
+
+
+def test_make_backend_auto_prefers_iscsistart_when_present() -> None:
+    present = shutil.which("iscsistart") or shutil.which("iscsistart", path="/usr/sbin:/sbin")
+    assert make_backend("auto").name == ("iscsistart" if present else "native")
+
+
+def test_unknown_backend_is_a_config_error() -> None:
+    with pytest.raises(PhaseError) as info:
+        make_backend("iscsid")
+    assert info.value.cause == "config"
 
 
 # ---------------------------------------------------------------- the socket class against a fake kernel

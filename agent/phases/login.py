@@ -285,6 +285,15 @@ def login_all(
 
 
 def make_backend(name: str, log: Callable[[str], None] = lambda _text: None) -> LoginBackend:
+    """The backend called ``name``; ``auto`` is iscsistart when the image has it, else native."""
+    if name == "auto":
+        from iscsiboot.proc import which
+
+        try:
+            which("iscsistart")
+            name = "iscsistart"
+        except EnvironmentProblem:
+            name = "native"
     if name == "iscsistart":
         from iscsiboot.proc import which
 
