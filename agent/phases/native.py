@@ -201,9 +201,11 @@ class NativeBackend:
         *,
         sysfs: Path = Path("/sys"),
         isid: bytes | None = None,
+        open_link: Callable[[int], nl.IscsiNetlink] = nl.IscsiNetlink,
     ) -> None:
         self.log = log
         self.sysfs = sysfs
+        self.open_link = open_link  # the NETLINK_ISCSI socket (a fake kernel in unit tests)
         self.isid = isid
         self.sessions: list[tuple[int, int]] = []  # (sid, host_no) of each session handed over
 
@@ -242,7 +244,7 @@ class NativeBackend:
             except OSError as exc:
                 return LoginResult(Cause.UNREACHABLE, f"cannot resolve {address}: {exc}")
         handle = nl.read_transport_handle(self.sysfs / "class" / "iscsi_transport" / "tcp" / "handle")
-        kernel = _Kernel(nl.IscsiNetlink(handle))
+        kernel = _Kernel(self.open_link(handle))
         done = False
         try:
             result = self._run(
