@@ -124,6 +124,23 @@ def fail_action(options: AgentOptions, reporter: Reporter) -> None:
         time.sleep(3600)
 
 
+def break_action(options: AgentOptions, reporter: Reporter, phase: str, run_shell: bool = True) -> bool:
+    """At ``break=<phase>``: True to go on after a debug shell, False to stop the run there.
+
+    As OpenELEC, a break opens a debug shell and the boot goes on when it
+    exits.  With ``iscsiboot.on_failure=poweroff`` or ``reboot`` nobody is
+    meant to type at the console, so the run stops before ``phase`` instead
+    and the failure action follows (a shell would wait for ever).
+    """
+    if options.on_failure in (OnFailure.POWEROFF, OnFailure.REBOOT):
+        action = options.on_failure.value
+        reporter.line(f"break={phase}: stopping before the {phase} phase (iscsiboot.on_failure={action})")
+        return False
+    if run_shell:
+        shell(reporter, f"break={phase}")
+    return True
+
+
 def main() -> None:
     """PID 1: never returns (switch_root execs the new init; failures reboot or power off)."""
     os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -169,8 +186,7 @@ def _main(console: TextIO) -> None:
     agent = Agent(text, options, reporter, Env(resolv_conf="/etc/resolv.conf"))
 
     def on_break(phase: str) -> bool:
-        shell(reporter, f"break={phase}")
-        return True
+        return break_action(options, reporter, phase)
 
     result = agent.run(on_break=on_break)
     reporter.finish(result)

@@ -145,6 +145,8 @@ class Reporter:
 
 
 def failure_paragraph(result: RunResult) -> str:
+    if result.cause == "break":
+        return f"iSCSI boot stopped at the {result.phase} phase: {result.error}."
     text = f"iSCSI boot failed in the {result.phase} phase: {result.error}."
     if result.evidence:
         text += f" Seen: {result.evidence}."

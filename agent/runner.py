@@ -180,8 +180,10 @@ class Agent:
             dhcp_client=self.options.dhcp_client,
         )
         self.state["network"] = net
+        vlan = f" (VLAN {net.vlan} on {net.parent})" if net.vlan is not None else ""
         self.say(
-            f"network: {net.device} {net.address}/{net.prefix} via {net.gateway or 'no gateway'} ({net.mode})"
+            f"network: {net.device}{vlan} {net.address}/{net.prefix}"
+            f" via {net.gateway or 'no gateway'} ({net.mode})"
         )
 
     def login(self, deadline: Deadline) -> None:

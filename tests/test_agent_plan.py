@@ -14,7 +14,7 @@ import pytest
 from iscsiboot.agent import PHASES, RUNTIME_MODULES
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import OnFailure, parse_options, tokenize
-from iscsiboot.agent.phases.network import parse_udhcpc
+from iscsiboot.agent.phases.network import kernel_words, parse_udhcpc
 from iscsiboot.agent.plan import (
     Deadline,
     LinkInfo,
@@ -217,6 +217,10 @@ def test_failure_paragraph_names_phase_cause_evidence_fix() -> None:
     )
     assert text.startswith("iSCSI boot failed in the login phase: CHAP rejected.")
     assert "Seen: (24 - auth)." in text and "Fix: check iscsi_password." in text
+    stopped = failure_paragraph(
+        RunResult(phase="login", error="stopped before the login phase (break=login)", cause="break")
+    )
+    assert stopped == "iSCSI boot stopped at the login phase: stopped before the login phase (break=login)."
     err = PhaseError("disk", "no disk", evidence="session1", fix="map a LUN")
     assert "disk phase" in err.paragraph() and str(err) == "disk: no disk (map a LUN)"
 
@@ -258,3 +262,11 @@ def test_boot_modules_stay_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_kernel_words_name_vlan_parent_and_addresses() -> None:
+    words = kernel_words("eth0.100", "vlan", 100, "eth0", ["192.0.2.10/24"])
+    assert words == "eth0.100 is VLAN 100 on eth0, 192.0.2.10/24 (as the kernel reports)"
+    assert (
+        kernel_words("eth0", None, None, None, []) == "eth0 (device), no IPv4 address (as the kernel reports)"
+    )

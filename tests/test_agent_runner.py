@@ -12,6 +12,7 @@ import pytest
 from agent_support import fake_iscsi_sysfs, make_disk, make_ext4
 from iscsiboot.agent import PHASES
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.init import break_action
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.plan import Deadline
 from iscsiboot.agent.report import Reporter, RunResult
@@ -111,6 +112,22 @@ def test_break_stops_or_continues() -> None:
         steps, parse_options("break=modules"), reporter, on_break=lambda p: breaks.append(p) is None
     )
     assert result.ok and ran == ["config", "modules", "network"] and breaks == ["modules"]
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "goes_on"),
+    [
+        ("break=network iscsiboot.on_failure=poweroff", False),
+        ("break=network iscsiboot.on_failure=reboot", False),
+        ("break=network iscsiboot.on_failure=shell", True),
+        ("break=network", True),  # OpenELEC: a debug shell, then the boot goes on
+    ],
+)
+def test_break_action_stops_when_nobody_is_at_the_console(cmdline: str, goes_on: bool) -> None:
+    reporter, out = _reporter()
+    assert break_action(parse_options(cmdline), reporter, "network", run_shell=False) is goes_on
+    said = "break=network: stopping before the network phase" in out.getvalue()
+    assert said is not goes_on
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import errno
 import ipaddress
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ class NetResult:
     setup_seconds: float = 0.0  # imports and netlink sockets, before the interface is picked
     dhcp_seconds: float = 0.0
     dhcp_client: str | None = None
+    vlan: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +69,14 @@ def link_info(msg: Any) -> LinkInfo:
         kind=kind,
         loopback=bool(msg["flags"] & IFF_LOOPBACK) or name == "lo",
     )
+
+
+def kernel_words(
+    name: str, kind: str | None, vlan: int | None, parent: str | None, addresses: list[str]
+) -> str:
+    """One interface as the kernel reports it, in words (pure)."""
+    what = f"{name} is VLAN {vlan} on {parent}" if kind == "vlan" else f"{name} ({kind or 'device'})"
+    return f"{what}, {', '.join(addresses) or 'no IPv4 address'} (as the kernel reports)"
 
 
 async def _collect(result: Any) -> list[Any]:
@@ -197,6 +207,22 @@ class Network:
         if not found:
             raise PhaseError("network", f"VLAN interface {name} did not appear", cause="vlan")
         return await self.up_and_carrier(found)
+
+    async def kernel_view(self, link: LinkInfo) -> str:
+        """``link`` read back from the kernel: kind, VLAN id, parent and IPv4 addresses."""
+        msg = (await _collect(await self.ipr.link("get", index=link.index)))[0]
+        vlan = parent = None
+        with contextlib.suppress(AttributeError, KeyError, TypeError):
+            vlan = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
+        names = {lk.index: lk.name for lk in await self.links()}
+        if msg.get("link") is not None:
+            parent = names.get(int(msg.get("link")), f"index {msg.get('link')}")
+        addresses = [
+            f"{a.get('address')}/{a['prefixlen']}"
+            for a in await _collect(await self.ipr.addr("dump"))
+            if a["index"] == link.index and a["family"] == socket.AF_INET
+        ]
+        return kernel_words(link_info(msg).name, link_info(msg).kind, vlan, parent, addresses)
 
     async def configure(self, link: LinkInfo, address: str, prefix: int, gateway: str | None) -> None:
         try:
@@ -338,6 +364,12 @@ class Network:
             result.dns = list(lease.dns or plan.dns)
             result.server, result.root_path = lease.server, lease.root_path
             await self.configure(link, lease.address, lease.prefix, lease.gateway)
+        if parent is not None:
+            result.vlan = plan.vlan
+            try:
+                self.say(f"network: {await self.kernel_view(link)}")
+            except Exception as exc:  # the read-back only reports; the VLAN is configured
+                self.say(f"network: cannot read {link.name} back from the kernel: {exc}")
         if self.resolv_conf and result.dns:
             from iscsiboot.output import write_atomic
 
