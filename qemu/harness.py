@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -61,6 +61,11 @@ def default_log_dir() -> Path:
 
 def _quiet(_: str) -> None:
     return None
+
+
+def _never(_lines: Sequence[str]) -> bool:
+    """Follow the console until QEMU exits (or the time limit)."""
+    return False
 
 
 def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int = DISK_MB) -> Path:
@@ -208,7 +213,8 @@ def run_scenario(
         qemu = Qemu(p.qemu_argv, p.files.qemu_log)
         follower = ConsoleFollower(p.files.console)
         qemu.start()
-        waited = follow(qemu, follower, timeout=options.timeout, until=finished, on_line=line, on_tick=tick)
+        until = _never if options.until_exit else finished
+        waited = follow(qemu, follower, timeout=options.timeout, until=until, on_line=line, on_tick=tick)
         status = qemu.stop()
         follower.flush()
         if waited.reason == "timeout":

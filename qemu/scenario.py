@@ -94,6 +94,7 @@ class ScenarioOptions:
     client_password: Secret | None = None  # the client gets this instead of ``password``
     target_delay: float = 0.0  # the target appears this many seconds after the guest's network is up
     acpi_ibft: bool = False  # inject the iBFT through -acpitable instead of iPXE
+    vlan: int | None = None  # the injected iBFT's NIC is on this 802.1Q VLAN (acpi_ibft only)
     disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
     # machine
     kvm: bool = False
@@ -101,6 +102,9 @@ class ScenarioOptions:
     cpus: int = 2
     timeout: float = 120.0
     extra_append: tuple[str, ...] = ()
+    # keep following the console after the agent's result until QEMU exits
+    # (to see the guest power off after a failure or a break=)
+    until_exit: bool = False
 
     def __post_init__(self) -> None:
         if self.password is not None and self.username is None:
@@ -129,6 +133,10 @@ class ScenarioOptions:
             raise UsageError("--target-delay must not be negative")
         if self.acpi_ibft and self.mode is not Mode.IBFT:
             raise UsageError("--acpi-ibft belongs to --mode ibft", fix="use --mode ibft --acpi-ibft")
+        if self.vlan is not None and not self.acpi_ibft:
+            raise UsageError("a VLAN needs the injected iBFT", fix="add --acpi-ibft")
+        if self.vlan is not None and not 1 <= self.vlan <= 4094:
+            raise UsageError(f"VLAN {self.vlan} is out of range", fix="use a VLAN id of 1-4094")
         if self.target_delay > 0 and self.boot is Boot.SANBOOT:
             raise UsageError(
                 "iPXE sanboot cannot wait for a late target",
@@ -245,6 +253,7 @@ class Plan:
         lines = [
             f"mode: {self.options.mode.value} ({self.boot.value}"
             + (", iBFT through -acpitable" if self.options.acpi_ibft else "")
+            + (f" on VLAN {self.options.vlan}" if self.options.vlan is not None else "")
             + ")",
             f"target: {self.target.iqn} LUN {self.target.lun} on 127.0.0.1:{self.port}"
             + f" (guest: {HOST_ADDRESS}:{self.port})",
@@ -301,8 +310,8 @@ def kernel_config(options: ScenarioOptions, client: BootConfig) -> BootConfig:
     return replace(client, targets=tuple(replace(t, lun=None) for t in client.targets))
 
 
-def table_config(client: BootConfig) -> BootConfig:
-    """The model of an iBFT that firmware on QEMU's user network would write."""
+def table_config(client: BootConfig, vlan: int | None = None) -> BootConfig:
+    """The model of an iBFT that firmware on QEMU's user network would write (on ``vlan``)."""
     return replace(
         client,
         firmware=True,
@@ -314,6 +323,7 @@ def table_config(client: BootConfig) -> BootConfig:
             gateway=HOST_ADDRESS,
             server=HOST_ADDRESS,
             dns=(GUEST_DNS,),
+            vlan=vlan,
         ),
     )
 
@@ -445,6 +455,6 @@ def plan(
         append=append,
         target=target_spec(options, files),
         ipxe_script=ipxe_script(client) if options.boot is Boot.SANBOOT else None,
-        table_config=table_config(client) if options.acpi_ibft else None,
+        table_config=table_config(client, options.vlan) if options.acpi_ibft else None,
         qemu_argv=qemu_argv(options, files, append=append, kernel=kernel, initrd=initrd, qemu=qemu),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from iscsiboot.errors import UsageError
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
+from iscsiboot.qemu.harness import _never
 from iscsiboot.qemu.outcome import Outcome, find_result, finished, judge, timeline_text
 from iscsiboot.qemu.scenario import (
     GUEST_MAC,
@@ -123,6 +124,24 @@ def test_acpi_ibft_plan_injects_table() -> None:
     assert "boot=ISCSI=auto" in p.append
 
 
+def test_vlan_goes_into_the_injected_ibft() -> None:
+    p = make(mutual(acpi_ibft=True, vlan=100))
+    assert p.table_config is not None and p.table_config.network.vlan == 100
+    assert "on VLAN 100" in p.describe()
+    assert make(mutual(acpi_ibft=True)).table_config.network.vlan is None
+
+
+def test_until_exit_keeps_following_after_the_result() -> None:
+    assert ScenarioOptions().until_exit is False
+    lines = ["noise", _result(ok=False, phase="login", error="stopped before the login phase (break=login)")]
+    assert finished(lines)  # the default wait ends at the agent's failure
+    assert not _never(lines)  # until_exit: QEMU's exit (the guest powering off) ends it
+    o = judge(
+        lines, reason="exited", boot_seconds=1, total_seconds=2, console="\n".join(lines), qemu_status=0
+    )
+    assert o.reason == "agent" and o.phase == "login" and o.qemu_status == 0
+
+
 def test_target_delay_and_labels() -> None:
     o = ScenarioOptions(mode=Mode.CMDLINE, target_delay=8, storage_label="Data", disk_storage_label="Other")
     p = make(o)
@@ -152,6 +171,9 @@ def test_kvm_is_opt_in() -> None:
         {"system_label": "has space"},
         {"target_name": "bad name"},
         {"timeout": 0},
+        {"vlan": 100},  # a VLAN only through the injected iBFT
+        {"acpi_ibft": True, "vlan": 4095},
+        {"acpi_ibft": True, "vlan": 0},
     ],
 )
 def test_bad_options_are_usage_errors(kwargs: dict[str, object]) -> None:
