@@ -1,5 +1,6 @@
 # ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
-"""iSCSI login through a backend; the first backend runs open-iscsi's ``iscsistart``.
+"""iSCSI login through a backend: native (the default, :mod:`iscsiboot.agent.phases.native`:
+the agent hands the session to the kernel over NETLINK_ISCSI) or open-iscsi's ``iscsistart``.
 
 :func:`parse_iscsistart` turns the tool's output into a cause (pure, tested
 with text captured from real runs).  :func:`login_all` logs in once per
@@ -285,15 +286,9 @@ def login_all(
 
 
 def make_backend(name: str, log: Callable[[str], None] = lambda _text: None) -> LoginBackend:
-    """The backend called ``name``; ``auto`` is iscsistart when the image has it, else native."""
+    """The backend called ``name``; ``auto`` is native (iscsistart only when asked for)."""
     if name == "auto":
-        from iscsiboot.proc import which
-
-        try:
-            which("iscsistart")
-            name = "iscsistart"
-        except EnvironmentProblem:
-            name = "native"
+        name = "native"
     if name == "iscsistart":
         from iscsiboot.proc import which
 

@@ -1,0 +1,180 @@
+"""The native login backend end to end in QEMU, side by side with iscsistart (marker ``vm``).
+
+Two images of the same source: the standard initramfs (with iscsistart) and
+one built with ``iscsistart=False`` (``iscsiboot initramfs build
+--no-iscsistart``).  Each scenario boots twice in the same run: with
+``iscsiboot.backend=iscsistart`` on the standard image and with the default
+backend (``auto``, which picks native) on the image without iscsistart.  The
+console (``debugging``) shows which backend logged in.  The login phase times
+of both backends and the two image sizes are printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from iscsiboot.initramfs.build import build
+from iscsiboot.initramfs.cpio import read_newc
+from iscsiboot.initramfs.kernel import default_cache, fetch_kernel
+from iscsiboot.qemu.artifacts import prepare, source_digest
+from iscsiboot.qemu.harness import Artifacts, default_log_dir
+from iscsiboot.qemu.outcome import Outcome
+from iscsiboot.qemu.scenario import Mode, ScenarioOptions
+from iscsiboot.secret import Secret
+from vm_support import BOOT_TIMEOUT, boot, expect_failure, expect_success, explain, require_vm
+
+pytestmark = pytest.mark.vm
+
+USER = "htpc"
+PASSWORD = "htpc-secret-12"
+REVERSE_USER = "nas"
+REVERSE_PASSWORD = "nas-secret-345"
+WRONG_PASSWORD = "not-the-one-67"
+BACKENDS = ("iscsistart", "native")
+
+LOGIN_TIMES: dict[str, dict[str, float]] = {}  # scenario -> backend -> login phase seconds
+SIZES: dict[str, int] = {}
+MEASURED = default_log_dir() / "native-backend-measurements.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if LOGIN_TIMES or SIZES:  # also kept as a file: the terminal summary may be cut
+        MEASURED.parent.mkdir(parents=True, exist_ok=True)
+        MEASURED.write_text(json.dumps({"initramfs_bytes": SIZES, "login_seconds": LOGIN_TIMES}, indent=1))
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not (LOGIN_TIMES or SIZES):
+        return
+    reporter.write_line("")
+    if SIZES:
+        reporter.write_line("initramfs size (xz):")
+        for name, size in SIZES.items():
+            reporter.write_line(f"  {name:<28} {size / 2**20:7.2f} MiB ({size} bytes)")
+    reporter.write_line("login phase (agent timeline), same run:")
+    for scenario, times in LOGIN_TIMES.items():
+        cells = "  ".join(f"{b} {times[b]:5.2f} s" for b in BACKENDS if b in times)
+        reporter.write_line(f"  {scenario:<28} {cells}")
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, Artifacts]:
+    """backend -> the artifacts it boots (the native one has no iscsistart)."""
+    require_vm()
+    standard = prepare()
+    cache = default_cache()
+    tree = fetch_kernel(cache)
+    dest = cache / "initramfs" / f"initrd-no-iscsistart-{tree.version}-{source_digest()}.img"
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        build(kernel=tree, output=dest, iscsistart=False, cache=cache)
+    SIZES["with iscsistart"] = standard.initrd.stat().st_size
+    SIZES["without iscsistart"] = dest.stat().st_size
+    native = Artifacts(kernel=standard.kernel, initrd=dest, system=standard.system, version=standard.version)
+    return {"iscsistart": standard, "native": native}
+
+
+def members(image: Path) -> set[str]:
+    return {m.entry.path for m in read_newc(lzma.decompress(image.read_bytes()))}
+
+
+def test_image_without_iscsistart_is_smaller(images: dict[str, Artifacts]) -> None:
+    with_tool, without = images["iscsistart"].initrd, images["native"].initrd
+    assert "usr/sbin/iscsistart" in members(with_tool)
+    names = members(without)
+    assert "usr/sbin/iscsistart" not in names
+    assert any(n.endswith("iscsiboot/iscsi/netlink.pyc") for n in names), sorted(names)[:50]
+    assert without.stat().st_size < with_tool.stat().st_size
+
+
+def options(backend: str, **kw: object) -> ScenarioOptions:
+    extra = ["debugging"]
+    if backend == "iscsistart":
+        extra.append("iscsiboot.backend=iscsistart")  # the native image relies on the default (auto)
+    return ScenarioOptions(
+        username=USER,
+        password=Secret(PASSWORD),
+        timeout=BOOT_TIMEOUT,
+        extra_append=tuple(extra),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def mutual(backend: str, **kw: object) -> ScenarioOptions:
+    return options(backend, reverse_username=REVERSE_USER, reverse_password=Secret(REVERSE_PASSWORD), **kw)
+
+
+def run(
+    name: str, backend: str, scenario: ScenarioOptions, images: dict[str, Artifacts], log_dir: Path
+) -> Outcome:
+    outcome = boot(f"{name} [{backend}]", scenario, images[backend], log_dir)
+    why = explain(outcome, name)
+    if backend == "native":
+        assert "iscsiboot: native: session" in outcome.console, why
+        assert "iscsiboot: iscsistart:" not in outcome.console, why
+    else:
+        assert "iscsiboot: iscsistart" in outcome.console, why
+        assert "iscsiboot: native:" not in outcome.console, why
+    for secret in (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD):
+        assert secret not in outcome.console + json.dumps(outcome.to_json()), f"a CHAP secret leaked\n{why}"
+    if outcome.result is not None and "login" in (outcome.result.get("timeline") or {}):
+        LOGIN_TIMES.setdefault(name, {})[backend] = float(outcome.result["timeline"]["login"])
+    return outcome
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "logs"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sanboot_ibft_mutual_chap(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    outcome = run("ibft sanboot mutual", backend, mutual(backend), images, log_dir)
+    expect_success(outcome, "ibft sanboot mutual")
+    if backend == "native":
+        assert "CHAP (mutual)" in outcome.console, explain(outcome, "mutual")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cmdline_one_way_chap(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    outcome = run("cmdline one-way", backend, options(backend, mode=Mode.CMDLINE), images, log_dir)
+    expect_success(outcome, "cmdline one-way")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_acpi_ibft_mutual_chap(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    outcome = run("acpi iBFT mutual", backend, mutual(backend, acpi_ibft=True), images, log_dir)
+    expect_success(outcome, "acpi iBFT mutual")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wrong_password(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    scenario = options(backend, mode=Mode.CMDLINE, client_password=Secret(WRONG_PASSWORD))
+    outcome = run("wrong password", backend, scenario, images, log_dir)
+    expect_failure(outcome, "wrong password", "login")
+    why = explain(outcome, "wrong password")
+    assert outcome.result is not None
+    assert outcome.result.get("cause") == "auth", why
+    assert "auth" in str(outcome.result.get("error", "")).lower(), why
+    if backend == "native":
+        assert "torn down" in outcome.console, why  # the failed attempt removed its kernel session
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_late_target_is_retried(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    scenario = options(backend, mode=Mode.CMDLINE, target_delay=8.0)
+    outcome = run("target 8 s late", backend, scenario, images, log_dir)
+    expect_success(outcome, "late target")
+    assert outcome.result is not None
+    assert outcome.result["timeline"]["login"] >= 4.0, explain(outcome, "late target")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_missing_storage_label(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    scenario = options(backend, mode=Mode.CMDLINE, disk_storage_label="Other")
+    outcome = run("storage label missing", backend, scenario, images, log_dir)
+    expect_failure(outcome, "missing label", "label")
