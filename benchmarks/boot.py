@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""Boot speed and footprint of the boot agent, compared with a busybox shell init.
+
+In one run, the same kernel, disk image layout, target and QEMU settings
+(iPXE ``sanboot`` with mutual CHAP, the iBFT from iPXE) boot ``--runs``
+times each with
+
+* ``agent``: the project's initramfs (Python and the boot agent), and
+* ``shell``: a busybox ``/init`` that loads the same kernel modules, runs
+  ``iscsistart -N`` and ``iscsistart -b``, then tries every second to mount
+  ``LABEL=System`` and ``LABEL=Storage`` (found with busybox ``findfs``).
+
+The common clock is the guest kernel's: both inits write their milestones
+to ``/dev/kmsg``, so the console shows each with the kernel's timestamp
+(seconds since the kernel started).  "Mounted" is the later of the System
+and Storage mounts.  The agent's own timeline is relative to its start,
+which is placed on the kernel clock as (timestamp of its ``timeline:`` line
+minus its total).
+
+Also measured: the image sizes (xz and unpacked) of the full initramfs and
+of the overlay (with iscsistart and with the native backend only), and on
+the host the wall time and import time of ``iscsiboot cmdline parse``.
+
+Run as root (tgtd, loop devices)::
+
+    .venv/bin/python benchmarks/boot.py --runs 3 --write-readme
+
+``--json`` prints the numbers as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iscsiboot.initramfs import elf, modules
+from iscsiboot.initramfs.build import BUSYBOX, ISCSISTART, Compression, build, compress
+from iscsiboot.initramfs.cpio import Entry, write_newc
+from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
+from iscsiboot.initramfs.plan import LOADER, MULTIARCH
+from iscsiboot.output import write_atomic
+from iscsiboot.qemu.harness import Artifacts, run_scenario
+from iscsiboot.qemu.outcome import find_result
+from iscsiboot.qemu.scenario import ScenarioOptions
+from iscsiboot.qemu.system import cached_system
+from iscsiboot.secret import Secret
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+MARK = "bench: "  # the shell init's kernel log lines
+AGENT = "iscsiboot: "
+SHELL_DONE = "bench: mounted"
+PHASES = ("config", "modules", "network", "login", "disk", "label", "mount", "handoff")
+PARSE_MODULES = ("iscsiboot.cmdline.cli", "iscsiboot.cmdline.parse")
+JSON_KEYS = (
+    "agent_median_s",
+    "shell_median_s",
+    "ratio",
+    "overlay_xz_bytes",
+    "full_xz_bytes",
+    "runs",
+)
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s(.*)$")
+
+SHELL_INIT = """#!/bin/sh
+# Baseline: the OpenELEC-style boot steps as a busybox shell script.
+PATH=/bin
+export PATH
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mark() { echo "<6>bench: $*" > /dev/kmsg; }
+stop() { mark "failed: $*"; poweroff -f; }
+mark start
+while read -r mod; do
+    insmod "/lib/modules/$mod.ko" 2>/dev/null
+done < /etc/modules.load
+mark modules
+iscsistart -N > /dev/null 2>&1 || stop "iscsistart -N"
+mark network
+iscsistart -b > /dev/null 2>&1 || stop "iscsistart -b"
+mark login
+mkdir -p /flash /storage
+tries=0
+until dev=$(findfs LABEL=System) && mount -o ro "$dev" /flash; do
+    tries=$((tries + 1)); [ "$tries" -ge 60 ] && stop "no System"; sleep 1
+done
+until dev=$(findfs LABEL=Storage) && mount "$dev" /storage; do
+    tries=$((tries + 1)); [ "$tries" -ge 60 ] && stop "no Storage"; sleep 1
+done
+mark "mounted uptime=$(cut -d' ' -f1 /proc/uptime)"
+umount /storage /flash
+poweroff -f
+"""
+SHELL_APPLETS = (
+    "sh", "mount", "umount", "mkdir", "insmod", "findfs", "blkid", "sleep", "cut", "poweroff", "echo", "cat",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def stamped(lines: Sequence[str]) -> list[tuple[float, str]]:
+    """(kernel seconds, text) of every kernel-timestamped console line."""
+    out: list[tuple[float, str]] = []
+    for line in lines:
+        m = _STAMP.match(line.strip())
+        if m is not None:
+            out.append((float(m.group(1)), m.group(2)))
+    return out
+
+
+def shell_times(lines: Sequence[str]) -> dict[str, float] | None:
+    """The shell init's milestones on the kernel clock; None when it did not mount both."""
+    marks: dict[str, float] = {}
+    for t, text in stamped(lines):
+        if text.startswith(MARK):
+            name = text[len(MARK) :].split()[0] if text[len(MARK) :].split() else ""
+            marks.setdefault(name, t)
+    if "mounted" not in marks or "failed:" in marks:
+        return None
+    return marks
+
+
+def agent_times(lines: Sequence[str]) -> dict[str, Any] | None:
+    """The agent's start, mounted time and timeline on the kernel clock (None on failure)."""
+    mounted: list[float] = []
+    timeline_at: float | None = None
+    for t, text in stamped(lines):
+        if not text.startswith(AGENT):
+            continue
+        body = text[len(AGENT) :]
+        if body.startswith("mounted ") and ("/storage" in body or "/flash" in body):
+            mounted.append(t)
+        elif body.startswith("timeline:") and timeline_at is None:
+            timeline_at = t
+    result = _agent_result(lines)
+    if result is None or not result.get("ok") or not mounted or timeline_at is None:
+        return None
+    timeline = {str(k): float(v) for k, v in dict(result.get("timeline", {})).items()}
+    total = float(result.get("total", sum(timeline.values())))
+    return {
+        "mounted": max(mounted),
+        "start": timeline_at - total,
+        "timeline": timeline,
+        "total": total,
+        "memory": result.get("memory"),
+    }
+
+
+def _agent_result(lines: Sequence[str]) -> dict[str, Any] | None:
+    return find_result(lines)
+
+
+def median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def summarize(
+    agent: Sequence[dict[str, Any]], shell: Sequence[dict[str, float]], runs: int
+) -> dict[str, Any]:
+    """The medians, their ratio and the agent's median timeline."""
+    agent_s = [a["mounted"] for a in agent]
+    shell_s = [s["mounted"] for s in shell]
+    am, sm = median(agent_s), median(shell_s)
+    timeline = {
+        phase: round(m, 3)
+        for phase in PHASES
+        if (m := median([a["timeline"][phase] for a in agent if phase in a["timeline"]])) is not None
+    }
+    start = median([a["start"] for a in agent])
+    return {
+        "runs": runs,
+        "agent_ok": len(agent_s),
+        "shell_ok": len(shell_s),
+        "agent_s": [round(x, 3) for x in agent_s],
+        "shell_s": [round(x, 3) for x in shell_s],
+        "agent_median_s": None if am is None else round(am, 3),
+        "shell_median_s": None if sm is None else round(sm, 3),
+        "ratio": None if am is None or not sm else round(am / sm, 3),
+        "agent_start_median_s": None if start is None else round(start, 3),
+        "agent_timeline_median_s": timeline,
+        "shell_init_start_median_s": median([s["start"] for s in shell if "start" in s]),
+    }
+
+
+# ------------------------------------------------------------------ images
+
+
+@dataclass
+class Sizes:
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def shell_initramfs(kernel: KernelTree) -> bytes:
+    """The baseline image: busybox, iscsistart with its libraries, the agent image's kernel modules."""
+    index = modules.load_index(kernel.modules)
+    closure = modules.resolve(index, modules.DEFAULT_MODULES)
+    start = Path(ISCSISTART).resolve()
+    _interp, libs = elf.closure([start])
+    entries = [
+        *(Entry.directory(d) for d in ("dev", "proc", "sys", "run", "tmp", "etc", "usr", "usr/bin")),
+        *(Entry.directory(d) for d in ("usr/lib", MULTIARCH, "lib64", "lib/modules")),
+        Entry.symlink("bin", "usr/bin"),
+        Entry.symlink("lib", "usr/lib"),
+        Entry.symlink(f"lib64/{LOADER}", f"/{MULTIARCH}/{LOADER}"),
+        Entry.char("dev/console", 5, 1),
+        Entry.char("dev/null", 1, 3, 0o666),
+        Entry.file("usr/bin/busybox", Path(BUSYBOX).read_bytes(), 0o755),
+        *(Entry.symlink(f"usr/bin/{a}", "busybox") for a in SHELL_APPLETS),
+        Entry.file("usr/bin/iscsistart", start.read_bytes(), 0o755),
+        *(Entry.file(f"{MULTIARCH}/{lib.soname}", lib.host_path.read_bytes(), 0o755) for lib in libs),
+        Entry.file("etc/modules.load", "".join(f"{n}\n" for n in closure.names).encode()),
+        *(
+            Entry.file(f"usr/lib/modules/{name}.ko", (kernel.modules / rel).read_bytes())
+            for name, rel in zip(closure.names, closure.paths, strict=True)
+        ),
+        Entry.file("init", SHELL_INIT.encode(), 0o755),
+    ]
+    return write_newc(entries)
+
+
+def measure_sizes(kernel: KernelTree, cache: Path) -> dict[str, dict[str, int]]:
+    """Compressed (xz) and unpacked bytes of the images the project builds."""
+    rows: dict[str, dict[str, int]] = {}
+    for name, kwargs in (
+        ("full", {}),
+        ("overlay", {"overlay": True}),
+        ("overlay_native", {"overlay": True, "iscsistart": False}),
+    ):
+        res = build(kernel=kernel, cache=cache, **kwargs)  # type: ignore[arg-type]
+        rows[name] = {"xz": res.size, "unpacked": res.uncompressed}
+    shell = shell_initramfs(kernel)
+    rows["shell"] = {"xz": len(compress(shell, Compression.XZ)), "unpacked": len(shell)}
+    return rows
+
+
+# ------------------------------------------------------------------ host timings
+
+
+def host_timings(repeat: int = 5) -> dict[str, float]:
+    """Median wall time of ``iscsiboot cmdline parse`` and of importing its module."""
+    exe = Path(sys.executable).with_name("iscsiboot")
+    argv = [str(exe), "cmdline", "parse", "ip=dhcp boot=ISCSI=auto,LABEL=System disk=LABEL=Storage quiet"]
+    walls: list[float] = []
+    imports: list[float] = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - t)
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {', '.join(PARSE_MODULES)}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        imports.append(import_total(done.stderr))
+    python = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        python.append(time.perf_counter() - t)
+    return {
+        "cmdline_parse_wall_s": round(float(statistics.median(walls)), 3),
+        "cmdline_import_s": round(float(statistics.median(imports)), 3),
+        "python_startup_s": round(float(statistics.median(python)), 3),
+    }
+
+
+def import_total(importtime: str) -> float:
+    """Seconds spent importing the top-level ``iscsiboot`` modules in ``-X importtime`` output."""
+    total_us = 0
+    for line in importtime.splitlines():
+        parts = line.split("|")
+        # top-level imports only (one space before the name): their cumulative times
+        top = len(parts) == 3 and parts[2].startswith(" ") and not parts[2].startswith("  ")
+        if top and parts[2].strip().startswith("iscsiboot"):
+            total_us += int(parts[1].strip())
+    return total_us / 1e6
+
+
+# ------------------------------------------------------------------ booting
+
+
+def boot_once(kind: str, kernel: KernelTree, initrd: Path, system: Path) -> list[str]:
+    """Boot the sanboot scenario once and return the console lines."""
+    options = ScenarioOptions(
+        username="client",
+        password=Secret("client-secret1"),
+        reverse_username="target",
+        reverse_password=Secret("target-secret1"),
+        until_exit=kind == "shell",
+        timeout=180.0,
+    )
+    artifacts = Artifacts(kernel=kernel.vmlinuz, initrd=initrd, system=system, version=kernel.version)
+    outcome = run_scenario(options, artifacts, keep_log=False)
+    return outcome.console.splitlines()
+
+
+def run(runs: int, cache: Path, compression: str = "xz", progress: bool = True) -> dict[str, Any]:
+    def say(text: str) -> None:
+        if progress:
+            sys.stderr.write(f"bench: {text}\n")
+            sys.stderr.flush()
+
+    kernel = fetch_kernel(cache)
+    system = cached_system(cache / "system")
+    how = Compression(compression)
+    say(f"images ({how.value})")
+    agent_img = cache / "initramfs" / f"bench-agent.{how.value}.img"
+    build(kernel=kernel, output=agent_img, compression=how, cache=cache)
+    shell_img = cache / "initramfs" / f"bench-shell.{how.value}.img"
+    write_atomic(shell_img, compress(shell_initramfs(kernel), how))
+    agent: list[dict[str, Any]] = []
+    shell: list[dict[str, float]] = []
+    failures: list[str] = []
+    for i in range(runs):
+        for kind, img in (("agent", agent_img), ("shell", shell_img)):
+            say(f"boot {i + 1}/{runs}: {kind}")
+            lines = boot_once(kind, kernel, img, system)
+            got: Any = agent_times(lines) if kind == "agent" else shell_times(lines)
+            if got is None:
+                failures.append(kind)
+                keep = Path(tempfile.gettempdir()) / f"bench-{kind}-{i}.log"
+                keep.write_text("\n".join(lines) + "\n")
+                say(f"{kind} run {i + 1} did not mount System and Storage (console: {keep})")
+                continue
+            say(f"{kind}: mounted at {got['mounted']:.2f} s after kernel start")
+            (agent if kind == "agent" else shell).append(got)
+    out = summarize(agent, shell, runs)
+    out["failures"] = failures
+    say("image sizes")
+    sizes = measure_sizes(kernel, cache)
+    out["sizes"] = sizes
+    out["overlay_xz_bytes"] = sizes["overlay"]["xz"]
+    out["overlay_native_xz_bytes"] = sizes["overlay_native"]["xz"]
+    out["full_xz_bytes"] = sizes["full"]["xz"]
+    out["agent_peak_memory_kb"] = None  # the agent does not report it yet
+    say("host timings")
+    out["host"] = host_timings()
+    out["machine"] = machine()
+    out["kernel"] = kernel.version
+    out["compression"] = how.value
+    out["initrd_bytes"] = {"agent": agent_img.stat().st_size, "shell": shell_img.stat().st_size}
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    host = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} cores, {host}, QEMU TCG, Python {platform.python_version()}"
+
+
+# ------------------------------------------------------------------ README
+
+
+def mib(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def render(out: dict[str, Any], command: str) -> str:
+    s = out["sizes"]
+    tl = out["agent_timeline_median_s"]
+    lines = [
+        "# Boot benchmark",
+        "",
+        "`benchmarks/boot.py` boots the same sanboot scenario (Debian kernel, iPXE `sanboot` with",
+        "mutual CHAP from `tgtd`, the iBFT from iPXE, QEMU TCG) with the boot agent's initramfs and with",
+        "a baseline busybox shell init (`iscsistart -N`, `iscsistart -b`, mount by label retried every",
+        "second). Times are on the guest kernel's clock: seconds from kernel start until System and",
+        "Storage are both mounted. This file is written by the benchmark itself.",
+        "",
+        f"Machine: {out['machine']}; kernel {out['kernel']}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Both booted images are {out['compression']}-compressed (agent {mib(out['initrd_bytes']['agent'])},"
+        f" shell {mib(out['initrd_bytes']['shell'])}).",
+        "",
+        "| | median | runs (s) |",
+        "|---|---|---|",
+        f"| agent | {out['agent_median_s']} s | {', '.join(map(str, out['agent_s']))} |",
+        f"| shell | {out['shell_median_s']} s | {', '.join(map(str, out['shell_s']))} |",
+        "",
+        f"Ratio agent/shell: **{out['ratio']}** (target: at most 0.8)."
+        f" Failed boots: {out['failures'] or 'none'}.",
+        "",
+        f"Agent start (kernel clock, median): {out['agent_start_median_s']} s. Median agent timeline:",
+        "",
+        "| phase | seconds |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in tl.items()),
+        "",
+        "Image sizes (xz as the builder writes it; unpacked cpio):",
+        "",
+        "| image | xz | unpacked |",
+        "|---|---|---|",
+        *(f"| {name} | {mib(r['xz'])} | {mib(r['unpacked'])} |" for name, r in s.items()),
+        "",
+        "`overlay_native` is the overlay without iscsistart (native login backend only); `shell` is the",
+        "baseline image (busybox, iscsistart and its libraries, the same kernel modules).",
+        "",
+        f"Agent peak memory in the guest: {out['agent_peak_memory_kb'] or 'not reported by the agent'}.",
+        "",
+        "Host (median of 5): `iscsiboot cmdline parse` wall time "
+        f"{out['host']['cmdline_parse_wall_s']} s, its import time {out['host']['cmdline_import_s']} s,"
+        f" bare Python start {out['host']['python_startup_s']} s.",
+        "",
+        "```json",
+        json.dumps({k: out[k] for k in JSON_KEYS}, indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=3, help="boots of each kind (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument("--write-readme", action="store_true", help=f"rewrite {README.name} with the numbers")
+    parser.add_argument(
+        "--compression",
+        choices=("xz", "zstd", "gzip", "none"),
+        default="xz",
+        help="compression of both booted images (default xz, the builder's default)",
+    )
+    parser.add_argument("--cache", type=Path, default=None, help="cache folder (default ~/.cache/iscsiboot)")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    out = run(args.runs, args.cache or default_cache(), args.compression)
+    command = "python benchmarks/boot.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.write_readme:
+        README.write_text(render(out, command.strip()))
+    if args.json:
+        print(json.dumps(out, indent=1, sort_keys=True))
+    else:
+        print(render(out, command.strip()))
+    return 0 if out["agent_median_s"] is not None and out["shell_median_s"] is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
