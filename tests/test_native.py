@@ -7,6 +7,7 @@ Golden messages are written with ``struct`` from the byte offsets of
 
 from __future__ import annotations
 
+import argparse
 import errno
 import socket
 import struct
@@ -18,7 +19,8 @@ from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.phases import native
 from iscsiboot.agent.phases.login import Cause, make_backend
-from iscsiboot.errors import EnvironmentProblem, ParseError
+from iscsiboot.errors import EnvironmentProblem, ParseError, UsageError
+from iscsiboot.initramfs.cli import register, wants_iscsistart
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
 from iscsiboot.iscsi.text import Params
@@ -304,3 +306,31 @@ def test_no_marker_params_for_iscsi_tcp() -> None:
     names = {p for p, _ in nl.negotiated_params(Params(), 1, tpgt=1)}
     assert nl.Param.IFMARKER_EN not in names and nl.Param.OFMARKER_EN not in names
     assert len(names) == 14
+
+
+# ---------------------------------------------------------------- the initramfs builder's choice
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        ([], True),
+        (["--backend", "iscsistart"], True),
+        (["--backend", "native"], False),
+        (["--no-iscsistart"], False),
+        (["--no-iscsistart", "--backend", "native"], False),
+    ],
+)
+def test_initramfs_backend_option(argv: list[str], wanted: bool) -> None:
+    assert wants_iscsistart(initramfs_args(argv)) is wanted
+
+
+def test_initramfs_backend_iscsistart_without_it_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        wants_iscsistart(initramfs_args(["--no-iscsistart", "--backend", "iscsistart"]))
+
+
+def initramfs_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))
+    return parser.parse_args(["initramfs", "build", *argv])
