@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.phases import native
@@ -334,3 +336,27 @@ def initramfs_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))
     return parser.parse_args(["initramfs", "build", *argv])
+
+
+@given(st.binary(max_size=300))
+def test_parse_raises_only_netlink_error(data: bytes) -> None:
+    try:
+        msgs = nl.parse(data)
+    except nl.NetlinkError:
+        return
+    for msg in msgs:
+        assert len(msg.r) == 16
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(list(nl.Param)),
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=64),
+)
+def test_set_param_layout(sid: int, cid: int, param: nl.Param, value: str) -> None:
+    raw = nl.set_param(HANDLE, sid, cid, param, value)
+    length = struct.unpack_from("<I", raw, 0)[0]
+    assert length == len(raw) and length % 4 == 0
+    assert struct.unpack_from("<IIII", raw, 16 + 16) == (sid, cid, int(param), len(value) + 1)
+    assert raw[72 : 72 + len(value) + 1] == value.encode() + b"\0"
