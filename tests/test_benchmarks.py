@@ -56,7 +56,7 @@ AGENT_CONSOLE = [
 def test_shell_milestones_on_the_kernel_clock() -> None:
     marks = boot.shell_times(SHELL_CONSOLE)
     assert marks == {"start": 2.67361, "modules": 4.216503, "network": 4.382151, "login": 6.211708,
-                     "mounted": 7.854816}  # fmt: skip
+                     "mounted": 7.854816, "init": 2.489941}  # fmt: skip
 
 
 def test_shell_failure_or_no_mount_gives_none() -> None:
@@ -71,6 +71,7 @@ def test_agent_mounted_is_the_later_of_system_and_storage() -> None:
     assert got["mounted"] == pytest.approx(12.64958)
     assert got["start"] == pytest.approx(12.669703 - 5.45)
     assert got["timeline"]["modules"] == pytest.approx(1.84)
+    assert got["init"] == pytest.approx(6.021196)
 
 
 def test_agent_failure_gives_none() -> None:
@@ -91,6 +92,7 @@ def test_summary_medians_ratio_and_json_keys() -> None:
     assert out["shell_median_s"] == 8.0
     assert out["ratio"] == pytest.approx(11.0 / 8.0, abs=1e-3)
     assert out["agent_timeline_median_s"] == {"login": 2.0}
+    assert out["shell_start_median_s"] == 2.5 and out["agent_init_median_s"] is None
     assert out["runs"] == 3
     assert boot.summarize([], shell, 3)["ratio"] is None
     out |= {"overlay_xz_bytes": 1, "full_xz_bytes": 2}
