@@ -136,7 +136,15 @@ def test_sanboot_ibft_mutual_chap(backend: str, images: dict[str, Artifacts], lo
     outcome = run("ibft sanboot mutual", backend, mutual(backend), images, log_dir)
     expect_success(outcome, "ibft sanboot mutual")
     if backend == "native":
-        assert "CHAP (mutual)" in outcome.console, explain(outcome, "mutual")
+        why = explain(outcome, "mutual")
+        assert "CHAP (mutual)" in outcome.console, why
+        # the kernel took the parameters a later iscsid reads to adopt the session
+        shown = next(line for line in outcome.console.splitlines() if "native: sysfs session" in line)
+        for field in ("targetname=iqn.", "tpgt=1", "initiatorname=iqn.", "username=htpc", "username_in=nas"):
+            assert field in shown, why
+        assert "persistent_address=10.0.2.2" in shown and "persistent_port=" in shown, why
+        assert outcome.result is not None
+        assert [s["target"] for s in outcome.result["sessions"]] == [options(backend).target_name], why
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -178,6 +178,29 @@ def wait_logged_in(
         sleep(0.01)
 
 
+def readback(sysfs: Path, sid: int, cid: int) -> str:
+    """What the kernel shows of the handed-over session (what a later iscsid adopts); no secrets."""
+    session = sysfs / "class" / "iscsi_session" / f"session{sid}"
+    conn = sysfs / "class" / "iscsi_connection" / f"connection{sid}:{cid}"
+    fields = []
+    for folder, name in (
+        (session, "targetname"),
+        (session, "tpgt"),
+        (session, "initiatorname"),
+        (session, "username"),
+        (session, "username_in"),
+        (conn, "persistent_address"),
+        (conn, "persistent_port"),
+    ):
+        try:
+            value = (folder / name).read_text().strip()
+        except OSError:
+            continue
+        if value and value != "(null)":
+            fields.append(f"{name}={value}")
+    return f"session{sid} " + " ".join(fields)
+
+
 # ---------------------------------------------------------------- the backend
 
 
@@ -306,6 +329,7 @@ class NativeBackend:
         if started.retcode() != 0:
             raise nl.NetlinkError(nl.Ev.START_CONN, abs(started.retcode()))
         wait_logged_in(self.sysfs, k.sid, time.monotonic() + max(2.0, deadline.remaining()))
+        self.log(f"native: sysfs {readback(self.sysfs, k.sid, k.cid)}")
         scan = self.sysfs / "class" / "scsi_host" / f"host{k.host_no}" / "scan"
         scan.write_text(SCAN)
         self.sessions.append((k.sid, k.host_no))
