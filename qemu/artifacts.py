@@ -86,10 +86,12 @@ def minimal_initramfs() -> bytes:
     return write_newc(entries)
 
 
-def build_initramfs(kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None) -> Path:
+def build_initramfs(
+    kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None, iscsistart: bool = True
+) -> Path:
     """Run the initramfs builder for ``kernel`` into ``dest`` (written atomically)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    build(kernel=kernel, output=dest, overlay=overlay, cache=cache)
+    build(kernel=kernel, output=dest, overlay=overlay, cache=cache, iscsistart=iscsistart)
     return dest
 
 
@@ -103,21 +105,26 @@ def prune(folder: Path, keep: set[Path], *, age: float = STALE_SECONDS) -> None:
                     path.unlink()
 
 
-def cached_initramfs(kernel: KernelTree, cache: Path, *, overlay: bool = False) -> Path:
-    """The agent's initramfs (or the overlay on top of the minimal one), cached by source digest."""
-    key = f"{kernel.version}-{source_digest()}"
+def cached_initramfs(
+    kernel: KernelTree, cache: Path, *, overlay: bool = False, iscsistart: bool = True
+) -> Path:
+    """The agent's initramfs (or the overlay on top of the minimal one), cached by source digest.
+
+    ``iscsistart=False`` leaves the tool out (the native login backend's image).
+    """
+    key = f"{kernel.version}-{source_digest()}" + ("" if iscsistart else "-no-iscsistart")
     folder = cache / "initramfs"
     if not overlay:
         dest = folder / f"initrd-{key}.img"
         if not dest.is_file():
-            build_initramfs(kernel, dest, overlay=False, cache=cache)
+            build_initramfs(kernel, dest, overlay=False, cache=cache, iscsistart=iscsistart)
             prune(folder, {dest})
         return dest
     combined = folder / f"initrd-overlay-{key}.img"
     if not combined.is_file():
         part = folder / f"overlay-{key}.img"
         if not part.is_file():
-            build_initramfs(kernel, part, overlay=True, cache=cache)
+            build_initramfs(kernel, part, overlay=True, cache=cache, iscsistart=iscsistart)
         write_atomic(combined, minimal_initramfs() + part.read_bytes())
         prune(folder, {combined, part})
     return combined
@@ -129,6 +136,7 @@ def prepare(
     kernel: Path | None = None,
     initrd: Path | None = None,
     overlay: bool = False,
+    iscsistart: bool = True,
 ) -> Artifacts:
     """Kernel, initramfs and SYSTEM for the scenarios (downloaded/built only when missing)."""
     base = cache if cache is not None else default_cache()
@@ -140,5 +148,5 @@ def prepare(
         return Artifacts(kernel=kernel, initrd=initrd, system=system)
     tree = fetch_kernel(base)
     if initrd is None:
-        initrd = cached_initramfs(tree, base, overlay=overlay)
+        initrd = cached_initramfs(tree, base, overlay=overlay, iscsistart=iscsistart)
     return Artifacts(kernel=kernel or tree.vmlinuz, initrd=initrd, system=system, version=tree.version)

@@ -39,6 +39,13 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="boot the overlay initramfs appended to a minimal busybox initramfs",
     )
+    g.add_argument(
+        "--backend",
+        choices=("auto", "native", "iscsistart"),
+        default="auto",
+        help="the agent's login backend: native (NETLINK_ISCSI, image without iscsistart), "
+        "iscsistart, or auto (the agent's default)",
+    )
     g.add_argument("--log-dir", type=Path, metavar="DIR", help="where a failed run's console log is kept")
     g.add_argument("--keep-log", action="store_true", help="keep the console log also when the boot works")
     g.add_argument("--console", action="store_true", help="stream the guest console (secrets masked)")
@@ -129,7 +136,13 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
         kvm=args.kvm,
         memory_mb=args.memory,
         timeout=args.timeout,
+        extra_append=backend_append(args.backend),
     )
+
+
+def backend_append(backend: str) -> tuple[str, ...]:
+    """The kernel option that picks the agent's login backend (none for its default)."""
+    return () if backend == "auto" else (f"iscsiboot.backend={backend}",)
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -142,7 +155,13 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         stderr_progress("preparing kernel, initramfs and SYSTEM (cached)")
-        artifacts = prepare(args.cache, kernel=args.kernel, initrd=args.initrd, overlay=args.overlay)
+        artifacts = prepare(
+            args.cache,
+            kernel=args.kernel,
+            initrd=args.initrd,
+            overlay=args.overlay,
+            iscsistart=args.backend != "native",
+        )
         if args.show_plan:
             sys.stderr.write(describe(options, artifacts) + "\n")
         outcome = run_scenario(
@@ -190,5 +209,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kvm=args.kvm,
         memory_mb=args.memory,
         timeout=args.timeout,
+        extra_append=backend_append(args.backend),
     )
     return _run(args, options, demo=True)

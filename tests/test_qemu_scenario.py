@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from iscsiboot.errors import UsageError
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
+from iscsiboot.qemu.cli import backend_append
 from iscsiboot.qemu.harness import _never
 from iscsiboot.qemu.outcome import Outcome, find_result, finished, judge, timeline_text
 from iscsiboot.qemu.scenario import (
@@ -285,9 +286,19 @@ def test_cli_bad_options_exit_2_one_line_no_secret() -> None:
 def test_cli_help_lists_scenario_options() -> None:
     done = _cli("boot", "--help")
     assert done.returncode == 0
-    for option in ("--mode", "--client-password", "--target-delay", "--acpi-ibft", "--json", "--console"):
+    for option in (
+        "--mode", "--client-password", "--target-delay", "--acpi-ibft", "--json", "--console", "--backend",
+    ):  # fmt: skip
         assert option in done.stdout
     assert _cli("demo", "--help").returncode == 0
+
+
+def test_cli_backend_choice() -> None:
+    assert backend_append("auto") == ()
+    assert backend_append("native") == ("iscsiboot.backend=native",)
+    assert backend_append("iscsistart") == ("iscsiboot.backend=iscsistart",)
+    done = _cli("boot", "--backend", "carrier-pigeon")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_result_line_cut_by_a_kernel_message() -> None:
