@@ -154,6 +154,7 @@ def test_auth_failure_is_never_retried() -> None:
     assert isinstance(exc, PhaseError)
     assert backend.calls == 1 and slept == []
     assert exc.cause == "auth" and exc.phase == "login"
+    assert "authentication failed" in exc.what
     assert "iscsi_username/iscsi_password" in (exc.fix or "")
     assert PASSWORD not in str(exc) and PASSWORD not in exc.paragraph()
 

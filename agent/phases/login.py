@@ -43,6 +43,20 @@ class Cause(enum.Enum):
 
 RETRYABLE = frozenset({Cause.REFUSED, Cause.TIMEOUT, Cause.UNREACHABLE, Cause.OTHER})
 
+# What each failure means, in the words of the one-line error.
+MEANING: dict[Cause, str] = {
+    Cause.AUTH: "CHAP authentication failed",
+    Cause.NOT_FOUND: "the target does not know this target name or refuses this initiator",
+    Cause.REJECTED: "the target rejected the login",
+    Cause.REFUSED: "the portal refused the connection",
+    Cause.TIMEOUT: "the target did not answer in time",
+    Cause.UNREACHABLE: "the portal is unreachable",
+    Cause.NO_DRIVER: "the kernel has no iSCSI transport (iscsi_tcp)",
+    Cause.NO_CRC32C: "the kernel lacks the crc32c algorithm that iscsi_tcp needs",
+    Cause.NO_FIRMWARE: "there is no iBFT to log in from",
+    Cause.OTHER: "the login failed",
+}
+
 
 @dataclass(frozen=True)
 class LoginResult:
@@ -233,7 +247,7 @@ def _retry(
     detail = f"after {tries} attempt{'s' if tries > 1 else ''}" if tries > 1 else "at the first attempt"
     raise PhaseError(
         "login",
-        f"cannot log in to {what} ({cause.value}, {detail})",
+        f"cannot log in to {what}: {MEANING.get(cause, cause.value)} ({cause.value}, {detail})",
         cause=cause.value,
         evidence=result.evidence,
         fix=fix_for(cause, target),
