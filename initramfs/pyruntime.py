@@ -155,6 +155,10 @@ class SSLObject:
     pass
 
 
+class SSLSocket:  # asyncio checks isinstance(sock, ssl.SSLSocket) in every sock_* call
+    pass
+
+
 class MemoryBIO:
     def __init__(self):
         raise SSLError("TLS is not available in the initramfs")
