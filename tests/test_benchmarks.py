@@ -112,8 +112,8 @@ import time:        50 |         50 | json
     assert boot.import_total(text) == pytest.approx(0.004)
 
 
-def test_readme_render_names_command_and_numbers() -> None:
-    out = boot.summarize(
+def _rendered_input() -> dict[str, object]:
+    out: dict[str, object] = boot.summarize(
         [{"mounted": 10.0, "start": 7.0, "timeline": {"login": 1.0}, "total": 3.0}],
         [{"mounted": 8.0, "start": 2.5}],
         1,
@@ -130,8 +130,22 @@ def test_readme_render_names_command_and_numbers() -> None:
         "compression": "xz",
         "initrd_bytes": {"agent": 9_000_000, "shell": 2_000_000},
     }
-    text = boot.render(out, "python benchmarks/boot.py --runs 1")
+    return out
+
+
+def test_readme_render_names_command_and_numbers() -> None:
+    text = boot.render(_rendered_input(), "python benchmarks/boot.py --runs 1")
     assert "python benchmarks/boot.py --runs 1" in text
     assert "| agent | 10.0 s |" in text and "| shell | 8.0 s |" in text
     assert "1.25" in text  # the ratio
     assert "9.00 MB" in text
+
+
+def test_from_json_renders_a_saved_run_without_booting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"command": "python benchmarks/boot.py --runs 7", **_rendered_input()}))
+    assert boot.main(["--from-json", str(saved)]) == 0
+    text = capsys.readouterr().out
+    assert "`python benchmarks/boot.py --runs 7`" in text and "| agent | 10.0 s |" in text
