@@ -8,7 +8,7 @@ OpenELEC's ``debugging``, ``progress`` and ``break=<phase>``, and the
 ``iscsiboot.on_failure=poweroff|reboot|shell``, ``iscsiboot.reboot_delay=SECONDS``,
 ``iscsiboot.timeout.<phase>=SECONDS``, ``iscsiboot.cmdline=FILE`` (read the boot
 options from FILE instead, for tests), ``iscsiboot.backend=auto|native|iscsistart``
-(the login backend; ``auto``, the default, is native;
+(the login backend; ``auto``, the default, is iscsistart when the image has it, else native;
 ``iscsiboot.login=`` is the same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 (the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
 ``iscsiboot.sysroot=DIR`` and ``init=PATH`` (the init of the new root).
@@ -32,7 +32,7 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
     "mount": 300.0,
     "handoff": 15.0,
 }
-# login backends; "auto" (the default) is native: the agent logs in through NETLINK_ISCSI
+# login backends; "auto" (the default) is iscsistart when present, else native (NETLINK_ISCSI)
 BACKENDS = ("auto", "iscsistart", "native")
 CARRIER_SHARE = 20.0  # seconds of the network deadline spent waiting for carrier at most
 
