@@ -149,7 +149,7 @@ def test_wrong_password_fails_in_login(artifacts: Artifacts, log_dir: Path) -> N
     why = explain(outcome, "wrong password")
     assert outcome.result is not None
     error = str(outcome.result.get("error", "")).lower()
-    assert "auth" in error, why  # the agent names the authentication failure
+    assert "authentication" in error, why  # the agent names the authentication failure
     assert outcome.result.get("cause") in (None, "auth"), why
     assert not outcome.result.get("mounts"), why
     assert outcome.result.get("system") is None and outcome.result.get("storage") is None, why
