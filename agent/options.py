@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, field
 
 from iscsiboot.agent import PHASES
+from iscsiboot.cmdline.parse import tokenize
 from iscsiboot.errors import ParseError
 
 DEFAULT_TIMEOUTS: dict[str, float] = {
@@ -41,28 +42,6 @@ class OnFailure(enum.Enum):
     SHELL = "shell"
     REBOOT = "reboot"
     POWEROFF = "poweroff"
-
-
-def tokenize(text: str) -> list[str]:
-    """Split a kernel command line as the kernel does: spaces, double quotes."""
-    tokens: list[str] = []
-    current: list[str] = []
-    quoted = False
-    started = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-            started = True
-        elif char.isspace() and not quoted:
-            if started:
-                tokens.append("".join(current))
-            current, started = [], False
-        else:
-            current.append(char)
-            started = True
-    if started:
-        tokens.append("".join(current))
-    return tokens
 
 
 @dataclass(frozen=True)

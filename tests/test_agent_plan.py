@@ -13,7 +13,7 @@ import sys
 import pytest
 from iscsiboot.agent import PHASES, RUNTIME_MODULES
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.options import OnFailure, parse_options, tokenize
+from iscsiboot.agent.options import OnFailure, parse_options
 from iscsiboot.agent.phases.network import kernel_words, parse_udhcpc
 from iscsiboot.agent.plan import (
     Deadline,
@@ -29,6 +29,7 @@ from iscsiboot.agent.plan import (
     vlan_name,
 )
 from iscsiboot.agent.report import Reporter, RunResult, failure_paragraph, result_file
+from iscsiboot.cmdline.parse import tokenize
 from iscsiboot.errors import ParseError
 from iscsiboot.model import BootConfig, Chap, Locator, NetMode, Network, Target
 from iscsiboot.secret import Secret
@@ -46,8 +47,8 @@ class Clock:
 
 
 def test_tokenize_keeps_quoted_spaces() -> None:
-    assert tokenize('a "b c"=d  e="f g" h') == ["a", "b c=d", "e=f g", "h"]
-    assert tokenize("") == []
+    assert tokenize('a "b c"=d  e="f g" h') == ("a", "b c=d", "e=f g", "h")
+    assert tokenize("") == ()
 
 
 def test_options_defaults_and_values() -> None:
