@@ -44,6 +44,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.ibft.sources",
     "iscsiboot.ibft.table",
     "iscsiboot.disk.probe",
+    "iscsiboot.disk.readers",
     # imported only after a failed login, to ask the target why
     "iscsiboot.iscsi.doctor",
     # third-party, imported only by the network and disk phases

@@ -247,15 +247,17 @@ class Agent:
         ]
 
     def label(self, deadline: Deadline) -> None:
-        from iscsiboot.agent.phases.disk import reader
         from iscsiboot.agent.phases.label import candidates_of_disk, resolve
         from iscsiboot.agent.plan import locators
+        from iscsiboot.disk.readers import file_reader
 
         cands = []
         for ready in self.state["disks"]:
             node = f"{self.env.dev}/{ready.disk.name}"
             cands.extend(
-                candidates_of_disk(ready.disk.name, ready.size, reader(node), ready.partitions, self.env.dev)
+                candidates_of_disk(
+                    ready.disk.name, ready.size, file_reader(node), ready.partitions, self.env.dev
+                )
             )
         system_loc, storage_loc = locators(self.state["config"])
         system = resolve("System", system_loc, cands)

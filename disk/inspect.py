@@ -22,6 +22,7 @@ from iscsiboot.disk.probe import (
     probe_filesystem,
     read_partition_table,
 )
+from iscsiboot.disk.readers import window
 
 EXT_FS = ("ext2", "ext3", "ext4")
 EXTLINUX_CONF_NAMES = ("/extlinux.conf", "/boot/extlinux/extlinux.conf", "/extlinux/extlinux.conf")
@@ -120,17 +121,6 @@ def parse_extlinux(text: str) -> ExtlinuxConf:
         elif labels and key == "APPEND":
             labels[-1] = ExtlinuxLabel(labels[-1].name, labels[-1].kernel, labels[-1].initrd, value)
     return ExtlinuxConf(default, serial, tuple(labels))
-
-
-def window(read: ReadAt, start: int, size: int) -> ReadAt:
-    """The reader of ``size`` bytes from ``start`` (one partition)."""
-
-    def inner(offset: int, length: int) -> bytes:
-        if offset >= size or offset < 0:
-            return b""
-        return read(start + offset, min(length, size - offset))
-
-    return inner
 
 
 def cached(read: ReadAt, *, chunk: int = 64 * 1024, capacity: int = 256) -> ReadAt:

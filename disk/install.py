@@ -33,6 +33,7 @@ from iscsiboot.disk.probe import (
     probe_filesystem,
     read_partition_table,
 )
+from iscsiboot.disk.readers import file_reader
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, UsageError
 from iscsiboot.model import BootConfig
 from iscsiboot.output import warn
@@ -174,17 +175,6 @@ def model_extlinux(cfg: BootConfig, *, initrd: bool, serial: bool, append: str |
 
 
 # ------------------------------------------------------------------- helpers
-
-
-def _file_reader(path: Path, offset: int = 0, limit: int | None = None) -> ReadAt:
-    def read(pos: int, length: int) -> bytes:
-        if limit is not None:
-            length = max(0, min(length, limit - pos))
-        with path.open("rb") as handle:
-            handle.seek(offset + pos)
-            return handle.read(length)
-
-    return read
 
 
 def _device_size(path: Path) -> int:
@@ -474,7 +464,7 @@ def _prepare(
         )  # fmt: skip
     if target.exists():
         current = _device_size(target) if not is_image else target.stat().st_size
-        found = existing_data(_file_reader(target), current) if current else None
+        found = existing_data(file_reader(target), current) if current else None
         if found is not None and not wipe:
             raise UsageError(
                 f"{target} already holds {found}",
@@ -524,7 +514,7 @@ def _execute(
         what=f"write the partition table of {plan.target}",
         input_text=layout.sfdisk_script(),
     )
-    table = read_partition_table(_file_reader(plan.target), size=plan.size)
+    table = read_partition_table(file_reader(plan.target), size=plan.size)
     if table is None or [(p.start, p.size) for p in table.partitions] != [
         (p.start, p.size) for p in layout.partitions
     ]:
@@ -567,12 +557,12 @@ def _execute(
 def _verify(plan: _Plan, files: list[str], mbr_bin: Path) -> InstallReport:
     """Read back what was written with the project's own readers."""
     code = mbr_bin.read_bytes()[:BOOT_CODE_SIZE]
-    if _file_reader(plan.target)(0, len(code)) != code:
+    if file_reader(plan.target)(0, len(code)) != code:
         raise IscsibootError(f"the boot code on {plan.target} is not syslinux's mbr.bin")
     parts: list[WrittenPartition] = []
     written: list[WrittenFile] = []
     for part in plan.layout.partitions:
-        reader = _file_reader(plan.target, part.start, part.size)
+        reader = file_reader(plan.target, part.start, part.size)
         info: FsInfo | None = probe_filesystem(reader)
         if info is None or info.label != part.label:
             raise IscsibootError(f"partition {part.number} does not hold the ext4 labelled {part.label!r}")

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from iscsiboot.disk.probe import ReadAt
 
 
 def tool(name: str) -> str:
@@ -33,19 +32,6 @@ def sparse(path: Path, size: int) -> Path:
     with path.open("wb") as handle:
         handle.truncate(size)
     return path
-
-
-def file_reader(path: Path, offset: int = 0, limit: int | None = None) -> ReadAt:
-    """A ReadAt over a file, optionally over the window [offset, offset+limit)."""
-
-    def read(pos: int, length: int) -> bytes:
-        if limit is not None:
-            length = max(0, min(length, limit - pos))
-        with path.open("rb") as handle:
-            handle.seek(offset + pos)
-            return handle.read(length)
-
-    return read
 
 
 def blkid(path: Path, offset: int = 0) -> dict[str, str]:

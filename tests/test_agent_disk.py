@@ -13,12 +13,12 @@ from iscsiboot.agent.phases.disk import (
     Uevents,
     list_sessions,
     pick_disk,
-    reader,
     session_disks,
     wait_for_disks,
 )
 from iscsiboot.agent.phases.label import Candidate, candidates_of_disk, resolve
 from iscsiboot.agent.plan import Deadline
+from iscsiboot.disk.readers import file_reader
 from iscsiboot.model import Locator
 
 T0, T1 = "iqn.2024-01.test:t0", "iqn.2024-01.test:t1"
@@ -114,19 +114,10 @@ def disk_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tup
     return disk, layout
 
 
-def _read_file(path: Path):  # type: ignore[no-untyped-def]
-    def read(offset: int, length: int) -> bytes:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(length)
-
-    return read
-
-
 def test_label_candidates_from_superblocks(disk_image: tuple[Path, list[tuple[int, int]]]) -> None:
     disk, _layout = disk_image
     cands = candidates_of_disk(
-        "sda", disk.stat().st_size, _read_file(disk), {1: "sda1", 2: "sda2", 3: "sda3"}
+        "sda", disk.stat().st_size, file_reader(disk), {1: "sda1", 2: "sda2", 3: "sda3"}
     )
     assert [(c.device, c.fs, c.label) for c in cands] == [
         ("/dev/sda1", "ext4", "System"),
@@ -158,7 +149,7 @@ def test_label_not_found_and_paths() -> None:
 def test_whole_disk_file_system(tmp_path: Path) -> None:
     image = tmp_path / "fs.img"
     make_ext4(image, 8, "Storage")
-    cands = candidates_of_disk("sdb", image.stat().st_size, _read_file(image), {})
+    cands = candidates_of_disk("sdb", image.stat().st_size, file_reader(image), {})
     assert [(c.device, c.label) for c in cands] == [("/dev/sdb", "Storage")]
 
 
@@ -178,6 +169,6 @@ def test_uevents_wake_on_a_real_block_device(tmp_path: Path) -> None:
                 woke = events.wait(deadline.remaining())
             assert woke and deadline.elapsed() < 5
             assert any(os.path.basename(device) in seen for seen in events.seen)
-            assert reader(device)(0, 16) == b"\0" * 16
+            assert file_reader(device)(0, 16) == b"\0" * 16
     finally:
         events.close()

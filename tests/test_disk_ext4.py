@@ -7,11 +7,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from disk_support import file_reader, sh, sparse, tool
+from disk_support import sh, sparse, tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iscsiboot.disk.ext4 import Ext4, Ext4Error, Ext4NotFound
 from iscsiboot.disk.probe import reader_of
+from iscsiboot.disk.readers import file_reader
 from iscsiboot.errors import ParseError
 
 MiB = 1 << 20

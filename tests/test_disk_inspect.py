@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from disk_support import file_reader, sh, sparse, tool
+from disk_support import sh, sparse, tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iscsiboot.disk.inspect import cached, inspect_disk, parse_extlinux
 from iscsiboot.disk.layout import plan_layout
 from iscsiboot.disk.probe import reader_of
+from iscsiboot.disk.readers import file_reader
 
 MiB = 1 << 20
 CONF = (

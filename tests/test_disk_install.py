@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from disk_support import blkid, file_reader, sh, sparse, tool
+from disk_support import blkid, sh, sparse, tool
 from iscsiboot.disk.ext4 import Ext4
 from iscsiboot.disk.inspect import inspect_disk
 from iscsiboot.disk.install import MBR_BIN, install_image
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table
+from iscsiboot.disk.readers import file_reader
 
 pytestmark = pytest.mark.root
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from disk_support import file_reader, sh, sparse, tool
+from disk_support import sh, sparse, tool
 from hypothesis import given
 from hypothesis import strategies as st
 from iscsiboot.disk.install import existing_data, raw_extlinux
 from iscsiboot.disk.layout import ALIGN, MBR_LIMIT, MiB, parse_size, plan_layout
 from iscsiboot.disk.probe import read_partition_table
+from iscsiboot.disk.readers import file_reader
 from iscsiboot.errors import UsageError
 
 

@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from disk_support import blkid, file_reader, sh, sparse, tool
+from disk_support import blkid, sh, sparse, tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iscsiboot.disk.probe import (
@@ -19,6 +19,7 @@ from iscsiboot.disk.probe import (
     read_partition_table,
     reader_of,
 )
+from iscsiboot.disk.readers import file_reader
 from iscsiboot.errors import ParseError
 
 MiB = 1 << 20

@@ -97,19 +97,6 @@ def sysfs_partitions(sysfs: str, name: str) -> dict[int, str]:
     return out
 
 
-def reader(path: str) -> Callable[[int, int], bytes]:
-    """A ReadAt over a block device (opened per read, read-only)."""
-
-    def read(offset: int, length: int) -> bytes:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-
-    return read
-
-
 class Uevents:
     """Kernel uevents as a wake-up source (pyroute2's UeventSocket, no udevd needed)."""
 
@@ -178,8 +165,9 @@ def disk_ready(
 
 def partition_numbers(node: str, size: int) -> list[int] | None:
     from iscsiboot.disk.probe import read_partition_table
+    from iscsiboot.disk.readers import file_reader
 
-    table = read_partition_table(reader(node), size=size)
+    table = read_partition_table(file_reader(node), size=size)
     return None if table is None else [p.number for p in table.partitions]
 
 

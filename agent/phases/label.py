@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.disk.probe import ReadAt
 from iscsiboot.model import Locator, LocatorKind
-
-ReadAt = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -21,20 +19,12 @@ class Candidate:
     disk: str  # sda
 
 
-def _window(read: ReadAt, start: int, size: int) -> ReadAt:
-    def inner(offset: int, length: int) -> bytes:
-        if offset >= size:
-            return b""
-        return read(start + offset, min(length, size - offset))
-
-    return inner
-
-
 def candidates_of_disk(
     disk: str, size: int, read: ReadAt, part_names: dict[int, str], dev: str = "/dev"
 ) -> list[Candidate]:
     """File systems on a disk: each partition of its table, or the whole disk when it has none."""
     from iscsiboot.disk.probe import ProbeError, probe_filesystem, read_partition_table
+    from iscsiboot.disk.readers import window
 
     out: list[Candidate] = []
     try:
@@ -49,7 +39,7 @@ def candidates_of_disk(
     for part in table.partitions:
         name = part_names.get(part.number, f"{disk}{part.number}")
         try:
-            info = probe_filesystem(_window(read, part.start, part.size))
+            info = probe_filesystem(window(read, part.start, part.size))
         except ProbeError:
             info = None
         if info is None:
