@@ -5,7 +5,9 @@ NETLINK_ISCSI over a socket pair: it answers each request as
 ``scsi_transport_iscsi`` does (replies carry the request's type, refusals
 IF_ERROR), relays SEND_PDU to the target over the socket handed to
 BIND_CONN, and sends each answer as a RECV_PDU event *before* the reply to
-SEND_PDU, under a task tag of its own, as libiscsi may.  The login itself is
+SEND_PDU, under a task tag of its own, as libiscsi may; when the bound
+socket closes it reports CONN_ERROR once, as iscsi_tcp's state check does.
+The login itself is
 real: tgtd checks the CHAP exchange.  The QEMU test (test_native_vm) runs the
 same code against the real kernel.
 """
@@ -13,6 +15,7 @@ same code against the real kernel.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import threading
@@ -49,13 +52,51 @@ class FakeKernel(threading.Thread):
         self.params: dict[int, str] = {}
         self.tcp: socket.socket | None = None
         self.reader = PduReader()
+        self.failed: tuple[int, int] | None = None  # (sid, cid) once CONN_ERROR was sent
+        self.wake_r, self.wake_w = os.pipe()  # stop() ends run() at once
+
+    def stop(self) -> None:
+        os.write(self.wake_w, b"x")
+        self.join(5)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
     def answer(self, kind: int, r: bytes = b"", payload: bytes = b"", *, event: int | None = None) -> None:
         body = struct.pack("<IiQ", event or kind, 0, HANDLE) + bytes(24) + r.ljust(16, b"\0") + payload
         self.sock.send(struct.pack("<IHHII", 16 + len(body), 0 if event else kind, 0, 0, 0) + body)
 
+    def conn_error(self, sid: int, cid: int) -> None:
+        if self.failed is None:
+            self.failed = (sid, cid)
+            self.calls.append(nl.Ev.K_CONN_ERROR)
+            self.answer(0, struct.pack("<III", sid, cid, 1020), event=nl.Ev.K_CONN_ERROR)
+
+    def closed(self) -> bool:
+        """Whether the bound socket has reached end of file (without taking data)."""
+        assert self.tcp is not None
+        try:
+            return self.tcp.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def run(self) -> None:
+        sid = cid = 0
         while True:
+            watched: list[socket.socket | int] = [self.sock, self.wake_r]
+            if self.tcp is not None and not self.failed:
+                watched.append(self.tcp)
+            try:
+                ready, _, _ = select.select(watched, [], [], 10)
+                if self.wake_r in ready:
+                    return
+                if self.tcp in ready and self.closed():
+                    self.conn_error(sid, cid)
+            except (OSError, ValueError):  # the test closed its end
+                return
+            if self.sock not in ready:
+                continue
             try:
                 data = self.sock.recv(1 << 16)
             except OSError:
@@ -98,7 +139,7 @@ class FakeKernel(threading.Thread):
         while pdu is None:
             chunk = self.tcp.recv(65536)
             if not chunk:  # the target closed the connection: CONN_ERROR
-                self.answer(0, struct.pack("<III", sid, cid, 1020), event=nl.Ev.K_CONN_ERROR)
+                self.conn_error(sid, cid)
                 return
             self.reader.feed(chunk)
             pdu = self.reader.next()
@@ -148,8 +189,8 @@ def login(tgtd: Tgtd, sysfs: Path, password: str) -> tuple[Cause, FakeKernel, li
     try:
         result = backend.login(target, ME, Deadline(20))
     finally:
+        kernel.stop()
         theirs.close()
-        kernel.join(5)
         if kernel.tcp is not None:
             kernel.tcp.close()
     lines.append(result.evidence)
@@ -184,6 +225,8 @@ def test_wrong_password_is_auth_and_tears_the_session_down(tgtd: Tgtd, tmp_path:
     assert cause is Cause.AUTH, lines
     tail = kernel.calls[-3:]
     assert tail == [nl.Ev.STOP_CONN, nl.Ev.DESTROY_CONN, nl.Ev.DESTROY_SESSION], kernel.calls
+    # the connection had failed in the kernel (its own clean-up queued) before STOP_CONN
+    assert nl.Ev.K_CONN_ERROR in kernel.calls[:-3], kernel.calls
     assert nl.Ev.START_CONN not in kernel.calls
     assert (sysfs / "class" / "scsi_host" / "host0" / "scan").read_text() == ""
     for line in lines:
@@ -200,8 +243,8 @@ def test_closed_port_is_refused_before_any_kernel_object(tmp_path: Path) -> None
     kernel.start()
     backend = NativeBackend(sysfs=sysfs, open_link=lambda h: nl.IscsiNetlink(h, ours))
     result = backend.login(Target(IQN, "127.0.0.1", port), ME, Deadline(5))
+    kernel.stop()
     theirs.close()
-    kernel.join(5)
     assert result.cause is Cause.REFUSED and result.retryable
     assert kernel.calls == []
 

@@ -6,7 +6,8 @@ the session parameters, the login PDUs through SEND_PDU with the answers as
 RECV_PDU events (driven by :class:`iscsiboot.iscsi.login.Login`), the
 negotiated parameters, START_CONN, then wait until sysfs says ``LOGGED_IN``
 and ask the SCSI host to scan.  A failed attempt stops and destroys what it
-created.  Failures become the same :class:`~iscsiboot.agent.phases.login.Cause`
+created, after the kernel has given up the connection on its own (see
+:meth:`NativeBackend._quiesce`).  Failures become the same :class:`~iscsiboot.agent.phases.login.Cause`
 values as the ``iscsistart`` backend (:func:`cause_of_error`, pure).
 
 The login runs through the kernel (not on the socket before CREATE_SESSION):
@@ -40,6 +41,7 @@ from iscsiboot.iscsi.pdu import BHS_LEN, Pdu, ProtocolError, encode
 from iscsiboot.model import Target, address_kind
 
 PDU_TIMEOUT = 15.0  # seconds for each Login Response
+QUIESCE_TIMEOUT = 3.0  # seconds to wait for the kernel's CONN_ERROR before the teardown
 MAX_REDIRECTS = 4
 SCAN = "- - -"
 
@@ -213,6 +215,8 @@ class _Kernel:
     host_no: int | None = None
     cid: int | None = None
     sock: socket.socket | None = None
+    bound: bool = False  # the kernel holds the socket (BIND_CONN succeeded)
+    conn_error: bool = False  # the kernel reported CONN_ERROR for this connection
 
 
 class NativeBackend:
@@ -306,6 +310,7 @@ class NativeBackend:
         bound = link.call(nl.bind_conn(link.handle, k.sid, k.cid, k.sock.fileno()))
         if bound.retcode() != 0:
             raise nl.NetlinkError(nl.Ev.BIND_CONN, abs(bound.retcode()))
+        k.bound = True
         self._set_params(k, nl.session_params(target, initiator))
         self.log(f"native: session{k.sid} host{k.host_no} bound to {address}:{port}")
         machine = Login(settings, itt=0)
@@ -320,6 +325,7 @@ class NativeBackend:
             except TimeoutError:
                 raise TimeoutError(f"no Login Response from {address}:{port}") from None
             if event.type == nl.Ev.K_CONN_ERROR:
+                k.conn_error = True
                 raise ConnectionLost(int(nl.R_CONN_ERROR.parse(event.r).error))
             request = machine.receive(response_pdu(event.payload, machine.itt))
         result = machine.result
@@ -359,6 +365,8 @@ class NativeBackend:
     def _teardown(self, k: _Kernel) -> None:
         """STOP_CONN, DESTROY_CONN, DESTROY_SESSION for whatever this attempt created."""
         link = k.link
+        if k.bound and not k.conn_error:
+            self._quiesce(k)
         steps: list[bytes] = []
         if k.sid is not None and k.cid is not None:
             steps += [nl.stop_conn(link.handle, k.sid, k.cid), nl.destroy_conn(link.handle, k.sid, k.cid)]
@@ -371,6 +379,35 @@ class NativeBackend:
                 self.log(f"native: teardown step refused: {describe(exc)}")
         if k.sid is not None:
             self.log(f"native: session{k.sid} torn down")
+
+    def _quiesce(self, k: _Kernel) -> None:
+        """Close the bound connection and wait until the kernel reports it failed (CONN_ERROR).
+
+        When a bound socket closes, iscsi_tcp queues its own clean-up work,
+        which releases the socket as STOP_CONN does.  Linux 6.1 does not
+        serialise the two: a close that lands during STOP_CONN (the target
+        hanging up after a Login reject) ran both at once and oopsed in
+        ``iscsi_sw_tcp_release_conn``.  Shutting the socket down first and
+        waiting for the kernel's CONN_ERROR means its clean-up has been queued
+        (once per connection) before STOP_CONN, which then waits for it.
+        """
+        assert k.sock is not None and k.sid is not None and k.cid is not None
+        with contextlib.suppress(OSError):
+            k.sock.shutdown(socket.SHUT_RDWR)
+        match = nl.event_for(k.sid, k.cid, (nl.Ev.K_CONN_ERROR,))
+        t0 = time.monotonic()
+        try:
+            event = k.link.wait_event(match, deadline=t0 + QUIESCE_TIMEOUT)
+        except TimeoutError:
+            self.log(f"native: no CONN_ERROR within {QUIESCE_TIMEOUT:g} s; tearing down anyway")
+            return
+        except OSError as exc:
+            self.log(f"native: waiting for CONN_ERROR failed: {describe(exc)}")
+            return
+        code = int(nl.R_CONN_ERROR.parse(event.r).error)
+        took = time.monotonic() - t0
+        self.log(f"native: the kernel closed the connection ({nl.conn_error_name(code)}) in {took:.2f} s")
+        k.conn_error = True
 
 
 def _moved(target: Target, moved: LoginRedirect) -> Target:
