@@ -7,9 +7,10 @@ OpenELEC's ``debugging``, ``progress`` and ``break=<phase>``, and the
 
 ``iscsiboot.on_failure=poweroff|reboot|shell``, ``iscsiboot.reboot_delay=SECONDS``,
 ``iscsiboot.timeout.<phase>=SECONDS``, ``iscsiboot.cmdline=FILE`` (read the boot
-options from FILE instead, for tests), ``iscsiboot.backend=auto|native|iscsistart``
-(the login backend; ``auto``, the default, is iscsistart when the image has it, else native;
-``iscsiboot.login=`` is the same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
+options from FILE instead, for tests), ``iscsiboot.backend=native|iscsistart``
+(the login backend: ``native``, the default, logs in over NETLINK_ISCSI; ``iscsistart`` runs
+open-iscsi's tool, for images built with ``--backend iscsistart``; ``iscsiboot.login=`` is the
+same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 (the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
 ``iscsiboot.sysroot=DIR`` and ``init=PATH`` (the init of the new root).
 """
@@ -33,8 +34,8 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
     "mount": 300.0,
     "handoff": 15.0,
 }
-# login backends; "auto" (the default) is iscsistart when present, else native (NETLINK_ISCSI)
-BACKENDS = ("auto", "iscsistart", "native")
+# login backends: native (the default, NETLINK_ISCSI) or open-iscsi's iscsistart
+BACKENDS = ("native", "iscsistart")
 CARRIER_SHARE = 20.0  # seconds of the network deadline spent waiting for carrier at most
 
 
@@ -53,7 +54,7 @@ class AgentOptions:
     reboot_delay: float = 10.0
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     cmdline_file: str | None = None
-    login_backend: str = "auto"
+    login_backend: str = "native"
     dhcp_client: str = "pyroute2"
     sysroot: str = "/sysroot"
     init: str | None = None
@@ -81,7 +82,7 @@ def parse_options(text: str) -> AgentOptions:
     reboot_delay = 10.0
     timeouts = dict(DEFAULT_TIMEOUTS)
     cmdline_file = init = None
-    login = "auto"
+    login = "native"
     dhcp_client = "pyroute2"
     sysroot = "/sysroot"
     warnings: list[str] = []

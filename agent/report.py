@@ -35,6 +35,7 @@ class RunResult:
     storage: str | None = None
     network: dict[str, Any] | None = None
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    backend: str | None = None  # the login backend that ran: native or iscsistart
     devices: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -54,6 +55,7 @@ class RunResult:
             "storage": self.storage,
             "network": self.network,
             "sessions": self.sessions,
+            "backend": self.backend,
             "devices": self.devices,
             "mounts": self.mounts,
             "warnings": self.warnings,

@@ -195,6 +195,7 @@ class Agent:
             background.wait(deadline)
         cfg = self.state["config"]
         backend = make_backend(self.options.login_backend, self.reporter.debug)
+        self.state["backend"] = backend.name
         try:
             done = login_all(
                 backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
@@ -349,6 +350,7 @@ class Agent:
         net = self.state.get("network")
         result.network = net.to_dict() if net else None
         result.sessions = list(self.state.get("sessions", []))
+        result.backend = self.state.get("backend")
         mounter = self.state.get("mounter")
         if mounter is not None:
             result.mounts = [

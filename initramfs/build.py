@@ -215,7 +215,7 @@ def build(
     overlay: bool = False,
     compression: Compression | str = Compression.XZ,
     extra_modules: Iterable[str] = (),
-    iscsistart: bool = True,
+    iscsistart: bool = False,
     replace_init: bool = False,
     cache: Path | None = None,
     optimize: int = 2,

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         parents=[parent],
         help="build a reproducible cpio (newc) initramfs",
         description=(
-            "Build a cpio (newc) initramfs with Python, the agent, iscsistart, e2fsck, busybox and the "
+            "Build a cpio (newc) initramfs with Python, the agent, e2fsck, busybox and the "
             "kernel modules of the iSCSI boot path.  With --overlay: an archive to append to an existing "
             "initramfs (cat base.img overlay.img > new.img)."
         ),
@@ -44,13 +44,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     b.add_argument(
         "--module", action="append", default=[], metavar="NAME", help="an extra kernel module (repeatable)"
     )
-    b.add_argument("--no-iscsistart", action="store_true", help="leave out iscsistart and its libraries")
     b.add_argument(
         "--backend",
         choices=("native", "iscsistart"),
-        help="the login backend the image is for: native leaves out iscsistart and its libraries "
-        "(as --no-iscsistart); by default iscsistart is in, the agent logs in natively and "
-        "iscsiboot.backend=iscsistart on the kernel command line picks the tool",
+        default="native",
+        help="the login backend the image is for: native (the default) needs no iscsistart; "
+        "iscsistart adds open-iscsi's tool and its libraries, and the kernel option "
+        "iscsiboot.backend=iscsistart makes the agent use it",
     )
     b.add_argument(
         "--lean-ssl",
@@ -86,14 +86,8 @@ def _mib(n: int) -> str:
 
 
 def wants_iscsistart(args: argparse.Namespace) -> bool:
-    """Whether the image gets iscsistart (``--no-iscsistart`` or ``--backend native`` leave it out)."""
-    if args.no_iscsistart and args.backend == "iscsistart":
-        raise UsageError(
-            "--backend iscsistart needs iscsistart in the image",
-            where="--no-iscsistart",
-            fix="drop --no-iscsistart, or use --backend native",
-        )
-    return not args.no_iscsistart and args.backend != "native"
+    """Whether the image gets iscsistart (only for ``--backend iscsistart``)."""
+    return bool(args.backend == "iscsistart")
 
 
 def _build(args: argparse.Namespace) -> int:

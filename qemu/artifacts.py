@@ -87,7 +87,7 @@ def minimal_initramfs() -> bytes:
 
 
 def build_initramfs(
-    kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None, iscsistart: bool = True
+    kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None, iscsistart: bool = False
 ) -> Path:
     """Run the initramfs builder for ``kernel`` into ``dest`` (written atomically)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -106,13 +106,13 @@ def prune(folder: Path, keep: set[Path], *, age: float = STALE_SECONDS) -> None:
 
 
 def cached_initramfs(
-    kernel: KernelTree, cache: Path, *, overlay: bool = False, iscsistart: bool = True
+    kernel: KernelTree, cache: Path, *, overlay: bool = False, iscsistart: bool = False
 ) -> Path:
     """The agent's initramfs (or the overlay on top of the minimal one), cached by source digest.
 
-    ``iscsistart=False`` leaves the tool out (the native login backend's image).
+    ``iscsistart=True`` adds the tool (for ``iscsiboot.backend=iscsistart``).
     """
-    key = f"{kernel.version}-{source_digest()}" + ("" if iscsistart else "-no-iscsistart")
+    key = f"{kernel.version}-{source_digest()}" + ("-iscsistart" if iscsistart else "")
     folder = cache / "initramfs"
     if not overlay:
         dest = folder / f"initrd-{key}.img"
@@ -136,7 +136,7 @@ def prepare(
     kernel: Path | None = None,
     initrd: Path | None = None,
     overlay: bool = False,
-    iscsistart: bool = True,
+    iscsistart: bool = False,
 ) -> Artifacts:
     """Kernel, initramfs and SYSTEM for the scenarios (downloaded/built only when missing)."""
     base = cache if cache is not None else default_cache()

@@ -41,10 +41,10 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--backend",
-        choices=("auto", "native", "iscsistart"),
-        default="auto",
-        help="the agent's login backend: native (NETLINK_ISCSI, image without iscsistart), "
-        "iscsistart, or auto (the agent's default)",
+        choices=("native", "iscsistart"),
+        default="native",
+        help="the agent's login backend: native (the default: NETLINK_ISCSI, image without "
+        "iscsistart) or iscsistart (image with open-iscsi's tool, iscsiboot.backend=iscsistart)",
     )
     g.add_argument("--log-dir", type=Path, metavar="DIR", help="where a failed run's console log is kept")
     g.add_argument("--keep-log", action="store_true", help="keep the console log also when the boot works")
@@ -142,7 +142,7 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
 
 def backend_append(backend: str) -> tuple[str, ...]:
     """The kernel option that picks the agent's login backend (none for its default)."""
-    return () if backend == "auto" else (f"iscsiboot.backend={backend}",)
+    return () if backend == "native" else (f"iscsiboot.backend={backend}",)
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
             kernel=args.kernel,
             initrd=args.initrd,
             overlay=args.overlay,
-            iscsistart=args.backend != "native",
+            iscsistart=args.backend == "iscsistart",
         )
         if args.show_plan:
             sys.stderr.write(describe(options, artifacts) + "\n")

@@ -22,7 +22,7 @@ from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.phases import native
 from iscsiboot.agent.phases.login import Cause, make_backend
-from iscsiboot.errors import EnvironmentProblem, ParseError, UsageError
+from iscsiboot.errors import EnvironmentProblem, ParseError
 from iscsiboot.initramfs.cli import register, wants_iscsistart
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
@@ -245,13 +245,14 @@ def test_missing_handle_is_no_driver(tmp_path: Path) -> None:
 
 
 def test_backend_option() -> None:
-    assert parse_options("quiet").login_backend == "auto"
-    assert parse_options("iscsiboot.backend=auto").login_backend == "auto"
+    assert parse_options("quiet").login_backend == "native"
     assert parse_options("iscsiboot.backend=native").login_backend == "native"
     assert parse_options("iscsiboot.login=native").login_backend == "native"
     assert parse_options("iscsiboot.backend=iscsistart").login_backend == "iscsistart"
     with pytest.raises(ParseError):
         parse_options("iscsiboot.backend=iscsid")
+    with pytest.raises(ParseError):
+        parse_options("iscsiboot.backend=auto")
 
 
 def test_make_backend_native() -> None:
@@ -260,11 +261,10 @@ def test_make_backend_native() -> None:
     assert isinstance(backend, native.NativeBackend)
 
 
-def test_make_backend_auto_prefers_iscsistart_when_present() -> None:
+def test_make_backend_iscsistart_when_present() -> None:
     if shutil.which("iscsistart") is None and not Path("/usr/sbin/iscsistart").exists():
         pytest.skip("iscsistart not installed (Debian package open-iscsi)")
-    # the fallback to native where the image has no iscsistart is booted in test_native_vm.py
-    assert make_backend("auto").name == "iscsistart"
+    assert make_backend("iscsistart").name == "iscsistart"
 
 
 def test_unknown_backend_is_a_config_error() -> None:
@@ -320,20 +320,13 @@ def test_no_marker_params_for_iscsi_tcp() -> None:
 @pytest.mark.parametrize(
     ("argv", "wanted"),
     [
-        ([], True),
+        ([], False),
         (["--backend", "iscsistart"], True),
         (["--backend", "native"], False),
-        (["--no-iscsistart"], False),
-        (["--no-iscsistart", "--backend", "native"], False),
     ],
 )
 def test_initramfs_backend_option(argv: list[str], wanted: bool) -> None:
     assert wants_iscsistart(initramfs_args(argv)) is wanted
-
-
-def test_initramfs_backend_iscsistart_without_it_is_a_usage_error() -> None:
-    with pytest.raises(UsageError):
-        wants_iscsistart(initramfs_args(["--no-iscsistart", "--backend", "iscsistart"]))
 
 
 def initramfs_args(argv: list[str]) -> argparse.Namespace:

@@ -294,8 +294,7 @@ def test_cli_help_lists_scenario_options() -> None:
 
 
 def test_cli_backend_choice() -> None:
-    assert backend_append("auto") == ()
-    assert backend_append("native") == ("iscsiboot.backend=native",)
+    assert backend_append("native") == ()
     assert backend_append("iscsistart") == ("iscsiboot.backend=iscsistart",)
     done = _cli("boot", "--backend", "carrier-pigeon")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

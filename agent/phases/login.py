@@ -300,20 +300,7 @@ def login_all(
 
 
 def make_backend(name: str, log: Callable[[str], None] = lambda _text: None) -> LoginBackend:
-    """The backend called ``name``; ``auto`` is iscsistart when the image has it, else native.
-
-    The native backend logs in well, but after a failed login the Debian 6.1
-    kernel was seen to oops in iscsi_tcp's own connection clean-up (a race with
-    the teardown), so iscsistart stays the default where it is present.
-    """
-    if name == "auto":
-        from iscsiboot.proc import which
-
-        try:
-            which("iscsistart")
-            name = "iscsistart"
-        except EnvironmentProblem:
-            name = "native"
+    """The backend called ``name``: ``native`` (the default) or ``iscsistart``."""
     if name == "iscsistart":
         from iscsiboot.proc import which
 
