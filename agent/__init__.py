@@ -13,6 +13,11 @@ from __future__ import annotations
 
 PHASES: tuple[str, ...] = ("config", "modules", "network", "login", "disk", "label", "mount", "handoff")
 
+# Modules every iSCSI boot of System/Storage needs; ``crypto-crc32c`` is an alias:
+# iscsi_tcp asks for the crc32c algorithm at connection time, which modules.dep
+# does not say.  Here (not in plan) so that PID 1 can start loading them first.
+BASE_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c", "sd_mod", "squashfs", "loop", "ext4")
+
 RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot",
     "iscsiboot.errors",
@@ -26,6 +31,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.plan",
     "iscsiboot.agent.report",
     "iscsiboot.agent.sysc",
+    "iscsiboot.agent.early",
     "iscsiboot.agent.runner",
     "iscsiboot.agent.init",
     "iscsiboot.agent.phases",

@@ -15,10 +15,13 @@ import os
 import stat
 import sys
 import time
-from typing import TextIO
 
-from iscsiboot.agent.options import AgentOptions, OnFailure, parse_options
-from iscsiboot.agent.report import Reporter
+TYPE_CHECKING = False  # no typing at run time: PID 1 starts the kernel work before anything heavy
+if TYPE_CHECKING:
+    from typing import Any, TextIO
+
+    from iscsiboot.agent.options import AgentOptions, OnFailure
+    from iscsiboot.agent.report import Reporter
 
 EARLY_MOUNTS: tuple[tuple[str, str, str, str], ...] = (
     ("proc", "/proc", "proc", "nosuid,nodev,noexec"),
@@ -105,6 +108,7 @@ def console_attached() -> bool:
 def fail_action(options: AgentOptions, reporter: Reporter) -> None:
     """What to do after a failure; never returns."""
     from iscsiboot.agent import sysc
+    from iscsiboot.agent.options import OnFailure
 
     action = options.on_failure
     if action is None:
@@ -132,6 +136,8 @@ def break_action(options: AgentOptions, reporter: Reporter, phase: str, run_shel
     meant to type at the console, so the run stops before ``phase`` instead
     and the failure action follows (a shell would wait for ever).
     """
+    from iscsiboot.agent.options import OnFailure
+
     if options.on_failure in (OnFailure.POWEROFF, OnFailure.REBOOT):
         action = options.on_failure.value
         reporter.line(f"break={phase}: stopping before the {phase} phase (iscsiboot.on_failure={action})")
@@ -156,6 +162,9 @@ def main() -> None:
     except Exception:
         import traceback
 
+        from iscsiboot.agent.options import AgentOptions
+        from iscsiboot.agent.report import Reporter
+
         console.write("iscsiboot: internal error; the traceback follows\n")
         traceback.print_exc(file=console)
         reporter = Reporter(console)
@@ -163,14 +172,44 @@ def main() -> None:
 
 
 def _failure_choice() -> OnFailure | None:
+    from iscsiboot.agent.options import parse_options
+
     try:
         return parse_options(read_cmdline()).on_failure
     except Exception:
         return None
 
 
+def start_early(text: str) -> tuple[Any, Any]:
+    """Start the kernel work and imports that need no configuration; (loader, early) or Nones."""
+    try:
+        from iscsiboot.agent import BASE_MODULES, sysc
+        from iscsiboot.agent.early import Early
+        from iscsiboot.agent.phases.modules import Loader
+
+        loader = Loader(f"/lib/modules/{os.uname().release}", sysc.finit_module)
+        ips = [word for word in text.split() if word.startswith("ip=")]
+        dhcp = not ips or any("dhcp" in word or word == "ip=ibft" for word in ips)  # import its client
+
+        def imports() -> None:
+            from iscsiboot.agent.phases.network import prefetch
+
+            prefetch(dhcp)
+
+        early = Early(loader, base_modules=BASE_MODULES, imports=imports).start()
+        early.wait_ready(1.0)  # the loads overlap with what follows; reading the index does not
+        return loader, early
+    except Exception as exc:  # the phases do the same work again and report
+        sys.stderr.write(f"iscsiboot: start-up work not started: {exc}\n")
+        return None, None
+
+
 def _main(console: TextIO) -> None:
+    started = time.clock_gettime(time.CLOCK_BOOTTIME)
     text = read_cmdline()
+    loader, early = start_early(text)
+    from iscsiboot.agent.options import AgentOptions, parse_options
+    from iscsiboot.agent.report import Reporter
     from iscsiboot.errors import IscsibootError
 
     try:
@@ -184,15 +223,34 @@ def _main(console: TextIO) -> None:
     from iscsiboot.agent.runner import Agent, Env
 
     agent = Agent(text, options, reporter, Env(resolv_conf="/etc/resolv.conf"))
+    if early is not None:
+        agent.state.update(loader=loader, early=early)
 
     def on_break(phase: str) -> bool:
         return break_action(options, reporter, phase)
 
     result = agent.run(on_break=on_break)
+    result.clock = clock_marks(started, early)
     reporter.finish(result)
     if not result.ok:
         fail_action(options, reporter)
     switch(agent, reporter, options)
+
+
+def clock_marks(started: float, early: Any) -> dict[str, float | None]:
+    """Kernel uptime (s) at: the agent's first step, its first netlink call, the result.
+
+    Also ``peak_rss_mib``: the agent's peak resident memory (children not counted).
+    """
+    from iscsiboot.agent.early import boottime, peak_rss_kib
+
+    rss = peak_rss_kib()
+    return {
+        "agent_start": round(started, 3),
+        "first_netlink": round(early.first_netlink, 3) if early and early.first_netlink else None,
+        "result": round(boottime(), 3),
+        "peak_rss_mib": round(rss / 1024, 1) if rss else None,
+    }
 
 
 def switch(agent: object, reporter: Reporter, options: AgentOptions) -> None:

@@ -7,14 +7,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+from iscsiboot.agent import BASE_MODULES
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
 
 Clock = Callable[[], float]
 
-# Modules every iSCSI boot of System/Storage needs; ``crypto-crc32c`` is an alias:
-# iscsi_tcp asks for the crc32c algorithm at connection time, which modules.dep
-# does not say.
-BASE_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c", "sd_mod", "squashfs", "loop", "ext4")
 FIRMWARE_MODULES: tuple[str, ...] = ("iscsi_ibft",)
 VLAN_MODULES: tuple[str, ...] = ("8021q",)
 FS_MODULES: dict[str, str] = {

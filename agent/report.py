@@ -40,6 +40,7 @@ class RunResult:
     mounts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     total: float = 0.0
+    clock: dict[str, float | None] = field(default_factory=dict)  # PID 1 only: see init.clock_marks
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class RunResult:
             "devices": self.devices,
             "mounts": self.mounts,
             "warnings": self.warnings,
+            **({"clock": self.clock} if self.clock else {}),
         }
 
 

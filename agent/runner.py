@@ -153,17 +153,27 @@ class Agent:
         from iscsiboot.agent.plan import needed_modules
         from iscsiboot.model import NetMode
 
-        dhcp = self.state["config"].network.mode is not NetMode.STATIC
-        imports = threading.Thread(target=prefetch, args=(dhcp,), name="prefetch", daemon=True)
-        imports.start()
-        self.state["prefetch"] = imports
         loader = self._loader()
-        nics = loader.load_nic_drivers(deadline)
+        early = self.state.get("early")
+        if early is None:
+            dhcp = self.state["config"].network.mode is not NetMode.STATIC
+            imports = threading.Thread(target=prefetch, args=(dhcp,), name="prefetch", daemon=True)
+            imports.start()
+            self.state["prefetch"] = imports
+            nics = loader.load_nic_drivers(deadline)
+        else:  # PID 1 started the drivers, the links and the imports before the config phase
+            self.state["prefetch"] = early.imports
+            early.wait_nics(deadline.remaining())
+            nics = [*early.nics, *loader.load_nic_drivers(deadline)]
+            self.reporter.debug(f"start-up: {early.timeline()}")
+            for problem in early.problems:
+                self.reporter.debug(f"start-up: {problem}")
         first, rest = needed_modules(self.state["config"], tuple(nics))
         for name in first:
             loader.ensure(name)
         self.reporter.debug(f"network modules: {', '.join(first) or 'none needed'}")
-        self.state["background"] = Background(loader, rest).start()
+        after = early.kernel if early is not None else None
+        self.state["background"] = Background(loader, rest, after=after).start()
 
     def network(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.network import bring_up

@@ -12,7 +12,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import stat
 import struct
 from pathlib import Path
@@ -108,9 +107,9 @@ def finit_module(path: str, params: str = "") -> None:
     kernel to decompress (Linux 6.x with CONFIG_MODULE_DECOMPRESS).
     """
     flags = MODULE_INIT_COMPRESSED_FILE if not path.endswith(".ko") else 0
-    number = SYS_FINIT_MODULE.get(platform.machine())
+    number = SYS_FINIT_MODULE.get(os.uname().machine)
     if number is None:
-        raise OSError(errno.ENOSYS, f"finit_module: unknown system call number on {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"finit_module: unknown system call number on {os.uname().machine}")
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fn = libc().syscall

@@ -8,15 +8,21 @@ modules.dep does not express: the plan asks for the ``crypto-crc32c`` alias.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.plan import Deadline
+
+# PID 1's start-up thread loads this module before anything else, so it stays light:
+# plain classes instead of dataclasses (``dataclasses`` pulls in ``inspect``, about
+# 0.1 s in a slow guest) and no ``typing`` at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iscsiboot.agent.plan import Deadline
 
 
 def module_name(path_or_name: str) -> str:
@@ -27,12 +33,22 @@ def module_name(path_or_name: str) -> str:
     return base.removesuffix(".ko").replace("-", "_")
 
 
-@dataclass(frozen=True)
 class ModuleIndex:
-    paths: dict[str, str]  # name -> path relative to the modules directory
-    deps: dict[str, tuple[str, ...]]  # name -> names it depends on
-    aliases: tuple[tuple[str, str], ...]  # (pattern, name)
-    builtin: frozenset[str]
+    """modules.dep, modules.alias and modules.builtin, parsed; not changed once built."""
+
+    __slots__ = ("aliases", "builtin", "deps", "paths")
+
+    def __init__(
+        self,
+        paths: dict[str, str],  # name -> path relative to the modules directory
+        deps: dict[str, tuple[str, ...]],  # name -> names it depends on
+        aliases: tuple[tuple[str, str], ...],  # (pattern, name)
+        builtin: frozenset[str],
+    ) -> None:
+        self.paths = paths
+        self.deps = deps
+        self.aliases = aliases
+        self.builtin = builtin
 
     def lookup(self, wanted: str) -> list[str]:
         """Module names for a module name or an alias (empty when unknown)."""
@@ -114,19 +130,37 @@ def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
 Load = Callable[[str], None]
 
 
-@dataclass
 class Loader:
     """Loads modules with their dependencies from ``moddir`` (``/lib/modules/$(uname -r)``)."""
 
-    moddir: str
-    load: Load
-    sysfs: str = "/sys"
-    proc: str = "/proc"
-    index: ModuleIndex | None = None
-    loaded: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(
+        self,
+        moddir: str,
+        load: Load,
+        *,
+        sysfs: str = "/sys",
+        proc: str = "/proc",
+        index: ModuleIndex | None = None,
+    ) -> None:
+        self.moddir = moddir
+        self.load = load
+        self.sysfs = sysfs
+        self.proc = proc
+        self.index = index
+        self.loaded: list[str] = []
+        self.lock = threading.Lock()
+        self.index_lock = threading.Lock()
+
+    def index_now(self) -> None:
+        """Read modules.dep/alias/builtin now (PID 1 does it before it loads anything)."""
+        if self.modular():
+            self._index()
 
     def _index(self) -> ModuleIndex:
+        with self.index_lock:  # PID 1's start-up thread and the phases share one loader
+            return self._read_index()
+
+    def _read_index(self) -> ModuleIndex:
         if self.index is None:
 
             def read(name: str) -> str:
@@ -192,7 +226,13 @@ class Loader:
             if path is None:
                 raise OSError(2, f"{module} is not in modules.dep")
             with self.lock:
-                self.load(os.path.join(self.moddir, path))
+                if self.is_loaded(module):  # another thread got there first
+                    continue
+                try:
+                    self.load(os.path.join(self.moddir, path))
+                except OSError as exc:
+                    if exc.errno != errno.EEXIST:  # loaded meanwhile (udev, the kernel itself)
+                        raise
                 self.loaded.append(module)
             done.append(module)
         return done
@@ -228,9 +268,12 @@ class Loader:
 class Background:
     """Loads a list of modules in a thread while the network comes up."""
 
-    def __init__(self, loader: Loader, names: tuple[str, ...]) -> None:
+    def __init__(
+        self, loader: Loader, names: tuple[str, ...], *, after: threading.Thread | None = None
+    ) -> None:
         self.loader = loader
         self.names = names
+        self.after = after  # the start-up thread already loading most of them
         self.error: PhaseError | None = None
         self.thread = threading.Thread(target=self._run, name="modules", daemon=True)
 
@@ -239,6 +282,8 @@ class Background:
         return self
 
     def _run(self) -> None:
+        if self.after is not None:
+            self.after.join()
         for name in self.names:
             try:
                 self.loader.ensure(name)

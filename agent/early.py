@@ -1,0 +1,202 @@
+"""The kernel work PID 1 starts first, before it reads the boot configuration.
+
+None of it depends on the configuration: the NIC drivers (matched by
+modalias), the interfaces going up (so link negotiation runs while Python is
+still importing the agent), and the modules every iSCSI boot needs
+(:data:`~iscsiboot.agent.BASE_MODULES`).  Loading a module is kernel
+time (``finit_module`` releases the interpreter lock), so it overlaps with the
+main thread's imports and configuration parsing.  A second thread imports
+pyroute2 for the network phase.
+
+Nothing here fails the boot: the phases check again and report.  The
+interfaces go up with one RTM_NEWLINK message each (:func:`link_up_request`,
+pure), because pyroute2 itself takes most of a second to import in a slow
+guest; everything else about the network goes through pyroute2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+
+TYPE_CHECKING = False  # no typing at run time (see init)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+RTM_NEWLINK = 16
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLMSG_ERROR = 2
+IFF_UP = 0x1
+ARPHRD_ETHER = 1
+
+
+def boottime() -> float:
+    """Seconds since the kernel started (the clock of its log lines)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def peak_rss_kib(proc: str = "/proc") -> int | None:
+    """This process's peak resident memory (VmHWM) in KiB."""
+    try:
+        with open(f"{proc}/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+def ethernet_links(sysfs: str = "/sys") -> list[tuple[str, int]]:
+    """(name, ifindex) of the hardware Ethernet interfaces present now."""
+    found: list[tuple[str, int]] = []
+    base = f"{sysfs}/class/net"
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return found
+    for name in names:
+        try:
+            with open(f"{base}/{name}/type") as handle:
+                kind = int(handle.read())
+            with open(f"{base}/{name}/ifindex") as handle:
+                index = int(handle.read())
+        except (OSError, ValueError):
+            continue
+        if kind == ARPHRD_ETHER and os.path.exists(f"{base}/{name}/device"):
+            found.append((name, index))
+    return found
+
+
+def link_up_request(index: int, seq: int) -> bytes:
+    """RTM_NEWLINK setting IFF_UP on interface ``index`` (nlmsghdr + ifinfomsg)."""
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+    return struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def ack_errors(datagram: bytes) -> dict[int, int]:
+    """sequence number -> errno (0 for success) of the NLMSG_ERROR messages in ``datagram``."""
+    out: dict[int, int] = {}
+    offset = 0
+    while offset + 16 <= len(datagram):
+        length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", datagram, offset)
+        if length < 16:
+            break
+        if kind == NLMSG_ERROR and length >= 20:
+            out[seq] = -struct.unpack_from("=i", datagram, offset + 16)[0]
+        offset += (length + 3) & ~3
+    return out
+
+
+def links_up(indexes: Sequence[int], timeout: float = 2.0) -> dict[int, int]:
+    """Set the interfaces up; ifindex -> errno (0: done)."""
+    result: dict[int, int] = {}
+    if not indexes:
+        return result
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:  # NETLINK_ROUTE
+        sock.settimeout(timeout)
+        for seq, index in enumerate(indexes, 1):
+            sock.send(link_up_request(index, seq))
+        by_seq = dict(enumerate(indexes, 1))
+        while len(result) < len(indexes):
+            try:
+                answers = ack_errors(sock.recv(65536))
+            except OSError:
+                break
+            for seq, err in answers.items():
+                if seq in by_seq:
+                    result[by_seq[seq]] = err
+    return result
+
+
+class Early:
+    """The two start-up threads: kernel work (modules, links) and the pyroute2 imports."""
+
+    def __init__(
+        self,
+        loader: Any,
+        *,
+        base_modules: Sequence[str] = (),
+        sysfs: str = "/sys",
+        imports: Callable[[], None] | None = None,
+        budget: float = 30.0,
+    ) -> None:
+        self.loader = loader
+        self.base_modules = tuple(base_modules)
+        self.sysfs = sysfs
+        self.budget = budget
+        self.nics: list[str] = []
+        self.links: dict[str, int] = {}  # interface -> errno of setting it up
+        self.first_netlink: float | None = None
+        self.problems: list[str] = []
+        self.marks: list[tuple[str, float]] = [("started", boottime())]  # for debugging output
+        self.ready = threading.Event()  # the module index is read: loading starts now
+        self.nics_done = threading.Event()
+        self.kernel = threading.Thread(target=self._kernel, name="early-kernel", daemon=True)
+        self.imports = threading.Thread(target=imports or (lambda: None), name="early-imports", daemon=True)
+
+    def start(self) -> Early:
+        self.kernel.start()
+        self.imports.start()
+        return self
+
+    def _kernel(self) -> None:
+        until = time.monotonic() + self.budget
+        try:
+            self.loader.index_now()
+            self.marks.append(("module index read", boottime()))
+            self.ready.set()
+            self.nics = list(self.loader.load_nic_drivers(_Until(until)))
+            self.marks.append((f"NIC drivers loaded ({', '.join(self.nics) or 'none'})", boottime()))
+        except Exception as exc:  # the modules phase loads again and reports
+            self.problems.append(f"NIC drivers: {exc}")
+        finally:
+            self.ready.set()
+            self.nics_done.set()
+        try:
+            present = ethernet_links(self.sysfs)
+            self.first_netlink = boottime()
+            done = links_up([index for _name, index in present])
+            self.links = {name: done.get(index, -1) for name, index in present}
+            self.marks.append((f"links up ({', '.join(self.links) or 'none'})", boottime()))
+        except OSError as exc:
+            self.problems.append(f"link up: {exc}")
+        for name in self.base_modules:
+            if time.monotonic() > until:
+                break
+            try:
+                self.loader.ensure(name)
+            except Exception as exc:  # reported by the phase that needs the module
+                self.problems.append(f"{name}: {exc}")
+        self.marks.append(("base modules loaded", boottime()))
+
+    def timeline(self) -> str:
+        """The start-up steps as offsets from the thread's start (debugging output)."""
+        t0 = self.marks[0][1]
+        return ", ".join(f"{what} +{at - t0:.2f} s" for what, at in self.marks[1:])
+
+    def wait_ready(self, seconds: float) -> bool:
+        """Wait until the first module load is under way (the Python part before it is done)."""
+        return self.ready.wait(max(0.0, seconds))
+
+    def wait_nics(self, seconds: float) -> bool:
+        """Wait until the NIC drivers are loaded; False at the deadline."""
+        return self.nics_done.wait(max(0.0, seconds))
+
+
+class _Until:
+    """The slice of a deadline the loader asks about (``expired``, ``remaining``)."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.until
+
+    def remaining(self) -> float:
+        return max(0.0, self.until - time.monotonic())
