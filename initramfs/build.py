@@ -113,6 +113,22 @@ def modules_dir_of(root: Path, version: str) -> Path:
     )
 
 
+def decompress(data: bytes) -> bytes:
+    """The cpio inside one compressed initramfs (xz, zstd, gzip or none), by its magic number."""
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return lzma.decompress(data)
+    if data.startswith(b"\x1f\x8b"):
+        return gzip.decompress(data)
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        zstd = which("zstd", hint="apt-get install zstd")
+        with tempfile.TemporaryDirectory(prefix="iscsiboot-zstd-") as tmp:
+            src, dst = Path(tmp) / "in.zst", Path(tmp) / "out.cpio"
+            src.write_bytes(data)
+            run([zstd, "-d", "-q", "-f", "-o", str(dst), str(src)], what="decompress the initramfs with zstd")
+            return dst.read_bytes()
+    return data
+
+
 def compress(data: bytes, how: Compression, *, level: int | None = None) -> bytes:
     """Deterministic compression the kernel's initramfs unpacker accepts."""
     if how is Compression.NONE:
@@ -213,7 +229,7 @@ def build(
     kernel: KernelTree | None = None,
     output: Path | None = None,
     overlay: bool = False,
-    compression: Compression | str = Compression.XZ,
+    compression: Compression | str = Compression.ZSTD,
     extra_modules: Iterable[str] = (),
     iscsistart: bool = False,
     replace_init: bool = False,
@@ -221,17 +237,19 @@ def build(
     optimize: int = 2,
     mtime: int | None = None,
     package_stage: Path | None = None,
-    lean_ssl: bool = True,
+    lean: bool = True,
 ) -> BuildResult:
     """Build the initramfs (or overlay) and write it to ``output`` atomically (if given).
 
     ``package_stage`` is a folder already holding ``iscsiboot/`` (from
     :func:`pyruntime.stage_package`); by default the installed package is
-    staged afresh.  ``lean_ssl`` (the default) replaces ``ssl`` by a stand-in and
+    staged afresh.  ``lean`` (the default) replaces ``ssl`` by a stand-in and
     leaves out ``_ssl``, ``_hashlib``, libssl (and libcrypto unless iscsistart
     needs it); hashlib then uses the MD5/SHA code built into Debian's
-    interpreter.  ``optimize`` 2 (the default) compiles without docstrings and
-    asserts.  Both measured in ``benchmarks/boot.py``.
+    interpreter.  It also puts stand-ins for modules the libraries import but
+    never call at boot (:data:`pyruntime.UNUSED`, ``unittest.mock``).
+    ``optimize`` 2 (the default) compiles without docstrings and asserts.  Both are measured
+    in ``benchmarks/boot.py``.
     """
     started = time.monotonic()
     how = Compression(compression) if isinstance(compression, str) else compression
@@ -261,8 +279,8 @@ def build(
             pyruntime.stage_package(stage)
         else:
             shutil.copytree(package_stage, stage)
-        if lean_ssl:
-            pyruntime.add_lean_ssl(stage)
+        if lean:
+            pyruntime.add_lean(stage)
         site = pyruntime.site_packages()
         wanted = pyruntime.runtime_modules() + pyruntime.ALWAYS
         traced = pyruntime.trace(wanted, stage, site)

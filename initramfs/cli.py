@@ -40,7 +40,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     b.add_argument("-o", "--output", metavar="FILE", type=Path, help="where to write the archive")
     b.add_argument("--overlay", action="store_true", help="build the overlay for a distribution initramfs")
     b.add_argument("--replace-init", action="store_true", help="with --overlay: also provide /init")
-    b.add_argument("--compress", choices=("xz", "zstd", "gzip", "none"), default="xz")
+    b.add_argument(
+        "--compress",
+        choices=("zstd", "xz", "gzip", "none"),
+        default="zstd",
+        help="zstd (the default, as Debian's initramfs-tools: unpacks fastest at boot), "
+        "xz (smallest), gzip or none",
+    )
     b.add_argument(
         "--module", action="append", default=[], metavar="NAME", help="an extra kernel module (repeatable)"
     )
@@ -53,11 +59,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "iscsiboot.backend=iscsistart makes the agent use it",
     )
     b.add_argument(
-        "--lean-ssl",
+        "--lean",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="leave out TLS (ssl, _hashlib, libssl; the agent never uses it, hashlib's MD5/SHA are "
-        "built into Debian's interpreter); on by default, saves 0.3-1.5 MiB",
+        help="leave out TLS (ssl, _hashlib, libssl: the agent never uses it, hashlib's MD5/SHA are "
+        "built into Debian's interpreter) and put small stand-ins for modules the libraries import "
+        "but never call at boot (unittest, pdb, pickle, multiprocessing); on by default",
     )
     b.add_argument(
         "--optimize",
@@ -130,7 +137,7 @@ def _build(args: argparse.Namespace) -> int:
         extra_modules=args.module,
         iscsistart=wants_iscsistart(args),
         replace_init=args.replace_init,
-        lean_ssl=args.lean_ssl,
+        lean=args.lean,
         optimize=args.optimize,
     )
     if args.json:

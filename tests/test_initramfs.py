@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from iscsiboot.errors import UsageError
 from iscsiboot.initramfs import cpio, elf, modules
-from iscsiboot.initramfs.build import Compression, compress
+from iscsiboot.initramfs.build import Compression, compress, decompress
 from iscsiboot.initramfs.cli import register
 from iscsiboot.initramfs.plan import PlanInputs, Variant, make_plan, normalize_applet
 
@@ -197,8 +198,12 @@ def test_compress_xz_uses_crc32_and_gzip_is_deterministic() -> None:
     xz = compress(data, Compression.XZ)
     assert xz[:6] == b"\xfd7zXZ\0" and xz[6:8] == b"\x00\x01"  # stream flags: CRC32
     assert lzma.decompress(xz) == data
+    assert decompress(xz) == data and decompress(data) == data
     assert compress(data, Compression.GZIP) == compress(data, Compression.GZIP)
     assert compress(data, Compression.GZIP)[4:8] == b"\0\0\0\0"  # mtime 0
+    assert decompress(compress(data, Compression.GZIP)) == data
+    if shutil.which("zstd"):
+        assert decompress(compress(data, Compression.ZSTD)) == data
 
 
 def _inputs(variant: Variant, replace_init: bool = False) -> PlanInputs:

@@ -248,7 +248,7 @@ def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
 
 def test_lean_ssl_image_drops_tls_and_still_runs_pyroute2(tmp_path: Path) -> None:
     kernel = test_kernel()
-    result = build(kernel=kernel, compression="none", lean_ssl=True, iscsistart=False, cache=tmp_path / "c")
+    result = build(kernel=kernel, compression="none", lean=True, iscsistart=False, cache=tmp_path / "c")
     paths = {m.entry.path for m in cpio.read_newc(result.archive)}
     assert not any("libssl" in p or "libcrypto" in p or "_ssl." in p or "_hashlib" in p for p in paths)
     assert "usr/lib/python3.11/ssl.pyc" in paths  # the stand-in
@@ -266,4 +266,4 @@ def test_lean_ssl_image_drops_tls_and_still_runs_pyroute2(tmp_path: Path) -> Non
     )
     done = _inside(root, "/usr/bin/python3.11", "-S", "-c", script)
     assert done.returncode == 0 and done.stdout.startswith("links "), done.stderr
-    print(f"lean-ssl without iscsistart: cpio {result.uncompressed} bytes")
+    print(f"lean without iscsistart: cpio {result.uncompressed} bytes")

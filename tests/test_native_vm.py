@@ -12,13 +12,13 @@ backends and the two image sizes are printed at the end.
 from __future__ import annotations
 
 import json
-import lzma
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from iscsiboot.initramfs.build import decompress
 from iscsiboot.initramfs.cpio import read_newc
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import Artifacts, default_log_dir
@@ -73,7 +73,7 @@ def images() -> dict[str, Artifacts]:
 
 
 def members(image: Path) -> set[str]:
-    return {m.entry.path for m in read_newc(lzma.decompress(image.read_bytes()))}
+    return {m.entry.path for m in read_newc(decompress(image.read_bytes()))}
 
 
 def test_image_without_iscsistart_is_smaller(images: dict[str, Artifacts]) -> None:

@@ -55,3 +55,22 @@ def test_asyncio_socket_calls_work_with_the_shim(monkeypatch: pytest.MonkeyPatch
     shim = _shim()
     with pytest.raises(shim.SSLError):
         shim.create_default_context()
+
+
+def test_stand_ins_import_but_refuse_use(tmp_path: Path) -> None:
+    """The unused-module stand-ins import cleanly, as the libraries do, and fail loudly when called."""
+    pyruntime.add_lean(tmp_path)
+    names = sorted(p.stem for p in tmp_path.glob("*.py"))
+    assert names == sorted(["ssl", "_hashlib", *pyruntime.UNUSED])
+    for name in pyruntime.UNUSED:
+        module = types.ModuleType(name)
+        exec(compile((tmp_path / f"{name}.py").read_text(), f"{name}.py", "exec"), module.__dict__)
+        placeholder = module.Pipe if name == "multiprocessing" else module.load
+        with pytest.raises(RuntimeError, match="not part of the iscsiboot initramfs"):
+            placeholder()
+        assert not hasattr(module, "__path__")  # not a package: submodule imports fail as usual
+    mock = types.ModuleType("unittest.mock")
+    exec(compile((tmp_path / "unittest" / "mock.py").read_text(), "mock.py", "exec"), mock.__dict__)
+    made = mock.Mock()  # what pyroute2 does at class definition
+    with pytest.raises(AttributeError, match="not part of the iscsiboot initramfs"):
+        made.put_nowait  # noqa: B018
