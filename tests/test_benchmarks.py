@@ -41,6 +41,7 @@ RESULT = {
     "timeline": {"config": 0.706, "modules": 1.84, "network": 0.553, "login": 1.57, "disk": 0.192,
                  "label": 0.066, "mount": 0.5, "handoff": 0.01},
     "total": 5.45,
+    "clock": {"agent_start": 6.8, "first_netlink": 7.25, "result": 12.67, "peak_rss_mib": 23.3},
 }  # fmt: skip
 AGENT_CONSOLE = [
     "[    6.021196] Run /init as init process",
@@ -72,6 +73,7 @@ def test_agent_mounted_is_the_later_of_system_and_storage() -> None:
     assert got["start"] == pytest.approx(12.669703 - 5.45)
     assert got["timeline"]["modules"] == pytest.approx(1.84)
     assert got["init"] == pytest.approx(6.021196)
+    assert got["first_netlink"] == pytest.approx(0.45) and got["peak_rss_mib"] == 23.3
 
 
 def test_agent_failure_gives_none() -> None:
@@ -95,7 +97,7 @@ def test_summary_medians_ratio_and_json_keys() -> None:
     assert out["shell_start_median_s"] == 2.5 and out["agent_init_median_s"] is None
     assert out["runs"] == 3
     assert boot.summarize([], shell, 3)["ratio"] is None
-    out |= {"overlay_xz_bytes": 1, "full_xz_bytes": 2}
+    out |= {"overlay_xz_bytes": 1, "full_xz_bytes": 2, "overlay_iscsistart_xz_bytes": 3}
     assert set(boot.JSON_KEYS) <= set(out)
     assert {"agent_median_s", "shell_median_s", "ratio", "overlay_xz_bytes", "full_xz_bytes", "runs"} <= set(
         boot.JSON_KEYS
@@ -114,7 +116,16 @@ import time:        50 |         50 | json
 
 def _rendered_input() -> dict[str, object]:
     out: dict[str, object] = boot.summarize(
-        [{"mounted": 10.0, "start": 7.0, "timeline": {"login": 1.0}, "total": 3.0}],
+        [
+            {
+                "mounted": 10.0,
+                "start": 7.0,
+                "timeline": {"login": 1.0},
+                "total": 3.0,
+                "first_netlink": 0.42,
+                "peak_rss_mib": 23.5,
+            }
+        ],
         [{"mounted": 8.0, "start": 2.5}],
         1,
     )
@@ -123,7 +134,7 @@ def _rendered_input() -> dict[str, object]:
         "sizes": {"full": {"xz": 9_000_000, "unpacked": 40_000_000}},
         "overlay_xz_bytes": 8_000_000,
         "full_xz_bytes": 9_000_000,
-        "agent_peak_memory_kb": None,
+        "overlay_iscsistart_xz_bytes": 9_500_000,
         "host": {"cmdline_parse_wall_s": 0.2, "cmdline_import_s": 0.05, "python_startup_s": 0.02},
         "machine": "test machine",
         "kernel": "6.1.0-test",
@@ -139,6 +150,8 @@ def test_readme_render_names_command_and_numbers() -> None:
     assert "| agent | 10.0 s |" in text and "| shell | 8.0 s |" in text
     assert "1.25" in text  # the ratio
     assert "9.00 MB" in text
+    assert "first netlink call (the interfaces going up): 0.42 s" in text
+    assert "(VmHWM, PID 1): 23.5 MiB" in text
 
 
 def test_from_json_renders_a_saved_run_without_booting(
