@@ -75,7 +75,7 @@ JSON_KEYS = (
     "agent_peak_rss_mib",
     "runs",
 )
-_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s(.*)$")
+_STAMP = re.compile(r"\[\s*(\d+\.\d+)\]\s")
 
 SHELL_INIT = """#!/bin/sh
 # Baseline: the OpenELEC-style boot steps as a busybox shell script.
@@ -124,12 +124,18 @@ def init_started(lines: Sequence[str]) -> float | None:
 
 
 def stamped(lines: Sequence[str]) -> list[tuple[float, str]]:
-    """(kernel seconds, text) of every kernel-timestamped console line."""
+    """(kernel seconds, text) of every kernel-timestamped console line.
+
+    The kernel's copy of an agent line may land inside the agent's own console
+    line (``iscsiboot: timeline: ... mou[  8.2] iscsiboot: timeline: ...``): the
+    last stamp on a line counts, with the text after it.
+    """
     out: list[tuple[float, str]] = []
     for line in lines:
-        m = _STAMP.match(line.strip())
-        if m is not None:
-            out.append((float(m.group(1)), m.group(2)))
+        found = list(_STAMP.finditer(line))
+        if found:
+            last = found[-1]
+            out.append((float(last.group(1)), line[last.end() :].rstrip()))
     return out
 
 

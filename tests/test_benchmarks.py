@@ -76,6 +76,18 @@ def test_agent_mounted_is_the_later_of_system_and_storage() -> None:
     assert got["first_netlink"] == pytest.approx(0.45) and got["peak_rss_mib"] == 23.3
 
 
+def test_agent_line_cut_by_its_kernel_copy_still_counts() -> None:
+    """Seen under TCG: the kernel printed its copy of the timeline line inside the console copy."""
+    cut = [
+        *AGENT_CONSOLE[:5],
+        "iscsiboot: timeline: config 0.71 s, mou"
+        "[   12.669703] iscsiboot: timeline: config 0.71 s (total 5.45 s)",
+        AGENT_CONSOLE[-1],
+    ]
+    got = boot.agent_times(cut)
+    assert got is not None and got["start"] == pytest.approx(12.669703 - 5.45)
+
+
 def test_agent_failure_gives_none() -> None:
     failed = {**RESULT, "ok": False, "phase": "login"}
     lines = [*AGENT_CONSOLE[:-1], "ISCSIBOOT-RESULT " + json.dumps(failed)]
