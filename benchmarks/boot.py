@@ -278,7 +278,7 @@ def measure_sizes(kernel: KernelTree, cache: Path) -> dict[str, dict[str, int]]:
         ("full_untrimmed", untrimmed),
         ("overlay_untrimmed", {"overlay": True, **untrimmed}),
     ):
-        res = build(kernel=kernel, cache=cache, **kwargs)
+        res = build(kernel=kernel, cache=cache, compression=Compression.XZ, **kwargs)
         rows[name] = {"xz": res.size, "unpacked": res.uncompressed}
     shell = shell_initramfs(kernel)
     rows["shell"] = {"xz": len(compress(shell, Compression.XZ)), "unpacked": len(shell)}

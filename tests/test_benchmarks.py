@@ -174,3 +174,24 @@ def test_from_json_renders_a_saved_run_without_booting(
     assert boot.main(["--from-json", str(saved)]) == 0
     text = capsys.readouterr().out
     assert "`python benchmarks/boot.py --runs 7`" in text and "| agent | 10.0 s |" in text
+
+
+def test_image_sizes_are_measured_with_xz_whatever_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The size targets are xz sizes; the builder's own default is zstd."""
+    seen: list[dict[str, object]] = []
+
+    class Built:
+        size, uncompressed = 5, 50
+
+    def fake_build(**kwargs: object) -> Built:
+        seen.append(kwargs)
+        return Built()
+
+    monkeypatch.setattr(boot, "build", fake_build)
+    monkeypatch.setattr(boot, "shell_initramfs", lambda kernel: b"070701")
+    rows = boot.measure_sizes(object(), tmp_path)  # type: ignore[arg-type]
+    assert {"full", "overlay", "overlay_iscsistart", "shell"} <= set(rows)
+    assert seen and all(k["compression"] is boot.Compression.XZ for k in seen)
+    assert any(k.get("iscsistart") is True for k in seen)
