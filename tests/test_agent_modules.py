@@ -162,3 +162,49 @@ def test_background_loading_reports_errors(tmp_path: Path) -> None:
     with pytest.raises(PhaseError, match="8021q"):
         bg.wait(Deadline(5))
     assert "iscsi_tcp" in loader.loaded
+
+
+class SlowKernel(FakeKernel):
+    """Holds the load of one module until released; EEXIST for a module loaded twice, as Linux."""
+
+    def __init__(self, sysfs: Path, hold: str) -> None:
+        super().__init__(sysfs)
+        self.hold = hold
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, path: str) -> None:
+        name = module_name(path)
+        if name == self.hold:
+            self.holding.set()
+            assert self.release.wait(10)
+        if (self.sysfs / "module" / name).exists():
+            raise OSError(17, "File exists", path)
+        super().__call__(path)
+
+
+def test_threads_loading_different_modules_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    """PID 1's start-up thread loads NIC drivers while the config phase asks for another module."""
+    moddir, sysfs, proc = _tree(tmp_path)
+    kernel = SlowKernel(sysfs, hold="virtio_pci_modern_dev")
+    loader = Loader(str(moddir), kernel, sysfs=str(sysfs), proc=str(proc))
+    early = threading.Thread(target=loader.ensure, args=("virtio_pci",))
+    early.start()
+    assert kernel.holding.wait(10)
+    assert loader.ensure("iscsi_tcp")[-1] == "iscsi_tcp"  # while virtio_pci's load is held
+    kernel.release.set()
+    early.join(10)
+    assert "virtio_pci" in kernel.loaded and kernel.loaded.count("scsi_transport_iscsi") == 1
+    assert sorted(loader.loaded) == sorted(set(loader.loaded))
+
+
+def test_a_module_loaded_meanwhile_is_not_an_error(tmp_path: Path) -> None:
+    moddir, sysfs, proc = _tree(tmp_path)
+    kernel = FakeKernel(sysfs)
+
+    def load(path: str) -> None:  # another loader (udev, a second thread) wins the race
+        kernel(path)
+        raise OSError(17, "File exists", path)
+
+    loader = Loader(str(moddir), load, sysfs=str(sysfs), proc=str(proc))
+    assert loader.ensure("e1000") == ["e1000"]

@@ -148,8 +148,14 @@ class Loader:
         self.proc = proc
         self.index = index
         self.loaded: list[str] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards loaded and the per-module locks
         self.index_lock = threading.Lock()
+        self.module_locks: dict[str, threading.Lock] = {}
+
+    def _module_lock(self, name: str) -> threading.Lock:
+        """One lock per module: threads loading different modules do not wait for each other."""
+        with self.lock:
+            return self.module_locks.setdefault(name, threading.Lock())
 
     def index_now(self) -> None:
         """Read modules.dep/alias/builtin now (PID 1 does it before it loads anything)."""
@@ -225,7 +231,7 @@ class Loader:
             path = index.paths.get(module)
             if path is None:
                 raise OSError(2, f"{module} is not in modules.dep")
-            with self.lock:
+            with self._module_lock(module):
                 if self.is_loaded(module):  # another thread got there first
                     continue
                 try:
@@ -233,7 +239,8 @@ class Loader:
                 except OSError as exc:
                     if exc.errno != errno.EEXIST:  # loaded meanwhile (udev, the kernel itself)
                         raise
-                self.loaded.append(module)
+                with self.lock:
+                    self.loaded.append(module)
             done.append(module)
         return done
 
