@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from iscsiboot.initramfs.build import decompress
 from iscsiboot.initramfs.cpio import read_newc
-from iscsiboot.qemu.artifacts import prepare
+from iscsiboot.qemu.artifacts import minimal_initramfs, prepare
 from iscsiboot.qemu.harness import Artifacts, default_log_dir
 from iscsiboot.qemu.outcome import Outcome
 from iscsiboot.qemu.scenario import Mode, ScenarioOptions
@@ -169,6 +169,23 @@ def test_wrong_password(backend: str, images: dict[str, Artifacts], log_dir: Pat
         assert "torn down" in outcome.console, why  # the failed attempt removed its kernel session
         # the kernel had dropped the connection (its own clean-up queued) before STOP_CONN
         assert "native: the kernel closed the connection" in outcome.console, why
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overlay_image(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
+    """The overlay appended to a minimal busybox initramfs, built for each backend."""
+    overlay = prepare(overlay=True, iscsistart=backend == "iscsistart")
+    assert ("usr/sbin/iscsistart" in members_of_overlay(overlay.initrd)) is (backend == "iscsistart")
+    outcome = run("overlay ibft mutual", backend, mutual(backend), {backend: overlay}, log_dir)
+    expect_success(outcome, "overlay")
+
+
+def members_of_overlay(image: Path) -> set[str]:
+    """The overlay's own members (the part after the uncompressed minimal base)."""
+    data = image.read_bytes()
+    base = minimal_initramfs()
+    assert data.startswith(base)
+    return {m.entry.path for m in read_newc(decompress(data[len(base) :]))}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
