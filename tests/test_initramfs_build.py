@@ -246,12 +246,18 @@ def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
     assert not bad_out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["img.cpio"]
 
 
-def test_lean_ssl_image_drops_tls_and_still_runs_pyroute2(tmp_path: Path) -> None:
+def test_lean_image_drops_tls_and_unused_modules_and_still_runs_pyroute2(tmp_path: Path) -> None:
     kernel = test_kernel()
     result = build(kernel=kernel, compression="none", lean=True, iscsistart=False, cache=tmp_path / "c")
     paths = {m.entry.path for m in cpio.read_newc(result.archive)}
     assert not any("libssl" in p or "libcrypto" in p or "_ssl." in p or "_hashlib" in p for p in paths)
     assert "usr/lib/python3.11/ssl.pyc" in paths  # the stand-in
+    for name in ("pdb", "pickle", "multiprocessing"):  # stand-ins in place of the real modules
+        assert f"usr/lib/python3.11/{name}.pyc" in paths
+    assert "usr/lib/python3.11/unittest/mock.pyc" in paths
+    gone = ("usr/lib/python3.11/multiprocessing/", "usr/lib/python3.11/bdb")
+    assert not any(p.startswith(gone) for p in paths)
+    assert "usr/lib/python3.11/unittest/case.pyc" not in paths
     root = tmp_path / "root"
     unpack(result.archive, root)
     script = (
