@@ -30,12 +30,12 @@ from iscsiboot.qemu.outcome import RESULT_PREFIX, Outcome, finished, judge
 from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
 from iscsiboot.qemu.scenario import (
     AGENT_PREFIX,
-    DELAY_ANCHOR,
     GUEST_MAC,
     WRAPPER_SCRIPT,
     Boot,
     Plan,
     ScenarioOptions,
+    network_is_up,
     plan,
 )
 from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
@@ -205,7 +205,7 @@ def run_scenario(
                 console.flush()
             elif shown.startswith(AGENT_PREFIX) and RESULT_PREFIX not in shown:
                 say("guest: " + shown[len(AGENT_PREFIX) :])
-            if anchor is None and text.startswith(DELAY_ANCHOR):
+            if anchor is None and network_is_up(text):
                 anchor = time.monotonic()
 
         accel = "KVM" if options.kvm else "TCG"

@@ -65,6 +65,16 @@ AGENT_PREFIX = "iscsiboot: "  # the agent's console lines
 DELAY_ANCHOR = "iscsiboot: network:"
 
 
+def network_is_up(line: str) -> bool:
+    """Whether a console line says the guest's network is up (the late target's clock starts).
+
+    The kernel's copy of the agent's line may land inside the console copy
+    (``iscsiboot: netwo[  5.57] iscsiboot: network: eth0 ...``), so the
+    marker counts anywhere on the line.
+    """
+    return DELAY_ANCHOR in line
+
+
 class Mode(enum.Enum):
     IBFT = "ibft"
     CMDLINE = "cmdline"

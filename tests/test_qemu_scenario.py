@@ -24,6 +24,7 @@ from iscsiboot.qemu.scenario import (
     ScenarioOptions,
     boot_options,
     ipxe_script,
+    network_is_up,
     plan,
 )
 from iscsiboot.qemu.system import MOUNTS_BEGIN, MOUNTS_END, SYSTEM_MARKER, parse_report
@@ -333,3 +334,11 @@ def test_scenario_ipxe_script_gives_up_after_bounded_attempts() -> None:
     script = ipxe_script(client)
     assert script.count("sanboot iscsi:10.0.2.2:::1:iqn.2026-11.org.iscsiboot:htpc") == SANBOOT_ATTEMPTS
     assert "exit 1" in script
+
+
+def test_late_target_clock_starts_at_the_network_line_even_when_cut() -> None:
+    """Seen in CI: the kernel's copy of the agent's line landed inside the console copy."""
+    assert network_is_up("iscsiboot: network: eth0 10.0.2.15/24 via 10.0.2.2 (dhcp)")
+    assert network_is_up("iscsiboot: netwo[    5.575944] iscsiboot: network: eth0 10.0.2.15/24 (dhcp)")
+    assert not network_is_up("iscsiboot: network modules: virtio_pci, virtio_net")
+    assert not network_is_up("iscsiboot: netwo")
