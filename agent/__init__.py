@@ -31,6 +31,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.plan",
     "iscsiboot.agent.report",
     "iscsiboot.agent.sysc",
+    "iscsiboot.agent.deadline",
     "iscsiboot.agent.early",
     "iscsiboot.agent.runner",
     "iscsiboot.agent.init",

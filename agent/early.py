@@ -22,6 +22,8 @@ import struct
 import threading
 import time
 
+from iscsiboot.agent.deadline import Deadline
+
 TYPE_CHECKING = False  # no typing at run time (see init)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -146,12 +148,12 @@ class Early:
         return self
 
     def _kernel(self) -> None:
-        until = time.monotonic() + self.budget
+        deadline = Deadline(self.budget)
         try:
             self.loader.index_now()
             self.marks.append(("module index read", boottime()))
             self.ready.set()
-            self.nics = list(self.loader.load_nic_drivers(_Until(until)))
+            self.nics = list(self.loader.load_nic_drivers(deadline))
             self.marks.append((f"NIC drivers loaded ({', '.join(self.nics) or 'none'})", boottime()))
         except Exception as exc:  # the modules phase loads again and reports
             self.problems.append(f"NIC drivers: {exc}")
@@ -167,7 +169,7 @@ class Early:
         except OSError as exc:
             self.problems.append(f"link up: {exc}")
         for name in self.base_modules:
-            if time.monotonic() > until:
+            if deadline.expired():
                 break
             try:
                 self.loader.ensure(name)
@@ -187,16 +189,3 @@ class Early:
     def wait_nics(self, seconds: float) -> bool:
         """Wait until the NIC drivers are loaded; False at the deadline."""
         return self.nics_done.wait(max(0.0, seconds))
-
-
-class _Until:
-    """The slice of a deadline the loader asks about (``expired``, ``remaining``)."""
-
-    def __init__(self, until: float) -> None:
-        self.until = until
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self.until
-
-    def remaining(self) -> float:
-        return max(0.0, self.until - time.monotonic())

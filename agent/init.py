@@ -209,7 +209,9 @@ def start_early(text: str) -> tuple[Any, Any]:
 
 
 def _main(console: TextIO) -> None:
-    started = time.clock_gettime(time.CLOCK_BOOTTIME)
+    from iscsiboot.agent.early import boottime
+
+    started = boottime()
     text = read_cmdline()
     loader, early = start_early(text)
     from iscsiboot.agent.options import AgentOptions, parse_options

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from iscsiboot.agent import BASE_MODULES
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
-
-Clock = Callable[[], float]
 
 FIRMWARE_MODULES: tuple[str, ...] = ("iscsi_ibft",)
 VLAN_MODULES: tuple[str, ...] = ("8021q",)
@@ -23,25 +20,6 @@ FS_MODULES: dict[str, str] = {
     "xfs": "xfs",
     "squashfs": "squashfs",
 }
-
-
-class Deadline:
-    """A point in monotonic time; ``remaining()`` never goes below zero."""
-
-    def __init__(self, seconds: float, clock: Clock = time.monotonic) -> None:
-        self.clock = clock
-        self.start = clock()
-        self.seconds = seconds
-        self.at = self.start + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self.at - self.clock())
-
-    def elapsed(self) -> float:
-        return self.clock() - self.start
-
-    def expired(self) -> bool:
-        return self.clock() >= self.at
 
 
 def merge_firmware(cmdline: BootConfig, firmware: BootConfig) -> BootConfig:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iscsiboot.agent import PHASES
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import AgentOptions
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.agent.report import Reporter, RunResult
 from iscsiboot.errors import IscsibootError
 from iscsiboot.model import Target

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from agent_support import MIB, fake_iscsi_sysfs, loop_device, make_disk, make_ext4, need_root_tools
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases.disk import (
     ScsiDisk,
@@ -17,7 +18,6 @@ from iscsiboot.agent.phases.disk import (
     wait_for_disks,
 )
 from iscsiboot.agent.phases.label import Candidate, candidates_of_disk, resolve
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.disk.readers import file_reader
 from iscsiboot.model import Locator
 

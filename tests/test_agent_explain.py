@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.agent.report import Reporter
 from iscsiboot.agent.runner import Agent
 from iscsiboot.model import BootConfig, Chap, Target

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases.login import (
     Cause,
@@ -15,7 +16,6 @@ from iscsiboot.agent.phases.login import (
     login_all,
     parse_iscsistart,
 )
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.model import Chap, Target
 from iscsiboot.secret import Secret, mask
 

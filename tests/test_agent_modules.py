@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases.modules import Background, Loader, crypto_has, module_name, parse_index
-from iscsiboot.agent.plan import Deadline
 
 S = "kernel/drivers/scsi"
 DEP = f"""{S}/iscsi_tcp.ko: {S}/libiscsi_tcp.ko {S}/libiscsi.ko {S}/scsi_transport_iscsi.ko

@@ -17,10 +17,11 @@ from agent_support import (
     unmount_all_under,
 )
 from iscsiboot.agent import sysc
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases.handoff import choose_init, markers, mounted_points, move_mounts, write_markers
 from iscsiboot.agent.phases.mount import Mounter
-from iscsiboot.agent.plan import Deadline, mount_plan
+from iscsiboot.agent.plan import mount_plan
 
 pytestmark = pytest.mark.root
 

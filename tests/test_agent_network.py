@@ -18,7 +18,8 @@ PASSWORD = "Netns-Secret-1234"
 AGENT = """
 import json, sys
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.plan import Deadline, net_plan
+from iscsiboot.agent.deadline import Deadline
+from iscsiboot.agent.plan import net_plan
 from iscsiboot.agent.phases.network import bring_up
 from iscsiboot.model import from_dict
 network = from_dict({{"network": {network}}}).network

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 from iscsiboot.agent import PHASES, RUNTIME_MODULES
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import OnFailure, parse_options
 from iscsiboot.agent.phases.network import kernel_words, parse_udhcpc
 from iscsiboot.agent.plan import (
-    Deadline,
     LinkInfo,
     backoff,
     candidate_links,

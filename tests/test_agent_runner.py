@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from agent_support import fake_iscsi_sysfs, make_disk, make_ext4
 from iscsiboot.agent import PHASES
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.init import break_action
 from iscsiboot.agent.options import parse_options
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.agent.report import Reporter, RunResult
 from iscsiboot.agent.runner import Agent, Env, run_phases
 from iscsiboot.errors import UsageError

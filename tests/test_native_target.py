@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.phases.login import Cause
 from iscsiboot.agent.phases.native import NativeBackend
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.pdu import PduReader, encode
 from iscsiboot.model import Chap, Target

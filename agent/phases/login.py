@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.plan import Deadline, backoff
+from iscsiboot.agent.plan import backoff
 from iscsiboot.errors import CommandError, EnvironmentProblem
 from iscsiboot.model import Target, address_kind
 from iscsiboot.secret import Secret, mask

@@ -22,7 +22,7 @@ from iscsiboot.agent.errors import PhaseError
 # 0.1 s in a slow guest) and no ``typing`` at run time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from iscsiboot.agent.plan import Deadline
+    from iscsiboot.agent.deadline import Deadline
 
 
 def module_name(path_or_name: str) -> str:

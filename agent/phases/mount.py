@@ -14,8 +14,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.plan import Deadline, MountStep
+from iscsiboot.agent.plan import MountStep
 
 Say = Callable[[str], None]
 

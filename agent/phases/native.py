@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.phases.login import Cause, LoginResult
-from iscsiboot.agent.plan import Deadline
 from iscsiboot.errors import EnvironmentProblem, IscsibootError
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import (

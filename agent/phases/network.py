@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.plan import Deadline, LinkInfo, NetPlan, candidate_links, vlan_name
+from iscsiboot.agent.plan import LinkInfo, NetPlan, candidate_links, vlan_name
 from iscsiboot.model import NetMode
 
 IFF_LOOPBACK = 0x8
