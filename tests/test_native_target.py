@@ -14,6 +14,7 @@ same code against the real kernel.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -44,8 +45,11 @@ HANDLE = 0xFFFF_8880_0BAD_F00D
 
 
 class FakeKernel(threading.Thread):
-    def __init__(self, sock: socket.socket, sysfs: Path) -> None:
+    def __init__(self, sock: socket.socket, sysfs: Path, *, busy: int = 0) -> None:
         super().__init__(daemon=True)
+        self.busy = busy  # SEND_PDUs refused (EPERM) after each Login Response, as a busy login task
+        self.busy_left = 0
+        self.refused = 0
         self.sock = sock
         self.sysfs = sysfs
         self.calls: list[int] = []
@@ -122,6 +126,12 @@ class FakeKernel(threading.Thread):
                 self.params[param] = ev[56 : 56 + length - 1].decode()
                 self.answer(kind)
             elif kind == nl.Ev.SEND_PDU:
+                if self.busy_left > 0:  # libiscsi's login task not yet freed: EPERM, nothing sent
+                    self.busy_left -= 1
+                    self.refused += 1
+                    self.answer(kind, struct.pack("<i", -errno.EPERM))
+                    continue
+                self.busy_left = self.busy
                 self.relay(ev[56:], sid, cid)
                 self.answer(kind)
             elif kind == nl.Ev.START_CONN:
@@ -173,9 +183,9 @@ def sysfs_tree(root: Path) -> Path:
     return root
 
 
-def login(tgtd: Tgtd, sysfs: Path, password: str) -> tuple[Cause, FakeKernel, list[str]]:
+def login(tgtd: Tgtd, sysfs: Path, password: str, *, busy: int = 0) -> tuple[Cause, FakeKernel, list[str]]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    kernel = FakeKernel(theirs, sysfs)
+    kernel = FakeKernel(theirs, sysfs, busy=busy)
     kernel.start()
     lines: list[str] = []
     target = Target(
@@ -195,6 +205,14 @@ def login(tgtd: Tgtd, sysfs: Path, password: str) -> tuple[Cause, FakeKernel, li
             kernel.tcp.close()
     lines.append(result.evidence)
     return result.cause, kernel, lines
+
+
+def test_a_busy_login_task_is_waited_for(tgtd: Tgtd, tmp_path: Path) -> None:
+    """libiscsi may refuse the next Login Request (EPERM) until it has freed the last one's task."""
+    cause, kernel, lines = login(tgtd, sysfs_tree(tmp_path / "sys"), PASSWORD, busy=3)
+    assert cause is Cause.OK, lines
+    assert kernel.refused >= 3  # mutual CHAP takes several Login Requests: each later one was refused first
+    assert any("SEND_PDU taken after 3 refusal(s)" in line for line in lines), lines
 
 
 def test_mutual_chap_login_hands_the_session_over(tgtd: Tgtd, tmp_path: Path) -> None:

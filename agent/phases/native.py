@@ -41,6 +41,11 @@ from iscsiboot.iscsi.pdu import BHS_LEN, Pdu, ProtocolError, encode
 from iscsiboot.model import Target, address_kind
 
 PDU_TIMEOUT = 15.0  # seconds for each Login Response
+# libiscsi sends RECV_PDU to user space before it frees the connection's login task; a
+# SEND_PDU of the next Login Request that comes in between is refused with EPERM ("Login/Text
+# in progress").  It is sent again every SEND_RETRY_STEP seconds for at most SEND_RETRY seconds.
+SEND_RETRY = 1.0
+SEND_RETRY_STEP = 0.005
 QUIESCE_TIMEOUT = 3.0  # seconds to wait for the kernel's CONN_ERROR before the teardown
 MAX_REDIRECTS = 4
 SCAN = "- - -"
@@ -316,7 +321,7 @@ class NativeBackend:
         machine = Login(settings, itt=0)
         request: Pdu | None = machine.start()
         while request is not None:
-            link.call(nl.send_pdu(link.handle, k.sid, k.cid, encode(request)))
+            self._send_pdu(k, encode(request))
             until = min(time.monotonic() + PDU_TIMEOUT, time.monotonic() + max(0.5, deadline.remaining()))
             try:
                 event = link.wait_event(
@@ -346,6 +351,21 @@ class NativeBackend:
         )
         self.log(f"native: {text}")
         return LoginResult(Cause.OK, text)
+
+    def _send_pdu(self, k: _Kernel, wire: bytes) -> None:
+        """SEND_PDU, again while the kernel still holds the previous login task (EPERM)."""
+        until = time.monotonic() + SEND_RETRY
+        refused = 0
+        while True:
+            code = k.link.call(nl.send_pdu(k.link.handle, k.sid, k.cid, wire)).retcode()
+            if code == 0:
+                if refused:
+                    self.log(f"native: SEND_PDU taken after {refused} refusal(s) (login task busy)")
+                return
+            if code != -errno.EPERM or time.monotonic() >= until:
+                raise nl.NetlinkError(nl.Ev.SEND_PDU, abs(code))
+            refused += 1
+            time.sleep(SEND_RETRY_STEP)
 
     def _set_params(self, k: _Kernel, params: list[tuple[nl.Param, str]]) -> None:
         assert k.sid is not None and k.cid is not None
