@@ -50,6 +50,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.cmdline.parse",
     "iscsiboot.ibft.sources",
     "iscsiboot.ibft.table",
+    "iscsiboot.ibft.layouts",
     "iscsiboot.disk.probe",
     "iscsiboot.disk.readers",
     # imported only after a failed login, to ask the target why

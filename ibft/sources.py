@@ -122,16 +122,33 @@ def read_acpi(root: str | os.PathLike[str] = "/", *, lenient: bool = False) -> F
 
 def scan_positions(base: int, size: int) -> list[int]:
     """Physical addresses the legacy scan looks at that lie inside [base, base + size)."""
-    out = []
-    pos = SCAN_START
-    while pos < SCAN_END:
-        if pos == VGA_START:
-            pos = VGA_END
-            continue
-        if base <= pos and pos + 8 <= base + size:
-            out.append(pos)
-        pos += SCAN_STEP
-    return out
+    return [pos for pos in range(SCAN_START, SCAN_END, SCAN_STEP) if _scanned(pos, base, size)]
+
+
+def _scanned(pos: int, base: int, size: int) -> bool:
+    return (
+        SCAN_START <= pos < SCAN_END
+        and (pos - SCAN_START) % SCAN_STEP == 0
+        and not VGA_START <= pos < VGA_END
+        and base <= pos
+        and pos + 8 <= base + size
+    )
+
+
+def signature_positions(data: bytes, base: int = 0) -> list[int]:
+    """The scanned addresses whose four bytes are an iBFT signature, in address order.
+
+    The same as testing every :func:`scan_positions` address, but the search
+    for the signatures runs in C (the legacy window is half a megabyte).
+    """
+    found: list[int] = []
+    for signature in SCAN_SIGNATURES:
+        at = data.find(signature)
+        while at >= 0:
+            if _scanned(base + at, base, len(data)):
+                found.append(base + at)
+            at = data.find(signature, at + 1)
+    return sorted(found)
 
 
 def scan_memory(data: bytes, base: int = 0, *, lenient: bool = False) -> tuple[Parsed, int]:
@@ -143,10 +160,8 @@ def scan_memory(data: bytes, base: int = 0, *, lenient: bool = False) -> tuple[P
     first candidate's error is raised.
     """
     first_error: TableError | None = None
-    for pos in scan_positions(base, len(data)):
+    for pos in signature_positions(data, base):
         at = pos - base
-        if data[at : at + 4] not in SCAN_SIGNATURES:
-            continue
         length = int.from_bytes(data[at + 4 : at + 8], "little")
         if pos + length > SCAN_END - 1:
             continue

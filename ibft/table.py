@@ -1,7 +1,8 @@
 """The iSCSI Boot Firmware Table: parse, build, the kernel's sysfs view, the model.
 
 Pure code: bytes in, bytes out, no I/O.  The layouts are ``construct``
-structures; :func:`parse_table` checks every length and offset before it
+structures (:mod:`iscsiboot.ibft.layouts`, imported when a table is parsed
+or built: reading the kernel's view needs none); :func:`parse_table` checks every length and offset before it
 hands a slice to them, so any input either parses or raises one
 :class:`~iscsiboot.errors.TableError` naming the field and its offset.
 
@@ -14,6 +15,7 @@ the compressed IPv6 text.  Each string also carries its heap reference
 in equality.
 """
 
+# ruff: noqa: PLC0415  (construct is imported where raw tables are parsed or built)
 from __future__ import annotations
 
 import enum
@@ -21,7 +23,6 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from construct import Array, Bytes, ConstructError, Int8ul, Int16ul, Int32ul, Struct
 from iscsiboot.errors import RepresentError, TableError, UsageError
 from iscsiboot.model import (
     DEFAULT_PORT,
@@ -76,62 +77,6 @@ class ChapType(enum.IntEnum):
 ORIGINS = {0: "other", 1: "manual", 2: "well-known", 3: "dhcp", 4: "router-advertisement"}
 ORIGIN_MANUAL = 1
 ORIGIN_DHCP = 3
-
-# ---------------------------------------------------------------- layouts
-
-_COMMON = Struct("id" / Int8ul, "version" / Int8ul, "length" / Int16ul, "index" / Int8ul, "flags" / Int8ul)
-_REF = Struct("length" / Int16ul, "offset" / Int16ul)
-_IP = Bytes(16)
-
-HEADER = Struct(
-    "signature" / Bytes(4),
-    "length" / Int32ul,
-    "revision" / Int8ul,
-    "checksum" / Int8ul,
-    "oem_id" / Bytes(6),
-    "oem_table_id" / Bytes(8),
-    "oem_revision" / Int32ul,
-    "creator_id" / Int32ul,
-    "creator_revision" / Int32ul,
-    "reserved" / Bytes(12),
-)
-CONTROL_FIXED = Struct("hdr" / _COMMON, "extensions" / Int16ul, "initiator" / Int16ul)
-INITIATOR = Struct(
-    "hdr" / _COMMON,
-    "isns_server" / _IP,
-    "slp_server" / _IP,
-    "pri_radius_server" / _IP,
-    "sec_radius_server" / _IP,
-    "name" / _REF,
-)
-NIC = Struct(
-    "hdr" / _COMMON,
-    "ip_address" / _IP,
-    "prefix" / Int8ul,
-    "origin" / Int8ul,
-    "gateway" / _IP,
-    "primary_dns" / _IP,
-    "secondary_dns" / _IP,
-    "dhcp" / _IP,
-    "vlan" / Int16ul,
-    "mac" / Bytes(6),
-    "pci_bdf" / Int16ul,
-    "hostname" / _REF,
-)
-TARGET = Struct(
-    "hdr" / _COMMON,
-    "address" / _IP,
-    "port" / Int16ul,
-    "lun" / Bytes(8),
-    "chap_type" / Int8ul,
-    "nic_assoc" / Int8ul,
-    "name" / _REF,
-    "chap_name" / _REF,
-    "chap_secret" / _REF,
-    "rev_chap_name" / _REF,
-    "rev_chap_secret" / _REF,
-)
-assert INITIATOR.sizeof() == INITIATOR_SIZE and NIC.sizeof() == NIC_SIZE and TARGET.sizeof() == TARGET_SIZE
 
 # ---------------------------------------------------------------- data
 
@@ -357,13 +302,15 @@ class _Reader:
 
 def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
     """Parse one iBFT from ``data`` (which may carry trailing bytes after the table)."""
+    from iscsiboot.ibft import layouts as L
+
     data = bytes(data)
     if len(data) < HEADER_SIZE:
         raise TableError(
             f"truncated: {len(data)} bytes, an iBFT header alone has {HEADER_SIZE}",
             where="acpi_header at offset 0x0",
         )
-    hdr = HEADER.parse(data[:HEADER_SIZE])
+    hdr = L.HEADER.parse(data[:HEADER_SIZE])
     signature = bytes(hdr.signature)
     if signature.decode("latin-1") not in SIGNATURES:
         raise TableError(
@@ -399,7 +346,7 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
         )
 
     # control structure
-    ctl = CONTROL_FIXED.parse(data[HEADER_SIZE : HEADER_SIZE + 10])
+    ctl = L.CONTROL_FIXED.parse(data[HEADER_SIZE : HEADER_SIZE + 10])
     where = f"control at offset 0x{HEADER_SIZE:x}"
     if ctl.hdr.id != StructId.CONTROL:
         raise TableError(f"structure id {ctl.hdr.id}, expected {StructId.CONTROL} (control)", where=where)
@@ -414,7 +361,8 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
         raise TableError(f"length {clen} runs past the end of the table ({length} bytes)", where=where)
     nslots = (clen - 10) // 2
     slots = tuple(
-        int(v) for v in Array(nslots, Int16ul).parse(data[HEADER_SIZE + 10 : HEADER_SIZE + 10 + 2 * nslots])
+        int(v)
+        for v in L.Array(nslots, L.Int16ul).parse(data[HEADER_SIZE + 10 : HEADER_SIZE + 10 + 2 * nslots])
     )
     if clen % 2:
         reader.warnings.append(f"{where}: odd length {clen}; the last byte is ignored")
@@ -436,7 +384,7 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
     structs_end = HEADER_SIZE + clen
 
     sizes = {StructId.INITIATOR: INITIATOR_SIZE, StructId.NIC: NIC_SIZE, StructId.TARGET: TARGET_SIZE}
-    layouts = {StructId.INITIATOR: INITIATOR, StructId.NIC: NIC, StructId.TARGET: TARGET}
+    layouts = {StructId.INITIATOR: L.INITIATOR, StructId.NIC: L.NIC, StructId.TARGET: L.TARGET}
 
     def locate(offset: int, slot: str, kind: StructId) -> tuple[StructId, Any] | None:
         """The structure at ``offset``; with ``lenient``, whatever kind its id says (as Linux does)."""
@@ -446,7 +394,7 @@ def parse_table(data: bytes, *, lenient: bool = False) -> Parsed:
                 f"offset 0x{offset:x} is out of range (0x{structs_end:x}-0x{length - 1:x})",
                 where=f"control.{slot}",
             )
-        common = _COMMON.parse(data[offset : offset + 6])
+        common = L.COMMON.parse(data[offset : offset + 6])
         if common.id != kind:
             known = common.id in StructId._value2member_map_
             name = StructId(common.id).name.lower() if known else "unknown"
@@ -675,9 +623,11 @@ def layout(table: Table, *, align: int = IPXE_ALIGN) -> Table:
     out = replace(
         table, length=pos, control=control, initiator=initiator, nics=tuple(nics), targets=tuple(new_targets)
     )
+    from iscsiboot.ibft import layouts as L
+
     try:
         return replace(out, checksum=_serialize(out)[9])
-    except (ValueError, OverflowError, ConstructError):
+    except (ValueError, OverflowError, L.ConstructError):
         return out  # build_table reports what does not fit
 
 
@@ -706,6 +656,8 @@ def build_table(table: Table) -> bytes:
 
     The checksum is always recomputed.
     """
+    from iscsiboot.ibft import layouts as L
+
     if not _has_layout(table):
         table = layout(table)
     if table.length > MAX_LENGTH:
@@ -716,7 +668,7 @@ def build_table(table: Table) -> bytes:
         )
     try:
         return _serialize(table)
-    except (ValueError, OverflowError, ConstructError) as exc:
+    except (ValueError, OverflowError, L.ConstructError) as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]
         field_path = lines[0].split("->", 1)[1].strip() if len(lines) > 1 and "->" in lines[0] else None
         what = " ".join(lines[1:] if field_path else lines)
@@ -733,6 +685,8 @@ def _ref(r: Ref) -> dict[str, int]:
 
 
 def _serialize(table: Table) -> bytes:
+    from iscsiboot.ibft import layouts as L
+
     buf = bytearray(table.length)
 
     def put(offset: int, raw: bytes) -> None:
@@ -748,7 +702,7 @@ def _serialize(table: Table) -> bytes:
 
     put(
         0,
-        HEADER.build(
+        L.HEADER.build(
             {
                 "signature": fixed(table.signature, 4),
                 "length": table.length,
@@ -766,16 +720,16 @@ def _serialize(table: Table) -> bytes:
     c = table.control
     put(
         c.offset,
-        CONTROL_FIXED.build(
+        L.CONTROL_FIXED.build(
             {"hdr": _common(StructId.CONTROL, c), "extensions": c.extensions, "initiator": c.initiator_offset}
         )
-        + Array(len(c.slots), Int16ul).build(list(c.slots)),
+        + L.Array(len(c.slots), L.Int16ul).build(list(c.slots)),
     )
     if table.initiator is not None:
         i = table.initiator
         put(
             i.offset,
-            INITIATOR.build(
+            L.INITIATOR.build(
                 {
                     "hdr": _common(StructId.INITIATOR, i),
                     "isns_server": ip_to_bytes(i.isns_server),
@@ -789,7 +743,7 @@ def _serialize(table: Table) -> bytes:
     for n in table.nics:
         put(
             n.offset,
-            NIC.build(
+            L.NIC.build(
                 {
                     "hdr": _common(StructId.NIC, n),
                     "ip_address": ip_to_bytes(n.ip_address),
@@ -809,7 +763,7 @@ def _serialize(table: Table) -> bytes:
     for t in table.targets:
         put(
             t.offset,
-            TARGET.build(
+            L.TARGET.build(
                 {
                     "hdr": _common(StructId.TARGET, t),
                     "address": ip_to_bytes(t.address),

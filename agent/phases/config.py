@@ -22,11 +22,20 @@ def _parse(text: str) -> Any:
 
 
 def _firmware() -> BootConfig:
-    from iscsiboot.ibft.sources import read_auto
+    """The iBFT as a boot model.
+
+    The kernel's view (``/sys/firmware/ibft``, from iscsi_ibft) first, as
+    dracut and open-iscsi read it: no raw table to parse.  Without it, the
+    table itself (ACPI, then the legacy memory scan).
+    """
+    from iscsiboot.ibft import sources
     from iscsiboot.ibft.table import table_to_model
 
-    table, _source = read_auto()
-    model, _warnings = table_to_model(table)
+    try:
+        found = sources.read_sysfs_found()
+    except IscsibootError:
+        found = sources.find_auto()
+    model, _warnings = table_to_model(found.parsed.table)
     return model
 
 
