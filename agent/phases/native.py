@@ -354,6 +354,7 @@ class NativeBackend:
 
     def _send_pdu(self, k: _Kernel, wire: bytes) -> None:
         """SEND_PDU, again while the kernel still holds the previous login task (EPERM)."""
+        assert k.sid is not None and k.cid is not None
         until = time.monotonic() + SEND_RETRY
         refused = 0
         while True:
