@@ -33,6 +33,8 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.sysc",
     "iscsiboot.agent.deadline",
     "iscsiboot.agent.early",
+    "iscsiboot.agent.netproc",
+    "iscsiboot.agent.codecache",
     "iscsiboot.agent.runner",
     "iscsiboot.agent.init",
     "iscsiboot.agent.phases",

@@ -6,7 +6,10 @@ still importing the agent), and the modules every iSCSI boot needs
 (:data:`~iscsiboot.agent.BASE_MODULES`).  Loading a module is kernel
 time (``finit_module`` releases the interpreter lock), so it overlaps with the
 main thread's imports and configuration parsing.  A second thread imports
-pyroute2 for the network phase.
+pyroute2 for the network phase.  With a network worker
+(:mod:`iscsiboot.agent.netproc`, PID 1's default) the NIC drivers, the links
+and the pyroute2 imports are the worker's, and the thread here loads only the
+base modules.
 
 Nothing here fails the boot: the phases check again and report.  The
 interfaces go up with one RTM_NEWLINK message each (:func:`link_up_request`,
@@ -127,8 +130,10 @@ class Early:
         sysfs: str = "/sys",
         imports: Callable[[], None] | None = None,
         budget: float = 30.0,
+        worker: Any = None,
     ) -> None:
         self.loader = loader
+        self.worker = worker  # a NetWorker: the NIC drivers and links are its work
         self.base_modules = tuple(base_modules)
         self.sysfs = sysfs
         self.budget = budget
@@ -149,6 +154,21 @@ class Early:
 
     def _kernel(self) -> None:
         deadline = Deadline(self.budget)
+        if self.worker is not None:
+            self.loader.index_now()  # read before the fork: shared
+            self.ready.set()
+        else:
+            self._nics_and_links(deadline)
+        for name in self.base_modules:
+            if deadline.expired():
+                break
+            try:
+                self.loader.ensure(name)
+            except Exception as exc:  # reported by the phase that needs the module
+                self.problems.append(f"{name}: {exc}")
+        self.marks.append(("base modules loaded", boottime()))
+
+    def _nics_and_links(self, deadline: Deadline) -> None:
         try:
             self.loader.index_now()
             self.marks.append(("module index read", boottime()))
@@ -168,19 +188,14 @@ class Early:
             self.marks.append((f"links up ({', '.join(self.links) or 'none'})", boottime()))
         except OSError as exc:
             self.problems.append(f"link up: {exc}")
-        for name in self.base_modules:
-            if deadline.expired():
-                break
-            try:
-                self.loader.ensure(name)
-            except Exception as exc:  # reported by the phase that needs the module
-                self.problems.append(f"{name}: {exc}")
-        self.marks.append(("base modules loaded", boottime()))
 
     def timeline(self) -> str:
         """The start-up steps as offsets from the thread's start (debugging output)."""
         t0 = self.marks[0][1]
-        return ", ".join(f"{what} +{at - t0:.2f} s" for what, at in self.marks[1:])
+        parts = [", ".join(f"{what} +{at - t0:.2f} s" for what, at in self.marks[1:])]
+        if self.worker is not None:
+            parts.append(f"network worker: {self.worker.timeline()}")
+        return "; ".join(p for p in parts if p)
 
     def wait_ready(self, seconds: float) -> bool:
         """Wait until the first module load is under way (the Python part before it is done)."""
@@ -188,4 +203,10 @@ class Early:
 
     def wait_nics(self, seconds: float) -> bool:
         """Wait until the NIC drivers are loaded; False at the deadline."""
-        return self.nics_done.wait(max(0.0, seconds))
+        if self.worker is None:
+            return self.nics_done.wait(max(0.0, seconds))
+        done = bool(self.worker.wait_nics(seconds))
+        self.nics, self.links = list(self.worker.nics), dict(self.worker.links)
+        self.first_netlink = self.worker.first_netlink
+        self.problems.extend(p for p in self.worker.problems if p not in self.problems)
+        return done

@@ -185,22 +185,38 @@ def _failure_choice() -> OnFailure | None:
 
 
 def start_early(text: str) -> tuple[Any, Any]:
-    """Start the kernel work and imports that need no configuration; (loader, early) or Nones."""
+    """Start the kernel work and imports that need no configuration; (loader, early) or Nones.
+
+    The network worker is forked first, before any thread exists, unless the
+    command line says ``iscsiboot.worker=no``.
+    """
     try:
         from iscsiboot.agent import BASE_MODULES, sysc
         from iscsiboot.agent.early import Early
         from iscsiboot.agent.phases.modules import Loader
 
         loader = Loader(f"/lib/modules/{os.uname().release}", sysc.finit_module)
-        ips = [word for word in text.split() if word.startswith("ip=")]
+        words = text.split()
+        ips = [word for word in words if word.startswith("ip=")]
         dhcp = not ips or any("dhcp" in word or word == "ip=ibft" for word in ips)  # import its client
+        worker = None
+        if "iscsiboot.worker=no" not in words:
+            from iscsiboot.agent.netproc import NetWorker
+
+            loader.index_now()  # the worker inherits the index
+            try:
+                worker = NetWorker.start(loader, dhcp=dhcp)
+            except OSError as exc:  # no fork: the threads do the work
+                sys.stderr.write(f"iscsiboot: network worker not started: {exc}\n")
 
         def imports() -> None:
             from iscsiboot.agent.phases.network import prefetch
 
             prefetch(dhcp)
 
-        early = Early(loader, base_modules=BASE_MODULES, imports=imports).start()
+        early = Early(
+            loader, base_modules=BASE_MODULES, imports=None if worker else imports, worker=worker
+        ).start()
         early.wait_ready(1.0)  # the loads overlap with what follows; reading the index does not
         return loader, early
     except Exception as exc:  # the phases do the same work again and report
@@ -214,6 +230,9 @@ def _main(console: TextIO) -> None:
     started = boottime()
     text = read_cmdline()
     loader, early = start_early(text)
+    from iscsiboot.agent import codecache
+
+    cache = codecache.install()  # after the fork: the worker reads the table itself when it needs it
     from iscsiboot.agent.options import AgentOptions, parse_options
     from iscsiboot.agent.report import Reporter
     from iscsiboot.errors import IscsibootError
@@ -236,6 +255,8 @@ def _main(console: TextIO) -> None:
         return break_action(options, reporter, phase)
 
     result = agent.run(on_break=on_break)
+    if cache is not None:
+        reporter.debug(f"dataclass code: {cache.hits} precompiled, {cache.misses} compiled at boot")
     result.clock = clock_marks(started, early)
     reporter.finish(result)
     if not result.ok:

@@ -12,7 +12,9 @@ options from FILE instead, for tests), ``iscsiboot.backend=native|iscsistart``
 open-iscsi's tool, for images built with ``--backend iscsistart``; ``iscsiboot.login=`` is the
 same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 (the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
-``iscsiboot.sysroot=DIR`` and ``init=PATH`` (the init of the new root).
+``iscsiboot.worker=yes|no`` (PID 1 brings the network up in a worker process of its own,
+:mod:`iscsiboot.agent.netproc`; ``no`` keeps it in PID 1), ``iscsiboot.sysroot=DIR`` and
+``init=PATH`` (the init of the new root).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class AgentOptions:
     cmdline_file: str | None = None
     login_backend: str = "native"
     dhcp_client: str = "pyroute2"
+    network_worker: bool = True
     sysroot: str = "/sysroot"
     init: str | None = None
     warnings: tuple[str, ...] = ()
@@ -84,6 +87,7 @@ def parse_options(text: str) -> AgentOptions:
     cmdline_file = init = None
     login = "native"
     dhcp_client = "pyroute2"
+    worker = True
     sysroot = "/sysroot"
     warnings: list[str] = []
     for token in tokenize(text):
@@ -124,6 +128,10 @@ def parse_options(text: str) -> AgentOptions:
             if value not in ("pyroute2", "udhcpc"):
                 raise ParseError(f"unknown DHCP client {value!r}", where=key, fix="use pyroute2 or udhcpc")
             dhcp_client = value
+        elif key == "iscsiboot.worker":
+            if value not in ("yes", "no"):
+                raise ParseError(f"{value!r} is not yes or no", where=key, fix="use yes or no")
+            worker = value == "yes"
         elif key == "iscsiboot.sysroot" and value.startswith("/"):
             sysroot = value
         elif key == "init" and value.startswith("/"):
@@ -138,6 +146,7 @@ def parse_options(text: str) -> AgentOptions:
         cmdline_file=cmdline_file,
         login_backend=login,
         dhcp_client=dhcp_client,
+        network_worker=worker,
         sysroot=sysroot,
         init=init,
         warnings=tuple(warnings),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from iscsiboot.agent import BASE_MODULES
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
@@ -100,6 +101,43 @@ class NetPlan:
     @property
     def pick_first_with_carrier(self) -> bool:
         return self.device is None and self.mac is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (PID 1 sends the plan to its network worker)."""
+        return {**asdict(self), "mode": self.mode.value, "dns": list(self.dns)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetPlan:
+        return cls(**{**data, "mode": NetMode(data["mode"]), "dns": tuple(data.get("dns", ()))})
+
+
+@dataclass
+class NetResult:
+    """What the network phase set up (in the result JSON as ``network``)."""
+
+    device: str
+    parent: str | None
+    mac: str | None
+    mode: str
+    address: str | None = None
+    prefix: int | None = None
+    gateway: str | None = None
+    dns: list[str] = field(default_factory=list)
+    server: str | None = None
+    root_path: str | None = None
+    carrier_seconds: float = 0.0
+    setup_seconds: float = 0.0  # imports and netlink sockets, before the interface is picked
+    dhcp_seconds: float = 0.0
+    dhcp_client: str | None = None
+    vlan: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def net_plan(network: Network) -> NetPlan:

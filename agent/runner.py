@@ -149,13 +149,14 @@ class Agent:
         import threading
 
         from iscsiboot.agent.phases.modules import Background
-        from iscsiboot.agent.phases.network import prefetch
         from iscsiboot.agent.plan import needed_modules
         from iscsiboot.model import NetMode
 
         loader = self._loader()
         early = self.state.get("early")
         if early is None:
+            from iscsiboot.agent.phases.network import prefetch
+
             dhcp = self.state["config"].network.mode is not NetMode.STATIC
             imports = threading.Thread(target=prefetch, args=(dhcp,), name="prefetch", daemon=True)
             imports.start()
@@ -176,25 +177,60 @@ class Agent:
         self.state["background"] = Background(loader, rest, after=after).start()
 
     def network(self, deadline: Deadline) -> None:
-        from iscsiboot.agent.phases.network import bring_up
         from iscsiboot.agent.plan import net_plan
 
-        imports = self.state.get("prefetch")
-        if imports is not None:
-            imports.join(deadline.remaining())
-        net = bring_up(
-            net_plan(self.state["config"].network),
-            deadline,
-            self.say,
-            resolv_conf=self.env.resolv_conf,
-            dhcp_client=self.options.dhcp_client,
-        )
+        plan = net_plan(self.state["config"].network)
+        early = self.state.get("early")
+        worker = getattr(early, "worker", None)
+        net = None
+        if worker is not None and self.options.network_worker:
+            from iscsiboot.agent.netproc import WorkerGone
+
+            try:
+                net = worker.bring_up(
+                    plan,
+                    deadline,
+                    self.say,
+                    resolv_conf=self.env.resolv_conf,
+                    dhcp_client=self.options.dhcp_client,
+                    while_waiting=self._prefetch_login,
+                )
+            except WorkerGone as exc:
+                self.say(f"network worker: {exc}; bringing the network up in PID 1")
+        elif worker is not None:
+            worker.stop()  # iscsiboot.worker=no seen only now: the phase runs here
+        if net is None:
+            from iscsiboot.agent.phases.network import bring_up
+
+            imports = self.state.get("prefetch")
+            if imports is not None:
+                imports.join(deadline.remaining())
+            net = bring_up(
+                plan,
+                deadline,
+                self.say,
+                resolv_conf=self.env.resolv_conf,
+                dhcp_client=self.options.dhcp_client,
+            )
         self.state["network"] = net
         vlan = f" (VLAN {net.vlan} on {net.parent})" if net.vlan is not None else ""
         self.say(
             f"network: {net.device}{vlan} {net.address}/{net.prefix}"
             f" via {net.gateway or 'no gateway'} ({net.mode})"
         )
+
+    def _prefetch_login(self) -> None:
+        """Import the later phases while the network worker brings the network up."""
+        try:
+            import iscsiboot.agent.phases.disk
+            import iscsiboot.agent.phases.label
+            import iscsiboot.agent.phases.login
+            import iscsiboot.agent.phases.mount
+
+            if self.options.login_backend == "native":
+                import iscsiboot.agent.phases.native  # noqa: F401
+        except ImportError as exc:  # the phase that needs it reports
+            self.reporter.debug(f"prefetch: {exc}")
 
     def login(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.login import login_all, make_backend
@@ -338,6 +374,9 @@ class Agent:
         return [(name, getattr(self, name)) for name in names]
 
     def cleanup(self) -> None:
+        worker = getattr(self.state.get("early"), "worker", None)
+        if worker is not None:
+            worker.stop()  # a run that ended before the network phase
         mounter = self.state.get("mounter")
         if mounter is not None:
             mounter.rollback()

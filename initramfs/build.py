@@ -339,6 +339,7 @@ def build(
             variant=variant,
             replace_init=replace_init,
             extra={"python": "/usr/bin/python3.11"},
+            codecache=traced.codecache,
         )
         items = make_plan(inputs)
         entries: list[cpio.Entry] = []

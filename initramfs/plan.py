@@ -69,6 +69,10 @@ class PlanInputs:
     variant: Variant = Variant.FULL
     replace_init: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # manifest extras (versions)
+    codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.codecache)
+
+
+CODECACHE = "usr/lib/iscsiboot/dataclasses.marshal"  # iscsiboot.agent.codecache.PATH
 
 
 def modules_dir(variant: Variant, version: str) -> str:
@@ -188,6 +192,8 @@ def make_plan(inp: PlanInputs) -> list[Item]:
         items.append(
             Item(archive, Kind.FILE, 0o644, _group_of_python(archive), source=source, compile_pyc=compile_it)
         )
+    if inp.codecache:
+        items.append(Item(CODECACHE, Kind.FILE, 0o644, "iscsiboot", content=inp.codecache))
     # programs
     if inp.e2fsck is not None:
         items.append(_file("usr/sbin/e2fsck", "programs", inp.e2fsck, 0o755))

@@ -41,6 +41,12 @@ _TRACER = r"""
 import importlib, json, sys
 want = json.loads(sys.argv[1])
 failed = {}
+recorder = None
+try:  # the generated code of every dataclass, compiled by this (the image's) interpreter
+    from iscsiboot.agent.codecache import record
+    recorder = record()
+except Exception as exc:
+    failed["iscsiboot.agent.codecache"] = f"{type(exc).__name__}: {exc}"
 for prelude, func in json.loads(sys.argv[2]):
     try:
         getattr(importlib.import_module(prelude), func)()
@@ -56,6 +62,9 @@ for name, mod in sorted(sys.modules.items()):
     f = getattr(mod, "__file__", None)
     if isinstance(f, str):
         files[name] = f
+if recorder is not None and len(sys.argv) > 3:
+    with open(sys.argv[3], "wb") as out:
+        out.write(recorder.dump())
 print(json.dumps({"files": files, "failed": failed, "version": list(sys.version_info[:3])}))
 """
 
@@ -67,6 +76,7 @@ class Traced:
     files: dict[str, str]
     failed: dict[str, str]
     version: tuple[int, int, int]
+    codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.codecache)
 
 
 def package_sources() -> dict[str, Path]:
@@ -249,15 +259,21 @@ def trace(
         "HOME": "/",
         "TERM": "linux",
     }
-    result = run(
-        [python, "-S", "-c", _TRACER, json.dumps(list(modules)), json.dumps([list(p) for p in prelude])],
-        what="trace the agent's imports",
-        env=env,
-        timeout=300,
-    )
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-trace-") as tmp:
+        cache = Path(tmp) / "codecache"
+        result = run(
+            [
+                python, "-S", "-c", _TRACER,
+                json.dumps(list(modules)), json.dumps([list(p) for p in prelude]), str(cache),
+            ],
+            what="trace the agent's imports",
+            env=env,
+            timeout=300,
+        )  # fmt: skip
+        codecache = cache.read_bytes() if cache.is_file() else b""
     data = json.loads(result.stdout)
     major, minor, micro = (int(x) for x in data["version"])
-    return Traced(dict(data["files"]), dict(data["failed"]), (major, minor, micro))
+    return Traced(dict(data["files"]), dict(data["failed"]), (major, minor, micro), codecache)
 
 
 @dataclass(frozen=True)

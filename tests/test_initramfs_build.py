@@ -89,6 +89,17 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
         root, "/usr/bin/python3.11", "-S", "-c", f"import {target}; import pyudev, construct; print('ok')"
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    # the dataclasses' generated code was compiled at build time: none compiles at boot
+    cached = _inside(
+        root, "/usr/bin/python3.11", "-S", "-c",
+        "from iscsiboot.agent import codecache; hook = codecache.install(); "
+        "import iscsiboot.agent.runner, iscsiboot.agent.phases.config, iscsiboot.ibft.sources; "
+        "from iscsiboot.agent.phases.network import prefetch; prefetch(True); "
+        "import pyroute2.dhcp.client; print(hook.hits, hook.misses)",
+    )  # fmt: skip
+    assert cached.returncode == 0, cached.stderr
+    hits, misses = (int(n) for n in cached.stdout.split())
+    assert hits > 100 and misses == 0
     assert "/work/" not in raw.decode("latin-1"), "a build path leaked into the image"
     assert _inside(root, "/bin/sh", "-c", "echo shell-ok").stdout.strip() == "shell-ok"
     version = _inside(root, "/usr/sbin/e2fsck", "-V")

@@ -19,40 +19,18 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.plan import LinkInfo, NetPlan, candidate_links, vlan_name
+from iscsiboot.agent.plan import LinkInfo, NetPlan, NetResult, candidate_links, vlan_name
 from iscsiboot.model import NetMode
 
 IFF_LOOPBACK = 0x8
 RTMGRP_LINK = 1
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class NetResult:
-    device: str
-    parent: str | None
-    mac: str | None
-    mode: str
-    address: str | None = None
-    prefix: int | None = None
-    gateway: str | None = None
-    dns: list[str] = field(default_factory=list)
-    server: str | None = None
-    root_path: str | None = None
-    carrier_seconds: float = 0.0
-    setup_seconds: float = 0.0  # imports and netlink sockets, before the interface is picked
-    dhcp_seconds: float = 0.0
-    dhcp_client: str | None = None
-    vlan: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def link_info(msg: Any) -> LinkInfo:

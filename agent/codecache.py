@@ -1,0 +1,103 @@
+"""The code that ``@dataclass`` generates, compiled when the initramfs is built.
+
+For every class, ``@dataclass`` writes the source of ``__init__``,
+``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__`` ... and compiles it
+while the module is imported (``exec`` of a string).  In a slow guest that
+compiling is a good part of PID 1's start: the agent and pyroute2 define over
+two hundred such methods.
+
+The initramfs builder imports the agent's modules under the image's own
+interpreter with :func:`record` in place, and stores every generated source
+with its code object (``marshal``) in the image.  At boot :func:`install`
+puts a lookup in front of the ``exec`` that ``dataclasses`` calls: the same
+source gets the same code, compiled once on the build host.  A source that
+is not in the table compiles as before, so a stale or missing table costs
+time, never correctness.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import marshal
+
+TYPE_CHECKING = False  # no typing at run time (see init)
+if TYPE_CHECKING:
+    from types import CodeType
+    from typing import Any
+
+PATH = "/usr/lib/iscsiboot/dataclasses.marshal"
+
+
+class Cached:
+    """``exec`` for dataclasses: precompiled code for the sources in ``table``."""
+
+    def __init__(self, table: dict[str, CodeType]) -> None:
+        self.table = table
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, source: Any, globals_: Any = None, locals_: Any = None) -> None:
+        code = self.table.get(source) if isinstance(source, str) else None
+        if code is None:
+            self.misses += 1
+            builtins.exec(source, globals_, locals_)
+        else:
+            self.hits += 1
+            builtins.exec(code, globals_, locals_)
+
+
+class Recorder:
+    """``exec`` for dataclasses that keeps each source with its compiled code (build time)."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, CodeType] = {}
+
+    def __call__(self, source: Any, globals_: Any = None, locals_: Any = None) -> None:
+        if isinstance(source, str):
+            code = self.table.get(source)
+            if code is None:
+                code = self.table[source] = compile(source, "<string>", "exec")
+            source = code
+        builtins.exec(source, globals_, locals_)
+
+    def dump(self) -> bytes:
+        return marshal.dumps(self.table)
+
+
+def load(data: bytes) -> dict[str, CodeType]:
+    """The table from its marshal bytes; empty when they are not one (another interpreter)."""
+    try:
+        table = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    return {k: v for k, v in table.items() if isinstance(k, str) and type(v).__name__ == "code"}
+
+
+def install(path: str = PATH) -> Cached | None:
+    """Use the table at ``path`` for dataclasses from now on; None when there is none."""
+    try:
+        with open(path, "rb") as handle:
+            table = load(handle.read())
+    except OSError:
+        return None
+    if not table:
+        return None
+    hook = Cached(table)
+    dataclasses.exec = hook  # type: ignore[attr-defined]  # the module's own name shadows the builtin
+    return hook
+
+
+def record() -> Recorder:
+    """Keep every source dataclasses compiles from now on (the builder's trace)."""
+    recorder = Recorder()
+    dataclasses.exec = recorder  # type: ignore[attr-defined]
+    return recorder
+
+
+def uninstall() -> None:
+    """Back to the builtin ``exec``."""
+    if "exec" in vars(dataclasses):
+        del dataclasses.exec  # type: ignore[attr-defined]

@@ -1,0 +1,337 @@
+# ruff: noqa: PLC0415  (the worker imports the network phase only in the child)
+"""PID 1's network worker: the network phase in a child process of its own.
+
+CPython runs one thread at a time.  In a slow guest PID 1's imports and the
+config phase take over a second of CPU, and pyroute2 with asyncio takes
+nearly as long to import, so a start-up *thread* importing pyroute2 only
+takes turns with PID 1.  A forked child runs on another CPU.  Forked before
+PID 1 starts any thread, the worker:
+
+1. loads the NIC drivers (by modalias) and sets the Ethernet links up with
+   one RTM_NEWLINK each, so link negotiation runs while Python imports;
+2. imports pyroute2 and its DHCP client;
+3. waits for the network plan, which PID 1 sends when the config phase has
+   made it, and brings the network up exactly as the in-process phase does
+   (:func:`~iscsiboot.agent.phases.network.bring_up`);
+4. answers with the result or the phase's error, and exits.
+
+Messages are JSON lines over two pipes.  Worker to PID 1::
+
+    {"nics": [...], "links": {...}, "first_netlink": t, "marks": [...], "problems": [...]}
+    {"say": "line"}                 a progress line of the network phase
+    {"result": {...}, "peak_rss_kib": n}
+    {"error": {"what": ..., "cause": ..., "evidence": ..., "fix": ...}, "peak_rss_kib": n}
+
+PID 1 to the worker: ``{"plan": {...}, "seconds": s, "resolv_conf": p,
+"dhcp_client": c}``; end of file instead (a run that stops before the
+network phase) ends the worker.
+
+If the worker ends without an answer (it crashed, or its pipe broke), PID 1
+brings the network up itself (:class:`WorkerGone`): nothing is lost but time.
+Nothing here needs more than the standard library until the child runs the
+phase.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+
+from iscsiboot.agent.deadline import Deadline
+
+TYPE_CHECKING = False  # no typing at run time (see init)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+GRACE = 2.0  # seconds PID 1 waits beyond the phase's deadline before it stops the worker
+REAP = 1.0  # seconds a finished worker has to exit before it is killed
+
+
+class WorkerGone(Exception):
+    """The worker ended or broke its pipe without answering."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class Lines:
+    """JSON messages from a file descriptor, one per line, with a timeout."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+        self.eof = False
+
+    def next(self, seconds: float) -> dict[str, Any] | None:
+        """The next message; None at end of file or when ``seconds`` pass."""
+        until = time.monotonic() + max(0.0, seconds)
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            left = until - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self.eof = True
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return {"garbled": line[:200].decode(errors="replace")}
+        return message if isinstance(message, dict) else {"garbled": str(message)[:200]}
+
+
+class NetWorker:
+    """PID 1's handle on the worker process."""
+
+    def __init__(self, pid: int, to_worker: int, from_worker: int) -> None:
+        self.pid = pid
+        self.to_worker: int | None = to_worker
+        self.lines = Lines(from_worker)
+        self.nics: list[str] = []
+        self.links: dict[str, int] = {}
+        self.first_netlink: float | None = None
+        self.marks: list[tuple[str, float]] = []
+        self.problems: list[str] = []
+        self.nics_done = False
+        self.peak_rss_kib: int | None = None
+        self.status: int | None = None  # the worker's exit status once reaped
+
+    # ------------------------------------------------------------- start-up
+    @classmethod
+    def start(cls, loader: Any, *, dhcp: bool, sysfs: str = "/sys", budget: float = 60.0) -> NetWorker:
+        """Fork the worker; call before PID 1 starts any thread."""
+        down_r, down_w = os.pipe()  # PID 1 -> worker
+        up_r, up_w = os.pipe()  # worker -> PID 1
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                os.close(down_w)
+                os.close(up_r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _work(loader, down_r, up_w, dhcp=dhcp, sysfs=sysfs, budget=budget)
+                code = 0
+            except BaseException:  # PID 1 sees the end of file and does the work itself
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(down_r)
+        os.close(up_w)
+        return cls(pid, down_w, up_r)
+
+    def wait_nics(self, seconds: float) -> bool:
+        """Wait for the worker's start-up report (NIC drivers, links); False without one."""
+        if self.nics_done:
+            return True
+        message = self.lines.next(seconds)
+        if message is None or "nics" not in message:
+            if message is not None:
+                self.problems.append(f"network worker: unexpected message {message!r}")
+            return False
+        self.nics = [str(n) for n in message.get("nics", [])]
+        self.links = {str(k): int(v) for k, v in dict(message.get("links", {})).items()}
+        first = message.get("first_netlink")
+        self.first_netlink = float(first) if first is not None else None
+        self.marks = [(str(what), float(at)) for what, at in message.get("marks", [])]
+        self.problems.extend(str(p) for p in message.get("problems", []))
+        self.nics_done = True
+        return True
+
+    def timeline(self) -> str:
+        if not self.marks:
+            return "no report from the network worker"
+        t0 = self.marks[0][1]
+        return ", ".join(f"{what} +{at - t0:.2f} s" for what, at in self.marks[1:])
+
+    # ------------------------------------------------------------- the phase
+    def bring_up(
+        self,
+        plan: Any,
+        deadline: Deadline,
+        say: Callable[[str], None],
+        *,
+        resolv_conf: str | None = None,
+        dhcp_client: str = "pyroute2",
+        while_waiting: Callable[[], None] = lambda: None,
+    ) -> Any:
+        """The network phase, run by the worker; NetResult, PhaseError, or WorkerGone."""
+        from iscsiboot.agent.errors import PhaseError
+
+        try:
+            self.wait_nics(deadline.remaining())
+            request = {
+                "plan": plan.to_dict(),
+                "seconds": deadline.remaining(),
+                "resolv_conf": resolv_conf,
+                "dhcp_client": dhcp_client,
+            }
+            self._send(request)
+            while_waiting()
+            while True:
+                message = self.lines.next(deadline.remaining() + GRACE)
+                if message is None:
+                    if self.lines.eof:
+                        raise WorkerGone(f"it ended without an answer ({self._reap_status()})")
+                    raise PhaseError(
+                        "network",
+                        f"the network worker did not answer within {deadline.seconds:.0f} s",
+                        cause="timeout",
+                        fix="raise iscsiboot.timeout.network= or boot with iscsiboot.debug",
+                    )
+                if "say" in message:
+                    say(str(message["say"]))
+                elif "result" in message:
+                    self.peak_rss_kib = message.get("peak_rss_kib")
+                    from iscsiboot.agent.plan import NetResult
+
+                    return NetResult.from_dict(dict(message["result"]))
+                elif "error" in message:
+                    self.peak_rss_kib = message.get("peak_rss_kib")
+                    err = dict(message["error"])
+                    raise PhaseError(
+                        "network",
+                        str(err.get("what") or "the network did not come up"),
+                        cause=str(err.get("cause") or "other"),
+                        evidence=err.get("evidence"),
+                        fix=err.get("fix"),
+                    )
+                elif "garbled" in message:
+                    self.problems.append(f"network worker: garbled message {message['garbled']!r}")
+        finally:
+            self.stop()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.to_worker is None:
+            raise WorkerGone("its pipe is closed")
+        try:
+            os.write(self.to_worker, encode(message))
+        except OSError as exc:  # EPIPE: the worker is gone
+            raise WorkerGone(f"it cannot be reached ({exc.strerror})") from None
+
+    # ------------------------------------------------------------- the end
+    def stop(self) -> None:
+        """Close the pipes and reap the worker (killed if it does not exit in time)."""
+        if self.to_worker is not None:
+            os.close(self.to_worker)  # end of file: a waiting worker exits
+            self.to_worker = None
+        if self.status is None:
+            until = time.monotonic() + REAP
+            while self.status is None and time.monotonic() < until:
+                if not self._poll():
+                    time.sleep(0.01)
+            if self.status is None:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self._wait()
+        if self.lines.fd >= 0:
+            os.close(self.lines.fd)
+            self.lines.fd = -1
+
+    def _poll(self) -> bool:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.status = -1
+            return True
+        if pid == 0:
+            return False
+        self.status = status
+        return True
+
+    def _wait(self) -> None:
+        try:
+            _pid, self.status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            self.status = -1
+
+    def _reap_status(self) -> str:
+        until = time.monotonic() + REAP
+        while self.status is None and time.monotonic() < until:
+            if not self._poll():
+                time.sleep(0.01)
+        if self.status is None:
+            return "still running"
+        if self.status < 0:
+            return "already reaped"
+        if os.WIFSIGNALED(self.status):
+            return f"killed by signal {os.WTERMSIG(self.status)}"
+        return f"exit status {os.waitstatus_to_exitcode(self.status)}"
+
+
+# ----------------------------------------------------------------- the child
+
+
+def _work(loader: Any, rfd: int, wfd: int, *, dhcp: bool, sysfs: str, budget: float) -> None:
+    from iscsiboot.agent.early import boottime, ethernet_links, links_up, peak_rss_kib
+
+    def send(message: dict[str, Any]) -> None:
+        os.write(wfd, encode(message))
+
+    deadline = Deadline(budget)
+    marks: list[tuple[str, float]] = [("started", boottime())]
+    problems: list[str] = []
+    nics: list[str] = []
+    try:
+        nics = list(loader.load_nic_drivers(deadline))
+        marks.append((f"NIC drivers loaded ({', '.join(nics) or 'none'})", boottime()))
+    except Exception as exc:  # the modules phase loads again and reports
+        problems.append(f"NIC drivers: {exc}")
+    links: dict[str, int] = {}
+    first: float | None = None
+    try:
+        present = ethernet_links(sysfs)
+        first = boottime()
+        done = links_up([index for _name, index in present])
+        links = {name: done.get(index, -1) for name, index in present}
+        marks.append((f"links up ({', '.join(links) or 'none'})", boottime()))
+    except OSError as exc:
+        problems.append(f"link up: {exc}")
+    send({"nics": nics, "links": links, "first_netlink": first, "marks": marks, "problems": problems})
+
+    from iscsiboot.agent import codecache
+    from iscsiboot.agent.phases.network import prefetch
+
+    codecache.install()
+    prefetch(dhcp)
+    request = Lines(rfd).next(budget)
+    if request is None or "plan" not in request:
+        return  # the run stopped before the network phase
+    from iscsiboot.agent.errors import PhaseError
+    from iscsiboot.agent.phases.network import bring_up
+    from iscsiboot.agent.plan import NetPlan
+
+    def say(text: str) -> None:
+        send({"say": text})
+
+    try:
+        net = bring_up(
+            NetPlan.from_dict(dict(request["plan"])),
+            Deadline(float(request.get("seconds") or 0.0)),
+            say,
+            resolv_conf=request.get("resolv_conf"),
+            dhcp_client=str(request.get("dhcp_client") or "pyroute2"),
+        )
+    except PhaseError as exc:
+        error = {"what": exc.what, "cause": exc.cause, "evidence": exc.evidence, "fix": exc.fix}
+        send({"error": error, "peak_rss_kib": peak_rss_kib()})
+    except Exception as exc:
+        error = {
+            "what": f"internal error {type(exc).__name__}: {exc}",
+            "cause": "internal",
+            "evidence": None,
+            "fix": "report this with the output of a run with debugging",
+        }
+        send({"error": error, "peak_rss_kib": peak_rss_kib()})
+    else:
+        send({"result": net.to_dict(), "peak_rss_kib": peak_rss_kib()})

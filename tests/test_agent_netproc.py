@@ -1,0 +1,137 @@
+"""PID 1's network worker: a forked child that loads the NIC drivers, imports pyroute2 and runs the phase."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from agent_support import REPO, netlab
+from iscsiboot.agent.deadline import Deadline
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.netproc import Lines, NetWorker, WorkerGone, encode
+from iscsiboot.agent.plan import NetPlan, NetResult
+from iscsiboot.model import NetMode
+
+
+def test_lines_come_whole_across_reads_and_stop_at_eof() -> None:
+    r, w = os.pipe()
+    lines = Lines(r)
+    try:
+        first = encode({"say": "one"})
+        os.write(w, first[:5])
+        assert lines.next(0.05) is None and not lines.eof  # half a line: nothing yet
+        os.write(w, first[5:] + encode({"nics": ["e1000e"]}) + b"not json\n")
+        assert lines.next(1) == {"say": "one"}
+        assert lines.next(1) == {"nics": ["e1000e"]}
+        assert lines.next(1) == {"garbled": "not json"}
+        os.close(w)
+        w = -1
+        assert lines.next(1) is None and lines.eof
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_plan_and_result_cross_as_json() -> None:
+    plan = NetPlan(NetMode.STATIC, "eth0", None, 7, "10.0.0.5", 24, "10.0.0.1", ("10.0.0.1",), "htpc")
+    assert NetPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    result = NetResult("eth0.7", "eth0", "52:54:00:12:34:56", "static", "10.0.0.5", 24, vlan=7)
+    assert NetResult.from_dict({**json.loads(json.dumps(result.to_dict())), "later": 1}) == result
+
+
+class Loader:
+    """What the worker needs of the module loader: the NIC drivers (the real one: test_agent_modules)."""
+
+    def __init__(self, exit_code: int | None = None) -> None:
+        self.exit_code = exit_code
+
+    def load_nic_drivers(self, deadline: Deadline) -> list[str]:
+        if self.exit_code is not None:
+            os._exit(self.exit_code)  # the worker dies before it reports
+        return ["virtio_pci", "virtio_net"]
+
+
+OFF = NetPlan(NetMode.OFF, None, None, None)
+
+
+def test_worker_reports_its_start_and_the_phase_error(tmp_path: Path) -> None:
+    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path))
+    assert worker.wait_nics(30)
+    assert worker.nics == ["virtio_pci", "virtio_net"] and worker.links == {}
+    assert worker.first_netlink is not None
+    assert "NIC drivers loaded (virtio_pci, virtio_net) +" in worker.timeline()
+    said: list[str] = []
+    with pytest.raises(PhaseError) as caught:
+        worker.bring_up(OFF, Deadline(30), said.append)
+    assert caught.value.phase == "network" and caught.value.cause == "config"
+    assert "switched off" in caught.value.what
+    assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 0  # reaped
+    assert worker.peak_rss_kib is not None and worker.peak_rss_kib > 1024
+
+
+def test_a_run_that_stops_before_the_network_ends_the_worker(tmp_path: Path) -> None:
+    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path))
+    assert worker.wait_nics(30)
+    started = time.monotonic()
+    worker.stop()  # end of file on its pipe
+    assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 0
+    assert time.monotonic() - started < 5
+    worker.stop()  # twice is harmless
+
+
+def test_a_dead_worker_is_worker_gone(tmp_path: Path) -> None:
+    worker = NetWorker.start(Loader(exit_code=3), dhcp=False, sysfs=str(tmp_path))
+    assert not worker.wait_nics(30)
+    with pytest.raises(WorkerGone, match=r"exit status 3|cannot be reached"):
+        worker.bring_up(OFF, Deadline(30), lambda _line: None)
+    assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 3
+
+
+WORKER = """
+import json
+from iscsiboot.agent.deadline import Deadline
+from iscsiboot.agent.netproc import NetWorker
+from iscsiboot.agent.plan import net_plan
+from iscsiboot.model import from_dict
+
+class Loader:
+    def load_nic_drivers(self, deadline):
+        return []
+
+worker = NetWorker.start(Loader(), dhcp=True)
+assert worker.wait_nics(30)
+said = []
+net = worker.bring_up(net_plan(from_dict({"network": {"mode": "dhcp"}}).network), Deadline(30), said.append)
+print("RESULT " + json.dumps({"net": net.to_dict(), "said": said, "status": worker.status}), flush=True)
+"""
+
+
+@pytest.mark.netns
+def test_worker_takes_a_dhcp_lease_in_a_namespace(tmp_path: Path) -> None:
+    """The whole path: fork, pyroute2 imported in the child, the lease, the result in the parent."""
+    with netlab() as lab:
+        lab.start_dnsmasq(tmp_path)
+        done = subprocess.run(
+            ["ip", "netns", "exec", lab.cli, sys.executable, "-c", WORKER],
+            capture_output=True, text=True, check=False, timeout=120, cwd=REPO,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+        out = json.loads(line.split(" ", 1)[1])
+        net = out["net"]
+        assert net["device"] == "eth0" and net["mode"] == "dhcp" and net["dhcp_client"] == "pyroute2"
+        assert str(net["address"]).startswith("10.77.0.") and net["gateway"] == "10.77.0.1"
+        addrs = json.loads(
+            subprocess.run(
+                ["ip", "-n", lab.cli, "-j", "addr", "show", "dev", "eth0"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        assert net["address"] in [a["local"] for a in addrs[0]["addr_info"]]  # set by the worker
+        assert out["status"] == 0
