@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.phases.modules import Background, Loader, crypto_has, module_name, parse_index
+from iscsiboot.agent.phases.modules import (
+    Background,
+    Loader,
+    ModuleIndex,
+    crypto_has,
+    literal_prefix,
+    module_name,
+    parse_index,
+)
 
 S = "kernel/drivers/scsi"
 DEP = f"""{S}/iscsi_tcp.ko: {S}/libiscsi_tcp.ko {S}/libiscsi.ko {S}/scsi_transport_iscsi.ko
@@ -44,6 +55,18 @@ def test_index_lookup_and_order() -> None:
     assert index.lookup("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00") == ["virtio_pci"]
     assert index.lookup("sd_mod") == ["sd_mod"] and "sd_mod" in index.builtin
     assert index.lookup("nope") == []
+
+
+GLOB = st.text(alphabet="ab*?[]!:0", max_size=8)
+
+
+@given(patterns=st.lists(GLOB, max_size=6), wanted=st.text(alphabet="ab*?[]!:0", max_size=8))
+def test_lookup_by_literal_prefix_is_plain_fnmatch(patterns: list[str], wanted: str) -> None:
+    """Skipping patterns whose literal part does not start ``wanted`` changes no answer."""
+    index = ModuleIndex({}, {}, tuple((p, f"m{i}") for i, p in enumerate(patterns)), frozenset())
+    expected = [f"m{i}" for i, p in enumerate(patterns) if fnmatch.fnmatchcase(wanted, p)]
+    assert index.lookup(wanted) == expected
+    assert all(p.startswith(literal_prefix(p)) for p in patterns)
 
 
 def _tree(tmp: Path, *, modular: bool = True, crc: bool = False) -> tuple[Path, Path, Path]:
