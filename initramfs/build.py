@@ -40,9 +40,9 @@ class Compression(Enum):
 BUSYBOX = "/bin/busybox"
 E2FSCK = "/sbin/e2fsck"
 ISCSISTART = "/sbin/iscsistart"
-# Loaded with dlopen(), so absent from DT_NEEDED: pyudev's libudev, and libgcc_s, which
+# Loaded with dlopen(), so absent from DT_NEEDED: libgcc_s, which
 # glibc needs for pthread_exit (without it a Python thread ending aborts the process).
-DLOPENED: tuple[tuple[str, str], ...] = (("libudev.so.1", "libudev1"), ("libgcc_s.so.1", "libgcc-s1"))
+DLOPENED: tuple[tuple[str, str], ...] = (("libgcc_s.so.1", "libgcc-s1"),)
 INDEX_FILES = (
     "modules.dep",
     "modules.dep.bin",
@@ -238,6 +238,7 @@ def build(
     mtime: int | None = None,
     package_stage: Path | None = None,
     lean: bool = True,
+    fsck: bool | None = None,
 ) -> BuildResult:
     """Build the initramfs (or overlay) and write it to ``output`` atomically (if given).
 
@@ -249,7 +250,9 @@ def build(
     interpreter.  It also puts stand-ins for modules the libraries import but
     never call at boot (:data:`pyruntime.UNUSED`, ``unittest.mock``).
     ``optimize`` 2 (the default) compiles without docstrings and asserts.  Both are measured
-    in ``benchmarks/boot.py``.
+    in ``benchmarks/boot.py``.  ``fsck``: carry e2fsck and its libraries (the agent checks
+    Storage with it); by default the full image does and the overlay does not, as the
+    distribution initramfs it is appended to has its own (LibreELEC's and Debian's do).
     """
     started = time.monotonic()
     how = Compression(compression) if isinstance(compression, str) else compression
@@ -292,13 +295,17 @@ def build(
         pyfiles = pyruntime.place(traced.files.values(), stage, site)
         # programs and their libraries
         python = Path(pyruntime.PYTHON)
-        e2fsck = Path(E2FSCK).resolve()
+        if fsck is None:
+            fsck = not overlay
+        e2fsck = Path(E2FSCK).resolve() if fsck else None
         start = Path(ISCSISTART).resolve() if iscsistart else None
         busybox = None if overlay else Path(BUSYBOX)
         for prog in (e2fsck, start, busybox):
             if prog is not None and not prog.is_file():
                 raise EnvironmentProblem(f"{prog} is not installed", fix="see tools/system-packages.txt")
-        elf_inputs = [python, e2fsck] + [p.source for p in pyfiles if not p.compile]
+        elf_inputs = [python] + [p.source for p in pyfiles if not p.compile]
+        if e2fsck is not None:
+            elf_inputs.append(e2fsck)
         if start is not None:
             elf_inputs.append(start)
         dlopened: dict[str, Path] = {}

@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         help="2 (the default): compile without docstrings and asserts (about 1 MiB less before "
         "compression); 0 keeps them",
     )
+    b.add_argument(
+        "--fsck",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="carry e2fsck and its libraries (the agent checks Storage with it before mounting it "
+        "read-write); by default the full image does and --overlay does not: the distribution "
+        "initramfs it is appended to brings its own",
+    )
     b.add_argument("--verbose", action="store_true", help="show the largest contributors")
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(func=_build)
@@ -136,6 +144,7 @@ def _build(args: argparse.Namespace) -> int:
         compression=args.compress,
         extra_modules=args.module,
         iscsistart=wants_iscsistart(args),
+        fsck=args.fsck,
         replace_init=args.replace_init,
         lean=args.lean,
         optimize=args.optimize,

@@ -110,7 +110,7 @@ This archive was appended to a distribution initramfs
   /iscsiboot/bin/iscsiboot the command line (hook mode below)
   /lib/modules/VER         kernel modules for the iSCSI path, with depmod's index
   /usr/bin/python3.11, /usr/lib/python3.11, /usr/lib/x86_64-linux-gnu: the runtime
-  /usr/sbin/iscsistart, /usr/sbin/e2fsck
+  /usr/sbin/iscsistart, /usr/sbin/e2fsck (when built with --backend iscsistart, --fsck)
   /etc/iscsiboot/initramfs.json: what was built (kernel, modules, paths)
 
 Hook mode: the base's own /init stays PID 1.  With /proc, /sys and /dev
@@ -154,7 +154,7 @@ def _group_of_python(archive: str) -> str:
     top = rel.split("/", 1)[0]
     if top == "lib-dynload":
         return "python extensions"
-    if top in ("iscsiboot", "pyroute2", "pyudev", "construct"):
+    if top in ("iscsiboot", "pyroute2", "construct"):
         return top
     return "python stdlib"
 

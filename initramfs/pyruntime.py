@@ -27,13 +27,13 @@ from iscsiboot.proc import run
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
 SUBPACKAGES = ("cmdline", "ibft", "agent", "initramfs", "qemu", "disk", "iscsi")
-THIRD_PARTY = ("pyroute2", "pyudev", "construct")
+THIRD_PARTY = ("pyroute2", "construct")
 # Imported by the interpreter on demand (codecs looked up by name), not visible to a trace.
 ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.aliases")
 # What the launchers in the image import besides the agent's own list.
 LAUNCHERS = ("iscsiboot.cli", "iscsiboot.agent.cli")
 # The agent's libraries ship whole-package importable even when a phase imports them lazily.
-LIBRARIES = ("pyudev", "construct")
+LIBRARIES = ("construct",)
 # Called before the imports, as the agent does at boot (pyroute2 without its heavy __init__).
 PRELUDE: tuple[tuple[str, str], ...] = (("iscsiboot.agent.phases.pyroute", "load_pyroute2"),)
 
@@ -94,7 +94,7 @@ def package_sources() -> dict[str, Path]:
 
 
 def site_packages() -> Path:
-    """The site-packages folder that holds pyroute2, pyudev and construct."""
+    """The site-packages folder that holds pyroute2 and construct."""
     for name in THIRD_PARTY:
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
@@ -177,8 +177,12 @@ class MemoryBIO:
 def create_default_context(*args, **kwargs):
     raise SSLError("TLS is not available in the initramfs")
 '''
-# hashlib falls back to the interpreter's built-in _sha*/_md5 when _hashlib (OpenSSL) is absent.
-HASHLIB_BLOCK = b'raise ImportError("_hashlib is not part of the iscsiboot initramfs")\n'
+# Extension modules kept out of a lean image: an import of them fails, and their users
+# expect that.  hashlib falls back to the interpreter's built-in _sha*/_md5 without
+# _hashlib (OpenSSL); shutil, zipfile and tarfile only lose xz and bzip2 archives without
+# _lzma (liblzma) and _bz2 (libbz2), which the agent never opens.
+BLOCKED: tuple[str, ...] = ("_hashlib", "_lzma", "_bz2")
+BLOCK = 'raise ImportError("{name} is not part of the iscsiboot initramfs")\n'
 
 
 # Modules the libraries import at the top but never call on the agent's path; each pulls
@@ -216,9 +220,10 @@ class Mock:
 
 
 def add_lean(stage: Path) -> None:
-    """Put the stand-ins (ssl, _hashlib, unittest.mock and :data:`UNUSED`) into the staging folder."""
+    """Put the stand-ins (ssl, unittest.mock, :data:`UNUSED`) and blockers (:data:`BLOCKED`) in ``stage``."""
     (stage / "ssl.py").write_bytes(SSL_SHIM)
-    (stage / "_hashlib.py").write_bytes(HASHLIB_BLOCK)
+    for name in BLOCKED:
+        (stage / f"{name}.py").write_text(BLOCK.format(name=name))
     for name, who in UNUSED.items():
         (stage / f"{name}.py").write_text(STAND_IN.format(name=name, who=who))
     (stage / "unittest").mkdir(exist_ok=True)
@@ -298,8 +303,8 @@ def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB
                 break
         else:
             continue  # outside the known roots (should not happen)
-        if root == stage and rel.name == "_hashlib.py":
-            continue  # the blocker only shapes the trace; the image simply lacks _hashlib
+        if root == stage and rel.suffix == ".py" and rel.stem in BLOCKED and len(rel.parts) == 1:
+            continue  # a blocker only shapes the trace; the image simply lacks the module
         if path.suffix == ".py":
             archive = f"{base}/{rel.with_suffix('.pyc')}"
             out[archive] = PyFile(archive, path, True)

@@ -85,9 +85,7 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     ]
     agent_init = importlib.util.find_spec("iscsiboot.agent.init") is not None
     target = "iscsiboot.agent.init" if agent_init else "iscsiboot.agent"
-    done = _inside(
-        root, "/usr/bin/python3.11", "-S", "-c", f"import {target}; import pyudev, construct; print('ok')"
-    )
+    done = _inside(root, "/usr/bin/python3.11", "-S", "-c", f"import {target}; import construct; print('ok')")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
     # the dataclasses' generated code was compiled at build time: none compiles at boot
     cached = _inside(
@@ -152,7 +150,12 @@ def test_overlay_carries_agent_without_busybox_or_init(tmp_path: Path) -> None:
     assert f"lib/modules/{result.kernel_version}/modules.dep" in paths
     print(f"overlay zstd: {result.size} bytes")
     noiscsi = build(kernel=test_kernel(), overlay=True, compression="none", iscsistart=False)
-    assert "usr/sbin/iscsistart" not in {m.entry.path for m in cpio.read_newc(noiscsi.archive)}
+    lean = {m.entry.path for m in cpio.read_newc(noiscsi.archive)}
+    assert "usr/sbin/iscsistart" not in lean
+    # the base initramfs brings its own e2fsck (LibreELEC's and Debian's do) unless --fsck
+    assert "usr/sbin/e2fsck" not in lean and not any("libext2fs" in p for p in lean)
+    checked = build(kernel=test_kernel(), overlay=True, compression="none", fsck=True)
+    assert "usr/sbin/e2fsck" in {m.entry.path for m in cpio.read_newc(checked.archive)}
 
 
 BASE_INIT = b"""#!/bin/sh
@@ -262,6 +265,8 @@ def test_lean_image_drops_tls_and_unused_modules_and_still_runs_pyroute2(tmp_pat
     result = build(kernel=kernel, compression="none", lean=True, iscsistart=False, cache=tmp_path / "c")
     paths = {m.entry.path for m in cpio.read_newc(result.archive)}
     assert not any("libssl" in p or "libcrypto" in p or "_ssl." in p or "_hashlib" in p for p in paths)
+    dropped = ("_lzma", "_bz2", "liblzma", "libbz2", "udev")  # no xz/bzip2 archives, no pyudev
+    assert not any(word in p for p in paths for word in dropped)
     assert "usr/lib/python3.11/ssl.pyc" in paths  # the stand-in
     for name in ("pdb", "pickle", "multiprocessing"):  # stand-ins in place of the real modules
         assert f"usr/lib/python3.11/{name}.pyc" in paths

@@ -61,7 +61,10 @@ def test_stand_ins_import_but_refuse_use(tmp_path: Path) -> None:
     """The unused-module stand-ins import cleanly, as the libraries do, and fail loudly when called."""
     pyruntime.add_lean(tmp_path)
     names = sorted(p.stem for p in tmp_path.glob("*.py"))
-    assert names == sorted(["ssl", "_hashlib", *pyruntime.UNUSED])
+    assert names == sorted(["ssl", *pyruntime.BLOCKED, *pyruntime.UNUSED])
+    for name in pyruntime.BLOCKED:  # a blocker refuses the import, as a missing module would
+        with pytest.raises(ImportError, match="not part of the iscsiboot initramfs"):
+            exec(compile((tmp_path / f"{name}.py").read_text(), f"{name}.py", "exec"), {})
     for name in pyruntime.UNUSED:
         module = types.ModuleType(name)
         exec(compile((tmp_path / f"{name}.py").read_text(), f"{name}.py", "exec"), module.__dict__)

@@ -64,6 +64,8 @@ class Mounter:
         try:
             if step.check and self.fsck is not None:
                 self._fsck(source, deadline)
+            elif step.check:
+                self.say(f"{source} is not checked: the initramfs has no e2fsck")
             self.ensure_fs(step.fstype)
             flags, data = sysc.split_options(step.options)
             sysc.mount(source, target, step.fstype, flags, data)
