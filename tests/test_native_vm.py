@@ -85,10 +85,12 @@ def test_image_without_iscsistart_is_smaller(images: dict[str, Artifacts]) -> No
     assert without.stat().st_size < with_tool.stat().st_size
 
 
-def options(backend: str, **kw: object) -> ScenarioOptions:
+def options(backend: str, *, worker: bool = True, **kw: object) -> ScenarioOptions:
     extra = ["debugging"]
     if backend == "iscsistart":
         extra.append("iscsiboot.backend=iscsistart")  # the native image relies on the default
+    if not worker:
+        extra.append("iscsiboot.worker=no")
     return ScenarioOptions(
         username=USER,
         password=Secret(PASSWORD),
@@ -141,12 +143,18 @@ def test_sanboot_ibft_mutual_chap(backend: str, images: dict[str, Artifacts], lo
         assert "persistent_address=10.0.2.2" in shown and "persistent_port=" in shown, why
         assert outcome.result is not None
         assert [s["target"] for s in outcome.result["sessions"]] == [options(backend).target_name], why
+        # PID 1's network worker loaded the NIC driver, set the link up and ran the phase
+        assert "network worker: NIC drivers loaded (virtio_pci, virtio_net)" in outcome.console, why
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cmdline_one_way_chap(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
-    outcome = run("cmdline one-way", backend, options(backend, mode=Mode.CMDLINE), images, log_dir)
+    """With iscsistart, also without the network worker (iscsiboot.worker=no): the phase in PID 1."""
+    worker = backend == "native"
+    scenario = options(backend, worker=worker, mode=Mode.CMDLINE)
+    outcome = run("cmdline one-way", backend, scenario, images, log_dir)
     expect_success(outcome, "cmdline one-way")
+    assert ("network worker:" in outcome.console) is worker, explain(outcome, "cmdline one-way")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -178,6 +186,8 @@ def test_overlay_image(backend: str, images: dict[str, Artifacts], log_dir: Path
     assert ("usr/sbin/iscsistart" in members_of_overlay(overlay.initrd)) is (backend == "iscsistart")
     outcome = run("overlay ibft mutual", backend, mutual(backend), {backend: overlay}, log_dir)
     expect_success(outcome, "overlay")
+    # the minimal base has no e2fsck, and the overlay brings none: the agent says so
+    assert "is not checked: the initramfs has no e2fsck" in outcome.console, explain(outcome, "overlay")
 
 
 def members_of_overlay(image: Path) -> set[str]:
