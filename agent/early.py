@@ -119,6 +119,33 @@ def links_up(indexes: Sequence[int], timeout: float = 2.0) -> dict[int, int]:
     return result
 
 
+def nics_and_links(
+    loader: Any, deadline: Deadline, sysfs: str, marks: list[tuple[str, float]], problems: list[str]
+) -> tuple[list[str], dict[str, int], float | None]:
+    """Load the NIC drivers, then set the Ethernet interfaces up; nothing raises.
+
+    Returns the drivers loaded, interface -> errno of setting it up (0: done)
+    and when the first netlink call went out; ``marks`` and ``problems`` grow.
+    """
+    nics: list[str] = []
+    try:
+        nics = list(loader.load_nic_drivers(deadline))
+        marks.append((f"NIC drivers loaded ({', '.join(nics) or 'none'})", boottime()))
+    except Exception as exc:  # the modules phase loads again and reports
+        problems.append(f"NIC drivers: {exc}")
+    links: dict[str, int] = {}
+    first: float | None = None
+    try:
+        present = ethernet_links(sysfs)
+        first = boottime()
+        done = links_up([index for _name, index in present])
+        links = {name: done.get(index, -1) for name, index in present}
+        marks.append((f"links up ({', '.join(links) or 'none'})", boottime()))
+    except OSError as exc:
+        problems.append(f"link up: {exc}")
+    return nics, links, first
+
+
 class Early:
     """The two start-up threads: kernel work (modules, links) and the pyroute2 imports."""
 
@@ -154,11 +181,20 @@ class Early:
 
     def _kernel(self) -> None:
         deadline = Deadline(self.budget)
-        if self.worker is not None:
-            self.loader.index_now()  # read before the fork: shared
+        try:
+            self.loader.index_now()  # with a worker: read before the fork, nothing to do
+            self.marks.append(("module index read", boottime()))
+        except Exception as exc:  # the modules phase reads it again and reports
+            self.problems.append(f"module index: {exc}")
+        finally:
             self.ready.set()
-        else:
-            self._nics_and_links(deadline)
+        if self.worker is None:
+            try:
+                self.nics, self.links, self.first_netlink = nics_and_links(
+                    self.loader, deadline, self.sysfs, self.marks, self.problems
+                )
+            finally:
+                self.nics_done.set()
         for name in self.base_modules:
             if deadline.expired():
                 break
@@ -167,27 +203,6 @@ class Early:
             except Exception as exc:  # reported by the phase that needs the module
                 self.problems.append(f"{name}: {exc}")
         self.marks.append(("base modules loaded", boottime()))
-
-    def _nics_and_links(self, deadline: Deadline) -> None:
-        try:
-            self.loader.index_now()
-            self.marks.append(("module index read", boottime()))
-            self.ready.set()
-            self.nics = list(self.loader.load_nic_drivers(deadline))
-            self.marks.append((f"NIC drivers loaded ({', '.join(self.nics) or 'none'})", boottime()))
-        except Exception as exc:  # the modules phase loads again and reports
-            self.problems.append(f"NIC drivers: {exc}")
-        finally:
-            self.ready.set()
-            self.nics_done.set()
-        try:
-            present = ethernet_links(self.sysfs)
-            self.first_netlink = boottime()
-            done = links_up([index for _name, index in present])
-            self.links = {name: done.get(index, -1) for name, index in present}
-            self.marks.append((f"links up ({', '.join(self.links) or 'none'})", boottime()))
-        except OSError as exc:
-            self.problems.append(f"link up: {exc}")
 
     def timeline(self) -> str:
         """The start-up steps as offsets from the thread's start (debugging output)."""

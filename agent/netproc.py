@@ -273,30 +273,14 @@ class NetWorker:
 
 
 def _work(loader: Any, rfd: int, wfd: int, *, dhcp: bool, sysfs: str, budget: float) -> None:
-    from iscsiboot.agent.early import boottime, ethernet_links, links_up, peak_rss_kib
+    from iscsiboot.agent.early import boottime, nics_and_links, peak_rss_kib
 
     def send(message: dict[str, Any]) -> None:
         os.write(wfd, encode(message))
 
-    deadline = Deadline(budget)
     marks: list[tuple[str, float]] = [("started", boottime())]
     problems: list[str] = []
-    nics: list[str] = []
-    try:
-        nics = list(loader.load_nic_drivers(deadline))
-        marks.append((f"NIC drivers loaded ({', '.join(nics) or 'none'})", boottime()))
-    except Exception as exc:  # the modules phase loads again and reports
-        problems.append(f"NIC drivers: {exc}")
-    links: dict[str, int] = {}
-    first: float | None = None
-    try:
-        present = ethernet_links(sysfs)
-        first = boottime()
-        done = links_up([index for _name, index in present])
-        links = {name: done.get(index, -1) for name, index in present}
-        marks.append((f"links up ({', '.join(links) or 'none'})", boottime()))
-    except OSError as exc:
-        problems.append(f"link up: {exc}")
+    nics, links, first = nics_and_links(loader, Deadline(budget), sysfs, marks, problems)
     send({"nics": nics, "links": links, "first_netlink": first, "marks": marks, "problems": problems})
 
     from iscsiboot.agent import codecache
