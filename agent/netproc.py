@@ -192,12 +192,12 @@ class NetWorker:
                 if "say" in message:
                     say(str(message["say"]))
                 elif "result" in message:
-                    self.peak_rss_kib = message.get("peak_rss_kib")
+                    self._answered(message)
                     from iscsiboot.agent.plan import NetResult
 
                     return NetResult.from_dict(dict(message["result"]))
                 elif "error" in message:
-                    self.peak_rss_kib = message.get("peak_rss_kib")
+                    self._answered(message)
                     err = dict(message["error"])
                     raise PhaseError(
                         "network",
@@ -210,6 +210,11 @@ class NetWorker:
                     self.problems.append(f"network worker: garbled message {message['garbled']!r}")
         finally:
             self.stop()
+
+    def _answered(self, message: dict[str, Any]) -> None:
+        """Keep what the worker's answer says of itself: peak memory, later steps."""
+        self.peak_rss_kib = message.get("peak_rss_kib")
+        self.marks.extend((str(what), float(at)) for what, at in message.get("marks", []))
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.to_worker is None:
@@ -288,9 +293,11 @@ def _work(loader: Any, rfd: int, wfd: int, *, dhcp: bool, sysfs: str, budget: fl
 
     codecache.install()
     prefetch(dhcp)
+    later = [("pyroute2 imported", boottime())]
     request = Lines(rfd).next(budget)
     if request is None or "plan" not in request:
         return  # the run stopped before the network phase
+    later.append(("plan received", boottime()))
     from iscsiboot.agent.errors import PhaseError
     from iscsiboot.agent.phases.network import bring_up
     from iscsiboot.agent.plan import NetPlan
@@ -307,15 +314,18 @@ def _work(loader: Any, rfd: int, wfd: int, *, dhcp: bool, sysfs: str, budget: fl
             dhcp_client=str(request.get("dhcp_client") or "pyroute2"),
         )
     except PhaseError as exc:
+        later.append(("network failed", boottime()))
         error = {"what": exc.what, "cause": exc.cause, "evidence": exc.evidence, "fix": exc.fix}
-        send({"error": error, "peak_rss_kib": peak_rss_kib()})
+        send({"error": error, "peak_rss_kib": peak_rss_kib(), "marks": later})
     except Exception as exc:
+        later.append(("network failed", boottime()))
         error = {
             "what": f"internal error {type(exc).__name__}: {exc}",
             "cause": "internal",
             "evidence": None,
             "fix": "report this with the output of a run with debugging",
         }
-        send({"error": error, "peak_rss_kib": peak_rss_kib()})
+        send({"error": error, "peak_rss_kib": peak_rss_kib(), "marks": later})
     else:
-        send({"result": net.to_dict(), "peak_rss_kib": peak_rss_kib()})
+        later.append(("network up", boottime()))
+        send({"result": net.to_dict(), "peak_rss_kib": peak_rss_kib(), "marks": later})

@@ -197,6 +197,8 @@ class Agent:
                 )
             except WorkerGone as exc:
                 self.say(f"network worker: {exc}; bringing the network up in PID 1")
+            finally:
+                self.reporter.debug(f"network worker: {worker.timeline()}")
         elif worker is not None:
             worker.stop()  # iscsiboot.worker=no seen only now: the phase runs here
         if net is None:

@@ -73,6 +73,8 @@ def test_worker_reports_its_start_and_the_phase_error(tmp_path: Path) -> None:
     assert "switched off" in caught.value.what
     assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 0  # reaped
     assert worker.peak_rss_kib is not None and worker.peak_rss_kib > 1024
+    shown = worker.timeline()  # the worker's later steps came with its answer
+    assert shown.index("pyroute2 imported +") < shown.index("plan received +") < shown.index("network failed +")
 
 
 def test_a_run_that_stops_before_the_network_ends_the_worker(tmp_path: Path) -> None:
