@@ -267,16 +267,20 @@ def _main(console: TextIO) -> None:
 def clock_marks(started: float, early: Any) -> dict[str, float | None]:
     """Kernel uptime (s) at: the agent's first step, its first netlink call, the result.
 
-    Also ``peak_rss_mib``: the agent's peak resident memory (children not counted).
+    Also ``peak_rss_mib``: PID 1's peak resident memory, and ``worker_peak_rss_mib``: the
+    network worker's (they run at the same time; other children are not counted).
     """
     from iscsiboot.agent.early import boottime, peak_rss_kib
 
     rss = peak_rss_kib()
+    worker = getattr(early, "worker", None)
+    worker_rss = getattr(worker, "peak_rss_kib", None)
     return {
         "agent_start": round(started, 3),
         "first_netlink": round(early.first_netlink, 3) if early and early.first_netlink else None,
         "result": round(boottime(), 3),
         "peak_rss_mib": round(rss / 1024, 1) if rss else None,
+        "worker_peak_rss_mib": round(worker_rss / 1024, 1) if worker_rss else None,
     }
 
 

@@ -74,6 +74,11 @@ def test_agent_mounted_is_the_later_of_system_and_storage() -> None:
     assert got["timeline"]["modules"] == pytest.approx(1.84)
     assert got["init"] == pytest.approx(6.021196)
     assert got["first_netlink"] == pytest.approx(0.45) and got["peak_rss_mib"] == 23.3
+    with_worker = [
+        line.replace('"peak_rss_mib": 23.3', '"peak_rss_mib": 23.3, "worker_peak_rss_mib": 20.1')
+        for line in AGENT_CONSOLE
+    ]
+    assert boot.agent_times(with_worker)["peak_rss_mib"] == 43.4  # PID 1 and its network worker at once
 
 
 def test_agent_line_cut_by_its_kernel_copy_still_counts() -> None:
@@ -163,7 +168,7 @@ def test_readme_render_names_command_and_numbers() -> None:
     assert "1.25" in text  # the ratio
     assert "9.00 MB" in text
     assert "first netlink call (the interfaces going up): 0.42 s" in text
-    assert "(VmHWM, PID 1): 23.5 MiB" in text
+    assert "(VmHWM of PID 1 plus its network worker): 23.5 MiB" in text
 
 
 def test_from_json_renders_a_saved_run_without_booting(
