@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 GRACE = 2.0  # seconds PID 1 waits beyond the phase's deadline before it stops the worker
 REAP = 1.0  # seconds a finished worker has to exit before it is killed
+PRIORITY = -10  # the worker's nice value (PID 1 keeps 0)
 
 
 class WorkerGone(Exception):
@@ -118,6 +119,8 @@ class NetWorker:
                 os.close(down_w)
                 os.close(up_r)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                with contextlib.suppress(OSError):  # the boot's critical path: first in line for a CPU
+                    os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
                 _work(loader, down_r, up_w, dhcp=dhcp, sysfs=sysfs, budget=budget)
                 code = 0
             except BaseException:  # PID 1 sees the end of file and does the work itself

@@ -224,13 +224,14 @@ class Agent:
     def _prefetch_login(self) -> None:
         """Import the later phases while the network worker brings the network up."""
         try:
-            import iscsiboot.agent.phases.disk
             import iscsiboot.agent.phases.label
             import iscsiboot.agent.phases.login
             import iscsiboot.agent.phases.mount
+            from iscsiboot.agent.phases import disk
 
             if self.options.login_backend == "native":
                 import iscsiboot.agent.phases.native  # noqa: F401
+            disk.prefetch()
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
 

@@ -97,6 +97,14 @@ def sysfs_partitions(sysfs: str, name: str) -> dict[int, str]:
     return out
 
 
+def prefetch() -> None:
+    """Import the uevent socket's code ahead (PID 1 does it while its network worker works)."""
+    from iscsiboot.agent.phases.pyroute import load_pyroute2
+
+    load_pyroute2()
+    import pyroute2.netlink.uevent  # noqa: F401
+
+
 class Uevents:
     """Kernel uevents as a wake-up source (pyroute2's UeventSocket, no udevd needed)."""
 
