@@ -13,7 +13,7 @@ import pytest
 from agent_support import REPO, netlab
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.netproc import Lines, NetWorker, WorkerGone, encode
+from iscsiboot.agent.netproc import PRIORITY, Lines, NetWorker, WorkerGone, encode
 from iscsiboot.agent.plan import NetPlan, NetResult
 from iscsiboot.model import NetMode
 
@@ -66,6 +66,8 @@ def test_worker_reports_its_start_and_the_phase_error(tmp_path: Path) -> None:
     assert worker.nics == ["virtio_pci", "virtio_net"] and worker.links == {}
     assert worker.first_netlink is not None
     assert "NIC drivers loaded (virtio_pci, virtio_net) +" in worker.timeline()
+    if os.geteuid() == 0:  # only root may raise a priority: PID 1 is root
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == PRIORITY
     said: list[str] = []
     with pytest.raises(PhaseError) as caught:
         worker.bring_up(OFF, Deadline(30), said.append)
@@ -74,7 +76,8 @@ def test_worker_reports_its_start_and_the_phase_error(tmp_path: Path) -> None:
     assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 0  # reaped
     assert worker.peak_rss_kib is not None and worker.peak_rss_kib > 1024
     shown = worker.timeline()  # the worker's later steps came with its answer
-    assert shown.index("pyroute2 imported +") < shown.index("plan received +") < shown.index("network failed +")
+    steps = [shown.index(f"{step} +") for step in ("pyroute2 imported", "plan received", "network failed")]
+    assert steps == sorted(steps)
 
 
 def test_a_run_that_stops_before_the_network_ends_the_worker(tmp_path: Path) -> None:
