@@ -23,7 +23,7 @@ the host the wall time and import time of ``iscsiboot cmdline parse``.
 
 Run as root (tgtd, loop devices)::
 
-    .venv/bin/python benchmarks/boot.py --runs 3 --write-readme
+    .venv/bin/python benchmarks/boot.py --runs 5 --write-readme
 
 ``--json`` prints the numbers as one JSON object.
 """
