@@ -171,18 +171,41 @@ def _cached_compress(cache: Path, archive: bytes, how: Compression) -> bytes:
     return packed
 
 
-def _cached_pyc(cache: Path, source: Path, archive: str, optimize: int) -> bytes:
-    text = source.read_bytes()
+def _pyc_path(cache: Path, source: Path, archive: str, optimize: int) -> Path:
     key = hashlib.sha256(
-        b"\0".join([importlib.util.MAGIC_NUMBER, archive.encode(), str(optimize).encode(), text])
+        b"\0".join(
+            [
+                importlib.util.MAGIC_NUMBER,
+                " ".join(pyruntime.COMPILE_FLAGS).encode(),
+                archive.encode(),
+                str(optimize).encode(),
+                source.read_bytes(),
+            ]
+        )
     ).hexdigest()
-    path = cache / key[:2] / f"{key}.pyc"
-    if path.is_file():
-        return path.read_bytes()
-    data = pyruntime.compile_pyc(source, archive, optimize=optimize)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
-    return data
+    return cache / key[:2] / f"{key}.pyc"
+
+
+def _compile_cached(cache: Path, items: Sequence[Item], optimize: int) -> dict[str, bytes]:
+    """archive path -> .pyc of every item to compile; the ones not cached compile in one batch."""
+    out: dict[str, bytes] = {}
+    todo: list[tuple[Item, Path]] = []
+    for item in items:
+        if not item.compile_pyc or item.source is None:
+            continue
+        path = _pyc_path(cache, item.source, item.path, optimize)
+        if path.is_file():
+            out[item.path] = path.read_bytes()
+        else:
+            todo.append((item, path))
+    compiled = pyruntime.compile_many(
+        [(item.source, item.path) for item, _path in todo if item.source is not None], optimize=optimize
+    )
+    for (item, path), data in zip(todo, compiled, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+        out[item.path] = data
+    return out
 
 
 def _applets(busybox: Path) -> list[str]:
@@ -214,11 +237,11 @@ def _index_modules(src_dir: Path, version: str, rel_paths: Sequence[str], work: 
     return {name: stage / name for name in INDEX_FILES if (stage / name).is_file()}
 
 
-def _read_item(item: Item, pyc_cache: Path, optimize: int) -> bytes:
+def _read_item(item: Item, compiled: dict[str, bytes]) -> bytes:
     if item.source is None:
         return item.content
     if item.compile_pyc:
-        return _cached_pyc(pyc_cache, item.source, item.path, optimize)
+        return compiled[item.path]
     return item.source.read_bytes()
 
 
@@ -349,11 +372,12 @@ def build(
             codecache=traced.codecache,
         )
         items = make_plan(inputs)
+        compiled = _compile_cached(cache_dir, items, optimize)
         entries: list[cpio.Entry] = []
         groups: dict[str, int] = {}
         sizes: list[tuple[str, int]] = []
         for item in items:
-            data = _read_item(item, cache_dir, optimize)
+            data = _read_item(item, compiled)
             entries.append(cpio.Entry(item.path, item.kind, item.mode, data, item.rdev))
             if item.kind is cpio.Kind.FILE:
                 groups[item.group] = groups.get(item.group, 0) + len(data)
