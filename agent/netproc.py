@@ -1,4 +1,4 @@
-# ruff: noqa: PLC0415  (the worker imports the network phase only in the child)
+# ruff: noqa: PLC0415  (the child imports the network phase, and json waits until after the fork)
 """PID 1's network worker: the network phase in a child process of its own.
 
 CPython runs one thread at a time.  In a slow guest PID 1's imports and the
@@ -35,7 +35,6 @@ phase.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -58,6 +57,8 @@ class WorkerGone(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
+    import json  # not before the fork: the NIC drivers come first
+
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
@@ -83,6 +84,8 @@ class Lines:
                 self.eof = True
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
+        import json
+
         try:
             message = json.loads(line)
         except ValueError:
