@@ -236,18 +236,32 @@ class NetWorker:
         if self.to_worker is not None:
             os.close(self.to_worker)  # end of file: a waiting worker exits
             self.to_worker = None
-        if self.status is None:
-            until = time.monotonic() + REAP
-            while self.status is None and time.monotonic() < until:
-                if not self._poll():
-                    time.sleep(0.01)
-            if self.status is None:
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self._wait()
+        if not self._reaped(REAP):
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._wait()
         if self.lines.fd >= 0:
             os.close(self.lines.fd)
             self.lines.fd = -1
+
+    def _reaped(self, seconds: float) -> bool:
+        """Wait at most ``seconds`` for the worker to exit (its pidfd turns readable); reap it."""
+        if self.status is not None or self._poll():
+            return True
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:  # a kernel without pidfd (before 5.3): poll until the deadline
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                if self._poll():
+                    return True
+                time.sleep(0.01)
+            return self._poll()
+        try:
+            select.select([fd], [], [], max(0.0, seconds))
+        finally:
+            os.close(fd)
+        return self._poll()
 
     def _poll(self) -> bool:
         try:
@@ -267,17 +281,14 @@ class NetWorker:
             self.status = -1
 
     def _reap_status(self) -> str:
-        until = time.monotonic() + REAP
-        while self.status is None and time.monotonic() < until:
-            if not self._poll():
-                time.sleep(0.01)
-        if self.status is None:
+        status = self.status if self._reaped(REAP) else None
+        if status is None:
             return "still running"
-        if self.status < 0:
+        if status < 0:
             return "already reaped"
-        if os.WIFSIGNALED(self.status):
-            return f"killed by signal {os.WTERMSIG(self.status)}"
-        return f"exit status {os.waitstatus_to_exitcode(self.status)}"
+        if os.WIFSIGNALED(status):
+            return f"killed by signal {os.WTERMSIG(status)}"
+        return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 # ----------------------------------------------------------------- the child

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,12 +49,15 @@ def test_plan_and_result_cross_as_json() -> None:
 class Loader:
     """What the worker needs of the module loader: the NIC drivers (the real one: test_agent_modules)."""
 
-    def __init__(self, exit_code: int | None = None) -> None:
+    def __init__(self, exit_code: int | None = None, *, hang: bool = False) -> None:
         self.exit_code = exit_code
+        self.hang = hang
 
     def load_nic_drivers(self, deadline: Deadline) -> list[str]:
         if self.exit_code is not None:
             os._exit(self.exit_code)  # the worker dies before it reports
+        if self.hang:
+            time.sleep(120)  # a module load that never returns
         return ["virtio_pci", "virtio_net"]
 
 
@@ -88,6 +92,15 @@ def test_a_run_that_stops_before_the_network_ends_the_worker(tmp_path: Path) -> 
     assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 0
     assert time.monotonic() - started < 5
     worker.stop()  # twice is harmless
+
+
+def test_a_hung_worker_is_killed_at_the_end(tmp_path: Path) -> None:
+    worker = NetWorker.start(Loader(hang=True), dhcp=False, sysfs=str(tmp_path))
+    started = time.monotonic()
+    worker.stop()
+    assert worker.status is not None and os.WIFSIGNALED(worker.status)
+    assert os.WTERMSIG(worker.status) == signal.SIGKILL
+    assert time.monotonic() - started < 5  # REAP (1 s), then SIGKILL
 
 
 def test_a_dead_worker_is_worker_gone(tmp_path: Path) -> None:
