@@ -189,7 +189,7 @@ def _pyc_path(cache: Path, source: Path, archive: str, optimize: int) -> Path:
 def _compile_cached(cache: Path, items: Sequence[Item], optimize: int) -> dict[str, bytes]:
     """archive path -> .pyc of every item to compile; the ones not cached compile in one batch."""
     out: dict[str, bytes] = {}
-    todo: list[tuple[Item, Path]] = []
+    todo: list[tuple[Path, str, Path]] = []  # (source, archive path, cache file)
     for item in items:
         if not item.compile_pyc or item.source is None:
             continue
@@ -197,14 +197,12 @@ def _compile_cached(cache: Path, items: Sequence[Item], optimize: int) -> dict[s
         if path.is_file():
             out[item.path] = path.read_bytes()
         else:
-            todo.append((item, path))
-    compiled = pyruntime.compile_many(
-        [(item.source, item.path) for item, _path in todo if item.source is not None], optimize=optimize
-    )
-    for (item, path), data in zip(todo, compiled, strict=True):
+            todo.append((item.source, item.path, path))
+    compiled = pyruntime.compile_many([(source, archive) for source, archive, _ in todo], optimize=optimize)
+    for (_source, archive, path), data in zip(todo, compiled, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
-        out[item.path] = data
+        out[archive] = data
     return out
 
 

@@ -5,8 +5,8 @@ The iscsiboot package is assembled into a staging folder (``core/`` as
 installed package's locations), then Debian's ``/usr/bin/python3.11 -S``
 imports the agent's modules with that folder and the venv's site-packages on
 ``PYTHONPATH``.  Every module left in ``sys.modules`` with a file is part of
-the runtime.  :func:`compile_pyc` turns a source file into a sourceless
-``.pyc`` whose recorded file name is the path inside the image.
+the runtime.  :func:`compile_many` turns source files into sourceless
+``.pyc`` files whose recorded file names are their paths inside the image.
 """
 
 from __future__ import annotations
@@ -347,8 +347,3 @@ def compile_many(jobs: Sequence[tuple[Path, str]], *, optimize: int = 0, python:
             timeout=600,
         )
         return [(Path(tmp) / f"{i}.pyc").read_bytes() for i in range(len(jobs))]
-
-
-def compile_pyc(source: Path, archive: str, *, optimize: int = 0) -> bytes:
-    """One sourceless .pyc (see :func:`compile_many`)."""
-    return compile_many([(source, archive)], optimize=optimize)[0]
