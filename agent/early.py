@@ -119,6 +119,14 @@ def links_up(indexes: Sequence[int], timeout: float = 2.0) -> dict[int, int]:
     return result
 
 
+def offsets(marks: Sequence[tuple[str, float]]) -> str:
+    """``what +N.NN s`` for each mark after the first, counted from the first (debugging output)."""
+    if not marks:
+        return ""
+    t0 = marks[0][1]
+    return ", ".join(f"{what} +{at - t0:.2f} s" for what, at in marks[1:])
+
+
 def nics_and_links(
     loader: Any, deadline: Deadline, sysfs: str, marks: list[tuple[str, float]], problems: list[str]
 ) -> tuple[list[str], dict[str, int], float | None]:
@@ -206,8 +214,7 @@ class Early:
 
     def timeline(self) -> str:
         """The start-up steps as offsets from the thread's start (debugging output)."""
-        t0 = self.marks[0][1]
-        parts = [", ".join(f"{what} +{at - t0:.2f} s" for what, at in self.marks[1:])]
+        parts = [offsets(self.marks)]
         if self.worker is not None:
             parts.append(f"network worker: {self.worker.timeline()}")
         return "; ".join(p for p in parts if p)

@@ -155,10 +155,9 @@ class NetWorker:
         return True
 
     def timeline(self) -> str:
-        if not self.marks:
-            return "no report from the network worker"
-        t0 = self.marks[0][1]
-        return ", ".join(f"{what} +{at - t0:.2f} s" for what, at in self.marks[1:])
+        from iscsiboot.agent.early import offsets
+
+        return offsets(self.marks) if self.marks else "no report from the network worker"
 
     # ------------------------------------------------------------- the phase
     def bring_up(
