@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iscsiboot.agent import BASE_MODULES
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
+
+if TYPE_CHECKING:
+    import random
 
 FIRMWARE_MODULES: tuple[str, ...] = ("iscsi_ibft",)
 VLAN_MODULES: tuple[str, ...] = ("8021q",)
@@ -185,7 +187,11 @@ def backoff(
     first: float = 0.5, factor: float = 2.0, cap: float = 8.0, rng: random.Random | None = None
 ) -> Iterator[float]:
     """Exponential backoff with full jitter: delays in [d/2, d], d doubling up to ``cap``."""
-    rand = rng or random.Random()
+    if rng is None:
+        import random  # noqa: PLC0415  (only a login retry needs it; not on PID 1's way to the plan)
+
+        rng = random.Random()
+    rand = rng
     delay = first
     while True:
         yield rand.uniform(delay / 2, delay)

@@ -38,7 +38,6 @@ Pure: no I/O and no heavy imports (``cmdline parse`` stays fast).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass
 
@@ -152,6 +151,8 @@ def _secret_values(text: str) -> list[str]:
 
 
 def _suggest(key: str, valid: list[str]) -> str:
+    import difflib  # noqa: PLC0415  (only a bad key needs it; the boot agent parses on its critical path)
+
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     if close:
         return f"did you mean {close[0]}?"

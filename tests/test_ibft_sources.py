@@ -13,7 +13,7 @@ import pytest
 from ibft_support import memory_image, sample_paths, sample_sysfs, write_sysfs_tree
 from iscsiboot.errors import EnvironmentProblem, TableError
 from iscsiboot.ibft import sources
-from iscsiboot.ibft.table import build_table, parse_table, to_sysfs
+from iscsiboot.ibft.table import build_table, parse_table, table_to_model, to_sysfs
 
 SAMPLES = sample_paths()
 MUTUAL = SAMPLES[0].parent / "ipxe-mutual.bin"
@@ -180,6 +180,25 @@ def test_sysfs_tree_rebuilds_the_table(tmp_path: Path, path: Path) -> None:
     # iPXE's layout, the PCI location from the device link: the very same bytes
     assert build_table(parsed.table) == data
     assert sources.read_sysfs(tree) == parsed.table
+
+
+def test_sysfs_values_without_layout_need_no_construct(tmp_path: Path) -> None:
+    """The boot agent's read: the same values, no offsets, and construct stays unimported."""
+    tree = write_sysfs_tree(tmp_path / "ibft", parse_table(MUTUAL.read_bytes()).table)
+    laid = sources.read_sysfs_parsed(tree)
+    bare = sources.read_sysfs_parsed(tree, laid_out=False)
+    assert bare.table.targets[0].offset == 0 and laid.table.targets[0].offset > 0
+    assert table_to_model(bare.table) == table_to_model(laid.table)
+    script = (
+        "import sys\n"
+        "from iscsiboot.ibft import sources\n"
+        "from iscsiboot.ibft.table import table_to_model\n"
+        f"found = sources.read_sysfs_found({str(tree)!r}, laid_out=False)\n"
+        "table_to_model(found.parsed.table)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'construct'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_sysfs_quirks(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def _firmware() -> BootConfig:
     from iscsiboot.ibft.table import table_to_model
 
     try:
-        found = sources.read_sysfs_found()
+        found = sources.read_sysfs_found(laid_out=False)  # values only: no construct at boot
     except IscsibootError:
         found = sources.find_auto()
     model, _warnings = table_to_model(found.parsed.table)
