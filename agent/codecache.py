@@ -77,7 +77,13 @@ def load(data: bytes) -> dict[str, CodeType]:
 
 
 def install(path: str = PATH) -> Cached | None:
-    """Use the table at ``path`` for dataclasses from now on; None when there is none."""
+    """Use the table at ``path`` for dataclasses from now on; None when there is none.
+
+    Installed already (a forked child inherits PID 1's): that hook, not a second one.
+    """
+    current = vars(dataclasses).get("exec")
+    if isinstance(current, Cached):
+        return current
     try:
         with open(path, "rb") as handle:
             table = load(handle.read())

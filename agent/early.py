@@ -7,9 +7,9 @@ still importing the agent), and the modules every iSCSI boot needs
 time (``finit_module`` releases the interpreter lock), so it overlaps with the
 main thread's imports and configuration parsing.  A second thread imports
 pyroute2 for the network phase.  With a network worker
-(:mod:`iscsiboot.agent.netproc`, PID 1's default) the NIC drivers, the links
-and the pyroute2 imports are the worker's, and the thread here loads only the
-base modules.
+(:mod:`iscsiboot.agent.netproc`, PID 1's default) the NIC drivers and the
+links are its start-up child's, the pyroute2 imports are the worker's, and
+the thread here loads only the base modules.
 
 Nothing here fails the boot: the phases check again and report.  The
 interfaces go up with one RTM_NEWLINK message each (:func:`link_up_request`,
@@ -168,7 +168,7 @@ class Early:
         worker: Any = None,
     ) -> None:
         self.loader = loader
-        self.worker = worker  # a NetWorker: the NIC drivers and links are its work
+        self.worker = worker  # a NetWorker: the NIC drivers and links are its start-up child's work
         self.base_modules = tuple(base_modules)
         self.sysfs = sysfs
         self.budget = budget

@@ -4,23 +4,31 @@
 CPython runs one thread at a time.  In a slow guest PID 1's imports and the
 config phase take over a second of CPU, and pyroute2 with asyncio takes
 nearly as long to import, so a start-up *thread* importing pyroute2 only
-takes turns with PID 1.  A forked child runs on another CPU.  Forked before
-PID 1 starts any thread, the worker:
+takes turns with PID 1.  A forked child runs on another CPU.  Before PID 1
+starts any thread it forks twice:
 
-1. loads the NIC drivers (by modalias) and sets the Ethernet links up with
-   one RTM_NEWLINK each, so link negotiation runs while Python imports;
-2. imports pyroute2 and its DHCP client;
-3. waits for the network plan, which PID 1 sends when the config phase has
-   made it, and brings the network up exactly as the in-process phase does
-   (:func:`~iscsiboot.agent.phases.network.bring_up`);
-4. answers with the result or the phase's error, and exits.
+1. the **start-up child** loads the NIC drivers (by modalias), sets the
+   Ethernet links up with one RTM_NEWLINK each (so link negotiation runs
+   while Python imports), reports, and exits;
+2. PID 1 meanwhile imports what both processes need (dataclasses and the
+   plan: ``before_worker``), so the worker inherits them instead of
+   importing them a second time;
+3. the **worker** imports pyroute2 and its DHCP client, waits for the
+   network plan, which PID 1 sends when the config phase has made it, and
+   brings the network up exactly as the in-process phase does
+   (:func:`~iscsiboot.agent.phases.network.bring_up`); it answers with the
+   result or the phase's error, and exits.
 
-Messages are JSON lines over two pipes.  Worker to PID 1::
+Both children run at nice -10: they are the boot's critical path.
+Messages are JSON lines over pipes.  The start-up child to PID 1::
 
     {"nics": [...], "links": {...}, "first_netlink": t, "marks": [...], "problems": [...]}
+
+The worker to PID 1::
+
     {"say": "line"}                 a progress line of the network phase
-    {"result": {...}, "peak_rss_kib": n}
-    {"error": {"what": ..., "cause": ..., "evidence": ..., "fix": ...}, "peak_rss_kib": n}
+    {"result": {...}, "peak_rss_kib": n, "marks": [...]}
+    {"error": {"what": ..., "cause": ..., "evidence": ..., "fix": ...}, "peak_rss_kib": n, "marks": [...]}
 
 PID 1 to the worker: ``{"plan": {...}, "seconds": s, "resolv_conf": p,
 "dhcp_client": c}``; end of file instead (a run that stops before the
@@ -74,7 +82,7 @@ class Lines:
         """The next message; None at end of file or when ``seconds`` pass."""
         until = time.monotonic() + max(0.0, seconds)
         while b"\n" not in self.buffer:
-            if self.eof:
+            if self.eof or self.fd < 0:
                 return None
             left = until - time.monotonic()
             if left <= 0 or not select.select([self.fd], [], [], left)[0]:
@@ -96,10 +104,14 @@ class Lines:
 class NetWorker:
     """PID 1's handle on the worker process."""
 
-    def __init__(self, pid: int, to_worker: int, from_worker: int) -> None:
+    def __init__(
+        self, pid: int, to_worker: int, from_worker: int, starter: int = -1, from_starter: int = -1
+    ) -> None:
         self.pid = pid
         self.to_worker: int | None = to_worker
         self.lines = Lines(from_worker)
+        self.starter = starter  # the start-up child (NIC drivers, links); -1 once reaped
+        self.start_lines = Lines(from_starter)
         self.nics: list[str] = []
         self.links: dict[str, int] = {}
         self.first_netlink: float | None = None
@@ -111,36 +123,46 @@ class NetWorker:
 
     # ------------------------------------------------------------- start-up
     @classmethod
-    def start(cls, loader: Any, *, dhcp: bool, sysfs: str = "/sys", budget: float = 60.0) -> NetWorker:
-        """Fork the worker; call before PID 1 starts any thread."""
+    def start(
+        cls,
+        loader: Any,
+        *,
+        dhcp: bool,
+        sysfs: str = "/sys",
+        budget: float = 60.0,
+        before_worker: Callable[[], None] = lambda: None,
+    ) -> NetWorker:
+        """Fork the start-up child, run ``before_worker``, fork the worker; call before any thread starts.
+
+        ``before_worker`` imports what PID 1 and the worker both need; what it
+        raises is ignored (the phases import again and report).
+        """
+        nic_r, nic_w = os.pipe()  # start-up child -> PID 1
+        starter = _fork(lambda: _start_up(loader, nic_w, sysfs=sysfs, budget=budget), close=(nic_r,))
+        os.close(nic_w)
+        with contextlib.suppress(Exception):
+            before_worker()
         down_r, down_w = os.pipe()  # PID 1 -> worker
         up_r, up_w = os.pipe()  # worker -> PID 1
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 1
-            try:
-                os.close(down_w)
-                os.close(up_r)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                with contextlib.suppress(OSError):  # the boot's critical path: first in line for a CPU
-                    os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
-                _work(loader, down_r, up_w, dhcp=dhcp, sysfs=sysfs, budget=budget)
-                code = 0
-            except BaseException:  # PID 1 sees the end of file and does the work itself
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        try:
+            pid = _fork(lambda: _work(down_r, up_w, dhcp=dhcp, budget=budget), close=(down_w, up_r, nic_r))
+        except OSError:
+            for fd in (down_r, down_w, up_r, up_w, nic_r):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.kill(starter, signal.SIGKILL)
+            _reap(starter, None)
+            raise
         os.close(down_r)
         os.close(up_w)
-        return cls(pid, down_w, up_r)
+        return cls(pid, down_w, up_r, starter, nic_r)
 
     def wait_nics(self, seconds: float) -> bool:
-        """Wait for the worker's start-up report (NIC drivers, links); False without one."""
+        """Wait for the start-up child's report (NIC drivers, links); False without one."""
         if self.nics_done:
             return True
-        message = self.lines.next(seconds)
+        message = self.start_lines.next(seconds)
+        self._close_starter()
         if message is None or "nics" not in message:
             if message is not None:
                 self.problems.append(f"network worker: unexpected message {message!r}")
@@ -149,10 +171,22 @@ class NetWorker:
         self.links = {str(k): int(v) for k, v in dict(message.get("links", {})).items()}
         first = message.get("first_netlink")
         self.first_netlink = float(first) if first is not None else None
-        self.marks = [(str(what), float(at)) for what, at in message.get("marks", [])]
+        self.marks = [(str(what), float(at)) for what, at in message.get("marks", [])] + self.marks
         self.problems.extend(str(p) for p in message.get("problems", []))
         self.nics_done = True
         return True
+
+    def _close_starter(self) -> None:
+        """Reap the start-up child (it exits after its one report; killed if it hangs)."""
+        if self.starter > 0:
+            if _reap(self.starter, REAP) is None:
+                with contextlib.suppress(OSError):
+                    os.kill(self.starter, signal.SIGKILL)
+                _reap(self.starter, None)
+            self.starter = -1
+        if self.start_lines.fd >= 0:
+            os.close(self.start_lines.fd)
+            self.start_lines.fd = -1
 
     def timeline(self) -> str:
         from iscsiboot.agent.early import offsets
@@ -231,53 +265,24 @@ class NetWorker:
 
     # ------------------------------------------------------------- the end
     def stop(self) -> None:
-        """Close the pipes and reap the worker (killed if it does not exit in time)."""
+        """Close the pipes and reap both children (killed if they do not exit in time)."""
         if self.to_worker is not None:
             os.close(self.to_worker)  # end of file: a waiting worker exits
             self.to_worker = None
+        self._close_starter()
         if not self._reaped(REAP):
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
-            self._wait()
+            self.status = _reap(self.pid, None)
         if self.lines.fd >= 0:
             os.close(self.lines.fd)
             self.lines.fd = -1
 
     def _reaped(self, seconds: float) -> bool:
-        """Wait at most ``seconds`` for the worker to exit (its pidfd turns readable); reap it."""
-        if self.status is not None or self._poll():
-            return True
-        try:
-            fd = os.pidfd_open(self.pid)
-        except OSError:  # a kernel without pidfd (before 5.3): poll until the deadline
-            until = time.monotonic() + seconds
-            while time.monotonic() < until:
-                if self._poll():
-                    return True
-                time.sleep(0.01)
-            return self._poll()
-        try:
-            select.select([fd], [], [], max(0.0, seconds))
-        finally:
-            os.close(fd)
-        return self._poll()
-
-    def _poll(self) -> bool:
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            self.status = -1
-            return True
-        if pid == 0:
-            return False
-        self.status = status
-        return True
-
-    def _wait(self) -> None:
-        try:
-            _pid, self.status = os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            self.status = -1
+        """Wait at most ``seconds`` for the worker to exit; reap it."""
+        if self.status is None:
+            self.status = _reap(self.pid, seconds)
+        return self.status is not None
 
     def _reap_status(self) -> str:
         status = self.status if self._reaped(REAP) else None
@@ -290,26 +295,90 @@ class NetWorker:
         return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
-# ----------------------------------------------------------------- the child
+def _reap(pid: int, seconds: float | None) -> int | None:
+    """Child ``pid``'s wait status once it exits within ``seconds`` (None: no limit); None if it runs on.
+
+    The wait is an event: the child's pidfd turns readable when it exits.
+    -1: it was reaped already.
+    """
+    try:
+        if seconds is None:
+            return os.waitpid(pid, 0)[1]
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # a kernel without pidfd (before 5.3): poll until the deadline
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return status
+                time.sleep(0.01)
+        else:
+            try:
+                select.select([fd], [], [], max(0.0, seconds))
+            finally:
+                os.close(fd)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return status if done else None
+    except ChildProcessError:
+        return -1
 
 
-def _work(loader: Any, rfd: int, wfd: int, *, dhcp: bool, sysfs: str, budget: float) -> None:
-    from iscsiboot.agent.early import boottime, nics_and_links, peak_rss_kib
+# ----------------------------------------------------------------- the children
 
-    def send(message: dict[str, Any]) -> None:
-        os.write(wfd, encode(message))
+
+def _fork(run: Callable[[], None], *, close: tuple[int, ...]) -> int:
+    """Fork a child at nice -10 that closes ``close``, calls ``run`` and exits; its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd in close:
+                os.close(fd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            with contextlib.suppress(OSError):  # the boot's critical path: first in line for a CPU
+                os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
+            run()
+            code = 0
+        except BaseException:  # PID 1 sees the end of file and does the work itself
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    with contextlib.suppress(OSError):  # also from here: set when start() returns, whoever runs first
+        os.setpriority(os.PRIO_PROCESS, pid, PRIORITY)
+    return pid
+
+
+def _start_up(loader: Any, wfd: int, *, sysfs: str, budget: float) -> None:
+    """The start-up child: NIC drivers, links up, one report."""
+    from iscsiboot.agent.early import boottime, nics_and_links
 
     marks: list[tuple[str, float]] = [("started", boottime())]
     problems: list[str] = []
     nics, links, first = nics_and_links(loader, Deadline(budget), sysfs, marks, problems)
-    send({"nics": nics, "links": links, "first_netlink": first, "marks": marks, "problems": problems})
+    message = {"nics": nics, "links": links, "first_netlink": first, "marks": marks, "problems": problems}
+    os.write(wfd, encode(message))
 
+
+def _work(rfd: int, wfd: int, *, dhcp: bool, budget: float) -> None:
+    """The worker: imports, then the network phase for the plan PID 1 sends."""
+    from iscsiboot.agent.early import boottime, peak_rss_kib
+
+    def send(message: dict[str, Any]) -> None:
+        os.write(wfd, encode(message))
+
+    later = [("worker started", boottime())]
     from iscsiboot.agent import codecache
     from iscsiboot.agent.phases.network import prefetch
 
-    codecache.install()
+    codecache.install()  # PID 1's table, inherited when it was installed before the fork
     prefetch(dhcp)
-    later = [("pyroute2 imported", boottime())]
+    later.append(("pyroute2 imported", boottime()))
     request = Lines(rfd).next(budget)
     if request is None or "plan" not in request:
         return  # the run stopped before the network phase

@@ -1,4 +1,4 @@
-"""PID 1's network worker: a forked child that loads the NIC drivers, imports pyroute2 and runs the phase."""
+"""PID 1's start-up child (NIC drivers, links) and network worker (pyroute2, the network phase)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from agent_support import REPO, netlab
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.netproc import PRIORITY, Lines, NetWorker, WorkerGone, encode
+from iscsiboot.agent.phases import network
 from iscsiboot.agent.plan import NetPlan, NetResult
 from iscsiboot.model import NetMode
 
@@ -94,8 +96,15 @@ def test_a_run_that_stops_before_the_network_ends_the_worker(tmp_path: Path) -> 
     worker.stop()  # twice is harmless
 
 
-def test_a_hung_worker_is_killed_at_the_end(tmp_path: Path) -> None:
-    worker = NetWorker.start(Loader(hang=True), dhcp=False, sysfs=str(tmp_path))
+def _worker_that(monkeypatch: pytest.MonkeyPatch, does: Callable[[bool], None]) -> Callable[[], None]:
+    """A ``before_worker`` that makes the worker (forked after it) run ``does`` instead of its imports."""
+    return lambda: monkeypatch.setattr(network, "prefetch", does)
+
+
+def test_a_hung_worker_is_killed_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hang = _worker_that(monkeypatch, lambda dhcp: time.sleep(120))
+    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path), before_worker=hang)
+    assert worker.wait_nics(30)
     started = time.monotonic()
     worker.stop()
     assert worker.status is not None and os.WIFSIGNALED(worker.status)
@@ -103,12 +112,62 @@ def test_a_hung_worker_is_killed_at_the_end(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5  # REAP (1 s), then SIGKILL
 
 
-def test_a_dead_worker_is_worker_gone(tmp_path: Path) -> None:
+def test_a_hung_start_up_child_is_killed(tmp_path: Path) -> None:
+    worker = NetWorker.start(Loader(hang=True), dhcp=False, sysfs=str(tmp_path))
+    starter = worker.starter
+    started = time.monotonic()
+    assert not worker.wait_nics(0.2)  # no report in time: the child is killed and reaped
+    assert worker.starter == -1 and time.monotonic() - started < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(starter, os.WNOHANG)
+    worker.stop()
+    assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 0
+
+
+def test_a_dead_start_up_child_leaves_the_worker_working(tmp_path: Path) -> None:
     worker = NetWorker.start(Loader(exit_code=3), dhcp=False, sysfs=str(tmp_path))
-    assert not worker.wait_nics(30)
+    assert not worker.wait_nics(30)  # end of file at once: the phases load the drivers themselves
+    assert worker.nics == [] and worker.first_netlink is None
+    with pytest.raises(PhaseError, match="switched off"):
+        worker.bring_up(OFF, Deadline(30), lambda _line: None)
+
+
+def test_a_dead_worker_is_worker_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    die = _worker_that(monkeypatch, lambda dhcp: os._exit(3))
+    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path), before_worker=die)
+    assert worker.wait_nics(30)
     with pytest.raises(WorkerGone, match=r"exit status 3|cannot be reached"):
         worker.bring_up(OFF, Deadline(30), lambda _line: None)
     assert worker.status is not None and os.waitstatus_to_exitcode(worker.status) == 3
+
+
+def test_the_worker_inherits_what_pid1_imported_before_it(tmp_path: Path) -> None:
+    """``before_worker`` runs between the forks: its imports are the worker's without a second import."""
+    script = (
+        "import sys\n"
+        "from iscsiboot.agent.netproc import NetWorker\n"
+        "class Loader:\n"
+        "    def load_nic_drivers(self, deadline):\n"
+        "        return []\n"
+        "def shared():\n"
+        "    import iscsiboot.agent.plan\n"
+        "from iscsiboot.agent.phases import network\n"
+        "def prefetch(dhcp):\n"
+        "    print('WORKER', 'iscsiboot.agent.plan' in sys.modules, flush=True)\n"
+        "network.prefetch = prefetch\n"
+        f"worker = NetWorker.start(Loader(), dhcp=False, sysfs={str(tmp_path)!r}, before_worker=shared)\n"
+        "assert worker.wait_nics(30)\n"
+        "worker.stop()\n"
+        "print('STATUS', worker.status, flush=True)\n"
+    )
+    assert "iscsiboot.agent.plan" not in subprocess.run(
+        [sys.executable, "-c", "import sys, iscsiboot.agent.netproc; print(sorted(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "WORKER True" in out.stdout and "STATUS 0" in out.stdout
 
 
 WORKER = """
