@@ -63,6 +63,8 @@ for name in want:
         failed[name] = f"{type(exc).__name__}: {exc}"
 files = {}
 for name, mod in sorted(sys.modules.items()):
+    if getattr(getattr(mod, "__spec__", None), "origin", None) == "frozen":
+        continue  # inside the interpreter (os, codecs, importlib.util, ...): no file to pack
     f = getattr(mod, "__file__", None)
     if isinstance(f, str):
         files[name] = f
