@@ -78,6 +78,10 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     dep = (root / manifest["modules_dir"].lstrip("/") / "modules.dep").read_text().splitlines()
     assert sum(line.startswith("kernel/drivers/scsi/iscsi_tcp.ko:") for line in dep) == 1
     assert not list(root.rglob("*.py")), "sources leaked: only sourceless .pyc belong in the image"
+    # modules frozen into the interpreter (os, codecs, importlib.util, ...) are not packed again
+    for frozen in ("os", "codecs", "_collections_abc", "importlib/util", "importlib/_bootstrap_external"):
+        assert f"usr/lib/python3.11/{frozen}.pyc" not in names, frozen
+    assert "usr/lib/python3.11/importlib/__init__.pyc" in names  # a package that is not frozen
     # nothing of the build host's configuration (iscsid.conf may hold CHAP secrets) is packed
     assert sorted(p for p in names if p.startswith("etc/")) == [
         "etc/iscsiboot",
@@ -290,9 +294,17 @@ def test_lean_image_drops_tls_and_unused_modules_and_still_runs_pyroute2(tmp_pat
         "load_pyroute2()\n"
         "from pyroute2.iproute.linux import IPRoute\n"
         "from pyroute2.dhcp.client import AsyncDHCPClient\n"
+        "import sys\n"
+        "tc = 'pyroute2.netlink.rtnl.tcmsg.sched_htb'\n"
+        "print('lazy', type(sys.modules[tc]).__name__)\n"  # imported, not run
+        "from pyroute2.netlink.rtnl.tcmsg import plugins\n"
+        "print('touched', hasattr(plugins['htb'], 'options'), type(sys.modules[tc]).__name__)\n"
         "with IPRoute() as ipr:\n"
         "    print('links', len(ipr.link('dump')))\n"
     )
     done = _inside(root, "/usr/bin/python3.11", "-S", "-c", script)
-    assert done.returncode == 0 and done.stdout.startswith("links "), done.stderr
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["lazy _LazyModule", "touched True module"]  # tc plugins packed, run on first use
+    assert lines[2].startswith("links ")
     print(f"lean without iscsistart: cpio {result.uncompressed} bytes")
