@@ -17,6 +17,8 @@ PHASES: tuple[str, ...] = ("config", "modules", "network", "login", "disk", "lab
 # iscsi_tcp asks for the crc32c algorithm at connection time, which modules.dep
 # does not say.  Here (not in plan) so that PID 1 can start loading them first.
 BASE_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c", "sd_mod", "squashfs", "loop", "ext4")
+LOGIN_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c")  # what the login phase waits for
+DISK_MODULES: tuple[str, ...] = ("sd_mod",)  # the disk phase; the mount phase waits for them all
 
 RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot",
@@ -57,10 +59,12 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.disk.readers",
     # imported only after a failed login, to ask the target why
     "iscsiboot.iscsi.doctor",
-    # third-party, imported only by the network and disk phases
+    # imported only when needed: a close match for a mistyped boot= key, a login retry's jitter
+    "difflib",
+    "random",
+    # third-party, imported only by the network phase (the network worker's)
     "pyroute2.iproute.linux",
     "pyroute2.netlink.rtnl",
-    "pyroute2.netlink.uevent",
     "pyroute2.dhcp.client",
     "pyroute2.dhcp.fsm",
     "pyroute2.dhcp.leases",

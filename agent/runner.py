@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iscsiboot.agent import PHASES
+from iscsiboot.agent import DISK_MODULES, LOGIN_MODULES, PHASES
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import AgentOptions
@@ -224,14 +224,13 @@ class Agent:
     def _prefetch_login(self) -> None:
         """Import the later phases while the network worker brings the network up."""
         try:
+            import iscsiboot.agent.phases.disk
             import iscsiboot.agent.phases.label
             import iscsiboot.agent.phases.login
             import iscsiboot.agent.phases.mount
-            from iscsiboot.agent.phases import disk
 
             if self.options.login_backend == "native":
                 import iscsiboot.agent.phases.native  # noqa: F401
-            disk.prefetch()
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
 
@@ -240,8 +239,8 @@ class Agent:
         from iscsiboot.agent.plan import login_targets
 
         background = self.state.get("background")
-        if background is not None:
-            background.wait(deadline)
+        if background is not None:  # only these: ext4 may still be loading while the login runs
+            background.ensure_now(LOGIN_MODULES, deadline)
         cfg = self.state["config"]
         backend = make_backend(self.options.login_backend, self.reporter.debug)
         self.state["backend"] = backend.name
@@ -280,6 +279,9 @@ class Agent:
     def disk(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
 
+        background = self.state.get("background")
+        if background is not None:
+            background.ensure_now(DISK_MODULES, deadline)
         cfg = self.state["config"]
         logged = {t.name for t, _r in self.state.get("logins", []) if t is not None}
         # one login per target, but boot= and disk= may name different LUNs of it
@@ -330,6 +332,9 @@ class Agent:
         from iscsiboot.agent.plan import FS_MODULES, mount_plan
         from iscsiboot.proc import which
 
+        background = self.state.get("background")
+        if background is not None:  # the file systems and loop
+            background.wait(deadline)
         system, storage = self.state["system"], self.state.get("storage")
         if system.fs is None:
             raise PhaseError("mount", f"no known file system on {system.device}", cause="unknown-fs")

@@ -13,6 +13,7 @@ from iscsiboot.agent.phases.disk import (
     ScsiDisk,
     Uevents,
     list_sessions,
+    parse_uevent,
     pick_disk,
     session_disks,
     wait_for_disks,
@@ -151,6 +152,20 @@ def test_whole_disk_file_system(tmp_path: Path) -> None:
     make_ext4(image, 8, "Storage")
     cands = candidates_of_disk("sdb", image.stat().st_size, file_reader(image), {})
     assert [(c.device, c.label) for c in cands] == [("/dev/sdb", "Storage")]
+
+
+def test_parse_uevent_reads_kernel_events_only() -> None:
+    add = b"add@/devices/platform/host0/session1/target0:0:0/0:0:0:1/block/sda\0ACTION=add\0" \
+        b"DEVPATH=/devices/platform/host0/session1/target0:0:0/0:0:0:1/block/sda\0SUBSYSTEM=block\0" \
+        b"MAJOR=8\0MINOR=0\0DEVNAME=sda\0DEVTYPE=disk\0DISKSEQ=9\0SEQNUM=1234\0"  # fmt: skip
+    fields = parse_uevent(add)
+    assert fields is not None
+    assert (fields["ACTION"], fields["SUBSYSTEM"], fields["DEVNAME"]) == ("add", "block", "sda")
+    assert fields["SEQNUM"] == "1234" and len(fields) == 9
+    assert parse_uevent(b"libudev\0\xfe\xed\xca\xfe" + b"\0" * 32 + b"ACTION=add\0") is None  # udevd's
+    assert parse_uevent(b"") is None and parse_uevent(b"no header\0A=b\0") is None
+    odd = parse_uevent(b"change@/x\0EMPTY=\0NOEQUALS\0=novalue\0NAME=caf\xc3\xa9\0")
+    assert odd == {"EMPTY": "", "NAME": "caf\u00e9"}
 
 
 @pytest.mark.root

@@ -221,6 +221,24 @@ def test_threads_loading_different_modules_do_not_wait_for_each_other(tmp_path: 
     assert sorted(loader.loaded) == sorted(set(loader.loaded))
 
 
+def test_a_phase_waits_only_for_its_own_modules(tmp_path: Path) -> None:
+    """The login needs iscsi_tcp, not the large module still loading behind it in the background."""
+    moddir, sysfs, proc = _tree(tmp_path)
+    kernel = SlowKernel(sysfs, hold="e1000")  # stands for ext4, the last and largest
+    loader = Loader(str(moddir), kernel, sysfs=str(sysfs), proc=str(proc))
+    bg = Background(loader, ("iscsi_tcp", "e1000")).start()
+    assert kernel.holding.wait(10)
+    bg.ensure_now(("iscsi_tcp",), Deadline(5))  # returns while e1000 is held
+    assert "iscsi_tcp" in kernel.loaded and "e1000" not in kernel.loaded
+    with pytest.raises(PhaseError, match="still loading"):
+        bg.wait(Deadline(0.05))
+    kernel.release.set()
+    bg.wait(Deadline(10))
+    assert "e1000" in kernel.loaded
+    with pytest.raises(PhaseError, match=r"no_such_module|not found|unknown"):
+        bg.ensure_now(("no_such_module",), Deadline(5))
+
+
 def test_a_module_loaded_meanwhile_is_not_an_error(tmp_path: Path) -> None:
     moddir, sysfs, proc = _tree(tmp_path)
     kernel = FakeKernel(sysfs)

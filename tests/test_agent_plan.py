@@ -255,9 +255,10 @@ def test_parse_udhcpc_report_lines() -> None:
 
 
 def test_boot_modules_stay_light() -> None:
-    """PID 1 starts without pyroute2, asyncio or construct: the phases import them when needed."""
+    """PID 1 starts without pyroute2, asyncio or construct, and the disk phase never needs them."""
     code = (
         "import sys, iscsiboot.agent.init, iscsiboot.agent.runner, iscsiboot.agent.phases.modules; "
+        "import iscsiboot.agent.phases.disk, iscsiboot.agent.phases.label, iscsiboot.agent.phases.mount; "
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'asyncio', 'construct', "
         "'pyudev', 'sqlite3')); print(heavy)"
     )

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
@@ -97,25 +97,43 @@ def sysfs_partitions(sysfs: str, name: str) -> dict[int, str]:
     return out
 
 
-def prefetch() -> None:
-    """Import the uevent socket's code ahead (PID 1 does it while its network worker works)."""
-    from iscsiboot.agent.phases.pyroute import load_pyroute2
+NETLINK_KOBJECT_UEVENT = 15
+KERNEL_GROUP = 1  # the kernel's own uevents (udevd re-sends on group 2)
+WAKE_SUBSYSTEMS: frozenset[str] = frozenset({"block", "scsi", "scsi_disk", "iscsi_session", "scsi_device"})
 
-    load_pyroute2()
-    import pyroute2.netlink.uevent  # noqa: F401
+
+def parse_uevent(datagram: bytes) -> dict[str, str] | None:
+    """The ``KEY=VALUE`` fields of a kernel uevent (``ACTION@DEVPATH\\0KEY=VALUE\\0...``); None otherwise.
+
+    udevd's re-sent events start with ``libudev`` and a binary header: not ours.
+    """
+    head, _sep, rest = datagram.partition(b"\0")
+    if b"@" not in head or head.startswith(b"libudev"):
+        return None
+    fields: dict[str, str] = {}
+    for item in rest.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key:
+            fields[key.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+    return fields
 
 
 class Uevents:
-    """Kernel uevents as a wake-up source (pyroute2's UeventSocket, no udevd needed)."""
+    """Kernel uevents as a wake-up source: a NETLINK_KOBJECT_UEVENT socket, no udevd needed.
+
+    The disk phase reads the disks' state from sysfs; an event only says "look
+    again".  The socket is the standard library's: a library here would bring
+    asyncio into PID 1 (about half a second of a slow guest's CPU) to split
+    ``KEY=VALUE`` strings.
+    """
 
     def __init__(self) -> None:
-        from iscsiboot.agent.phases.pyroute import load_pyroute2
-
-        load_pyroute2()
-        from pyroute2.netlink.uevent import UeventSocket
-
-        self.sock: Any = UeventSocket()
-        self.sock.bind(1)  # the kernel's group
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+        try:
+            self.sock.bind((0, KERNEL_GROUP))
+        except OSError:
+            self.sock.close()
+            raise
         self.seen: list[str] = []
 
     def wait(self, timeout: float) -> bool:
@@ -124,10 +142,14 @@ class Uevents:
         if not ready:
             return False
         hit = False
-        for msg in self.sock.get():
-            subsystem = msg.get("SUBSYSTEM")
-            if subsystem in ("block", "scsi", "scsi_disk", "iscsi_session", "scsi_device"):
-                self.seen.append(f"{msg.get('ACTION')} {msg.get('DEVPATH')}")
+        while True:
+            try:
+                data, (sender, _groups) = self.sock.recvfrom(65536, socket.MSG_DONTWAIT)  # drain the queue
+            except BlockingIOError:
+                break
+            fields = parse_uevent(data) if sender == 0 else None  # 0: the kernel itself
+            if fields is not None and fields.get("SUBSYSTEM") in WAKE_SUBSYSTEMS:
+                self.seen.append(f"{fields.get('ACTION')} {fields.get('DEVPATH')}")
                 hit = True
         return hit
 

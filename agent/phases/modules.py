@@ -317,7 +317,30 @@ class Background:
                 self.error = PhaseError("modules", f"loading {name} failed: {exc}", cause="module-load")
                 return
 
+    def ensure_now(self, names: tuple[str, ...], deadline: Deadline) -> None:
+        """Load ``names`` in this thread now (each is waited for if another thread has it under way).
+
+        A phase waits only for what it needs: the login for iscsi_tcp while
+        ext4, the largest, may still be loading behind it.
+        """
+        for name in names:
+            if deadline.expired():
+                raise PhaseError(
+                    "modules",
+                    "kernel modules still loading at the deadline",
+                    cause="timeout",
+                    evidence=f"waiting for {name}",
+                    fix="raise iscsiboot.timeout.login",
+                )
+            try:
+                self.loader.ensure(name)
+            except PhaseError:
+                raise
+            except Exception as exc:
+                raise PhaseError("modules", f"loading {name} failed: {exc}", cause="module-load") from None
+
     def wait(self, deadline: Deadline) -> None:
+        """Wait until every module of the list is loaded."""
         self.thread.join(deadline.remaining())
         if self.thread.is_alive():
             raise PhaseError(
