@@ -61,10 +61,15 @@ for name in want:
         importlib.import_module(name)
     except Exception as exc:
         failed[name] = f"{type(exc).__name__}: {exc}"
+count = 0
+while count != len(sys.modules):  # touching a lazily loaded module runs it, and its imports join in
+    count = len(sys.modules)
+    for mod in list(sys.modules.values()):
+        getattr(mod, "__spec__", None)
 files = {}
 for name, mod in sorted(sys.modules.items()):
-    if getattr(getattr(mod, "__spec__", None), "origin", None) == "frozen":
-        continue  # inside the interpreter (os, codecs, importlib.util, ...): no file to pack
+    if getattr(getattr(mod, "__spec__", None), "origin", None) == "frozen" and name != "os":
+        continue  # inside the interpreter (codecs, importlib.util, ...); os.pyc stays: the stdlib's landmark
     f = getattr(mod, "__file__", None)
     if isinstance(f, str):
         files[name] = f

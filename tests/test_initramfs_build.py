@@ -78,10 +78,14 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     dep = (root / manifest["modules_dir"].lstrip("/") / "modules.dep").read_text().splitlines()
     assert sum(line.startswith("kernel/drivers/scsi/iscsi_tcp.ko:") for line in dep) == 1
     assert not list(root.rglob("*.py")), "sources leaked: only sourceless .pyc belong in the image"
-    # modules frozen into the interpreter (os, codecs, importlib.util, ...) are not packed again
-    for frozen in ("os", "codecs", "_collections_abc", "importlib/util", "importlib/_bootstrap_external"):
+    # modules frozen into the interpreter (codecs, importlib.util, ...) are not packed again; os.pyc
+    # stays: Python finds its standard library by it (else a warning at every start)
+    for frozen in ("codecs", "_collections_abc", "importlib/util", "importlib/_bootstrap_external"):
         assert f"usr/lib/python3.11/{frozen}.pyc" not in names, frozen
     assert "usr/lib/python3.11/importlib/__init__.pyc" in names  # a package that is not frozen
+    assert "usr/lib/python3.11/os.pyc" in names
+    bare = _inside(root, "/usr/bin/python3.11", "-S", "-c", "import sys; print(sys.prefix)")
+    assert (bare.returncode, bare.stdout.strip(), bare.stderr) == (0, "/usr", "")
     # nothing of the build host's configuration (iscsid.conf may hold CHAP secrets) is packed
     assert sorted(p for p in names if p.startswith("etc/")) == [
         "etc/iscsiboot",
