@@ -363,8 +363,12 @@ def boot_pair(
     *,
     cache: Path,
     say: Any,
+    logs: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Boot agent and shell images ``runs`` times per compression (interleaved); summaries by compression."""
+    """Boot agent and shell images ``runs`` times per compression (interleaved); summaries by compression.
+
+    ``logs``: a folder for every boot's console (``agent-zstd-1.log``, ...).
+    """
     images: dict[str, tuple[Path, Path]] = {}
     for name in compressions:
         how = Compression(name)
@@ -382,6 +386,9 @@ def boot_pair(
             for kind, img in zip(("agent", "shell"), images[name], strict=True):
                 say(f"boot {i + 1}/{runs}: {kind} ({name})")
                 lines = boot_once(kind, kernel, img, system)
+                if logs is not None:
+                    logs.mkdir(parents=True, exist_ok=True)
+                    (logs / f"{kind}-{name}-{i + 1}.log").write_text("\n".join(lines) + "\n")
                 got: Any = agent_times(lines) if kind == "agent" else shell_times(lines)
                 if got is None:
                     failures[name].append(kind)
@@ -404,7 +411,11 @@ def boot_pair(
 
 
 def run(
-    runs: int, cache: Path, compressions: Sequence[str] = ("xz",), progress: bool = True
+    runs: int,
+    cache: Path,
+    compressions: Sequence[str] = ("xz",),
+    progress: bool = True,
+    logs: Path | None = None,
 ) -> dict[str, Any]:
     def say(text: str) -> None:
         if progress:
@@ -413,7 +424,7 @@ def run(
 
     kernel = fetch_kernel(cache)
     system = cached_system(cache / "system")
-    by = boot_pair(runs, compressions, kernel, system, cache=cache, say=say)
+    by = boot_pair(runs, compressions, kernel, system, cache=cache, say=say, logs=logs)
     out: dict[str, Any] = dict(by[compressions[0]])
     out["compression"] = compressions[0]
     out["by_compression"] = by
@@ -535,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         " (default xz, the builder's default); the first one gives the top-level numbers",
     )
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default ~/.cache/iscsiboot)")
+    parser.add_argument("--logs", type=Path, default=None, metavar="DIR", help="keep each console in DIR")
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -555,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     known = {c.value for c in Compression}
     if not compressions or any(c not in known for c in compressions):
         parser.error(f"--compression takes a comma-separated list of {', '.join(sorted(known))}")
-    out = run(args.runs, args.cache or default_cache(), list(dict.fromkeys(compressions)))
+    out = run(args.runs, args.cache or default_cache(), list(dict.fromkeys(compressions)), logs=args.logs)
     command = "python benchmarks/boot.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.write_readme:
         README.write_text(render(out, command.strip()))
