@@ -12,7 +12,6 @@ Labels and UUIDs come out as ``blkid`` prints them.  Malformed input gives
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,8 +193,19 @@ def _read_gpt(read: ReadAt, *, size: int, sector_size: int) -> PartitionTable:
     )
 
 
+def uuid_text(raw: bytes) -> str:
+    """The 16 bytes as ``8-4-4-4-12`` lower-case hex, as ``str(uuid.UUID(bytes=raw))`` (pure).
+
+    The uuid module is not imported: it brings platform and libuuid into the
+    boot agent for a string format.
+    """
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
 def _guid(raw: bytes) -> str:
-    return str(uuid.UUID(bytes_le=raw))
+    """A GPT GUID: its first three fields are little-endian (``uuid.UUID(bytes_le=raw)``)."""
+    return uuid_text(raw[3::-1] + raw[5:3:-1] + raw[7:5:-1] + raw[8:16])
 
 
 def _read_gpt_at(read: ReadAt, lba: int, *, size: int, sector_size: int) -> PartitionTable:
@@ -264,7 +274,7 @@ def _text(raw: bytes) -> str | None:
 def _uuid_be(raw: bytes) -> str | None:
     if raw == bytes(len(raw)):
         return None
-    return str(uuid.UUID(bytes=raw))
+    return uuid_text(raw)
 
 
 def probe_filesystem(read: ReadAt) -> FsInfo | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import uuid  # the reference for uuid_text: the probe itself does without it
 import zlib
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 from iscsiboot.disk.probe import (
     FsInfo,
     ProbeError,
+    _guid,
     probe_filesystem,
     read_partition_table,
     reader_of,
+    uuid_text,
 )
 from iscsiboot.disk.readers import file_reader
 from iscsiboot.errors import ParseError
@@ -260,6 +263,12 @@ def _seed(kind: str) -> bytes:
 
 
 @settings(max_examples=300, deadline=None)
+@given(raw=st.binary(min_size=16, max_size=16))
+def test_uuid_text_is_the_uuid_modules_format(raw: bytes) -> None:
+    assert uuid_text(raw) == str(uuid.UUID(bytes=raw))
+    assert _guid(raw) == str(uuid.UUID(bytes_le=raw))
+
+
 @given(data=st.binary(max_size=8192), size=st.integers(min_value=0, max_value=1 << 40))
 def test_fuzz_random_bytes(data: bytes, size: int) -> None:
     for sector in (512, 4096):
