@@ -511,7 +511,7 @@ def render(out: dict[str, Any], command: str) -> str:
         *(line for name, row in by.items() for line in _section(name, row)),
         "### Image sizes",
         "",
-        "xz as the builder writes it (`iscsiboot initramfs build`), and the unpacked cpio:",
+        "xz as the builder writes it with `iscsiboot initramfs build --compress xz`, and the unpacked cpio:",
         "",
         "| image | xz | unpacked |",
         "|---|---|---|",
@@ -568,7 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not compressions or any(c not in known for c in compressions):
         parser.error(f"--compression takes a comma-separated list of {', '.join(sorted(known))}")
     out = run(args.runs, args.cache or default_cache(), list(dict.fromkeys(compressions)), logs=args.logs)
-    command = "python benchmarks/boot.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    words = list(argv if argv is not None else sys.argv[1:])
+    if "--logs" in words:  # where the consoles went is not part of the measurement
+        at = words.index("--logs")
+        del words[at : at + 2]
+    words = [w for w in words if not w.startswith("--logs=")]
+    command = "python benchmarks/boot.py " + " ".join(words)
     if args.write_readme:
         README.write_text(render(out, command.strip()))
     if args.json:
