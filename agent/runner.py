@@ -228,6 +228,7 @@ class Agent:
             import iscsiboot.agent.phases.label
             import iscsiboot.agent.phases.login
             import iscsiboot.agent.phases.mount
+            import iscsiboot.proc  # subprocess, for e2fsck in the mount phase
 
             if self.options.login_backend == "native":
                 import iscsiboot.agent.phases.native  # noqa: F401
