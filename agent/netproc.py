@@ -149,9 +149,7 @@ class NetWorker:
         except OSError:
             for fd in (down_r, down_w, up_r, up_w, nic_r):
                 os.close(fd)
-            with contextlib.suppress(OSError):
-                os.kill(starter, signal.SIGKILL)
-            _reap(starter, None)
+            _finish(starter, 0.0)
             raise
         os.close(down_r)
         os.close(up_w)
@@ -171,7 +169,7 @@ class NetWorker:
         self.links = {str(k): int(v) for k, v in dict(message.get("links", {})).items()}
         first = message.get("first_netlink")
         self.first_netlink = float(first) if first is not None else None
-        self.marks = [(str(what), float(at)) for what, at in message.get("marks", [])] + self.marks
+        self.marks = [(str(what), float(at)) for what, at in message.get("marks", [])]
         self.problems.extend(str(p) for p in message.get("problems", []))
         self.nics_done = True
         return True
@@ -179,10 +177,7 @@ class NetWorker:
     def _close_starter(self) -> None:
         """Reap the start-up child (it exits after its one report; killed if it hangs)."""
         if self.starter > 0:
-            if _reap(self.starter, REAP) is None:
-                with contextlib.suppress(OSError):
-                    os.kill(self.starter, signal.SIGKILL)
-                _reap(self.starter, None)
+            _finish(self.starter, REAP)
             self.starter = -1
         if self.start_lines.fd >= 0:
             os.close(self.start_lines.fd)
@@ -270,10 +265,8 @@ class NetWorker:
             os.close(self.to_worker)  # end of file: a waiting worker exits
             self.to_worker = None
         self._close_starter()
-        if not self._reaped(REAP):
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-            self.status = _reap(self.pid, None)
+        if self.status is None:
+            self.status = _finish(self.pid, REAP)
         if self.lines.fd >= 0:
             os.close(self.lines.fd)
             self.lines.fd = -1
@@ -325,6 +318,16 @@ def _reap(pid: int, seconds: float | None) -> int | None:
         return status if done else None
     except ChildProcessError:
         return -1
+
+
+def _finish(pid: int, seconds: float) -> int:
+    """Child ``pid``'s wait status: reaped if it exits within ``seconds``, else killed and reaped."""
+    status = _reap(pid, seconds)
+    if status is None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        status = _reap(pid, None)
+    return -1 if status is None else status
 
 
 # ----------------------------------------------------------------- the children

@@ -309,13 +309,18 @@ class Background:
             self.after.join()
         for name in self.names:
             try:
-                self.loader.ensure(name)
+                self._load(name)
             except PhaseError as exc:
                 self.error = exc
                 return
-            except Exception as exc:
-                self.error = PhaseError("modules", f"loading {name} failed: {exc}", cause="module-load")
-                return
+
+    def _load(self, name: str) -> None:
+        try:
+            self.loader.ensure(name)
+        except PhaseError:
+            raise
+        except Exception as exc:
+            raise PhaseError("modules", f"loading {name} failed: {exc}", cause="module-load") from None
 
     def ensure_now(self, names: tuple[str, ...], deadline: Deadline) -> None:
         """Load ``names`` in this thread now (each is waited for if another thread has it under way).
@@ -325,30 +330,23 @@ class Background:
         """
         for name in names:
             if deadline.expired():
-                raise PhaseError(
-                    "modules",
-                    "kernel modules still loading at the deadline",
-                    cause="timeout",
-                    evidence=f"waiting for {name}",
-                    fix="raise iscsiboot.timeout.login",
-                )
-            try:
-                self.loader.ensure(name)
-            except PhaseError:
-                raise
-            except Exception as exc:
-                raise PhaseError("modules", f"loading {name} failed: {exc}", cause="module-load") from None
+                raise _still_loading(name)
+            self._load(name)
 
     def wait(self, deadline: Deadline) -> None:
         """Wait until every module of the list is loaded."""
         self.thread.join(deadline.remaining())
         if self.thread.is_alive():
-            raise PhaseError(
-                "modules",
-                "kernel modules still loading at the deadline",
-                cause="timeout",
-                evidence=f"waiting for {', '.join(self.names)}",
-                fix="raise iscsiboot.timeout.login",
-            )
+            raise _still_loading(", ".join(self.names))
         if self.error is not None:
             raise self.error
+
+
+def _still_loading(names: str) -> PhaseError:
+    return PhaseError(
+        "modules",
+        "kernel modules still loading at the deadline",
+        cause="timeout",
+        evidence=f"waiting for {names}",
+        fix="raise iscsiboot.timeout.login",
+    )
