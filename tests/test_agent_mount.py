@@ -106,6 +106,49 @@ def test_failure_rolls_back_and_never_leaves_storage_rw(
         assert mounter.done == []
 
 
+def _fake_fsck(tmp_path: Path, code: int) -> tuple[str, Path]:
+    """An e2fsck stand-in that holds until System is mounted (or 20 s pass), then exits with ``code``."""
+    flag = tmp_path / "root/flash/KERNEL"
+    script = tmp_path / "fsck.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"i=0; while [ ! -e {flag} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done\n"
+        f"[ -e {flag} ] && echo 'System was mounted meanwhile'\n"
+        f"exit {code}\n"
+    )
+    script.chmod(0o755)
+    return str(script), flag
+
+
+@pytest.mark.parametrize("code", [0, 4])
+def test_storage_check_runs_while_system_is_mounted(
+    tmp_path: Path, images: tuple[Path, Path, Path], code: int
+) -> None:
+    """e2fsck starts at once: System and SYSTEM mount while it runs; its verdict still gates Storage."""
+    system, storage, _broken = images
+    root = tmp_path / "root"
+    fsck, _flag = _fake_fsck(tmp_path, code)
+    said: list[str] = []
+    with loop_device(system) as sys_dev, loop_device(storage) as sto_dev:
+        mounter = Mounter(root=str(root), say=said.append, fsck=fsck)
+        steps = mount_plan(sys_dev, "ext4", sto_dev, "ext4", "/sysroot")
+        try:
+            if code == 0:
+                done = mounter.run(steps, Deadline(60))
+                assert [rw for _t, _s, rw in done] == [False, False, True]
+            else:
+                with pytest.raises(PhaseError, match="cannot fix unattended") as info:
+                    mounter.run(steps, Deadline(60))
+                assert "System was mounted meanwhile" in (info.value.evidence or "")
+                assert mounter.done == [] and mounted_at(root / "storage") == []
+                assert mounted_at(root / "flash") == []  # rolled back
+            checking = next(i for i, s in enumerate(said) if s.startswith("checking"))
+            flash = next(i for i, s in enumerate(said) if s.startswith("mounted") and "/flash" in s)
+            assert checking < flash  # the check began before System was mounted
+        finally:
+            unmount_all_under(root)
+
+
 def test_markers_without_network() -> None:
     assert markers(None) == {".kernel_ipconfig": "", ".storage_netboot": ""}
 

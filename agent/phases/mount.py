@@ -4,13 +4,15 @@
 As OpenELEC/LibreELEC's init: System (``boot=``) at ``/flash`` read-only, which
 must hold ``KERNEL`` and ``SYSTEM``; ``/flash/SYSTEM`` loop-mounted (squashfs,
 read-only) at the new root; Storage (``disk=``) checked with ``e2fsck -p``
-and mounted read-write at ``/storage``.  On any failure every mount made so far
+(started at once, so it runs while System and SYSTEM are mounted) and mounted
+read-write at ``/storage``.  On any failure every mount made so far
 is undone in reverse order, so Storage is never left mounted read-write.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,15 +36,23 @@ class Mounter:
         return os.path.join(self.root, target.lstrip("/"))
 
     def run(self, steps: tuple[MountStep, ...], deadline: Deadline) -> list[tuple[str, str, bool]]:
+        """Mount ``steps`` in order; the file system checks start at once and run alongside."""
+        checks = {
+            step.source: Check(self, step.source, deadline).start()
+            for step in steps
+            if step.check and self.fsck is not None and not step.loop
+        }
         try:
             for step in steps:
-                self._one(step, deadline)
+                self._one(step, deadline, checks.get(step.source))
         except BaseException:
+            for check in checks.values():
+                check.thread.join()  # never leave an e2fsck running on a device being given up
             self.rollback()
             raise
         return list(self.done)
 
-    def _one(self, step: MountStep, deadline: Deadline) -> None:
+    def _one(self, step: MountStep, deadline: Deadline, check: Check | None = None) -> None:
         from iscsiboot.agent import sysc
 
         target = self.path(step.target)
@@ -62,7 +72,9 @@ class Mounter:
                     fix="add the loop kernel module to the initramfs",
                 ) from None
         try:
-            if step.check and self.fsck is not None:
+            if check is not None:
+                check.result()
+            elif step.check and self.fsck is not None:
                 self._fsck(source, deadline)
             elif step.check:
                 self.say(f"{source} is not checked: the initramfs has no e2fsck")
@@ -141,3 +153,30 @@ class Mounter:
                     self.say(f"cannot unmount {target} ({source}): {exc.strerror}")
                     continue
             self.say(f"unmounted {target}")
+
+
+class Check:
+    """One ``e2fsck -p`` in a thread, so that it runs while the mounts before it are made."""
+
+    def __init__(self, mounter: Mounter, device: str, deadline: Deadline) -> None:
+        self.mounter = mounter
+        self.device = device
+        self.deadline = deadline
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"fsck {device}", daemon=True)
+
+    def start(self) -> Check:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.mounter._fsck(self.device, self.deadline)
+        except BaseException as exc:  # handed to the mount that needs the check
+            self.error = exc
+
+    def result(self) -> None:
+        """Wait for the check; its PhaseError, if any, is raised here."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
