@@ -235,13 +235,21 @@ class Agent:
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
 
+    def _modules_ready(self, deadline: Deadline, names: tuple[str, ...] | None = None) -> None:
+        """Wait for ``names`` of the modules phase's background loads (None: all of them)."""
+        background = self.state.get("background")
+        if background is None:
+            return
+        if names is None:
+            background.wait(deadline)
+        else:
+            background.ensure_now(names, deadline)
+
     def login(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
 
-        background = self.state.get("background")
-        if background is not None:  # only these: ext4 may still be loading while the login runs
-            background.ensure_now(LOGIN_MODULES, deadline)
+        self._modules_ready(deadline, LOGIN_MODULES)  # ext4 may still be loading while the login runs
         cfg = self.state["config"]
         backend = make_backend(self.options.login_backend, self.reporter.debug)
         self.state["backend"] = backend.name
@@ -280,9 +288,7 @@ class Agent:
     def disk(self, deadline: Deadline) -> None:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
 
-        background = self.state.get("background")
-        if background is not None:
-            background.ensure_now(DISK_MODULES, deadline)
+        self._modules_ready(deadline, DISK_MODULES)
         cfg = self.state["config"]
         logged = {t.name for t, _r in self.state.get("logins", []) if t is not None}
         # one login per target, but boot= and disk= may name different LUNs of it
@@ -333,9 +339,7 @@ class Agent:
         from iscsiboot.agent.plan import FS_MODULES, mount_plan
         from iscsiboot.proc import which
 
-        background = self.state.get("background")
-        if background is not None:  # the file systems and loop
-            background.wait(deadline)
+        self._modules_ready(deadline)  # all of them: the file systems and loop
         system, storage = self.state["system"], self.state.get("storage")
         if system.fs is None:
             raise PhaseError("mount", f"no known file system on {system.device}", cause="unknown-fs")

@@ -386,14 +386,14 @@ def boot_pair(
             for kind, img in zip(("agent", "shell"), images[name], strict=True):
                 say(f"boot {i + 1}/{runs}: {kind} ({name})")
                 lines = boot_once(kind, kernel, img, system)
-                if logs is not None:
-                    logs.mkdir(parents=True, exist_ok=True)
-                    (logs / f"{kind}-{name}-{i + 1}.log").write_text("\n".join(lines) + "\n")
                 got: Any = agent_times(lines) if kind == "agent" else shell_times(lines)
+                if logs is not None or got is None:  # every console with --logs, else a failed one
+                    folder = logs or Path(tempfile.gettempdir())
+                    folder.mkdir(parents=True, exist_ok=True)
+                    keep = folder / f"{'' if logs else 'bench-'}{kind}-{name}-{i + 1}.log"
+                    keep.write_text("\n".join(lines) + "\n")
                 if got is None:
                     failures[name].append(kind)
-                    keep = Path(tempfile.gettempdir()) / f"bench-{kind}-{name}-{i}.log"
-                    keep.write_text("\n".join(lines) + "\n")
                     say(f"{kind} run {i + 1} did not mount System and Storage (console: {keep})")
                     continue
                 say(f"{kind}: mounted at {got['mounted']:.2f} s after kernel start")
