@@ -175,6 +175,8 @@ class Agent:
         self.reporter.debug(f"network modules: {', '.join(first) or 'none needed'}")
         after = early.kernel if early is not None else None
         self.state["background"] = Background(loader, rest, after=after).start()
+        if self.last == "modules":  # no later phase waits for them: the run ends with them loaded
+            self._modules_ready(deadline)
 
     def network(self, deadline: Deadline) -> None:
         from iscsiboot.agent.plan import net_plan

@@ -11,9 +11,11 @@ plan.  Two variants:
 * ``overlay``: meant to be appended to a distribution's initramfs.  No
   busybox, no top-level symlinks (the base's own ``/bin`` etc. stay), no
   ``/init`` unless ``replace_init``; the agent starts from ``/init.iscsiboot``.
-  The modules go to ``/lib/modules/<ver>`` through whatever ``/lib`` the base
-  has: a base with its own modules index for the same kernel gets the
-  overlay's index instead (the manifest names the folder).
+  The module files go to ``/lib/modules/<ver>`` through whatever ``/lib`` the
+  base has; their index (modules.dep, .alias, .builtin) goes to
+  :data:`OVERLAY_INDEX` so that the base's own index, which its udev and
+  modprobe need, stays as it was.  The agent looks a module up in the
+  overlay's index first and in the base's when that has no answer.
 """
 
 from __future__ import annotations
@@ -73,10 +75,12 @@ class PlanInputs:
 
 
 CODECACHE = "usr/lib/iscsiboot/dataclasses.marshal"  # iscsiboot.agent.codecache.PATH
+OVERLAY_INDEX = "usr/lib/iscsiboot/modules"  # iscsiboot.agent.phases.modules.OVERLAY_INDEX
+OVERLAY_INDEX_FILES = ("modules.dep", "modules.alias", "modules.builtin")  # what the agent reads
 
 
 def modules_dir(variant: Variant, version: str) -> str:
-    """Where the module files and depmod's index live inside the image."""
+    """Where the module files (and, in the full image, depmod's index) live inside the image."""
     if variant is Variant.OVERLAY:
         return f"lib/modules/{version}"  # through the base's own /lib (a folder or a symlink)
     return f"usr/lib/modules/{version}"
@@ -108,7 +112,9 @@ This archive was appended to a distribution initramfs
 
   /init.iscsiboot          the agent as PID 1 (boot with rdinit=/init.iscsiboot)
   /iscsiboot/bin/iscsiboot the command line (hook mode below)
-  /lib/modules/VER         kernel modules for the iSCSI path, with depmod's index
+  /lib/modules/VER         kernel modules for the iSCSI path (the base's index
+                           there is left alone: modprobe does not know them)
+  /usr/lib/iscsiboot/modules/VER  their index, which the agent reads first
   /usr/bin/python3.11, /usr/lib/python3.11, /usr/lib/x86_64-linux-gnu: the runtime
   /usr/sbin/iscsistart, /usr/sbin/e2fsck (when built with --backend iscsistart, --fsck)
   /etc/iscsiboot/initramfs.json: what was built (kernel, modules, paths)
@@ -214,8 +220,10 @@ def make_plan(inp: PlanInputs) -> list[Item]:
     mdir = modules_dir(inp.variant, inp.kernel_version)
     for rel, source in inp.modules:
         items.append(_file(f"{mdir}/{rel}", "kernel modules", source))
+    index_dir = f"{OVERLAY_INDEX}/{inp.kernel_version}" if overlay else mdir
     for name, source in inp.module_index:
-        items.append(_file(f"{mdir}/{name}", "kernel modules", source))
+        if not overlay or name in OVERLAY_INDEX_FILES:
+            items.append(_file(f"{index_dir}/{name}", "kernel modules", source))
     # entry points
     launcher = "iscsiboot/bin/iscsiboot" if overlay else "usr/bin/iscsiboot"
     items.append(_content(launcher, "entry points", cli_script(), 0o755))
@@ -228,6 +236,7 @@ def make_plan(inp: PlanInputs) -> list[Item]:
         "variant": inp.variant.value,
         "kernel": inp.kernel_version,
         "modules_dir": "/" + mdir,
+        "modules_index": "/" + index_dir,
         "load_order": list(inp.load_order),
         "crc32c": list(inp.crc32c),
         "iscsistart": "/usr/sbin/iscsistart" if inp.iscsistart is not None else None,

@@ -143,6 +143,37 @@ def test_no_modules_dep_and_non_modular_kernel(tmp_path: Path) -> None:
     assert Loader(str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc)).ensure("iscsi_tcp") == []
 
 
+def test_overlay_index_first_then_the_base_index(tmp_path: Path) -> None:
+    """An overlay keeps its own index; the base's is read only for what the overlay does not know."""
+    moddir, sysfs, proc = _tree(tmp_path)  # the base: its index knows e1000 and the iSCSI modules
+    own = tmp_path / "usr/lib/iscsiboot/modules/6.1"
+    own.mkdir(parents=True)
+    (own / "modules.dep").write_text("kernel/fs/squashfs/squashfs.ko:\nkernel/crypto/crc32c_generic.ko:\n")
+    (own / "modules.alias").write_text("alias fs-squashfs squashfs\n")
+    kernel = FakeKernel(sysfs)
+    loader = Loader(str(moddir), kernel, sysfs=str(sysfs), proc=str(proc), overlay_index=str(own))
+    loader.index_now()
+    assert loader.ensure("fs-squashfs") == ["squashfs"]  # an alias only the overlay's index has
+    assert len(loader.indexes) == 1  # the base's index was not needed
+    assert loader.ensure("iscsi_tcp")[-1] == "iscsi_tcp"  # only the base's index knows it
+    assert kernel.loaded[0] == "squashfs" and len(loader.indexes) == 2
+    # the module files are in the modules folder whichever index named them
+    assert loader.ensure("e1000") == ["e1000"]
+    # without the overlay's index (the full image) the base's is the only one
+    alone = Loader(
+        str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc), overlay_index=str(tmp_path / "x")
+    )
+    alone.index_now()
+    assert [i is None for i in alone.indexes] == [True, False]
+    # neither: a clear error
+    (moddir / "modules.dep").unlink()
+    none = Loader(
+        str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc), overlay_index=str(tmp_path / "x")
+    )
+    with pytest.raises(PhaseError, match=r"no modules\.dep"):
+        none.ensure("iscsi_tcp")
+
+
 def test_nic_driver_from_pci_then_virtio(tmp_path: Path) -> None:
     moddir, sysfs, proc = _tree(tmp_path)
     pci = sysfs / "bus/pci/devices/0000:00:03.0"

@@ -246,7 +246,10 @@ def test_plan_overlay_adds_without_replacing() -> None:
     assert "usr/bin/busybox" not in items and "usr/bin/sh" not in items
     assert "bin" not in items and "lib" not in items
     assert items["lib64"].kind is cpio.Kind.DIR
-    assert "lib/modules/6.1.0-56-amd64/modules.dep" in items
+    # the module files go where the base keeps its own; their index does not replace the base's
+    assert "lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko" in items
+    assert not any(p.startswith("lib/modules/6.1.0-56-amd64/modules.") for p in items)
+    assert "usr/lib/iscsiboot/modules/6.1.0-56-amd64/modules.dep" in items
     assert "iscsiboot/bin/iscsiboot" in items and b"--hook" in items["iscsiboot/README"].content
     replaced = {i.path for i in make_plan(_inputs(Variant.OVERLAY, replace_init=True))}
     assert "init" in replaced

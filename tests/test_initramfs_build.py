@@ -75,7 +75,8 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     assert (root / "init").read_text().startswith("#!/usr/bin/python3.11 -S")
     manifest = json.loads((root / "etc/iscsiboot/initramfs.json").read_text())
     assert manifest["kernel"] == result.kernel_version
-    dep = (root / manifest["modules_dir"].lstrip("/") / "modules.dep").read_text().splitlines()
+    assert manifest["modules_index"] == manifest["modules_dir"]  # the full image has one index
+    dep = (root / manifest["modules_index"].lstrip("/") / "modules.dep").read_text().splitlines()
     assert sum(line.startswith("kernel/drivers/scsi/iscsi_tcp.ko:") for line in dep) == 1
     assert not list(root.rglob("*.py")), "sources leaked: only sourceless .pyc belong in the image"
     # modules frozen into the interpreter (codecs, importlib.util, ...) are not packed again; os.pyc
@@ -162,7 +163,11 @@ def test_overlay_carries_agent_without_busybox_or_init(tmp_path: Path) -> None:
     assert "init.iscsiboot" in paths and "init" not in paths
     assert "usr/bin/busybox" not in paths and "bin" not in paths
     assert "usr/bin/python3.11" in paths and "usr/sbin/iscsistart" in paths
-    assert f"lib/modules/{result.kernel_version}/modules.dep" in paths
+    own_index = f"usr/lib/iscsiboot/modules/{result.kernel_version}"
+    assert {p for p in paths if p.startswith(own_index + "/")} == {
+        f"{own_index}/{name}" for name in ("modules.dep", "modules.alias", "modules.builtin")
+    }
+    assert not any(p.startswith(f"lib/modules/{result.kernel_version}/modules.") for p in paths)
     print(f"overlay zstd: {result.size} bytes")
     noiscsi = build(kernel=test_kernel(), overlay=True, compression="none", iscsistart=False)
     lean = {m.entry.path for m in cpio.read_newc(noiscsi.archive)}
@@ -185,13 +190,24 @@ echo "HOOK-RC=$?"
 . /run/hook.env
 echo "HOOK-OK=$ISCSIBOOT_OK HOOK-PHASE=$ISCSIBOOT_PHASE"
 while read name rest; do echo "LOADED $name"; done < /proc/modules
+for dep in /lib/modules/*/modules.dep; do
+    n=0; while read line; do n=$((n+1)); done < $dep; echo "BASE-DEP $n"
+done
 poweroff -f
 """
 
 
+NIC = ("8139cp", "8139too")  # both claim QEMU's rtl8139; the overlay has neither
+
+
 @pytest.mark.vm
 def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -> None:
-    """A minimal non-usrmerge busybox initramfs + the overlay: the agent runs and loads modules."""
+    """A minimal non-usrmerge busybox initramfs + the overlay: the agent runs and loads modules.
+
+    The base, like a distribution's, has the kernel's whole module index and a NIC driver
+    the overlay lacks (rtl8139, the NIC QEMU gets here): the overlay leaves that index alone
+    and the agent finds the driver through it.
+    """
     need_root()
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
@@ -202,6 +218,13 @@ def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -
     base += [cpio.Entry.symlink(f"bin/{a}", "busybox") for a in ("sh", "mount", "echo", "poweroff")]
     base += [cpio.Entry.directory(d) for d in ("proc", "sys", "dev", "run")]
     base.append(cpio.Entry.char("dev/console", 5, 1))
+    moddir = kernel.root / "lib" / "modules" / kernel.version
+    base_dir = f"lib/modules/{kernel.version}"
+    for name in ("modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.builtin"):
+        base.append(cpio.Entry.file(f"{base_dir}/{name}", (moddir / name).read_bytes()))
+    for rel in ("kernel/drivers/net/mii.ko", *(f"kernel/drivers/net/ethernet/realtek/{m}.ko" for m in NIC)):
+        base.append(cpio.Entry.file(f"{base_dir}/{rel}", (moddir / rel).read_bytes()))
+    base_lines = len((moddir / "modules.dep").read_text().splitlines())
     overlay = build(kernel=kernel, overlay=True, compression="gzip")
     image = tmp_path / "combined.img"
     image.write_bytes(compress(cpio.write_newc(base), Compression.GZIP) + overlay.archive)
@@ -227,7 +250,7 @@ def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -
             "-append",
             "console=ttyS0 panic=-1 quiet",
             "-nic",
-            "user,model=virtio-net-pci,restrict=on",
+            "user,model=rtl8139,restrict=on",
             "-chardev",
             f"file,id=c0,path={log}",
             "-serial",
@@ -244,8 +267,12 @@ def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -
     assert "must be installed for pthread_exit" not in text, text[-3000:]
     assert "HOOK-RC=0" in text, text[-3000:]
     loaded = {line.split()[1] for line in text.splitlines() if line.startswith("LOADED ")}
-    # the NIC driver came from the overlay's /lib/modules through the agent's loader
-    assert {"virtio_net", "net_failover"} <= loaded, loaded
+    # the NIC driver came from the base, found through the base's index
+    assert set(NIC) & loaded and "mii" in loaded, loaded
+    # the iSCSI modules came from the overlay, found through its own index
+    assert {"iscsi_tcp", "scsi_transport_iscsi"} <= loaded, loaded
+    # the base's index is the one it brought
+    assert f"BASE-DEP {base_lines}" in text, text[-3000:]
 
 
 def test_cli_build_json_and_verbose(tmp_path: Path) -> None:

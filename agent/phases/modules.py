@@ -17,6 +17,9 @@ from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
 
+# An overlay's own module index (``<release>/modules.dep`` ...): the base's stays in place.
+OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
+
 # PID 1's start-up thread loads this module before anything else, so it stays light:
 # plain classes instead of dataclasses (``dataclasses`` pulls in ``inspect``, about
 # 0.1 s in a slow guest) and no ``typing`` at run time.
@@ -146,8 +149,30 @@ def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
 Load = Callable[[str], None]
 
 
+def _read_index(folder: str) -> ModuleIndex | None:
+    """modules.dep, .alias and .builtin in ``folder``; None without a modules.dep."""
+
+    def read(name: str) -> str:
+        try:
+            return Path(folder, name).read_text()
+        except FileNotFoundError:
+            return ""
+
+    dep = read("modules.dep")
+    if not dep and not Path(folder, "modules.dep").exists():
+        return None
+    return parse_index(dep, read("modules.alias"), read("modules.builtin"))
+
+
 class Loader:
-    """Loads modules with their dependencies from ``moddir`` (``/lib/modules/$(uname -r)``)."""
+    """Loads modules with their dependencies from ``moddir`` (``/lib/modules/$(uname -r)``).
+
+    The module files are always in ``moddir``.  An overlay appended to a
+    distribution initramfs keeps its own index in ``OVERLAY_INDEX/<release>``
+    and leaves the base's index in ``moddir`` alone (the base's udev and
+    modprobe still need it): names and aliases are looked up in the overlay's
+    index first, and the base's is read only when that has no answer.
+    """
 
     def __init__(
         self,
@@ -157,12 +182,16 @@ class Loader:
         sysfs: str = "/sys",
         proc: str = "/proc",
         index: ModuleIndex | None = None,
+        overlay_index: str | None = None,
     ) -> None:
         self.moddir = moddir
         self.load = load
         self.sysfs = sysfs
         self.proc = proc
-        self.index = index
+        release = os.path.basename(moddir.rstrip("/"))
+        own = overlay_index if overlay_index is not None else f"{OVERLAY_INDEX}/{release}"
+        self.index_dirs: tuple[str, ...] = (own, moddir) if index is None and own != moddir else (moddir,)
+        self.indexes: list[ModuleIndex | None] = [index] if index is not None else []
         self.loaded: list[str] = []
         self.lock = threading.Lock()  # guards loaded and the per-module locks
         self.index_lock = threading.Lock()
@@ -174,33 +203,39 @@ class Loader:
             return self.module_locks.setdefault(name, threading.Lock())
 
     def index_now(self) -> None:
-        """Read modules.dep/alias/builtin now (PID 1 does it before it loads anything)."""
+        """Read the first index there is now (PID 1 does it before it loads anything)."""
         if self.modular():
-            self._index()
+            count = 1
+            while not self._indexes(count) and count < len(self.index_dirs):
+                count += 1
 
-    def _index(self) -> ModuleIndex:
+    def _indexes(self, count: int) -> list[ModuleIndex]:
+        """The first ``count`` indexes that exist, read on first use (fewer when there are fewer)."""
         with self.index_lock:  # PID 1's start-up thread and the phases share one loader
-            return self._read_index()
-
-    def _read_index(self) -> ModuleIndex:
-        if self.index is None:
-
-            def read(name: str) -> str:
-                try:
-                    return Path(self.moddir, name).read_text()
-                except FileNotFoundError:
-                    return ""
-
-            dep = read("modules.dep")
-            if not dep and not Path(self.moddir, "modules.dep").exists():
+            while len(self.indexes) < min(count, len(self.index_dirs)):
+                self.indexes.append(_read_index(self.index_dirs[len(self.indexes)]))
+            found = [index for index in self.indexes[:count] if index is not None]
+            if len(self.indexes) == len(self.index_dirs) and not any(self.indexes):
                 raise PhaseError(
                     "modules",
                     f"no modules.dep in {self.moddir}",
                     cause="missing-module",
                     fix="build the initramfs with the kernel's modules and run depmod -b",
                 )
-            self.index = parse_index(dep, read("modules.alias"), read("modules.builtin"))
-        return self.index
+            return found
+
+    def _lookup(self, wanted: str) -> tuple[ModuleIndex | None, list[str]]:
+        """The first index that knows ``wanted``, and its candidates."""
+        count = 1
+        while True:
+            indexes = self._indexes(count)
+            for index in indexes:
+                candidates = index.lookup(wanted)
+                if candidates:
+                    return index, candidates
+            if count >= len(self.index_dirs):
+                return None, []
+            count += 1
 
     def is_loaded(self, name: str) -> bool:
         return Path(self.sysfs, "module", name).exists()
@@ -215,9 +250,8 @@ class Loader:
             return []
         if not self.modular():
             return []
-        index = self._index()
-        candidates = index.lookup(wanted)
-        if not candidates:
+        index, candidates = self._lookup(wanted)
+        if index is None:
             raise PhaseError(
                 "modules",
                 f"kernel module {wanted!r} is not in {self.moddir}",
@@ -262,10 +296,9 @@ class Loader:
 
     def nic_drivers(self) -> list[str]:
         """Modules matching the network devices present now."""
-        index = self._index()
         drivers: list[str] = []
         for alias in nic_modaliases(self.sysfs):
-            for module in index.lookup(alias):
+            for module in self._lookup(alias)[1]:
                 if module not in drivers:
                     drivers.append(module)
         return drivers
