@@ -129,13 +129,32 @@ def decompress(data: bytes) -> bytes:
     return data
 
 
-def compress(data: bytes, how: Compression, *, level: int | None = None) -> bytes:
-    """Deterministic compression the kernel's initramfs unpacker accepts."""
+def xz_filters(size: int, *, x86_code: bool, preset: int = 9) -> list[dict[str, int]]:
+    """The xz filter chain: x86 branch conversion (BCJ) for x86 images, then LZMA2.
+
+    BCJ makes the call and jump targets of machine code absolute, so repeated
+    calls compress better (about 50 KB less for the overlay); the kernel's xz
+    decoder has it on x86 (``XZ_DEC_X86``, default y there).  The dictionary is
+    the smallest power of two that holds the whole archive (at least 1 MiB):
+    the same output as preset 9's 64 MiB, but the kernel's decoder allocates
+    only that much while it unpacks the initramfs.
+    """
+    dict_size = min(64 << 20, max(1 << 20, 1 << max(0, size - 1).bit_length()))
+    lzma2 = {"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": dict_size}
+    return [{"id": lzma.FILTER_X86}, lzma2] if x86_code else [lzma2]
+
+
+def compress(data: bytes, how: Compression, *, level: int | None = None, x86_code: bool = False) -> bytes:
+    """Deterministic compression the kernel's initramfs unpacker accepts.
+
+    ``x86_code``: the archive is for an x86 kernel (xz then adds the x86 BCJ filter).
+    """
     if how is Compression.NONE:
         return data
     if how is Compression.XZ:
         # The kernel's xz decoder needs CRC32 (or no) checks, not the default CRC64.
-        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=level or 9)
+        filters = xz_filters(len(data), x86_code=x86_code, preset=level or 9)
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
     if how is Compression.GZIP:
         return gzip.compress(data, compresslevel=level or 9, mtime=0)
     zstd = which("zstd", hint="apt-get install zstd")
@@ -153,16 +172,17 @@ def compress(data: bytes, how: Compression, *, level: int | None = None) -> byte
 ARCHIVES_KEPT = 8
 
 
-def _cached_compress(cache: Path, archive: bytes, how: Compression) -> bytes:
+def _cached_compress(cache: Path, archive: bytes, how: Compression, *, x86_code: bool) -> bytes:
     """Compress, reusing an earlier result for the same cpio (xz -9 of 35 MB takes ~25 s)."""
     if how is Compression.NONE:
         return archive
     folder = cache / "archives"
-    path = folder / f"{hashlib.sha256(archive).hexdigest()}.{how.value}"
+    kind = f"{how.value}-x86" if x86_code and how is Compression.XZ else how.value
+    path = folder / f"{hashlib.sha256(archive).hexdigest()}.{kind}"
     if path.is_file():
         os.utime(path)
         return path.read_bytes()
-    packed = compress(archive, how)
+    packed = compress(archive, how, x86_code=x86_code)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(path, packed)
     old = sorted(folder.glob("*.*"), key=lambda p: p.stat().st_mtime, reverse=True)[ARCHIVES_KEPT:]
@@ -348,7 +368,7 @@ def build(
                 where="--modules-root",
                 fix=f"run depmod -b ROOT {kernel_version}",
             )
-        wanted_mods = list(modules.DEFAULT_MODULES) + [m for m in extra_modules if m]
+        wanted_mods = list(modules.default_modules(overlay=overlay)) + [m for m in extra_modules if m]
         closure = modules.resolve(index, wanted_mods)
         index_files = _index_modules(src_dir, kernel_version, closure.paths, tmp / "depmod")
         inputs = PlanInputs(
@@ -381,7 +401,9 @@ def build(
                 groups[item.group] = groups.get(item.group, 0) + len(data)
                 sizes.append((item.path, len(data)))
         archive = cpio.write_newc(entries, mtime=mtime)
-    packed = _cached_compress(cache_root, archive, how)
+    with python.open("rb") as handle:
+        x86_code = elf.machine(handle.read(20)) in (elf.EM_386, elf.EM_X86_64)
+    packed = _cached_compress(cache_root, archive, how, x86_code=x86_code)
     if output is not None:
         write_atomic(output, packed)
     sizes.sort(key=lambda ps: (-ps[1], ps[0]))

@@ -41,8 +41,20 @@ class DynamicInfo:
     runpath: tuple[str, ...]
 
 
+EM_386 = 3
+EM_X86_64 = 62
+
+
 def is_elf(blob: bytes) -> bool:
     return blob[:4] == b"\x7fELF"
+
+
+def machine(blob: bytes) -> int | None:
+    """``e_machine`` of a little-endian ELF header (the first 20 bytes suffice); None for other data."""
+    if not is_elf(blob) or len(blob) < 20 or blob[5] != 1:
+        return None
+    value: int = struct.unpack_from("<H", blob, 18)[0]
+    return value
 
 
 def dynamic_info(blob: bytes) -> DynamicInfo:

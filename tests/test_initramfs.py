@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from iscsiboot.errors import UsageError
 from iscsiboot.initramfs import cpio, elf, modules
-from iscsiboot.initramfs.build import Compression, compress, decompress
+from iscsiboot.initramfs.build import Compression, compress, decompress, xz_filters
 from iscsiboot.initramfs.cli import register
 from iscsiboot.initramfs.plan import PlanInputs, Variant, make_plan, normalize_applet
 
@@ -204,6 +204,54 @@ def test_compress_xz_uses_crc32_and_gzip_is_deterministic() -> None:
     assert decompress(compress(data, Compression.GZIP)) == data
     if shutil.which("zstd"):
         assert decompress(compress(data, Compression.ZSTD)) == data
+
+
+def test_xz_for_x86_code_adds_bcj_and_sizes_the_dictionary(tmp_path: Path) -> None:
+    """The kernel's decoder allocates the dictionary the header names: no more than the archive needs."""
+    code = Path("/usr/bin/env").read_bytes()
+    plain, x86 = compress(code, Compression.XZ), compress(code, Compression.XZ, x86_code=True)
+    assert lzma.decompress(x86) == code and decompress(x86) == code
+    assert len(x86) < len(plain)  # branch targets made absolute compress better
+    assert xz_filters(3 << 20, x86_code=False)[0]["dict_size"] == 4 << 20
+    assert xz_filters(100, x86_code=False)[0]["dict_size"] == 1 << 20
+    assert xz_filters(1 << 30, x86_code=False)[0]["dict_size"] == 64 << 20  # preset 9's
+    if shutil.which("xz"):  # what the real tool reads in the headers
+        path = tmp_path / "x.xz"
+        path.write_bytes(x86)
+        listing = subprocess.run(
+            ["xz", "--robot", "-lvv", str(path)], capture_output=True, text=True, check=True
+        )
+        assert "--x86 --lzma2=" in listing.stdout and "dict=1MiB" in listing.stdout, listing.stdout
+    assert elf.machine(Path("/usr/bin/env").read_bytes()[:20]) == elf.EM_X86_64
+    assert elf.machine(b"#!/bin/sh\n" * 3) is None
+
+
+def test_cpio_order_directories_links_then_files_by_content() -> None:
+    elf_head = b"\x7fELF" + b"\0" * 60
+    entries = [
+        cpio.Entry.file("usr/lib/python3.11/os.pyc", b"pyc"),
+        cpio.Entry.file("init", b"#!/bin/sh\n", 0o755),
+        cpio.Entry.file("lib/modules/6/kernel/a.ko", elf_head),
+        cpio.Entry.file("usr/bin/python3.11", elf_head, 0o755),
+        cpio.Entry.symlink("bin", "usr/bin"),
+        cpio.Entry.file("usr/lib/iscsiboot/dataclasses.marshal", b"m"),
+        cpio.Entry.char("dev/console", 5, 1),
+    ]
+    order = [m.entry.path for m in cpio.read_newc(cpio.write_newc(entries))]
+    dirs = [
+        p for p in order if p in {"dev", "lib", "lib/modules", "lib/modules/6", "lib/modules/6/kernel", "usr"}
+    ]
+    assert order[: len(order) - 7] == sorted(order[: len(order) - 7], key=lambda p: p.split("/"))
+    assert set(dirs) <= set(order[: len(order) - 7])
+    assert order[-7:] == [
+        "bin",
+        "usr/bin/python3.11",
+        "lib/modules/6/kernel/a.ko",
+        "usr/lib/iscsiboot/dataclasses.marshal",
+        "usr/lib/python3.11/os.pyc",
+        "dev/console",
+        "init",
+    ]
 
 
 def _inputs(variant: Variant, replace_init: bool = False) -> PlanInputs:
