@@ -179,6 +179,24 @@ class Agent:
             self._modules_ready(deadline)
 
     def network(self, deadline: Deadline) -> None:
+        try:
+            self._network(deadline)
+        except PhaseError as exc:
+            if exc.cause == "no-interface":
+                from iscsiboot.agent.phases.modules import driverless_nics
+
+                unclaimed = driverless_nics(self.env.sysfs)
+                if unclaimed:
+                    exc.evidence = (
+                        f"{exc.evidence}; no driver claimed PCI network device {', '.join(unclaimed)}"
+                    )
+                    exc.fix = (
+                        "build the initramfs with that NIC's driver (iscsiboot initramfs build "
+                        "--module NAME) or append the overlay to an initramfs that has it"
+                    )
+            raise
+
+    def _network(self, deadline: Deadline) -> None:
         from iscsiboot.agent.plan import net_plan
 
         plan = net_plan(self.state["config"].network)

@@ -48,7 +48,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "xz (smallest), gzip or none",
     )
     b.add_argument(
-        "--module", action="append", default=[], metavar="NAME", help="an extra kernel module (repeatable)"
+        "--module",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an extra kernel module (repeatable), e.g. a NIC driver: the full image carries "
+        "virtio_net and e1000, an overlay no NIC driver (the initramfs it is appended to, or the "
+        "kernel, brings them)",
     )
     b.add_argument(
         "--backend",

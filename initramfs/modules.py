@@ -17,19 +17,29 @@ from pathlib import Path
 
 from iscsiboot.errors import UsageError
 
-# What the boot path needs: iSCSI over TCP, the iBFT, disks, filesystems, NICs, VLANs.
-DEFAULT_MODULES: tuple[str, ...] = (
+# What the boot path needs in every image: iSCSI over TCP, the iBFT, disks, file systems, VLANs.
+PATH_MODULES: tuple[str, ...] = (
     "iscsi_tcp",
     "iscsi_ibft",
     "sd_mod",
     "ext4",
     "squashfs",
     "loop",
-    "virtio_net",
-    "virtio_pci",
-    "e1000",
     "8021q",
 )
+# NIC drivers are the hardware's business.  The full image stands alone and carries the
+# virtual machines' NICs (QEMU's virtio and its default e1000, also VirtualBox's and
+# VMware's); an overlay carries none by default: the distribution initramfs it is
+# appended to brings the drivers of its hardware (the agent reads the base's module
+# index too), or its kernel has them built in.  ``--module`` adds any.
+VM_NIC_MODULES: tuple[str, ...] = ("virtio_net", "virtio_pci", "e1000")
+DEFAULT_MODULES: tuple[str, ...] = PATH_MODULES + VM_NIC_MODULES  # the full image's
+
+
+def default_modules(*, overlay: bool) -> tuple[str, ...]:
+    return PATH_MODULES if overlay else DEFAULT_MODULES
+
+
 CRC32C_ALIAS = "crypto-crc32c"
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 

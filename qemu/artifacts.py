@@ -23,6 +23,7 @@ from iscsiboot.initramfs.cpio import Entry, write_newc
 from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
 from iscsiboot.output import write_atomic
 from iscsiboot.qemu.harness import Artifacts
+from iscsiboot.qemu.scenario import GUEST_NIC_MODULES
 from iscsiboot.qemu.system import _busybox, cached_system
 
 STALE_SECONDS = 6 * 3600
@@ -89,9 +90,14 @@ def minimal_initramfs() -> bytes:
 def build_initramfs(
     kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None, iscsistart: bool = False
 ) -> Path:
-    """Run the initramfs builder for ``kernel`` into ``dest`` (written atomically)."""
+    """Run the initramfs builder for ``kernel`` into ``dest`` (written atomically).
+
+    The minimal base an overlay is appended to has no modules: the overlay brings the
+    guest NIC's drivers itself.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    build(kernel=kernel, output=dest, overlay=overlay, cache=cache, iscsistart=iscsistart)
+    nics = GUEST_NIC_MODULES if overlay else ()
+    build(kernel=kernel, output=dest, overlay=overlay, cache=cache, iscsistart=iscsistart, extra_modules=nics)
     return dest
 
 

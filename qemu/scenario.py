@@ -45,6 +45,8 @@ from iscsiboot.model import (
 from iscsiboot.secret import Secret, mask
 
 GUEST_MAC = "52:54:00:12:34:56"
+GUEST_NIC = "virtio-net-pci"
+GUEST_NIC_MODULES = ("virtio_pci", "virtio_net")  # its drivers, which an overlay must be built with
 GUEST_ADDRESS = "10.0.2.15"
 GUEST_PREFIX = 24
 HOST_ADDRESS = "10.0.2.2"  # the host's loopback as the guest sees it
@@ -415,7 +417,7 @@ def qemu_argv(
         "-netdev",
         f"user,id=n0,tftp={files.tftp},bootfile={BOOTFILE}",
         "-device",
-        f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
+        f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}",
     ]
     if options.boot is Boot.SANBOOT:
         argv += ["-boot", "n"]

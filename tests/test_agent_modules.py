@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import io
 import threading
 from pathlib import Path
 
@@ -11,15 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.options import AgentOptions
 from iscsiboot.agent.phases.modules import (
     Background,
     Loader,
     ModuleIndex,
     crypto_has,
+    driverless_nics,
     literal_prefix,
     module_name,
     parse_index,
 )
+from iscsiboot.agent.report import Reporter
+from iscsiboot.agent.runner import Agent, Env
 
 S = "kernel/drivers/scsi"
 DEP = f"""{S}/iscsi_tcp.ko: {S}/libiscsi_tcp.ko {S}/libiscsi.ko {S}/scsi_transport_iscsi.ko
@@ -280,3 +285,38 @@ def test_a_module_loaded_meanwhile_is_not_an_error(tmp_path: Path) -> None:
 
     loader = Loader(str(moddir), load, sysfs=str(sysfs), proc=str(proc))
     assert loader.ensure("e1000") == ["e1000"]
+
+
+def _pci_nic(sysfs: Path, slot: str, vendor: str, device: str, *, driver: bool) -> None:
+    dev = sysfs / "bus/pci/devices" / slot
+    dev.mkdir(parents=True)
+    (dev / "class").write_text("0x020000\n")
+    (dev / "vendor").write_text(f"0x{vendor}\n")
+    (dev / "device").write_text(f"0x{device}\n")
+    if driver:
+        (dev / "driver").mkdir()
+
+
+def test_a_nic_without_driver_is_named_when_no_interface_appears(tmp_path: Path) -> None:
+    sysfs = tmp_path / "sys"
+    _pci_nic(sysfs, "0000:00:03.0", "10ec", "8139", driver=False)
+    _pci_nic(sysfs, "0000:00:04.0", "1af4", "1000", driver=True)
+    storage = sysfs / "bus/pci/devices/0000:00:05.0"
+    storage.mkdir(parents=True)
+    (storage / "class").write_text("0x010000\n")
+    assert driverless_nics(str(sysfs)) == ["0000:00:03.0 (10ec:8139)"]
+    assert driverless_nics(str(tmp_path / "none")) == []
+
+    reporter = Reporter(io.StringIO(), kmsg=None, report_path=None)
+    agent = Agent("", AgentOptions(), reporter, Env(sysfs=str(sysfs)))
+
+    def no_interface(deadline: Deadline) -> None:
+        raise PhaseError(
+            "network", "no network interface matches an Ethernet interface", cause="no-interface"
+        )
+
+    agent._network = no_interface  # type: ignore[method-assign]
+    with pytest.raises(PhaseError) as failed:
+        agent.network(Deadline(1))
+    assert "no driver claimed PCI network device 0000:00:03.0 (10ec:8139)" in str(failed.value.evidence)
+    assert "--module" in str(failed.value.fix)

@@ -136,6 +136,20 @@ def nic_modaliases(sysfs: str = "/sys") -> list[str]:
     return found
 
 
+def driverless_nics(sysfs: str = "/sys") -> list[str]:
+    """Network-class PCI devices no driver has claimed, as ``0000:00:03.0 (10ec:8139)``."""
+    found: list[str] = []
+    for dev in sorted(Path(sysfs, "bus/pci/devices").glob("*")):
+        try:
+            if not (dev / "class").read_text().startswith("0x02") or (dev / "driver").exists():
+                continue
+            ids = [(dev / name).read_text().strip().removeprefix("0x") for name in ("vendor", "device")]
+        except OSError:
+            continue
+        found.append(f"{dev.name} ({':'.join(ids)})")
+    return found
+
+
 def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
     try:
         text = Path(proc_crypto).read_text()
