@@ -223,6 +223,9 @@ def test_sysfs_as_non_root_says_so(tmp_path: Path) -> None:
     """The kernel refuses reads without CAP_SYS_ADMIN; an unreadable file stands in for that."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to drop to another user")
+    probe = _as_nobody("-c", "import iscsiboot")
+    if probe.returncode != 0:  # e.g. a checkout below a 0700 folder (mktemp -d)
+        pytest.skip(f"user nobody cannot run this checkout's Python: {probe.stderr.strip()[-200:]}")
     top = Path(tempfile.mkdtemp(prefix="ibft-sysfs-"))  # a place the other user can reach
     try:
         top.chmod(0o755)
@@ -242,11 +245,13 @@ def test_sysfs_as_non_root_says_so(tmp_path: Path) -> None:
 
 
 def _show_as_nobody(tree: Path) -> subprocess.CompletedProcess[str]:
+    return _as_nobody("-m", "iscsiboot", "ibft", "show", "--source", "sysfs", str(tree))
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """This Python with ``args``, run as user nobody."""
     return subprocess.run(
-        [
-            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            sys.executable, "-m", "iscsiboot", "ibft", "show", "--source", "sysfs", str(tree),
-        ],
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, *args],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
 
