@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -78,6 +79,35 @@ def test_wait_for_disks_wakes_on_events_until_partitions_appear(tmp_path: Path) 
         [(T0, 1)], Deadline(5), sysfs=str(sysfs), dev=str(dev), wait=wait, table_of=lambda _n, _s: [1, 2]
     )
     assert len(calls) == 2 and ready[0].partitions == {1: "sda1", 2: "sda2"}
+
+
+def test_a_disk_not_live_yet_is_waited_for(tmp_path: Path) -> None:
+    """/dev/sda and its size exist before the disk is live: open() then fails with ENXIO."""
+    sysfs = fake_iscsi_sysfs(tmp_path, sessions={1: T0}, disks=[(1, 3, 1, "sda", 64 * MIB, [1])])
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("sda", "sda1"):
+        (dev / name).write_bytes(b"")
+    opened: list[str] = []
+
+    def table_of(node: str, _size: int) -> list[int]:
+        opened.append(node)
+        if len(opened) == 1:
+            raise OSError(errno.ENXIO, "No such device or address", node)
+        return [1]
+
+    ready = wait_for_disks(
+        [(T0, 1)], Deadline(5), sysfs=str(sysfs), dev=str(dev), wait=lambda _t: True, table_of=table_of
+    )
+    assert len(opened) == 2 and ready[0].partitions == {1: "sda1"}
+
+    def broken(node: str, _size: int) -> list[int]:
+        raise OSError(errno.EIO, "Input/output error", node)
+
+    with pytest.raises(OSError, match="Input/output"):  # a real read error is not waited away
+        wait_for_disks(
+            [(T0, 1)], Deadline(5), sysfs=str(sysfs), dev=str(dev), wait=lambda _t: True, table_of=broken
+        )
 
 
 def test_wait_for_disks_times_out_with_evidence(tmp_path: Path) -> None:

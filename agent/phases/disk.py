@@ -10,6 +10,7 @@ partition of its partition table shows up as ``sdXN``.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -178,7 +179,14 @@ def disk_ready(
             ensure_node(node, f"{sysfs}/class/block/{disk.name}/dev")
         except OSError:
             return None
-    numbers = table_of(node, size)
+    try:
+        numbers = table_of(node, size)
+    except OSError as exc:
+        # The node and the size are there before the disk is live (its "add" uevent comes
+        # after): until then open() fails with ENXIO.  The uevent wakes the next look.
+        if exc.errno in (errno.ENXIO, errno.ENODEV):
+            return None
+        raise
     parts = sysfs_partitions(sysfs, disk.name)
     if numbers is not None and any(n not in parts for n in numbers):
         return None
