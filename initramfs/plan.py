@@ -115,6 +115,8 @@ This archive was appended to a distribution initramfs
   /lib/modules/VER         kernel modules for the iSCSI path (the base's index
                            there is left alone: modprobe does not know them)
   /usr/lib/iscsiboot/modules/VER  their index, which the agent reads first
+                           (then the base's: NIC drivers come from the base
+                           unless the overlay was built with --module NAME)
   /usr/bin/python3.11, /usr/lib/python3.11, /usr/lib/x86_64-linux-gnu: the runtime
   /usr/sbin/iscsistart, /usr/sbin/e2fsck (when built with --backend iscsistart, --fsck)
   /etc/iscsiboot/initramfs.json: what was built (kernel, modules, paths)
