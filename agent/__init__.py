@@ -42,6 +42,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.phases",
     "iscsiboot.agent.phases.config",
     "iscsiboot.agent.phases.modules",
+    "iscsiboot.agent.phases.kmodbin",
     "iscsiboot.agent.phases.network",
     "iscsiboot.agent.phases.pyroute",
     "iscsiboot.agent.phases.login",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.phases.kmodbin import IndexFormatError, Trie
 
 # An overlay's own module index (``<release>/modules.dep`` ...): the base's stays in place.
 OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
@@ -44,7 +45,32 @@ def literal_prefix(pattern: str) -> str:
     return pattern
 
 
-class ModuleIndex:
+class _Index:
+    """What the loader asks an index: :meth:`depends` (here), ``lookup``, ``path``, ``builtin``."""
+
+    __slots__ = ()
+
+    def depends(self, name: str) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def load_order(self, name: str) -> list[str]:
+        """``name`` and everything it needs, dependencies first."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(module: str) -> None:
+            if module in seen:
+                return
+            seen.add(module)
+            for dep in self.depends(module):
+                visit(dep)
+            order.append(module)
+
+        visit(name)
+        return order
+
+
+class ModuleIndex(_Index):
     """modules.dep, modules.alias and modules.builtin, parsed; not changed once built."""
 
     __slots__ = ("aliases", "builtin", "deps", "paths", "prefixes")
@@ -80,21 +106,53 @@ class ModuleIndex:
                 found.append(module)
         return found
 
-    def load_order(self, name: str) -> list[str]:
-        """``name`` and everything it needs, dependencies first."""
-        order: list[str] = []
-        seen: set[str] = set()
+    def path(self, name: str) -> str | None:
+        """The module file, relative to the modules folder."""
+        return self.paths.get(name)
 
-        def visit(module: str) -> None:
-            if module in seen:
-                return
-            seen.add(module)
-            for dep in self.deps.get(module, ()):
-                visit(dep)
-            order.append(module)
+    def depends(self, name: str) -> tuple[str, ...]:
+        return self.deps.get(name, ())
 
-        visit(name)
-        return order
+
+class BinIndex(_Index):
+    """The same questions answered from depmod's trie files (modules.dep.bin, modules.alias.bin).
+
+    Used where they exist: a distribution's index is read in place, not parsed
+    whole (see :mod:`.kmodbin`).  ``builtin`` comes from the small text file.
+    """
+
+    __slots__ = ("aliases", "builtin", "dep", "entries")
+
+    def __init__(self, dep: Trie, aliases: Trie, builtin: frozenset[str]) -> None:
+        self.dep = dep
+        self.aliases = aliases
+        self.builtin = builtin
+        self.entries: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # name -> (path, deps)
+
+    def _entry(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        if name not in self.entries:
+            line = self.dep.get(name)
+            entry = None
+            if line is not None:
+                head, _sep, tail = line.partition(":")
+                entry = (head.strip(), tuple(module_name(d) for d in tail.split()))
+            self.entries[name] = entry
+        return self.entries[name]
+
+    def path(self, name: str) -> str | None:
+        entry = self._entry(name)
+        return None if entry is None else entry[0]
+
+    def depends(self, name: str) -> tuple[str, ...]:
+        entry = self._entry(name)
+        return () if entry is None else entry[1]
+
+    def lookup(self, wanted: str) -> list[str]:
+        """Module names for a module name or an alias (empty when unknown), as :meth:`ModuleIndex.lookup`."""
+        name = wanted.replace("-", "_")
+        if name in self.builtin or (":" not in name and self.path(name) is not None):
+            return [name]
+        return list(dict.fromkeys(value.replace("-", "_") for value in self.aliases.match(wanted)))
 
 
 def parse_index(dep_text: str, alias_text: str = "", builtin_text: str = "") -> ModuleIndex:
@@ -163,8 +221,8 @@ def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
 Load = Callable[[str], None]
 
 
-def _read_index(folder: str) -> ModuleIndex | None:
-    """modules.dep, .alias and .builtin in ``folder``; None without a modules.dep."""
+def _read_index(folder: str) -> ModuleIndex | BinIndex | None:
+    """The index in ``folder``: depmod's trie files if there, else the text; None without modules.dep."""
 
     def read(name: str) -> str:
         try:
@@ -172,6 +230,13 @@ def _read_index(folder: str) -> ModuleIndex | None:
         except FileNotFoundError:
             return ""
 
+    try:
+        dep_bin = Path(folder, "modules.dep.bin").read_bytes()
+        alias_bin = Path(folder, "modules.alias.bin").read_bytes()
+        builtin = parse_index("", "", read("modules.builtin")).builtin
+        return BinIndex(Trie(dep_bin), Trie(alias_bin), builtin)
+    except (OSError, IndexFormatError):
+        pass  # no (or a foreign) binary index: the text
     dep = read("modules.dep")
     if not dep and not Path(folder, "modules.dep").exists():
         return None
@@ -185,7 +250,9 @@ class Loader:
     distribution initramfs keeps its own index in ``OVERLAY_INDEX/<release>``
     and leaves the base's index in ``moddir`` alone (the base's udev and
     modprobe still need it): names and aliases are looked up in the overlay's
-    index first, and the base's is read only when that has no answer.
+    index first, and the base's is read only when that has no answer.  A
+    folder's index is depmod's trie files where they exist (a distribution's
+    26,000 aliases are not parsed, :class:`BinIndex`), else its text.
     """
 
     def __init__(
@@ -195,7 +262,7 @@ class Loader:
         *,
         sysfs: str = "/sys",
         proc: str = "/proc",
-        index: ModuleIndex | None = None,
+        index: ModuleIndex | BinIndex | None = None,
         overlay_index: str | None = None,
     ) -> None:
         self.moddir = moddir
@@ -205,7 +272,7 @@ class Loader:
         release = os.path.basename(moddir.rstrip("/"))
         own = overlay_index if overlay_index is not None else f"{OVERLAY_INDEX}/{release}"
         self.index_dirs: tuple[str, ...] = (own, moddir) if index is None and own != moddir else (moddir,)
-        self.indexes: list[ModuleIndex | None] = [index] if index is not None else []
+        self.indexes: list[ModuleIndex | BinIndex | None] = [index] if index is not None else []
         self.loaded: list[str] = []
         self.lock = threading.Lock()  # guards loaded and the per-module locks
         self.index_lock = threading.Lock()
@@ -223,7 +290,7 @@ class Loader:
             while not self._indexes(count) and count < len(self.index_dirs):
                 count += 1
 
-    def _indexes(self, count: int) -> list[ModuleIndex]:
+    def _indexes(self, count: int) -> list[ModuleIndex | BinIndex]:
         """The first ``count`` indexes that exist, read on first use (fewer when there are fewer)."""
         with self.index_lock:  # PID 1's start-up thread and the phases share one loader
             while len(self.indexes) < min(count, len(self.index_dirs)):
@@ -238,7 +305,7 @@ class Loader:
                 )
             return found
 
-    def _lookup(self, wanted: str) -> tuple[ModuleIndex | None, list[str]]:
+    def _lookup(self, wanted: str) -> tuple[ModuleIndex | BinIndex | None, list[str]]:
         """The first index that knows ``wanted``, and its candidates."""
         count = 1
         while True:
@@ -287,12 +354,12 @@ class Loader:
             fix="check that the initramfs modules match the running kernel (uname -r)",
         )
 
-    def _load_with_deps(self, index: ModuleIndex, name: str) -> list[str]:
+    def _load_with_deps(self, index: ModuleIndex | BinIndex, name: str) -> list[str]:
         done: list[str] = []
         for module in index.load_order(name):
             if module in index.builtin or self.is_loaded(module):
                 continue
-            path = index.paths.get(module)
+            path = index.path(module)
             if path is None:
                 raise OSError(2, f"{module} is not in modules.dep")
             with self._module_lock(module):
