@@ -170,8 +170,12 @@ def parse_index(dep_text: str, alias_text: str = "", builtin_text: str = "") -> 
         parts = line.split()
         if len(parts) == 3 and parts[0] == "alias":
             aliases.append((parts[1], parts[2].replace("-", "_")))
-    builtin = frozenset(module_name(line.strip()) for line in builtin_text.splitlines() if line.strip())
-    return ModuleIndex(paths, deps, tuple(aliases), builtin)
+    return ModuleIndex(paths, deps, tuple(aliases), parse_builtin(builtin_text))
+
+
+def parse_builtin(text: str) -> frozenset[str]:
+    """The module names modules.builtin lists (built into the kernel)."""
+    return frozenset(module_name(line.strip()) for line in text.splitlines() if line.strip())
 
 
 def nic_modaliases(sysfs: str = "/sys") -> list[str]:
@@ -233,8 +237,7 @@ def _read_index(folder: str) -> ModuleIndex | BinIndex | None:
     try:
         dep_bin = Path(folder, "modules.dep.bin").read_bytes()
         alias_bin = Path(folder, "modules.alias.bin").read_bytes()
-        builtin = parse_index("", "", read("modules.builtin")).builtin
-        return BinIndex(Trie(dep_bin), Trie(alias_bin), builtin)
+        return BinIndex(Trie(dep_bin), Trie(alias_bin), parse_builtin(read("modules.builtin")))
     except (OSError, IndexFormatError):
         pass  # no (or a foreign) binary index: the text
     dep = read("modules.dep")
