@@ -12,7 +12,7 @@ import errno
 import fnmatch
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
@@ -50,8 +50,23 @@ class _Index:
 
     __slots__ = ()
 
+    builtin: frozenset[str]
+
     def depends(self, name: str) -> tuple[str, ...]:
         raise NotImplementedError
+
+    def path(self, name: str) -> str | None:
+        raise NotImplementedError
+
+    def by_alias(self, wanted: str) -> list[str]:
+        raise NotImplementedError
+
+    def lookup(self, wanted: str) -> list[str]:
+        """Module names for a module name or an alias (empty when unknown)."""
+        name = wanted.replace("-", "_")
+        if name in self.builtin or (":" not in name and self.path(name) is not None):
+            return [name]
+        return self.by_alias(wanted)
 
     def load_order(self, name: str) -> list[str]:
         """``name`` and everything it needs, dependencies first."""
@@ -88,16 +103,13 @@ class ModuleIndex(_Index):
         self.builtin = builtin
         self.prefixes = tuple(literal_prefix(pattern) for pattern, _module in aliases)
 
-    def lookup(self, wanted: str) -> list[str]:
-        """Module names for a module name or an alias (empty when unknown).
+    def by_alias(self, wanted: str) -> list[str]:
+        """The modules of the alias patterns ``wanted`` matches.
 
         A pattern is matched only when ``wanted`` starts with its literal
         part: compiling every alias pattern of the image would cost PID 1 a
         tenth of a second in a slow guest, before the NIC driver loads.
         """
-        name = wanted.replace("-", "_")
-        if name in self.paths or name in self.builtin:
-            return [name]
         found: list[str] = []
         for (pattern, module), prefix in zip(self.aliases, self.prefixes, strict=True):
             if not wanted.startswith(prefix) or module in found:
@@ -147,11 +159,7 @@ class BinIndex(_Index):
         entry = self._entry(name)
         return () if entry is None else entry[1]
 
-    def lookup(self, wanted: str) -> list[str]:
-        """Module names for a module name or an alias (empty when unknown), as :meth:`ModuleIndex.lookup`."""
-        name = wanted.replace("-", "_")
-        if name in self.builtin or (":" not in name and self.path(name) is not None):
-            return [name]
+    def by_alias(self, wanted: str) -> list[str]:
         return list(dict.fromkeys(value.replace("-", "_") for value in self.aliases.match(wanted)))
 
 
@@ -289,37 +297,34 @@ class Loader:
     def index_now(self) -> None:
         """Read the first index there is now (PID 1 does it before it loads anything)."""
         if self.modular():
-            count = 1
-            while not self._indexes(count) and count < len(self.index_dirs):
-                count += 1
+            next(self._each_index(), None)
 
-    def _indexes(self, count: int) -> list[ModuleIndex | BinIndex]:
-        """The first ``count`` indexes that exist, read on first use (fewer when there are fewer)."""
-        with self.index_lock:  # PID 1's start-up thread and the phases share one loader
-            while len(self.indexes) < min(count, len(self.index_dirs)):
-                self.indexes.append(_read_index(self.index_dirs[len(self.indexes)]))
-            found = [index for index in self.indexes[:count] if index is not None]
-            if len(self.indexes) == len(self.index_dirs) and not any(self.indexes):
-                raise PhaseError(
-                    "modules",
-                    f"no modules.dep in {self.moddir}",
-                    cause="missing-module",
-                    fix="build the initramfs with the kernel's modules and run depmod -b",
-                )
-            return found
+    def _each_index(self) -> Iterator[ModuleIndex | BinIndex]:
+        """The indexes that exist, in order of preference, each read when first reached."""
+        found = False
+        for position, folder in enumerate(self.index_dirs):
+            with self.index_lock:  # PID 1's start-up thread and the phases share one loader
+                if len(self.indexes) == position:
+                    self.indexes.append(_read_index(folder))
+                index = self.indexes[position]
+            if index is not None:
+                found = True
+                yield index
+        if not found:
+            raise PhaseError(
+                "modules",
+                f"no modules.dep in {self.moddir}",
+                cause="missing-module",
+                fix="build the initramfs with the kernel's modules and run depmod -b",
+            )
 
     def _lookup(self, wanted: str) -> tuple[ModuleIndex | BinIndex | None, list[str]]:
         """The first index that knows ``wanted``, and its candidates."""
-        count = 1
-        while True:
-            indexes = self._indexes(count)
-            for index in indexes:
-                candidates = index.lookup(wanted)
-                if candidates:
-                    return index, candidates
-            if count >= len(self.index_dirs):
-                return None, []
-            count += 1
+        for index in self._each_index():
+            candidates = index.lookup(wanted)
+            if candidates:
+                return index, candidates
+        return None, []
 
     def is_loaded(self, name: str) -> bool:
         return Path(self.sysfs, "module", name).exists()
