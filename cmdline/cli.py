@@ -204,10 +204,11 @@ def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
     if net.dns:
         parts.append("dns " + ",".join(net.dns))
     row("network", ", ".join(parts))
-    where_storage = "on iSCSI" if cfg.storage_on_iscsi else "local"
+    # disk=LABEL=... names no device: the label is looked for on every disk, the LUN included
+    where_storage = "on iSCSI" if cfg.storage_on_iscsi else "on any disk, the LUN included"
     row(
         "system",
-        f"{cfg.system} ({'on iSCSI' if cfg.targets or cfg.firmware else 'local'})"
+        f"{cfg.system} ({'on iSCSI' if cfg.targets or cfg.firmware else 'on any disk'})"
         if cfg.system
         else "(not given)",
     )

@@ -298,6 +298,11 @@ def model_from_args(args: argparse.Namespace) -> BootConfig:
             raise UsageError(f"{', '.join(target_opts)} given without {missing}", fix=f"give {missing}")
         chap = _chap(args, "")
         reverse = _chap(args, "reverse-")
+        if reverse is not None and chap is None:
+            raise UsageError(
+                "--reverse-username and a reverse secret (mutual CHAP) given without one-way CHAP",
+                fix="give --username and --password-file (or --password) too, or drop the reverse ones",
+            )
         port = getattr(args, "model_target_port", None)
         group = getattr(args, "model_target_group", None)
         address = address[1:-1] if address.startswith("[") and address.endswith("]") else address

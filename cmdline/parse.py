@@ -275,10 +275,11 @@ def _target(
     chap = _chap(by_field, name_of, "username", "password", where)
     reverse = _chap(by_field, name_of, "in_username", "in_password", where)
     if reverse is not None and chap is None:
+        given = " and ".join(by_field[f][0] for f in ("in_username", "in_password"))
         raise ParseError(
-            f"reverse (mutual) CHAP without one-way CHAP in {where}",
+            f"{given} (reverse, mutual CHAP) given without one-way CHAP in {where}",
             where=where,
-            fix=f"add {name_of['username']} and {name_of['password']}, or drop the reverse credentials",
+            fix=f"add {name_of['username']} and {name_of['password']}, or drop {given}",
         )
     address = by_field["address"][1]
     if address.startswith("[") and address.endswith("]"):

@@ -121,8 +121,8 @@ class Target:
             raise UsageError(f"LUN {self.lun} is out of range")
         if self.reverse_chap is not None and self.chap is None:
             raise UsageError(
-                "reverse (mutual) CHAP without one-way CHAP",
-                fix="give the one-way user name and password too",
+                "reverse_chap (mutual CHAP) given without chap (one-way CHAP)",
+                fix="give chap (the one-way user name and password) too, or drop reverse_chap",
             )
 
     @property

@@ -92,6 +92,15 @@ def test_parse_text_output_file_and_stdin(tmp_path: Path) -> None:
     assert json.loads(piped.stdout)["firmware"] is True
 
 
+def test_parse_text_says_where_a_label_is_looked_for() -> None:
+    # disk=LABEL= names no disk: the label is found on any disk, the LUN included (not "local")
+    result = run_cli("cmdline", "parse", "ip=dhcp boot=ISCSI=auto,LABEL=System disk=LABEL=Storage quiet")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"system:\s+LABEL=System \(on iSCSI\)", result.stdout)
+    assert re.search(r"storage:\s+LABEL=Storage \(on any disk, the LUN included\)", result.stdout)
+    assert "local" not in result.stdout
+
+
 def test_parse_proc_reads_this_machine() -> None:
     result = run_cli("cmdline", "parse", "--json", "--proc")
     assert result.returncode in (0, 2)
@@ -139,7 +148,7 @@ def test_parse_is_fast_and_light() -> None:
                 "parse",
                 f"iscsi_target_name={IQN_T} iscsi_target_ip=h iscsi_in_username=a iscsi_in_password=b",
             ],
-            "without one-way CHAP",
+            "iscsi_in_username and iscsi_in_password (reverse, mutual CHAP) given without one-way CHAP",
         ),
         (["cmdline", "parse", "iscsi_initiator="], "empty value"),
         (["cmdline", "parse"], "no command line given"),
@@ -147,7 +156,7 @@ def test_parse_is_fast_and_light() -> None:
         (["generate", "cmdline", "--auto", "--target-ip", "10.0.0.1"], "--auto"),
         (["generate", "cmdline", "--target-ip", "10.0.0.1"], "without --target-name"),
         (["generate", "cmdline", *TARGET, "--password", "x"], "--password without --username"),
-        (["generate", "cmdline", *TARGET, "--reverse-username", "a", "--reverse-password", "b"], "reverse"),
+        (["generate", "cmdline", *TARGET, "--reverse-username", "a", "--reverse-password", "b"], "--reverse-username and"),
         (["generate", "cmdline", "--target-name", IQN_T, "--target-ip", "10.0.2.2"], "initiator"),
         (["generate", "cmdline", *TARGET, "--username", "u", "--password", "a,b"], "comma"),
         (["generate", "ipxe", *TARGET, "--username", "u", "--password", "a b$c"], "iPXE"),

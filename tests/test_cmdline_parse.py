@@ -292,7 +292,12 @@ def test_ip_errors(value: str, match: str) -> None:
         (f"iscsi_target_name={IQN_T} iscsi_target_ip=1.2.3.4 iscsi_target_group=70000", "0-65535"),
         (
             f"iscsi_target_name={IQN_T} iscsi_target_ip=1.2.3.4 iscsi_in_username=a iscsi_in_password=b",
-            "reverse \\(mutual\\) CHAP without one-way CHAP",
+            "iscsi_in_username and iscsi_in_password \\(reverse, mutual CHAP\\) given without one-way CHAP"
+            ".*add iscsi_username and iscsi_password",
+        ),
+        (
+            f"netroot=iscsi:1.2.3.4::::{IQN_T} rd.iscsi.in.username=a rd.iscsi.in.password=b",
+            "rd.iscsi.in.username and rd.iscsi.in.password \\(reverse, mutual CHAP\\)",
         ),
         ("iscsi_target_ip=", "empty value"),
         ("iscsi_target_ip", "needs a value"),
