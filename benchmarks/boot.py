@@ -539,7 +539,7 @@ def render(out: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3, help="boots of each kind (default 3)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -558,6 +558,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="no boots: render an earlier --json run's numbers (with --write-readme: rewrite the README)",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
