@@ -48,6 +48,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.phases.login",
     "iscsiboot.agent.phases.native",
     "iscsiboot.iscsi.netlink",
+    "iscsiboot.iscsi.status",
     "iscsiboot.agent.phases.disk",
     "iscsiboot.agent.phases.label",
     "iscsiboot.agent.phases.mount",

@@ -26,6 +26,7 @@ from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
 from iscsiboot.iscsi.scsi import Capacity, Inquiry
 from iscsiboot.iscsi.session import DEFAULT_TIMEOUT, LunReader, ScsiError, Session
+from iscsiboot.iscsi.status import Code
 from iscsiboot.iscsi.transport import PortalUnreachable, TransportError, connect
 from iscsiboot.model import BootConfig, Locator, LocatorKind, Target, lun_to_text
 from iscsiboot.secret import Secret, mask
@@ -201,7 +202,7 @@ def _discovery(run: _Run) -> None:
         try:
             session = Session.login(t.address, t.port, initiator=ini, timeout=run.timeout)
         except LoginFailed as exc:
-            if exc.status_class != 2 or exc.status_detail != 1 or t.chap is None:
+            if exc.status.code is not Code.AUTHENTICATION_FAILURE or t.chap is None:
                 raise
             session = Session.login(t.address, t.port, initiator=ini, chap=t.chap, timeout=run.timeout)
         with session:
@@ -233,30 +234,31 @@ def _discovery(run: _Run) -> None:
 def login_cause(exc: BaseException, target: Target, initiator: str) -> tuple[str, str | None]:
     """(plain-language cause, fix) of a failed login."""
     if isinstance(exc, LoginFailed):
-        code = (exc.status_class, exc.status_detail)
-        if code == (2, 2):
+        status = exc.status
+        answered = f"the target answered: {status.name}"
+        if status.code is Code.AUTHORIZATION_FAILURE:
             return (
-                f"the target answered: authorization failure for this initiator name; the target's ACL does "
+                f"{answered} for this initiator name; the target's ACL does "
                 f"not include {initiator} (or this address)",
                 f"add {initiator} to the ACL of {target.name} on the target, or boot with the initiator name "
                 "the ACL names",
             )
-        if code == (2, 1):
+        if status.code is Code.AUTHENTICATION_FAILURE:
             who = f"CHAP user {target.chap.username!r}" if target.chap else "no CHAP credentials"
             fix = (
                 "give the CHAP user name and secret that the target has for this initiator"
                 if target.chap
                 else "the target requires CHAP: add the user name and password to the settings"
             )
-            return f"the target answered: authentication failure with {who}", fix
-        if code == (2, 3):
+            return f"{answered} with {who}", fix
+        if status.code is Code.NOT_FOUND:
             return (
                 f"the target answered: no target named {target.name} at {target.portal} for this initiator "
                 f"name; either the name is wrong or the target's ACL does not include {initiator} "
                 "(tgt answers 'not found' to initiators its ACL refuses)",
                 f"check the target name against discovery, and that the target's ACL includes {initiator}",
             )
-        return f"the target answered: {exc.status_name}: {exc.cause}", exc.fix
+        return f"{answered}: {status.text}", status.fix or None
     if isinstance(exc, AuthenticationFailed):
         return exc.what, exc.fix
     if isinstance(exc, IscsibootError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import chap as chapmod
 from iscsiboot.iscsi.pdu import Op, Pdu, ProtocolError, make_bhs
+from iscsiboot.iscsi.status import status_of
 from iscsiboot.iscsi.text import (
     Params,
     decode_binary,
@@ -48,128 +49,20 @@ def random_isid(rng: Random = os.urandom) -> bytes:
     return bytes(raw)
 
 
-# ---------------------------------------------------------------- status codes
-
-# (class, detail) -> (name, plain-language cause, fix)
-STATUS: dict[tuple[int, int], tuple[str, str, str]] = {
-    (0, 0): ("success", "the login succeeded", ""),
-    (1, 1): (
-        "target moved temporarily",
-        "the target is temporarily reachable at another portal (it answered with a redirect)",
-        "follow TargetAddress, or point the settings at the new portal",
-    ),
-    (1, 2): (
-        "target moved permanently",
-        "the target now lives at another portal (permanent redirect)",
-        "change the portal in the boot settings to the new address",
-    ),
-    (2, 0): (
-        "initiator error",
-        "the target refused the login request as malformed or not allowed",
-        "check the initiator name and target name for typos",
-    ),
-    (2, 1): (
-        "authentication failure",
-        "the target did not accept the CHAP credentials (wrong user name or secret, "
-        "or CHAP missing while the target requires it)",
-        "give the CHAP user name and secret the target has for this initiator",
-    ),
-    (2, 2): (
-        "authorization failure",
-        "the target does not allow this initiator: its ACL does not include this initiator name or address",
-        "add the initiator name to the target's ACL, or use the initiator name the target expects",
-    ),
-    (2, 3): (
-        "target not found",
-        "no target with this name exists at this portal",
-        "check the target name (IQN) against what discovery lists",
-    ),
-    (2, 4): (
-        "target removed",
-        "the target existed but has been removed from this portal",
-        "recreate the target or use another one",
-    ),
-    (2, 5): (
-        "unsupported version",
-        "the target does not speak this iSCSI protocol version",
-        "update the target",
-    ),
-    (2, 6): (
-        "too many connections",
-        "the target refuses more connections for this session (or the ISID is in use)",
-        "close other sessions of this initiator",
-    ),
-    (2, 7): (
-        "missing parameter",
-        "the target needs a login key that was not sent",
-        "see the target's log for the missing key",
-    ),
-    (2, 8): (
-        "cannot include in session",
-        "the target cannot add this connection to the session",
-        "retry with a new session",
-    ),
-    (2, 9): (
-        "session type not supported",
-        "the target does not support this session type (Normal or Discovery)",
-        "log in to the target directly instead of through discovery",
-    ),
-    (2, 10): (
-        "session does not exist",
-        "the target knows no session with this identifier",
-        "log in afresh",
-    ),
-    (2, 11): (
-        "invalid request during login",
-        "the target found a request invalid during the login",
-        "see the target's log",
-    ),
-    (3, 0): (
-        "target error",
-        "the target failed internally (or the target is offline)",
-        "check the target's state and log",
-    ),
-    (3, 1): (
-        "service unavailable",
-        "the target is temporarily unable to serve (offline or starting)",
-        "bring the target online and retry",
-    ),
-    (3, 2): (
-        "out of resources",
-        "the target lacks resources for another session",
-        "free sessions on the target or retry later",
-    ),
-}
-
-_CLASS = {
-    1: ("redirection", "the target sent the initiator elsewhere", "follow the redirect"),
-    2: ("initiator error", "the target refused the login because of the initiator's request", "check names"),
-    3: ("target error", "the target failed to serve the login", "check the target's state and log"),
-}
-
-
-def describe_status(status_class: int, status_detail: int) -> tuple[str, str, str]:
-    """(name, cause, fix) for any status; unknown details fall back to their class."""
-    if (status_class, status_detail) in STATUS:
-        return STATUS[(status_class, status_detail)]
-    name, cause, fix = _CLASS.get(
-        status_class,
-        ("unknown status", "the target answered with an unknown status class", "see the target's log"),
-    )
-    return f"{name} (detail 0x{status_detail:02x})", cause, fix
-
-
 class LoginFailed(IscsibootError):
     """The target ended the login with a non-zero status."""
 
     def __init__(self, status_class: int, status_detail: int, *, target: str | None = None) -> None:
-        name, cause, fix = describe_status(status_class, status_detail)
-        code = f"0x{status_class:02x}{status_detail:02x}"
-        super().__init__(f"login refused: {name} ({code}): {cause}", where=target, fix=fix or None)
+        status = status_of(status_class, status_detail)
+        super().__init__(
+            f"login refused: {status.name} ({status.hex}): {status.text}",
+            where=target,
+            fix=status.fix or None,
+        )
+        self.status = status
         self.status_class = status_class
         self.status_detail = status_detail
-        self.status_name = name
-        self.cause = cause
+        self.status_name = status.name
 
 
 class LoginRedirect(IscsibootError):

@@ -13,13 +13,11 @@ from hypothesis import strategies as st
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import chap, scsi
 from iscsiboot.iscsi.login import (
-    STATUS,
     AuthenticationFailed,
     Login,
     LoginFailed,
     LoginRedirect,
     LoginSettings,
-    describe_status,
     parse_target_address,
     random_isid,
 )
@@ -38,6 +36,7 @@ from iscsiboot.iscsi.pdu import (
     sn_le,
     sn_lt,
 )
+from iscsiboot.iscsi.status import STATUS, Code, StatusCause, status_of
 from iscsiboot.iscsi.text import Params, decode_binary, decode_keys, encode_keys, negotiate, operational_offer
 from iscsiboot.model import Chap
 from iscsiboot.secret import Secret
@@ -357,11 +356,15 @@ def test_login_status_and_redirect() -> None:
 
 
 def test_every_status_has_a_plain_cause() -> None:
-    for (klass, detail), (name, cause, _fix) in STATUS.items():
-        assert name and len(cause) > 15, (klass, detail)
-    name, cause, _ = describe_status(2, 0x42)
-    assert "initiator error" in name and "0x42" in name and cause
-    assert describe_status(9, 9)[0].startswith("unknown")
+    for (klass, detail), status in STATUS.items():
+        assert status.name and len(status.text) > 15, (klass, detail)
+        assert status.code is not None and (status.status_class, status.status_detail) == (klass, detail)
+    assert {(code >> 8, code & 0xFF) for code in Code} == set(STATUS)
+    unknown = status_of(2, 0x42)
+    assert "initiator error" in unknown.name and "0x42" in unknown.name and unknown.text
+    assert unknown.code is None and unknown.cause is StatusCause.REJECTED
+    assert status_of(9, 9).name.startswith("unknown")
+    assert status_of(2, 2).hex == "0x0202"
 
 
 def test_target_address_forms() -> None:

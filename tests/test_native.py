@@ -213,7 +213,8 @@ def test_shown_masks_passwords() -> None:
     ("exc", "cause"),
     [
         (LoginFailed(2, 1), Cause.AUTH),
-        (LoginFailed(2, 2), Cause.AUTH),
+        (LoginFailed(2, 2), Cause.REJECTED),
+        (LoginFailed(2, 4), Cause.NOT_FOUND),
         (LoginFailed(2, 3), Cause.NOT_FOUND),
         (LoginFailed(2, 0), Cause.REJECTED),
         (LoginFailed(3, 1), Cause.OTHER),

@@ -103,13 +103,7 @@ def cause_of_tcp(err: int | None) -> Cause:
 def cause_of_error(exc: BaseException) -> Cause:
     """The plain cause of an exception from one native login attempt."""
     if isinstance(exc, LoginFailed):
-        if exc.status_class == 2 and exc.status_detail in (1, 2):
-            return Cause.AUTH
-        if exc.status_class == 2 and exc.status_detail in (3, 4):
-            return Cause.NOT_FOUND
-        if exc.status_class == 2:
-            return Cause.REJECTED
-        return Cause.OTHER  # target errors (offline, out of resources) may pass: retry
+        return Cause(exc.status.cause.value)  # target errors (offline, out of resources) are OTHER: retry
     if isinstance(exc, AuthenticationFailed):
         return Cause.AUTH
     if isinstance(exc, nl.NetlinkError):
