@@ -192,8 +192,8 @@ def start_early(text: str) -> tuple[Any, Any]:
     """
     try:
         from iscsiboot.agent import BASE_MODULES, sysc
-        from iscsiboot.agent.early import Early
         from iscsiboot.agent.phases.modules import Loader
+        from iscsiboot.agent.startup.early import Early
 
         loader = Loader(f"/lib/modules/{os.uname().release}", sysc.finit_module)
         words = text.split()
@@ -201,7 +201,7 @@ def start_early(text: str) -> tuple[Any, Any]:
         dhcp = not ips or any("dhcp" in word or word == "ip=ibft" for word in ips)  # import its client
         worker = None
         if "iscsiboot.worker=no" not in words:
-            from iscsiboot.agent.netproc import NetWorker
+            from iscsiboot.agent.startup.netproc import NetWorker
 
             loader.index_now()  # the start-up child inherits the index
             try:
@@ -231,7 +231,7 @@ def shared_imports() -> None:
     the model and plan, json: about half a second of a slow guest's CPU that
     the worker would otherwise spend a second time.
     """
-    from iscsiboot.agent import codecache
+    from iscsiboot.agent.startup import codecache
 
     codecache.install()
     import json  # noqa: F401
@@ -241,12 +241,12 @@ def shared_imports() -> None:
 
 
 def _main(console: TextIO) -> None:
-    from iscsiboot.agent.early import boottime
+    from iscsiboot.agent.startup.early import boottime
 
     started = boottime()
     text = read_cmdline()
     loader, early = start_early(text)
-    from iscsiboot.agent import codecache
+    from iscsiboot.agent.startup import codecache
 
     cache = codecache.install()  # installed already by shared_imports unless there is no worker
     from iscsiboot.agent.options import AgentOptions, parse_options
@@ -286,7 +286,7 @@ def clock_marks(started: float, early: Any) -> dict[str, float | None]:
     Also ``peak_rss_mib``: PID 1's peak resident memory, and ``worker_peak_rss_mib``: the
     network worker's (they run at the same time; other children are not counted).
     """
-    from iscsiboot.agent.early import boottime, peak_rss_kib
+    from iscsiboot.agent.startup.early import boottime, peak_rss_kib
 
     rss = peak_rss_kib()
     worker = getattr(early, "worker", None)

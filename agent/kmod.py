@@ -1,25 +1,38 @@
-"""kmod's binary module indexes (modules.dep.bin, modules.alias.bin), read in place (pure: bytes in).
+"""depmod's module indexes, read for the agent at boot and for the initramfs builder (pure: text or bytes in).
 
-A distribution's text index is large (Debian 12: 26,000 aliases of 4,000
-modules); parsing it whole costs a slow guest about a second, and the agent
-asks it two or three questions.  depmod also writes each index as a trie
-(the format libkmod reads): a lookup visits only the nodes along its key,
-and the patterns that start with a wildcard where the key goes on.
+The text files (``modules.dep``, ``modules.alias``, ``modules.builtin``,
+``modules.softdep``) are parsed whole (:func:`parse_index`); depmod's binary
+tries (``modules.dep.bin``, ``modules.alias.bin``) are read in place
+(:class:`Trie`, :class:`BinIndex`).  Both kinds answer the same questions
+(:class:`ModuleIndex` and :class:`BinIndex`: a module's path, its
+dependencies, the modules of a name or an alias); :func:`read_index` picks
+the binary one where it exists.
 
-The format: big-endian u32 magic ``0xB007F457``, version (major 2), the
-root node's offset.  A node offset carries flags in its top nibble: a
-NUL-terminated prefix follows (``0x8...``), a child table (``0x2...``: first
-and last character, then one u32 offset per character in that range, 0 for
-none), values (``0x4...``: a u32 count, then per value a u32 priority and a
-NUL-terminated string).  Keys are the patterns (aliases) or module names;
-values are module names (aliases) or ``path: dependencies`` (modules.dep).
+PID 1's start-up thread reads an index before anything else, so this module
+stays light: plain classes instead of dataclasses (``dataclasses`` pulls in
+``inspect``, about 0.1 s in a slow guest) and no ``typing`` at run time.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import struct
+from pathlib import Path
 
+# kmod's binary module indexes: A distribution's text index is large (Debian 12: 26,000 aliases of 4,000
+# modules); parsing it whole costs a slow guest about a second, and the agent
+# asks it two or three questions.  depmod also writes each index as a trie
+# (the format libkmod reads): a lookup visits only the nodes along its key,
+# and the patterns that start with a wildcard where the key goes on.
+#
+# The format: big-endian u32 magic ``0xB007F457``, version (major 2), the
+# root node's offset.  A node offset carries flags in its top nibble: a
+# NUL-terminated prefix follows (``0x8...``), a child table (``0x2...``: first
+# and last character, then one u32 offset per character in that range, 0 for
+# none), values (``0x4...``: a u32 count, then per value a u32 priority and a
+# NUL-terminated string).  Keys are the patterns (aliases) or module names;
+# values are module names (aliases) or ``path: dependencies`` (modules.dep).
 MAGIC = 0xB007F457
 MAJOR = 2
 _PREFIX, _VALUES, _CHILDREN = 0x80000000, 0x40000000, 0x20000000
@@ -126,3 +139,201 @@ class Trie:
                 self._every(child, pattern + chr(first + index), key, out)
         if values and fnmatch.fnmatchcase(key, pattern):
             out.extend(values)
+
+
+# ---------------------------------------------------------------- both kinds
+
+
+def module_name(path_or_name: str) -> str:
+    """``kernel/drivers/net/virtio_net.ko.xz`` -> ``virtio_net``; dashes become underscores."""
+    base = os.path.basename(path_or_name)
+    for ext in (".xz", ".zst", ".gz"):
+        base = base.removesuffix(ext)
+    return base.removesuffix(".ko").replace("-", "_")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first ``*``, ``?`` or ``[`` (the whole pattern if none)."""
+    for i, char in enumerate(pattern):
+        if char in "*?[":
+            return pattern[:i]
+    return pattern
+
+
+class _Index:
+    """What the loader asks an index: :meth:`depends` (here), ``lookup``, ``path``, ``builtin``."""
+
+    __slots__ = ()
+
+    builtin: frozenset[str]
+
+    def depends(self, name: str) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def path(self, name: str) -> str | None:
+        raise NotImplementedError
+
+    def by_alias(self, wanted: str) -> list[str]:
+        raise NotImplementedError
+
+    def lookup(self, wanted: str) -> list[str]:
+        """Module names for a module name or an alias (empty when unknown)."""
+        name = wanted.replace("-", "_")
+        if name in self.builtin or (":" not in name and self.path(name) is not None):
+            return [name]
+        return self.by_alias(wanted)
+
+    def load_order(self, name: str) -> list[str]:
+        """``name`` and everything it needs, dependencies first."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(module: str) -> None:
+            if module in seen:
+                return
+            seen.add(module)
+            for dep in self.depends(module):
+                visit(dep)
+            order.append(module)
+
+        visit(name)
+        return order
+
+
+class ModuleIndex(_Index):
+    """modules.dep, modules.alias, modules.builtin and modules.softdep, parsed; not changed once built."""
+
+    __slots__ = ("aliases", "builtin", "deps", "paths", "prefixes", "softdeps")
+
+    def __init__(
+        self,
+        paths: dict[str, str],  # name -> path relative to the modules directory
+        deps: dict[str, tuple[str, ...]],  # name -> names it depends on
+        aliases: tuple[tuple[str, str], ...],  # (pattern, name)
+        builtin: frozenset[str],
+        softdeps: dict[str, tuple[str, ...]] | None = None,  # name -> its pre: and post: names
+    ) -> None:
+        self.paths = paths
+        self.deps = deps
+        self.aliases = aliases
+        self.builtin = builtin
+        self.softdeps = softdeps or {}
+        self.prefixes = tuple(literal_prefix(pattern) for pattern, _module in aliases)
+
+    def by_alias(self, wanted: str) -> list[str]:
+        """The modules of the alias patterns ``wanted`` matches.
+
+        A pattern is matched only when ``wanted`` starts with its literal
+        part: compiling every alias pattern of the image would cost PID 1 a
+        tenth of a second in a slow guest, before the NIC driver loads.
+        """
+        found: list[str] = []
+        for (pattern, module), prefix in zip(self.aliases, self.prefixes, strict=True):
+            if not wanted.startswith(prefix) or module in found:
+                continue
+            if wanted == pattern if prefix == pattern else fnmatch.fnmatchcase(wanted, pattern):
+                found.append(module)
+        return found
+
+    def path(self, name: str) -> str | None:
+        """The module file, relative to the modules folder."""
+        return self.paths.get(name)
+
+    def depends(self, name: str) -> tuple[str, ...]:
+        return self.deps.get(name, ())
+
+
+class BinIndex(_Index):
+    """The same questions answered from depmod's trie files (modules.dep.bin, modules.alias.bin).
+
+    Used where they exist: a distribution's index is read in place, not parsed
+    whole (see :class:`Trie`).  ``builtin`` comes from the small text file.
+    """
+
+    __slots__ = ("aliases", "builtin", "dep", "entries")
+
+    def __init__(self, dep: Trie, aliases: Trie, builtin: frozenset[str]) -> None:
+        self.dep = dep
+        self.aliases = aliases
+        self.builtin = builtin
+        self.entries: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # name -> (path, deps)
+
+    def _entry(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        if name not in self.entries:
+            line = self.dep.get(name)
+            entry = None
+            if line is not None:
+                head, _sep, tail = line.partition(":")
+                entry = (head.strip(), tuple(module_name(d) for d in tail.split()))
+            self.entries[name] = entry
+        return self.entries[name]
+
+    def path(self, name: str) -> str | None:
+        entry = self._entry(name)
+        return None if entry is None else entry[0]
+
+    def depends(self, name: str) -> tuple[str, ...]:
+        entry = self._entry(name)
+        return () if entry is None else entry[1]
+
+    def by_alias(self, wanted: str) -> list[str]:
+        return list(dict.fromkeys(value.replace("-", "_") for value in self.aliases.match(wanted)))
+
+
+def parse_index(
+    dep_text: str, alias_text: str = "", builtin_text: str = "", softdep_text: str = ""
+) -> ModuleIndex:
+    paths: dict[str, str] = {}
+    deps: dict[str, tuple[str, ...]] = {}
+    for line in dep_text.splitlines():
+        head, sep, tail = line.partition(":")
+        if not sep:
+            continue
+        name = module_name(head.strip())
+        paths[name] = head.strip()
+        deps[name] = tuple(module_name(d) for d in tail.split())
+    aliases: list[tuple[str, str]] = []
+    for line in alias_text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias":
+            aliases.append((parts[1], parts[2].replace("-", "_")))
+    return ModuleIndex(paths, deps, tuple(aliases), parse_builtin(builtin_text), parse_softdep(softdep_text))
+
+
+def parse_builtin(text: str) -> frozenset[str]:
+    """The module names modules.builtin lists (built into the kernel)."""
+    return frozenset(module_name(line.strip()) for line in text.splitlines() if line.strip())
+
+
+def parse_softdep(text: str) -> dict[str, tuple[str, ...]]:
+    """Module name -> the names its ``softdep`` lines ask for (``pre:`` and ``post:`` alike)."""
+    soft: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[0] != "softdep":
+            continue
+        names = tuple(w for w in words[2:] if w not in ("pre:", "post:"))
+        key = words[1].replace("-", "_")
+        soft[key] = soft.get(key, ()) + names
+    return soft
+
+
+def read_index(folder: str) -> ModuleIndex | BinIndex | None:
+    """The index in ``folder``: depmod's trie files if there, else the text; None without modules.dep."""
+
+    def read(name: str) -> str:
+        try:
+            return Path(folder, name).read_text()
+        except FileNotFoundError:
+            return ""
+
+    try:
+        dep_bin = Path(folder, "modules.dep.bin").read_bytes()
+        alias_bin = Path(folder, "modules.alias.bin").read_bytes()
+        return BinIndex(Trie(dep_bin), Trie(alias_bin), parse_builtin(read("modules.builtin")))
+    except (OSError, IndexFormatError):
+        pass  # no (or a foreign) binary index: the text
+    dep = read("modules.dep")
+    if not dep and not Path(folder, "modules.dep").exists():
+        return None
+    return parse_index(dep, read("modules.alias"), read("modules.builtin"))

@@ -13,7 +13,7 @@ open-iscsi's tool, for images built with ``--backend iscsistart``; ``iscsiboot.l
 same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 (the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
 ``iscsiboot.worker=yes|no`` (PID 1 brings the network up in a worker process of its own,
-:mod:`iscsiboot.agent.netproc`; ``no`` keeps it in PID 1), ``iscsiboot.sysroot=DIR`` and
+:mod:`iscsiboot.agent.startup.netproc`; ``no`` keeps it in PID 1), ``iscsiboot.sysroot=DIR`` and
 ``init=PATH`` (the init of the new root).
 """
 

@@ -204,7 +204,7 @@ class Agent:
         worker = getattr(early, "worker", None)
         net = None
         if worker is not None and self.options.network_worker:
-            from iscsiboot.agent.netproc import WorkerGone
+            from iscsiboot.agent.startup.netproc import WorkerGone
 
             try:
                 net = worker.bring_up(

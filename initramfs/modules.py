@@ -1,6 +1,7 @@
-"""Which kernel module files an image needs: modules.dep / .alias / .builtin / .softdep (pure).
+"""Which kernel module files an image needs, from depmod's index (pure apart from :func:`load_index`).
 
-:func:`parse_index` reads the text files ``depmod`` writes; :func:`resolve`
+The index is read by :mod:`iscsiboot.agent.kmod`, the same reader the agent uses at
+boot (:func:`load_index` reads the text files ``depmod`` writes); :func:`resolve`
 gives the closure of the wanted modules (dependencies and soft
 dependencies) in load order.  ``iscsi_tcp`` needs the ``crc32c`` crypto
 algorithm when a connection is made, which modules.dep does not say: every
@@ -11,11 +12,14 @@ whenever ``iscsi_tcp`` is wanted.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from iscsiboot.agent.kmod import ModuleIndex, module_name, parse_index
 from iscsiboot.errors import UsageError
+
+__all__ = ["ModuleIndex", "module_name", "parse_index"]  # the index is the agent's: one reader for both
 
 # What the boot path needs in every image: iSCSI over TCP, the iBFT, disks, file systems, VLANs.
 PATH_MODULES: tuple[str, ...] = (
@@ -41,71 +45,6 @@ def default_modules(*, overlay: bool) -> tuple[str, ...]:
 
 
 CRC32C_ALIAS = "crypto-crc32c"
-_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
-
-
-def module_name(path: str) -> str:
-    """``kernel/arch/x86/crypto/crc32c-intel.ko.xz`` -> ``crc32c_intel``."""
-    base = path.rsplit("/", 1)[-1]
-    for suffix in _SUFFIXES:
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class ModuleIndex:
-    """The parsed depmod output of one kernel release."""
-
-    paths: Mapping[str, str]  # module name -> path relative to lib/modules/<ver>
-    depends: Mapping[str, tuple[str, ...]]  # module name -> names it needs
-    aliases: tuple[tuple[str, str], ...] = ()  # (pattern, module name)
-    builtin: frozenset[str] = frozenset()
-    softdeps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> pre+post names
-
-
-def parse_dep(text: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
-    paths: dict[str, str] = {}
-    depends: dict[str, tuple[str, ...]] = {}
-    for line in text.splitlines():
-        if ":" not in line:
-            continue
-        head, _, tail = line.partition(":")
-        name = module_name(head.strip())
-        paths[name] = head.strip()
-        depends[name] = tuple(module_name(d) for d in tail.split())
-    return paths, depends
-
-
-def parse_alias(text: str) -> tuple[tuple[str, str], ...]:
-    found: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "alias":
-            found.append((words[1], words[2].replace("-", "_")))
-    return tuple(found)
-
-
-def parse_builtin(text: str) -> frozenset[str]:
-    return frozenset(module_name(line.strip()) for line in text.splitlines() if line.strip())
-
-
-def parse_softdep(text: str) -> dict[str, tuple[str, ...]]:
-    soft: dict[str, tuple[str, ...]] = {}
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) < 3 or words[0] != "softdep":
-            continue
-        names = tuple(w for w in words[2:] if w not in ("pre:", "post:"))
-        key = words[1].replace("-", "_")
-        soft[key] = soft.get(key, ()) + names
-    return soft
-
-
-def parse_index(dep: str, alias: str = "", builtin: str = "", softdep: str = "") -> ModuleIndex:
-    paths, depends = parse_dep(dep)
-    return ModuleIndex(paths, depends, parse_alias(alias), parse_builtin(builtin), parse_softdep(softdep))
 
 
 def load_index(modules_dir: Path) -> ModuleIndex:
@@ -177,7 +116,7 @@ def resolve(index: ModuleIndex, wanted: Iterable[str], *, crc32c: bool | None = 
                     visit(provider)
             except UsageError:
                 pass  # a soft dependency the kernel lacks is not fatal
-        for dep in index.depends.get(name, ()):
+        for dep in index.depends(name):
             visit(dep)
         visiting.discard(name)
         order.append(name)

@@ -34,7 +34,7 @@ LAUNCHERS = ("iscsiboot.cli", "iscsiboot.agent.cli")
 # The agent's libraries ship whole-package importable even when a phase imports them lazily.
 LIBRARIES = ("construct",)
 # Called before the imports, as the agent does at boot (pyroute2 without its heavy __init__).
-PRELUDE: tuple[tuple[str, str], ...] = (("iscsiboot.agent.phases.pyroute", "load_pyroute2"),)
+PRELUDE: tuple[tuple[str, str], ...] = (("iscsiboot.agent.startup.pyroute", "load_pyroute2"),)
 
 # The image's interpreter traces and compiles, without PEP 657's column ranges
 # (-X no_debug_ranges): tracebacks keep their line numbers and lose only the ^^^ markers,
@@ -47,10 +47,10 @@ want = json.loads(sys.argv[1])
 failed = {}
 recorder = None
 try:  # the generated code of every dataclass, compiled by this (the image's) interpreter
-    from iscsiboot.agent.codecache import record
+    from iscsiboot.agent.startup.codecache import record
     recorder = record()
 except Exception as exc:
-    failed["iscsiboot.agent.codecache"] = f"{type(exc).__name__}: {exc}"
+    failed["iscsiboot.agent.startup.codecache"] = f"{type(exc).__name__}: {exc}"
 for prelude, func in json.loads(sys.argv[2]):
     try:
         getattr(importlib.import_module(prelude), func)()
@@ -87,7 +87,7 @@ class Traced:
     files: dict[str, str]
     failed: dict[str, str]
     version: tuple[int, int, int]
-    codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.codecache)
+    codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.startup.codecache)
 
 
 def package_sources() -> dict[str, Path]:

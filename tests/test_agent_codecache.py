@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from iscsiboot.agent import codecache
+from iscsiboot.agent.startup import codecache
 
 MODULE = """
 from dataclasses import dataclass, field

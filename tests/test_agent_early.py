@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from agent_support import netlab
 from iscsiboot.agent import BASE_MODULES
-from iscsiboot.agent.early import (
+from iscsiboot.agent.startup.early import (
     Early,
     ack_errors,
     ethernet_links,
@@ -104,7 +104,7 @@ def test_links_up_really_sets_the_interface_up(tmp_path: Path) -> None:
     """In a namespace of its own, the start-up message takes a down veth up (as ip link set up)."""
     code = (
         "import json, socket\n"
-        "from iscsiboot.agent.early import links_up\n"
+        "from iscsiboot.agent.startup.early import links_up\n"
         "index = socket.if_nametoindex('eth0')\n"
         "print(json.dumps({'result': links_up([index, 999999])}))\n"
     )

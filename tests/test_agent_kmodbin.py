@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from initramfs_support import test_kernel
-from iscsiboot.agent.phases.kmodbin import IndexFormatError, Trie
-from iscsiboot.agent.phases.modules import BinIndex, Loader, ModuleIndex, _read_index, parse_index
+from iscsiboot.agent.kmod import BinIndex, IndexFormatError, ModuleIndex, Trie, parse_index, read_index
+from iscsiboot.agent.phases.modules import Loader
 
 
 def _instance(pattern: str, rng: random.Random) -> str:
@@ -25,7 +25,7 @@ def test_trie_answers_as_the_text_on_debians_whole_index() -> None:
     """Sampled aliases of the kernel package find what the text finds; every module name its file."""
     moddir = test_kernel().modules
     text = parse_index(*((moddir / f"modules.{name}").read_text() for name in ("dep", "alias", "builtin")))
-    binary = _read_index(str(moddir))
+    binary = read_index(str(moddir))
     assert isinstance(binary, BinIndex)
     rng = random.Random(8)
     keys = [(pattern, module, _instance(pattern, rng)) for pattern, module in text.aliases]
@@ -56,7 +56,7 @@ def test_a_foreign_or_broken_binary_index_falls_back_to_the_text(tmp_path: Path)
     (moddir / "modules.alias").write_text("alias rtnl-link-dummy dummy\n")
     (moddir / "modules.dep.bin").write_bytes(b"\xb0\x07\xfa\x57" + b"\x00" * 8)  # the old magic
     (moddir / "modules.alias.bin").write_bytes(b"")
-    index = _read_index(str(moddir))
+    index = read_index(str(moddir))
     assert isinstance(index, ModuleIndex) and index.lookup("rtnl-link-dummy") == ["dummy"]
     sysfs, proc = tmp_path / "sys", tmp_path / "proc"
     (sysfs / "module").mkdir(parents=True)

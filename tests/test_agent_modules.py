@@ -12,17 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.kmod import ModuleIndex, literal_prefix, module_name, parse_index
 from iscsiboot.agent.options import AgentOptions
-from iscsiboot.agent.phases.modules import (
-    Background,
-    Loader,
-    ModuleIndex,
-    crypto_has,
-    driverless_nics,
-    literal_prefix,
-    module_name,
-    parse_index,
-)
+from iscsiboot.agent.phases.modules import Background, Loader, crypto_has, driverless_nics
 from iscsiboot.agent.report import Reporter
 from iscsiboot.agent.runner import Agent, Env
 

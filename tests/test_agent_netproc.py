@@ -15,9 +15,9 @@ import pytest
 from agent_support import REPO, netlab
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.netproc import PRIORITY, Lines, NetWorker, WorkerGone, encode
 from iscsiboot.agent.phases import network
 from iscsiboot.agent.plan import NetPlan, NetResult
+from iscsiboot.agent.startup.netproc import PRIORITY, Lines, NetWorker, WorkerGone, encode
 from iscsiboot.model import NetMode
 
 
@@ -145,7 +145,7 @@ def test_the_worker_inherits_what_pid1_imported_before_it(tmp_path: Path) -> Non
     """``before_worker`` runs between the forks: its imports are the worker's without a second import."""
     script = (
         "import sys\n"
-        "from iscsiboot.agent.netproc import NetWorker\n"
+        "from iscsiboot.agent.startup.netproc import NetWorker\n"
         "class Loader:\n"
         "    def load_nic_drivers(self, deadline):\n"
         "        return []\n"
@@ -161,7 +161,7 @@ def test_the_worker_inherits_what_pid1_imported_before_it(tmp_path: Path) -> Non
         "print('STATUS', worker.status, flush=True)\n"
     )
     assert "iscsiboot.agent.plan" not in subprocess.run(
-        [sys.executable, "-c", "import sys, iscsiboot.agent.netproc; print(sorted(sys.modules))"],
+        [sys.executable, "-c", "import sys, iscsiboot.agent.startup.netproc; print(sorted(sys.modules))"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     out = subprocess.run(
@@ -173,7 +173,7 @@ def test_the_worker_inherits_what_pid1_imported_before_it(tmp_path: Path) -> Non
 WORKER = """
 import json
 from iscsiboot.agent.deadline import Deadline
-from iscsiboot.agent.netproc import NetWorker
+from iscsiboot.agent.startup.netproc import NetWorker
 from iscsiboot.agent.plan import net_plan
 from iscsiboot.model import from_dict
 

@@ -99,7 +99,7 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     # the dataclasses' generated code was compiled at build time: none compiles at boot
     cached = _inside(
         root, "/usr/bin/python3.11", "-S", "-c",
-        "from iscsiboot.agent import codecache; hook = codecache.install(); "
+        "from iscsiboot.agent.startup import codecache; hook = codecache.install(); "
         "import iscsiboot.agent.runner, iscsiboot.agent.phases.config, iscsiboot.ibft.sources; "
         "from iscsiboot.agent.phases.network import prefetch; prefetch(True); "
         "import pyroute2.dhcp.client; print(hook.hits, hook.misses)",
@@ -322,7 +322,7 @@ def test_lean_image_drops_tls_and_unused_modules_and_still_runs_pyroute2(tmp_pat
     script = (
         "import iscsiboot.agent.init, hashlib, asyncio\n"
         "assert hashlib.sha256(b'x').hexdigest().startswith('2d711642')\n"
-        "from iscsiboot.agent.phases.pyroute import load_pyroute2\n"
+        "from iscsiboot.agent.startup.pyroute import load_pyroute2\n"
         "load_pyroute2()\n"
         "from pyroute2.iproute.linux import IPRoute\n"
         "from pyroute2.dhcp.client import AsyncDHCPClient\n"

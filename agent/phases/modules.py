@@ -1,4 +1,4 @@
-"""Kernel modules: modules.dep/alias/builtin (parsed purely) and finit_module(2) loading.
+"""Kernel modules: finit_module(2) loading by name or alias, with the indexes of :mod:`iscsiboot.agent.kmod`.
 
 The NIC driver is found by matching the modalias of network-class PCI devices
 (and, once virtio_pci is in, virtio network devices) against modules.alias.
@@ -9,14 +9,13 @@ modules.dep does not express: the plan asks for the ``crypto-crc32c`` alias.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.phases.kmodbin import IndexFormatError, Trie
+from iscsiboot.agent.kmod import BinIndex, ModuleIndex, read_index
 
 # An overlay's own module index (``<release>/modules.dep`` ...): the base's stays in place.
 OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
@@ -27,163 +26,6 @@ OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iscsiboot.agent.deadline import Deadline
-
-
-def module_name(path_or_name: str) -> str:
-    """``kernel/drivers/net/virtio_net.ko.xz`` -> ``virtio_net``; dashes become underscores."""
-    base = os.path.basename(path_or_name)
-    for ext in (".xz", ".zst", ".gz"):
-        base = base.removesuffix(ext)
-    return base.removesuffix(".ko").replace("-", "_")
-
-
-def literal_prefix(pattern: str) -> str:
-    """The part of a glob before its first ``*``, ``?`` or ``[`` (the whole pattern if none)."""
-    for i, char in enumerate(pattern):
-        if char in "*?[":
-            return pattern[:i]
-    return pattern
-
-
-class _Index:
-    """What the loader asks an index: :meth:`depends` (here), ``lookup``, ``path``, ``builtin``."""
-
-    __slots__ = ()
-
-    builtin: frozenset[str]
-
-    def depends(self, name: str) -> tuple[str, ...]:
-        raise NotImplementedError
-
-    def path(self, name: str) -> str | None:
-        raise NotImplementedError
-
-    def by_alias(self, wanted: str) -> list[str]:
-        raise NotImplementedError
-
-    def lookup(self, wanted: str) -> list[str]:
-        """Module names for a module name or an alias (empty when unknown)."""
-        name = wanted.replace("-", "_")
-        if name in self.builtin or (":" not in name and self.path(name) is not None):
-            return [name]
-        return self.by_alias(wanted)
-
-    def load_order(self, name: str) -> list[str]:
-        """``name`` and everything it needs, dependencies first."""
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(module: str) -> None:
-            if module in seen:
-                return
-            seen.add(module)
-            for dep in self.depends(module):
-                visit(dep)
-            order.append(module)
-
-        visit(name)
-        return order
-
-
-class ModuleIndex(_Index):
-    """modules.dep, modules.alias and modules.builtin, parsed; not changed once built."""
-
-    __slots__ = ("aliases", "builtin", "deps", "paths", "prefixes")
-
-    def __init__(
-        self,
-        paths: dict[str, str],  # name -> path relative to the modules directory
-        deps: dict[str, tuple[str, ...]],  # name -> names it depends on
-        aliases: tuple[tuple[str, str], ...],  # (pattern, name)
-        builtin: frozenset[str],
-    ) -> None:
-        self.paths = paths
-        self.deps = deps
-        self.aliases = aliases
-        self.builtin = builtin
-        self.prefixes = tuple(literal_prefix(pattern) for pattern, _module in aliases)
-
-    def by_alias(self, wanted: str) -> list[str]:
-        """The modules of the alias patterns ``wanted`` matches.
-
-        A pattern is matched only when ``wanted`` starts with its literal
-        part: compiling every alias pattern of the image would cost PID 1 a
-        tenth of a second in a slow guest, before the NIC driver loads.
-        """
-        found: list[str] = []
-        for (pattern, module), prefix in zip(self.aliases, self.prefixes, strict=True):
-            if not wanted.startswith(prefix) or module in found:
-                continue
-            if wanted == pattern if prefix == pattern else fnmatch.fnmatchcase(wanted, pattern):
-                found.append(module)
-        return found
-
-    def path(self, name: str) -> str | None:
-        """The module file, relative to the modules folder."""
-        return self.paths.get(name)
-
-    def depends(self, name: str) -> tuple[str, ...]:
-        return self.deps.get(name, ())
-
-
-class BinIndex(_Index):
-    """The same questions answered from depmod's trie files (modules.dep.bin, modules.alias.bin).
-
-    Used where they exist: a distribution's index is read in place, not parsed
-    whole (see :mod:`.kmodbin`).  ``builtin`` comes from the small text file.
-    """
-
-    __slots__ = ("aliases", "builtin", "dep", "entries")
-
-    def __init__(self, dep: Trie, aliases: Trie, builtin: frozenset[str]) -> None:
-        self.dep = dep
-        self.aliases = aliases
-        self.builtin = builtin
-        self.entries: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # name -> (path, deps)
-
-    def _entry(self, name: str) -> tuple[str, tuple[str, ...]] | None:
-        if name not in self.entries:
-            line = self.dep.get(name)
-            entry = None
-            if line is not None:
-                head, _sep, tail = line.partition(":")
-                entry = (head.strip(), tuple(module_name(d) for d in tail.split()))
-            self.entries[name] = entry
-        return self.entries[name]
-
-    def path(self, name: str) -> str | None:
-        entry = self._entry(name)
-        return None if entry is None else entry[0]
-
-    def depends(self, name: str) -> tuple[str, ...]:
-        entry = self._entry(name)
-        return () if entry is None else entry[1]
-
-    def by_alias(self, wanted: str) -> list[str]:
-        return list(dict.fromkeys(value.replace("-", "_") for value in self.aliases.match(wanted)))
-
-
-def parse_index(dep_text: str, alias_text: str = "", builtin_text: str = "") -> ModuleIndex:
-    paths: dict[str, str] = {}
-    deps: dict[str, tuple[str, ...]] = {}
-    for line in dep_text.splitlines():
-        head, sep, tail = line.partition(":")
-        if not sep:
-            continue
-        name = module_name(head.strip())
-        paths[name] = head.strip()
-        deps[name] = tuple(module_name(d) for d in tail.split())
-    aliases: list[tuple[str, str]] = []
-    for line in alias_text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "alias":
-            aliases.append((parts[1], parts[2].replace("-", "_")))
-    return ModuleIndex(paths, deps, tuple(aliases), parse_builtin(builtin_text))
-
-
-def parse_builtin(text: str) -> frozenset[str]:
-    """The module names modules.builtin lists (built into the kernel)."""
-    return frozenset(module_name(line.strip()) for line in text.splitlines() if line.strip())
 
 
 def nic_modaliases(sysfs: str = "/sys") -> list[str]:
@@ -231,27 +73,6 @@ def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
 
 
 Load = Callable[[str], None]
-
-
-def _read_index(folder: str) -> ModuleIndex | BinIndex | None:
-    """The index in ``folder``: depmod's trie files if there, else the text; None without modules.dep."""
-
-    def read(name: str) -> str:
-        try:
-            return Path(folder, name).read_text()
-        except FileNotFoundError:
-            return ""
-
-    try:
-        dep_bin = Path(folder, "modules.dep.bin").read_bytes()
-        alias_bin = Path(folder, "modules.alias.bin").read_bytes()
-        return BinIndex(Trie(dep_bin), Trie(alias_bin), parse_builtin(read("modules.builtin")))
-    except (OSError, IndexFormatError):
-        pass  # no (or a foreign) binary index: the text
-    dep = read("modules.dep")
-    if not dep and not Path(folder, "modules.dep").exists():
-        return None
-    return parse_index(dep, read("modules.alias"), read("modules.builtin"))
 
 
 class Loader:
@@ -305,7 +126,7 @@ class Loader:
         for position, folder in enumerate(self.index_dirs):
             with self.index_lock:  # PID 1's start-up thread and the phases share one loader
                 if len(self.indexes) == position:
-                    self.indexes.append(_read_index(folder))
+                    self.indexes.append(read_index(folder))
                 index = self.indexes[position]
             if index is not None:
                 found = True

@@ -227,7 +227,7 @@ class Network:
                 ) from None
 
     async def dhcp(self, link: LinkInfo) -> tuple[Any, float]:
-        from iscsiboot.agent.phases.pyroute import load_pyroute2
+        from iscsiboot.agent.startup.pyroute import load_pyroute2
 
         load_pyroute2()
         from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig, randomized_increasing_backoff
@@ -292,7 +292,7 @@ class Network:
         return lease, self.deadline.elapsed() - start
 
     async def run(self) -> NetResult:
-        from iscsiboot.agent.phases.pyroute import load_pyroute2
+        from iscsiboot.agent.startup.pyroute import load_pyroute2
 
         load_pyroute2()
         from pyroute2.iproute.linux import AsyncIPRoute
@@ -517,7 +517,7 @@ def bring_up(
 
 def prefetch(dhcp: bool) -> None:
     """Import what the network phase needs (run in a thread while the modules load)."""
-    from iscsiboot.agent.phases.pyroute import load_pyroute2
+    from iscsiboot.agent.startup.pyroute import load_pyroute2
 
     try:
         load_pyroute2()

@@ -7,7 +7,7 @@ still importing the agent), and the modules every iSCSI boot needs
 time (``finit_module`` releases the interpreter lock), so it overlaps with the
 main thread's imports and configuration parsing.  A second thread imports
 pyroute2 for the network phase.  With a network worker
-(:mod:`iscsiboot.agent.netproc`, PID 1's default) the NIC drivers and the
+(:mod:`iscsiboot.agent.startup.netproc`, PID 1's default) the NIC drivers and the
 links are its start-up child's, the pyroute2 imports are the worker's, and
 the thread here loads only the base modules.
 

@@ -184,7 +184,7 @@ class NetWorker:
             self.start_lines.fd = -1
 
     def timeline(self) -> str:
-        from iscsiboot.agent.early import offsets
+        from iscsiboot.agent.startup.early import offsets
 
         return offsets(self.marks) if self.marks else "no report from the network worker"
 
@@ -359,7 +359,7 @@ def _fork(run: Callable[[], None], *, close: tuple[int, ...]) -> int:
 
 def _start_up(loader: Any, wfd: int, *, sysfs: str, budget: float) -> None:
     """The start-up child: NIC drivers, links up, one report."""
-    from iscsiboot.agent.early import boottime, nics_and_links
+    from iscsiboot.agent.startup.early import boottime, nics_and_links
 
     marks: list[tuple[str, float]] = [("started", boottime())]
     problems: list[str] = []
@@ -370,14 +370,14 @@ def _start_up(loader: Any, wfd: int, *, sysfs: str, budget: float) -> None:
 
 def _work(rfd: int, wfd: int, *, dhcp: bool, budget: float) -> None:
     """The worker: imports, then the network phase for the plan PID 1 sends."""
-    from iscsiboot.agent.early import boottime, peak_rss_kib
+    from iscsiboot.agent.startup.early import boottime, peak_rss_kib
 
     def send(message: dict[str, Any]) -> None:
         os.write(wfd, encode(message))
 
     later = [("worker started", boottime())]
-    from iscsiboot.agent import codecache
     from iscsiboot.agent.phases.network import prefetch
+    from iscsiboot.agent.startup import codecache
 
     codecache.install()  # PID 1's table, inherited when it was installed before the fork
     prefetch(dhcp)
