@@ -251,7 +251,7 @@ class Agent:
             import iscsiboot.proc  # subprocess, for e2fsck in the mount phase
 
             if self.options.login_backend == "native":
-                import iscsiboot.agent.phases.native  # noqa: F401
+                import iscsiboot.agent.backends.kernel  # noqa: F401
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
 
@@ -298,7 +298,7 @@ class Agent:
             return None
         self.say("login failed: asking the target why")
         try:
-            from iscsiboot.iscsi.doctor import explain_login
+            from iscsiboot.doctor.checks import explain_login
 
             return " ".join(explain_login(t, initiator, timeout=EXPLAIN_TIMEOUT) for t in targets[:2])
         except Exception as exc:  # the diagnosis is a bonus, the login error stands

@@ -7,15 +7,11 @@ import shutil
 import subprocess
 
 import pytest
+from iscsiboot.agent.backends.iscsistart import IscsistartBackend, parse_iscsistart
+from iscsiboot.agent.backends.result import Cause, LoginResult
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
-from iscsiboot.agent.phases.login import (
-    Cause,
-    IscsistartBackend,
-    LoginResult,
-    login_all,
-    parse_iscsistart,
-)
+from iscsiboot.agent.phases.login import login_all
 from iscsiboot.model import Chap, Target
 from iscsiboot.secret import Secret, mask
 

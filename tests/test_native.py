@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from iscsiboot.agent.backends import kernel as native
+from iscsiboot.agent.backends.result import Cause
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
-from iscsiboot.agent.phases import native
-from iscsiboot.agent.phases.login import Cause, make_backend
+from iscsiboot.agent.phases.login import make_backend
 from iscsiboot.errors import EnvironmentProblem, ParseError
 from iscsiboot.initramfs.cli import register, wants_iscsistart
 from iscsiboot.iscsi import netlink as nl

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent.backends.kernel import NativeBackend
+from iscsiboot.agent.backends.result import Cause
 from iscsiboot.agent.deadline import Deadline
-from iscsiboot.agent.phases.login import Cause
-from iscsiboot.agent.phases.native import NativeBackend
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.pdu import PduReader, encode
 from iscsiboot.model import Chap, Target

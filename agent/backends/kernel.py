@@ -1,4 +1,4 @@
-"""The native login backend: the agent creates the kernel session over NETLINK_ISCSI itself.
+"""The native (kernel) login backend: the agent creates the kernel session over NETLINK_ISCSI itself.
 
 The sequence is iscsid's for ``iscsi_tcp`` (see :mod:`iscsiboot.iscsi.netlink`):
 connect the TCP socket, CREATE_SESSION, CREATE_CONN, BIND_CONN with the socket,
@@ -7,7 +7,7 @@ RECV_PDU events (driven by :class:`iscsiboot.iscsi.login.Login`), the
 negotiated parameters, START_CONN, then wait until sysfs says ``LOGGED_IN``
 and ask the SCSI host to scan.  A failed attempt stops and destroys what it
 created, after the kernel has given up the connection on its own (see
-:meth:`NativeBackend._quiesce`).  Failures become the same :class:`~iscsiboot.agent.phases.login.Cause`
+:meth:`NativeBackend._quiesce`).  Failures become the same :class:`~iscsiboot.agent.backends.result.Cause`
 values as the ``iscsistart`` backend (:func:`cause_of_error`, pure).
 
 The login runs through the kernel (not on the socket before CREATE_SESSION):
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from iscsiboot.agent.backends.result import Cause, LoginResult
 from iscsiboot.agent.deadline import Deadline
-from iscsiboot.agent.phases.login import Cause, LoginResult
 from iscsiboot.errors import EnvironmentProblem, IscsibootError
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import (
