@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "initramfs": ("iscsiboot.initramfs.cli", "build the initramfs or overlay that carries the agent"),
     "agent": ("iscsiboot.agent.cli", "the boot-time agent (runs in the initramfs)"),
     "qemu": ("iscsiboot.qemu.cli", "boot scenarios in QEMU through iPXE sanboot and tgtd"),
-    "doctor": ("iscsiboot.iscsi.cli", "check every link of an iSCSI boot from any Linux machine"),
-    "discover": ("iscsiboot.iscsi.cli", "list the targets of a portal (SendTargets), without root"),
+    "doctor": ("iscsiboot.doctor.cli", "check every link of an iSCSI boot from any Linux machine"),
+    "discover": ("iscsiboot.doctor.cli", "list the targets of a portal (SendTargets), without root"),
 }
 
 Handler = Callable[[argparse.Namespace], int]

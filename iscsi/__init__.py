@@ -1,4 +1,4 @@
-"""iscsiboot.iscsi: a pure-Python iSCSI initiator and ``iscsiboot doctor``.
+"""iscsiboot.iscsi: a pure-Python iSCSI initiator.
 
 Sans-I/O protocol core, reusable by any transport (a socket here, the
 kernel's PDU channel elsewhere):
@@ -6,12 +6,11 @@ kernel's PDU channel elsewhere):
 * :mod:`~iscsiboot.iscsi.pdu`: PDU framing, CRC32C digests, serial numbers.
 * :mod:`~iscsiboot.iscsi.text`: ``key=value`` data and operational negotiation.
 * :mod:`~iscsiboot.iscsi.chap`: CHAP responses (MD5) and their checks.
-* :mod:`~iscsiboot.iscsi.login`: the login state machine, status causes, redirects.
+* :mod:`~iscsiboot.iscsi.login`: the login state machine, its failures, redirects.
+* :mod:`~iscsiboot.iscsi.status`: what each login status means (name, cause, text, fix).
 * :mod:`~iscsiboot.iscsi.scsi`: CDBs and answers (INQUIRY, REPORT LUNS, READ CAPACITY, READ).
 
 I/O: :mod:`~iscsiboot.iscsi.transport` (blocking TCP with deadlines) and
 :mod:`~iscsiboot.iscsi.session` (login, SendTargets, reads, NOP-In, logout).
-:mod:`~iscsiboot.iscsi.doctor` runs the ordered boot checks and
-:func:`~iscsiboot.iscsi.doctor.explain_login` explains a failed login in
-plain words; :mod:`~iscsiboot.iscsi.cli` is ``doctor`` and ``discover``.
+The diagnostics built on it (``iscsiboot doctor``, ``discover``) are :mod:`iscsiboot.doctor`.
 """

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from iscsiboot.agent.phases import native
-from iscsiboot.agent.phases.login import Cause
-from iscsiboot.iscsi.doctor import login_cause
+from iscsiboot.agent.backends import kernel as native
+from iscsiboot.agent.backends.result import Cause
+from iscsiboot.doctor.checks import login_cause
 from iscsiboot.iscsi.login import LoginFailed
 from iscsiboot.iscsi.status import STATUS, Code, StatusCause, status_of
 from iscsiboot.model import Chap, Target

@@ -5,7 +5,7 @@ portal reachable (TCP) -> discovery lists the target -> login (CHAP, mutual)
 file systems match the System/Storage locators -> System holds KERNEL, SYSTEM
 and an extlinux.conf whose APPEND line matches the settings.
 
-Each check is a :class:`Check` (ok, detail, fix).  When a check fails that the
+Each check is a :class:`~iscsiboot.doctor.report.Check` (ok, detail, fix).  When a check fails that the
 next ones need (no TCP, no login, no disk), the run stops there.  The doctor
 only sends INQUIRY, REPORT LUNS, READ CAPACITY and READ: it never writes.
 Details and fixes never hold secrets.
@@ -22,6 +22,17 @@ from iscsiboot.cmdline.parse import parse
 from iscsiboot.disk.ext4 import Ext4
 from iscsiboot.disk.inspect import parse_extlinux
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table
+from iscsiboot.doctor.report import (
+    ESP_GUID,
+    EXT_FS,
+    EXTLINUX_NAMES,
+    Check,
+    LunReport,
+    PartitionReport,
+    Report,
+    Settings,
+    size_text,
+)
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
 from iscsiboot.iscsi.scsi import Capacity, Inquiry
@@ -30,132 +41,6 @@ from iscsiboot.iscsi.status import Code
 from iscsiboot.iscsi.transport import PortalUnreachable, TransportError, connect
 from iscsiboot.model import BootConfig, Locator, LocatorKind, Target, lun_to_text
 from iscsiboot.secret import Secret, mask
-
-DEFAULT_INITIATOR = "iqn.2026-11.org.iscsiboot:doctor"
-DEFAULT_SYSTEM = Locator(LocatorKind.LABEL, "System")
-DEFAULT_STORAGE = Locator(LocatorKind.LABEL, "Storage")
-ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-EXT_FS = ("ext2", "ext3", "ext4")
-EXTLINUX_NAMES = (
-    "/extlinux.conf",
-    "/extlinux/extlinux.conf",
-    "/boot/extlinux/extlinux.conf",
-    "/syslinux.cfg",
-)
-
-#: The plan: every check in order.
-CHECKS = (
-    "portal",
-    "discovery",
-    "login",
-    "luns",
-    "capacity",
-    "partition table",
-    "bootable partition",
-    "file systems",
-    "system files",
-)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
-
-
-@dataclass(frozen=True)
-class PartitionReport:
-    number: int
-    start: int
-    size: int
-    type: str
-    bootable: bool
-    fs: str | None
-    label: str | None
-    uuid: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-@dataclass(frozen=True)
-class LunReport:
-    lun: int
-    vendor: str
-    product: str
-    revision: str
-    device_type: str
-    capacity_bytes: int | None
-    block_size: int | None
-    scheme: str | None = None
-    partitions: tuple[PartitionReport, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lun": self.lun,
-            "vendor": self.vendor,
-            "product": self.product,
-            "revision": self.revision,
-            "device_type": self.device_type,
-            "capacity_bytes": self.capacity_bytes,
-            "block_size": self.block_size,
-            "scheme": self.scheme,
-            "partitions": [p.to_dict() for p in self.partitions],
-        }
-
-
-@dataclass(frozen=True)
-class Report:
-    target: str
-    portal: str
-    initiator: str
-    checks: tuple[Check, ...]
-    luns: tuple[LunReport, ...] = ()
-    complete: bool = True  # False when a failed check stopped the run
-
-    @property
-    def ok(self) -> bool:
-        return self.complete and all(c.ok for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "target": self.target,
-            "portal": self.portal,
-            "initiator": self.initiator,
-            "checks": [c.to_dict() for c in self.checks],
-            "not_checked": [name for name in CHECKS if name not in {c.name for c in self.checks}],
-            "luns": [lun.to_dict() for lun in self.luns],
-        }
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the box would use: the boot model, and the APPEND line it came from (if any)."""
-
-    config: BootConfig
-    source: str = "options"  # "cmdline" | "extlinux" | "ibft" | "options"
-
-    @property
-    def target(self) -> Target:
-        return self.config.targets[0]
-
-    @property
-    def initiator(self) -> str:
-        return self.config.initiator or DEFAULT_INITIATOR
-
-    @property
-    def system(self) -> Locator:
-        return self.config.system or DEFAULT_SYSTEM
-
-    @property
-    def storage(self) -> Locator | None:
-        return self.config.storage
 
 
 class _Stop(Exception):
@@ -287,13 +172,6 @@ def _login(run: _Run) -> Session:
     return session
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def _luns(run: _Run, session: Session) -> None:
     try:
         numbers = session.report_luns()
@@ -353,7 +231,7 @@ def _luns(run: _Run, session: Session) -> None:
             )
         )
     listing = ", ".join(
-        f"{lun.lun} ({lun.device_type}{', ' + _size(lun.capacity_bytes) if lun.capacity_bytes else ''})"
+        f"{lun.lun} ({lun.device_type}{', ' + size_text(lun.capacity_bytes) if lun.capacity_bytes else ''})"
         for lun in run.luns
     )
     disks = [lun for lun in run.luns if lun.device_type == "disk"]
@@ -395,7 +273,7 @@ def _capacity(run: _Run, lun: LunReport) -> None:
     run.add(
         "capacity",
         True,
-        f"LUN {lun.lun}: {lun.vendor} {lun.product}, {_size(lun.capacity_bytes)} "
+        f"LUN {lun.lun}: {lun.vendor} {lun.product}, {size_text(lun.capacity_bytes)} "
         f"({lun.capacity_bytes} bytes, {lun.block_size}-byte blocks)",
     )
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.disk.inspect import parse_extlinux
+from iscsiboot.doctor.checks import login_cause, run_checks
+from iscsiboot.doctor.report import DEFAULT_INITIATOR, Settings, human
 from iscsiboot.errors import EXIT_FAILURE, EXIT_OK, IscsibootError, ParseError, UsageError
 from iscsiboot.ibft import sources
 from iscsiboot.ibft.table import table_to_model
-from iscsiboot.iscsi.doctor import DEFAULT_INITIATOR, Report, Settings, login_cause, run_checks
 from iscsiboot.iscsi.login import parse_target_address
 from iscsiboot.iscsi.session import Session
 from iscsiboot.model import (
@@ -29,7 +30,6 @@ from iscsiboot.model import (
     Target,
     address_kind,
     lun_from_text,
-    lun_to_text,
 )
 from iscsiboot.output import print_json, warn
 from iscsiboot.secret import Secret, mask
@@ -166,7 +166,7 @@ def _config_from_ibft(source: str) -> BootConfig:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The doctor's :class:`~iscsiboot.iscsi.doctor.Settings` from the options."""
+    """The doctor's :class:`~iscsiboot.doctor.report.Settings` from the options."""
     chap, reverse = _chap_options(args)
     source = "options"
     if args.cmdline is not None or args.extlinux is not None:
@@ -245,28 +245,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 # ---------------------------------------------------------------- doctor
 
 
-def _human(report: Report) -> str:
-    lines = [f"doctor: {report.target} at {report.portal} as {report.initiator}"]
-    for check in report.checks:
-        mark = "ok    " if check.ok else "FAILED"
-        lines.append(f"  {mark} {check.name}: {check.detail}")
-        if not check.ok and check.fix:
-            lines.append(f"         fix: {check.fix}")
-    for name in report.to_dict()["not_checked"]:
-        lines.append(f"  -      {name}: not checked (an earlier check failed)")
-    for lun in report.luns:
-        size = f", {lun.capacity_bytes} bytes ({lun.block_size}-byte blocks)" if lun.capacity_bytes else ""
-        lines.append(
-            f"LUN {lun_to_text(lun.lun)}: {lun.device_type} {lun.vendor} {lun.product} {lun.revision}{size}"
-        )
-        for p in lun.partitions:
-            flags = " bootable" if p.bootable else ""
-            fs = f" {p.fs} label={p.label or '-'} uuid={p.uuid or '-'}" if p.fs else " (no file system found)"
-            lines.append(f"  {p.number}: start {p.start} size {p.size} type {p.type}{flags}{fs}")
-    lines.append("all checks passed" if report.ok else "a check failed")
-    return "\n".join(lines)
-
-
 def run_doctor(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
@@ -276,7 +254,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        sys.stdout.write(mask(_human(report), hidden) + "\n")
+        sys.stdout.write(mask(human(report), hidden) + "\n")
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
