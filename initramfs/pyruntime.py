@@ -41,43 +41,12 @@ PRELUDE: tuple[tuple[str, str], ...] = (("iscsiboot.agent.startup.pyroute", "loa
 # and the code shrinks by about 30 % after xz (column tables compress badly).
 COMPILE_FLAGS = ("-S", "-X", "no_debug_ranges")
 
-_TRACER = r"""
-import importlib, json, sys
-want = json.loads(sys.argv[1])
-failed = {}
-recorder = None
-try:  # the generated code of every dataclass, compiled by this (the image's) interpreter
-    from iscsiboot.agent.startup.codecache import record
-    recorder = record()
-except Exception as exc:
-    failed["iscsiboot.agent.startup.codecache"] = f"{type(exc).__name__}: {exc}"
-for prelude, func in json.loads(sys.argv[2]):
-    try:
-        getattr(importlib.import_module(prelude), func)()
-    except Exception as exc:
-        failed[prelude] = f"{type(exc).__name__}: {exc}"
-for name in want:
-    try:
-        importlib.import_module(name)
-    except Exception as exc:
-        failed[name] = f"{type(exc).__name__}: {exc}"
-count = 0
-while count != len(sys.modules):  # touching a lazily loaded module runs it, and its imports join in
-    count = len(sys.modules)
-    for mod in list(sys.modules.values()):
-        getattr(mod, "__spec__", None)
-files = {}
-for name, mod in sorted(sys.modules.items()):
-    if getattr(getattr(mod, "__spec__", None), "origin", None) == "frozen" and name != "os":
-        continue  # inside the interpreter (codecs, importlib.util, ...); os.pyc stays: the stdlib's landmark
-    f = getattr(mod, "__file__", None)
-    if isinstance(f, str):
-        files[name] = f
-if recorder is not None and len(sys.argv) > 3:
-    with open(sys.argv[3], "wb") as out:
-        out.write(recorder.dump())
-print(json.dumps({"files": files, "failed": failed, "version": list(sys.version_info[:3])}))
-"""
+HERE = Path(__file__).resolve().parent
+TRACER = HERE / "target" / "tracer.py"
+COMPILER = HERE / "target" / "compiler.py"
+STANDINS = HERE / "standins"
+# The module whose record() collects dataclasses' generated code during the trace.
+CODECACHE = "iscsiboot.agent.startup.codecache"
 
 
 @dataclass(frozen=True)
@@ -116,12 +85,15 @@ def site_packages() -> Path:
 
 
 def stage_package(dest: Path) -> Path:
-    """Copy the iscsiboot package's ``.py`` files into ``dest/iscsiboot`` as one normal package."""
+    """Copy the iscsiboot package's files into ``dest/iscsiboot`` as one normal package.
+
+    Modules and data files alike (scripts the agent runs); not bytecode caches, not tests.
+    """
     for package, folder in sorted(package_sources().items()):
         target = dest.joinpath(*package.split("."))
-        for source in sorted(folder.rglob("*.py")):
+        for source in sorted(folder.rglob("*")):
             rel = source.relative_to(folder)
-            if "__pycache__" in rel.parts:
+            if not source.is_file() or {"__pycache__", "tests"} & set(rel.parts) or source.suffix == ".pyc":
                 continue
             if package == "iscsiboot" and len(rel.parts) > 1:
                 continue  # core/ has no subfolders that belong to the package
@@ -131,117 +103,40 @@ def stage_package(dest: Path) -> Path:
     return dest / "iscsiboot"
 
 
-# Stand-ins placed first on the trace's path in lean images (``lean``, the default).
+# Stand-ins placed first on the trace's path in lean images (``lean``, the default), from
+# :data:`STANDINS`: module file in the stage -> stand-in.
 # TLS: pyroute2 imports ssl only for a probe the agent never runs; asyncio needs a few names.
-SSL_SHIM = b'''"""Stand-in for ssl in the iscsiboot initramfs, which carries no TLS library."""
-
-CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED = 0, 1, 2
-HAS_SNI = False
-
-
-class SSLError(OSError):
-    pass
-
-
-class SSLWantReadError(SSLError):
-    pass
-
-
-class SSLWantWriteError(SSLError):
-    pass
-
-
-class SSLSyscallError(SSLError):
-    pass
-
-
-class SSLZeroReturnError(SSLError):
-    pass
-
-
-class SSLEOFError(SSLError):
-    pass
-
-
-class CertificateError(ValueError):
-    pass
-
-
-class SSLContext:
-    def __init__(self, *args, **kwargs):
-        raise SSLError("TLS is not available in the initramfs")
-
-
-class SSLObject:
-    pass
-
-
-class SSLSocket:  # asyncio checks isinstance(sock, ssl.SSLSocket) in every sock_* call
-    pass
-
-
-class MemoryBIO:
-    def __init__(self):
-        raise SSLError("TLS is not available in the initramfs")
-
-
-def create_default_context(*args, **kwargs):
-    raise SSLError("TLS is not available in the initramfs")
-'''
+# pyroute2.netlink.rtnl.iprsocket makes one unittest.mock.Mock() at class definition.
+LEAN: dict[str, str] = {
+    "ssl.py": "tls.py",
+    "unittest/__init__.py": "unittest_init.py",
+    "unittest/mock.py": "unittest_mock.py",
+}
 # Extension modules kept out of a lean image: an import of them fails, and their users
 # expect that.  hashlib falls back to the interpreter's built-in _sha*/_md5 without
 # _hashlib (OpenSSL); shutil, zipfile and tarfile only lose xz and bzip2 archives without
-# _lzma (liblzma) and _bz2 (libbz2), which the agent never opens.
+# _lzma (liblzma) and _bz2 (libbz2), which the agent never opens.  Stand-in: blocked.py.
 BLOCKED: tuple[str, ...] = ("_hashlib", "_lzma", "_bz2")
-BLOCK = 'raise ImportError("{name} is not part of the iscsiboot initramfs")\n'
-
-
 # Modules the libraries import at the top but never call on the agent's path; each pulls
 # in more of the standard library (unittest: argparse, gettext; pdb: bdb, cmd, code, glob,
 # pprint; multiprocessing and pickle).  Measured in a TCG guest: about 0.3 s of imports.
-# name -> who imports it.  A stand-in fails loudly when anything is called.
+# name -> who imports it.  Stand-in: unused.py, which fails loudly when anything is called.
 UNUSED: dict[str, str] = {
     "pdb": "construct.debug (its Debugger construct)",
     "pickle": "construct.core (its Pickled construct)",
     "multiprocessing": "pyroute2.config (for netns helpers the agent never starts)",
 }
-STAND_IN = """\"\"\"Stand-in for {name} in the iscsiboot initramfs: imported by {who}, unused at boot.\"\"\"
-
-
-def __getattr__(attr):
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-
-    def missing(*args, **kwargs):
-        raise RuntimeError(f"{name}.{{attr}} is not part of the iscsiboot initramfs")
-
-    return missing
-"""
-# pyroute2.netlink.rtnl.iprsocket makes one unittest.mock.Mock() at class definition.
-MOCK_STAND_IN = b'''"""Stand-in for unittest.mock in the iscsiboot initramfs (pyroute2 makes one Mock)."""
-
-
-class Mock:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __getattr__(self, attr):
-        raise AttributeError(f"unittest.mock is not part of the iscsiboot initramfs ({attr})")
-'''
 
 
 def add_lean(stage: Path) -> None:
-    """Put the stand-ins (ssl, unittest.mock, :data:`UNUSED`) and blockers (:data:`BLOCKED`) in ``stage``."""
-    (stage / "ssl.py").write_bytes(SSL_SHIM)
-    for name in BLOCKED:
-        (stage / f"{name}.py").write_text(BLOCK.format(name=name))
-    for name, who in UNUSED.items():
-        (stage / f"{name}.py").write_text(STAND_IN.format(name=name, who=who))
-    (stage / "unittest").mkdir(exist_ok=True)
-    (stage / "unittest" / "__init__.py").write_text(
-        '"""Stand-in for unittest in the iscsiboot initramfs: only unittest.mock.Mock is there."""\n'
-    )
-    (stage / "unittest" / "mock.py").write_bytes(MOCK_STAND_IN)
+    """Put the stand-ins (:data:`LEAN`, :data:`UNUSED`) and blockers (:data:`BLOCKED`) in ``stage``."""
+    copies = [(name, STANDINS / standin) for name, standin in LEAN.items()]
+    copies += [(f"{name}.py", STANDINS / "blocked.py") for name in BLOCKED]
+    copies += [(f"{name}.py", STANDINS / "unused.py") for name in UNUSED]
+    for name, standin in copies:
+        out = stage / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(standin, out)
 
 
 def runtime_modules() -> tuple[str, ...]:
@@ -277,15 +172,18 @@ def trace(
     }
     with tempfile.TemporaryDirectory(prefix="iscsiboot-trace-") as tmp:
         cache = Path(tmp) / "codecache"
+        spec = {
+            "modules": list(modules),
+            "prelude": [list(p) for p in prelude],
+            "codecache": CODECACHE,
+            "out": str(cache),
+        }
         result = run(
-            [
-                python, *COMPILE_FLAGS, "-c", _TRACER,
-                json.dumps(list(modules)), json.dumps([list(p) for p in prelude]), str(cache),
-            ],
+            [python, *COMPILE_FLAGS, "-P", str(TRACER), json.dumps(spec)],
             what="trace the agent's imports",
             env=env,
             timeout=300,
-        )  # fmt: skip
+        )
         codecache = cache.read_bytes() if cache.is_file() else b""
     data = json.loads(result.stdout)
     major, minor, micro = (int(x) for x in data["version"])
@@ -325,17 +223,6 @@ def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB
     return [out[k] for k in sorted(out)]
 
 
-_COMPILER = r"""
-import json, py_compile, sys
-jobs, optimize, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-for i, (source, archive) in enumerate(jobs):
-    py_compile.compile(
-        source, cfile=f"{out}/{i}.pyc", dfile="/" + archive.removesuffix("c"), doraise=True,
-        optimize=optimize, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-"""
-
-
 def compile_many(jobs: Sequence[tuple[Path, str]], *, optimize: int = 0, python: str = PYTHON) -> list[bytes]:
     """Sourceless .pyc files (unchecked hash) of (source, archive path) pairs, in one process.
 
@@ -348,7 +235,7 @@ def compile_many(jobs: Sequence[tuple[Path, str]], *, optimize: int = 0, python:
     with tempfile.TemporaryDirectory(prefix="iscsiboot-pyc-") as tmp:
         spec = json.dumps([[str(source), archive] for source, archive in jobs])
         run(
-            [python, *COMPILE_FLAGS, "-c", _COMPILER, spec, str(optimize), tmp],
+            [python, *COMPILE_FLAGS, "-P", str(COMPILER), spec, str(optimize), tmp],
             what="compile the image's Python files",
             env={"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"},
             timeout=600,

@@ -16,7 +16,8 @@ STDLIB = Path(pyruntime.STDLIB)
 
 def _shim() -> types.ModuleType:
     module = types.ModuleType("ssl")
-    exec(compile(pyruntime.SSL_SHIM, "ssl.py", "exec"), module.__dict__)
+    source = (pyruntime.STANDINS / pyruntime.LEAN["ssl.py"]).read_text()
+    exec(compile(source, "ssl.py", "exec"), module.__dict__)
     return module
 
 
