@@ -63,10 +63,6 @@ def read16_cdb(lba: int, blocks: int) -> bytes:
     return struct.pack(">BBQIBB", READ_16, 0, lba, blocks, 0, 0)
 
 
-def test_unit_ready_cdb() -> bytes:
-    return bytes(6)
-
-
 @dataclass(frozen=True)
 class Inquiry:
     peripheral_qualifier: int

@@ -43,13 +43,6 @@ class DiscoveredTarget:
     addresses: tuple[str, ...]  # "host:port,tpgt" as the target wrote them
 
 
-@dataclass(frozen=True)
-class LunInfo:
-    lun: int
-    inquiry: scsi.Inquiry
-    capacity: scsi.Capacity | None
-
-
 class Session:
     """A logged-in session; use :meth:`login` to make one, then close it with :meth:`logout`."""
 

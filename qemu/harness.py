@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from iscsiboot.disk.install import install_image
-from iscsiboot.errors import BootFailure, EnvironmentProblem
+from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.ibft.table import build_table, model_to_table
 from iscsiboot.output import write_atomic
 from iscsiboot.proc import which
@@ -265,15 +265,6 @@ def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 6553
         initrd=artifacts.initrd,
     )
     return p.describe().replace(str(port), "PORT") + "\n(PORT: a free port picked at run time)"
-
-
-def require_ok(outcome: Outcome) -> Outcome:
-    if not outcome.ok:
-        raise BootFailure(
-            f"boot failed in phase {outcome.phase}: {outcome.error}",
-            fix=f"see the console log {outcome.log_path}" if outcome.log_path else None,
-        )
-    return outcome
 
 
 def stderr_progress(text: str) -> None:

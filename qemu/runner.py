@@ -122,10 +122,6 @@ class Qemu:
         self.stop()
 
 
-class Stop(Exception):
-    """Raised inside :func:`follow` callbacks to end the wait early."""
-
-
 @dataclass(frozen=True)
 class FollowResult:
     reason: str  # "matched", "exited" or "timeout"
