@@ -24,19 +24,11 @@ from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
 from iscsiboot.output import write_atomic
 from iscsiboot.qemu.harness import Artifacts
 from iscsiboot.qemu.scenario import GUEST_NIC_MODULES
+from iscsiboot.qemu.scripts import script
 from iscsiboot.qemu.system import _busybox, cached_system
 
 STALE_SECONDS = 6 * 3600
-MINIMAL_INIT = """#!/bin/sh
-# A minimal busybox initramfs (the stand-in for a distribution's own).
-# An appended iscsiboot overlay brings /init.iscsiboot, which takes over as PID 1.
-if [ -x /init.iscsiboot ]; then
-    exec /init.iscsiboot "$@"
-fi
-/bin/busybox mount -t proc proc /proc
-echo "minimal initramfs: no overlay found; powering off"
-/bin/busybox poweroff -f
-"""
+MINIMAL_INIT = script("minimal-init.sh")
 MINIMAL_APPLETS = (
     "sh",
     "mount",
@@ -52,7 +44,7 @@ MINIMAL_APPLETS = (
 
 
 def source_digest() -> str:
-    """A digest of every Python file of the installed iscsiboot packages."""
+    """A digest of every file (modules, scripts, stand-ins) of the installed iscsiboot packages."""
     digest = hashlib.sha256()
     roots = sorted({Path(p).resolve() for p in iscsiboot.__path__})
     base = Path(iscsiboot.__file__).resolve().parent.parent
@@ -62,7 +54,7 @@ def source_digest() -> str:
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
-            if path.suffix in (".py", ".sh", ".txt") and "__pycache__" not in path.parts:
+            if path.is_file() and path.suffix != ".pyc" and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(folder.parent)).encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -42,6 +42,7 @@ from iscsiboot.model import (
     Network,
     Target,
 )
+from iscsiboot.qemu.scripts import script
 from iscsiboot.secret import Secret, mask
 
 GUEST_MAC = "52:54:00:12:34:56"
@@ -352,13 +353,7 @@ def append_line(options: ScenarioOptions, client: BootConfig) -> str:
     return " ".join(words)
 
 
-WRAPPER_SCRIPT = f"""#!ipxe
-# Run the scenario's script; when it fails, power off so that QEMU ends.
-chain --autofree {SCENARIO_SCRIPT} || goto failed
-:failed
-echo iscsiboot: sanboot failed
-poweroff || reboot || exit 1
-"""
+WRAPPER_SCRIPT = script("wrapper.ipxe", SCENARIO_SCRIPT=SCENARIO_SCRIPT)
 
 
 def ipxe_script(client: BootConfig) -> str:

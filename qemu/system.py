@@ -20,6 +20,7 @@ from pathlib import Path
 
 from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.proc import run, which
+from iscsiboot.qemu.scripts import script
 
 SYSTEM_MARKER = "ISCSIBOOT-SYSTEM-REACHED"
 MOUNTS_BEGIN = "ISCSIBOOT-SYSTEM-MOUNTS-BEGIN"
@@ -44,20 +45,9 @@ DIRS = (
     "etc",
 )
 
-INIT_SCRIPT = f"""#!/bin/busybox sh
-# iscsiboot test SYSTEM: say that the root was reached, show the mounts, power off.
-/bin/busybox mount -t proc proc /proc 2>/dev/null
-/bin/busybox mount -t sysfs sysfs /sys 2>/dev/null
-echo
-echo "{SYSTEM_MARKER} pid=$$"
-echo "{MOUNTS_BEGIN}"
-/bin/busybox cat /proc/mounts
-echo "{MOUNTS_END}"
-/bin/busybox sync
-/bin/busybox poweroff -f
-/bin/busybox sleep 5
-echo o > /proc/sysrq-trigger
-"""
+INIT_SCRIPT = script(
+    "system-init.sh", SYSTEM_MARKER=SYSTEM_MARKER, MOUNTS_BEGIN=MOUNTS_BEGIN, MOUNTS_END=MOUNTS_END
+)
 
 
 @dataclass(frozen=True)
