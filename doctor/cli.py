@@ -19,7 +19,7 @@ from iscsiboot.doctor.checks import login_cause, run_checks
 from iscsiboot.doctor.report import DEFAULT_INITIATOR, Settings, human
 from iscsiboot.errors import EXIT_FAILURE, EXIT_OK, IscsibootError, ParseError, UsageError
 from iscsiboot.ibft import sources
-from iscsiboot.ibft.table import table_to_model
+from iscsiboot.ibft.mapping import table_to_model
 from iscsiboot.iscsi.login import parse_target_address
 from iscsiboot.iscsi.session import Session
 from iscsiboot.model import (

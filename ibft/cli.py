@@ -12,17 +12,13 @@ from typing import Any
 from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.errors import EXIT_OK, ParseError, RepresentError, TableError, UsageError
 from iscsiboot.ibft import sources
+from iscsiboot.ibft.build import build_table
+from iscsiboot.ibft.codec import mac_to_bytes, pci_parse
+from iscsiboot.ibft.mapping import model_to_table, table_to_model
+from iscsiboot.ibft.parse import parse_table
 from iscsiboot.ibft.render import explain, is_table_dict, table_from_dict, table_to_dict
-from iscsiboot.ibft.table import (
-    QEMU_PCI,
-    build_table,
-    mac_to_bytes,
-    model_to_table,
-    parse_table,
-    pci_parse,
-    table_to_model,
-    to_sysfs,
-)
+from iscsiboot.ibft.sysfs import to_sysfs
+from iscsiboot.ibft.types import QEMU_PCI
 from iscsiboot.model import from_dict, to_dict
 from iscsiboot.output import info, print_json, warn, write_atomic
 

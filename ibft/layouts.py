@@ -1,13 +1,13 @@
 """The iBFT structures as ``construct`` layouts (ACPI header, control, initiator, NIC, target).
 
-Separate from :mod:`iscsiboot.ibft.table` so that only parsing and building
-raw tables import ``construct``.
+Separate from :mod:`iscsiboot.ibft.types` (whose sizes they check) so that only
+parsing and building raw tables import ``construct``.
 """
 
 from __future__ import annotations
 
 from construct import Array, Bytes, ConstructError, Int8ul, Int16ul, Int32ul, Struct
-from iscsiboot.ibft.table import INITIATOR_SIZE, NIC_SIZE, TARGET_SIZE
+from iscsiboot.ibft.types import INITIATOR_SIZE, NIC_SIZE, TARGET_SIZE
 
 COMMON = Struct("id" / Int8ul, "version" / Int8ul, "length" / Int16ul, "index" / Int8ul, "flags" / Int8ul)
 REF = Struct("length" / Int16ul, "offset" / Int16ul)

@@ -6,7 +6,10 @@ import dataclasses
 from typing import Any
 
 from iscsiboot.errors import ParseError, UsageError
-from iscsiboot.ibft.table import (
+from iscsiboot.ibft.codec import pci_text
+from iscsiboot.ibft.mapping import lun_warning
+from iscsiboot.ibft.sysfs import subnet_mask, sysfs_lun
+from iscsiboot.ibft.types import (
     FLAG_BOOT,
     FLAG_VALID,
     NIC_FLAG_GLOBAL,
@@ -20,10 +23,6 @@ from iscsiboot.ibft.table import (
     Nic,
     Ref,
     Table,
-    lun_warning,
-    pci_text,
-    subnet_mask,
-    sysfs_lun,
 )
 from iscsiboot.model import lun_from_sam, lun_to_text
 from iscsiboot.secret import MASK, Secret
@@ -157,12 +156,6 @@ def _flags(flags: int, names: dict[int, str]) -> str:
 
 
 _COMMON_FLAGS = {FLAG_VALID: "valid", FLAG_BOOT: "boot selected"}
-
-
-def _origin(origin: int) -> str:
-    if origin in ORIGINS:
-        return ORIGINS[origin]
-    return "unchanged" if origin in (15, 16) else "unknown"
 
 
 def _addr(value: str | None) -> str:

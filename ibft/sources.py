@@ -1,6 +1,6 @@
 """Where an iBFT comes from: a file, ACPI, low memory, or the kernel's sysfs view.
 
-Thin I/O around :mod:`iscsiboot.ibft.table`.  Every failure is an
+Thin I/O around :mod:`iscsiboot.ibft.parse`.  Every failure is an
 :class:`~iscsiboot.errors.IscsibootError` that says what was read and why it
 did not give a table: :class:`~iscsiboot.errors.TableError` (exit 2) for a
 table that is there but invalid, :class:`~iscsiboot.errors.EnvironmentProblem`
@@ -18,17 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, TableError
-from iscsiboot.ibft.table import (
-    HEADER_SIZE,
-    IbftTarget,
-    Initiator,
-    Nic,
-    Parsed,
-    Table,
-    layout,
-    parse_table,
-    pci_parse,
-)
+from iscsiboot.ibft.build import layout
+from iscsiboot.ibft.codec import pci_parse
+from iscsiboot.ibft.parse import parse_table
+from iscsiboot.ibft.types import HEADER_SIZE, IbftTarget, Initiator, Nic, Parsed, Table
 from iscsiboot.secret import Secret
 
 # Signatures, in the order Linux's ACPI lookup tries them.

@@ -23,7 +23,8 @@ from typing import TextIO
 
 from iscsiboot.disk.install import install_image
 from iscsiboot.errors import EnvironmentProblem
-from iscsiboot.ibft.table import build_table, model_to_table
+from iscsiboot.ibft.build import build_table
+from iscsiboot.ibft.mapping import model_to_table
 from iscsiboot.output import write_atomic
 from iscsiboot.proc import which
 from iscsiboot.qemu.outcome import RESULT_PREFIX, Outcome, finished, judge

@@ -15,7 +15,8 @@ from iscsiboot.disk.install import install_image
 from iscsiboot.doctor.checks import compare_append, explain_login
 from iscsiboot.doctor.cli import register, settings_from_args
 from iscsiboot.doctor.report import CHECKS, Settings
-from iscsiboot.ibft.table import build_table, model_to_table
+from iscsiboot.ibft.build import build_table
+from iscsiboot.ibft.mapping import model_to_table
 from iscsiboot.model import BootConfig, Chap, Locator, NetMode, Network, Target
 from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
 from iscsiboot.secret import Secret

@@ -29,7 +29,7 @@ def _firmware() -> BootConfig:
     table itself (ACPI, then the legacy memory scan).
     """
     from iscsiboot.ibft import sources
-    from iscsiboot.ibft.table import table_to_model
+    from iscsiboot.ibft.mapping import table_to_model
 
     try:
         found = sources.read_sysfs_found(laid_out=False)  # values only: no construct at boot
