@@ -12,10 +12,9 @@ from iscsiboot.model import LUN_MAX, BootConfig, Chap, Locator, LocatorKind, Net
 from iscsiboot.proc import Result, run
 from iscsiboot.secret import Secret
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SEED = SHARED / "seed" / "openelec-wiki-network-boot-iscsi.txt"
-GOLDEN = Path(__file__).resolve().parent / "golden" / "cmdline"
+TESTS = Path(__file__).resolve().parent
+HOWTO = TESTS / "data" / "cmdline" / "openelec-howto-forms.txt"  # the forms users copy from the how-to
+GOLDEN = TESTS / "golden" / "cmdline"
 ISCSIBOOT = Path(sys.executable).with_name("iscsiboot")
 
 _LABEL = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=8)

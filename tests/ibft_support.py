@@ -8,13 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iscsiboot.ibft.table import IbftTarget, Initiator, Nic, Table, build_table, layout, to_sysfs
+from iscsiboot.ibft.build import build_table, layout
+from iscsiboot.ibft.sysfs import to_sysfs
+from iscsiboot.ibft.types import IbftTarget, Initiator, Nic, Table
 from iscsiboot.secret import Secret
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SAMPLES = SHARED / "testdata" / "ibft"
-GOLDEN = Path(__file__).resolve().parent / "golden" / "ibft"
+TESTS = Path(__file__).resolve().parent
+SAMPLES = TESTS / "data" / "ibft"  # iPXE's tables, captured by tools/capture-ibft.py
+GOLDEN = TESTS / "golden" / "ibft"
+MUTUAL = SAMPLES / "ipxe-mutual.bin"
+NOCHAP = SAMPLES / "ipxe-nochap.bin"
+SECRET = "Sup3r-S3cret-pw"  # ipxe-mutual's CHAP secret (user htpc)
+REVERSE_SECRET = "Rev3rse-S3cret"  # and its reverse CHAP secret (user tgt)
 
 
 def sample_paths() -> list[Path]:

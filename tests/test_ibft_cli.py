@@ -7,13 +7,22 @@ import stat
 from pathlib import Path
 
 import pytest
-from ibft_support import cli, memory_image, sample_paths, sample_sysfs, write_sysfs_tree
-from iscsiboot.ibft.table import parse_table, table_to_model
+from ibft_support import (
+    MUTUAL,
+    NOCHAP,
+    REVERSE_SECRET,
+    SECRET,
+    cli,
+    memory_image,
+    sample_paths,
+    sample_sysfs,
+    write_sysfs_tree,
+)
+from iscsiboot.ibft.mapping import table_to_model
+from iscsiboot.ibft.parse import parse_table
 from iscsiboot.model import Target
 
 SAMPLES = sample_paths()
-MUTUAL = SAMPLES[0].parent / "ipxe-mutual.bin"
-NOCHAP = SAMPLES[0].parent / "ipxe-nochap.bin"
 
 
 def _one_line_error(done: object, code: int = 2) -> str:
@@ -38,8 +47,8 @@ def test_show_sysfs_masks_secrets() -> None:
     done = cli("ibft", "show", "--sysfs", MUTUAL)
     assert "target0/chap-secret=***" in done.stdout.splitlines()
     assert "target0/rev-chap-name-secret=***" in done.stdout.splitlines()
-    assert "password12" not in done.stdout + done.stderr
-    assert "password_in1" not in done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert REVERSE_SECRET not in done.stdout + done.stderr
 
 
 def test_show_text() -> None:
@@ -55,8 +64,8 @@ def test_show_text() -> None:
         "boot model",
     ):
         assert block in out
-    assert "mutual CHAP" in out and "username / ***" in out
-    assert "password12" not in out and "password_in1" not in out
+    assert "mutual CHAP" in out and "htpc / ***" in out
+    assert SECRET not in out and REVERSE_SECRET not in out
 
 
 def test_show_json_every_field() -> None:
@@ -65,18 +74,18 @@ def test_show_json_every_field() -> None:
     obj = json.loads(done.stdout)
     table = obj["table"]
     assert obj["source"] == f"table file {MUTUAL}"
-    assert table["signature"] == "iBFT" and table["length"] == 630 and table["checksum"] == 0xB6
+    assert table["signature"] == "iBFT" and table["length"] == 616 and table["checksum"] == 0xF1
     assert table["control"]["slots"] == [0xA0, 0x180, 0, 0]
     nic = table["nics"][0]
     assert nic["pci_bdf"] == 0x10 and nic["pci"] == "00:02.0" and nic["origin"] == 3
     tgt = table["targets"][0]
     assert tgt["lun"] == "0001000000000000" and tgt["lun_number"] == 1
     assert tgt["chap_secret"] == "***" and tgt["rev_chap_secret"] == "***"
-    assert tgt["chap_secret_ref"] == {"length": 10, "offset": 0x252}
+    assert tgt["chap_secret_ref"] == {"length": len(SECRET), "offset": 0x245}
     assert obj["model"]["targets"][0]["chap"]["password"] == "***"
-    assert "password12" not in done.stdout
+    assert SECRET not in done.stdout
     shown = json.loads(cli("ibft", "show", "--json", "--show-secrets", MUTUAL).stdout)
-    assert shown["table"]["targets"][0]["chap_secret"] == "password12"
+    assert shown["table"]["targets"][0]["chap_secret"] == SECRET
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -102,12 +111,12 @@ def _patch(data: bytes, offset: int, raw: bytes, fix: bool = True) -> bytes:
             "acpi_header.checksum at offset 0x9: bad checksum",
         ),
         (lambda d: d[:40], "truncated"),
-        (lambda d: d[:500], "table length 610 is beyond the 500 bytes of data"),
+        (lambda d: d[:500], "table length 603 is beyond the 500 bytes of data"),
         (
             lambda d: _patch(d, 0x3C, (0x2000).to_bytes(2, "little")),
             "control.target0: offset 0x2000 is out of range",
         ),
-        (lambda d: _patch(d, 0x261, b"X"), "not NUL-terminated"),
+        (lambda d: _patch(d, 0x25A, b"X"), "not NUL-terminated"),
         (lambda d: _patch(d, 0x180, b"\x03"), "target0 at offset 0x180: structure id 3 (nic), expected 4"),
         (lambda d: _patch(d, 0x51, b"\x07"), "initiator at offset 0x50: version 7, expected 1"),
         (lambda d: b"RSDT" + d[4:], "signature b'RSDT' is not one of iBFT, IBFT, BIFT"),

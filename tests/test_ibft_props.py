@@ -10,9 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ibft_support import sample_paths, sample_sysfs, write_sysfs_tree
 from iscsiboot.errors import IscsibootError, ParseError, RepresentError, TableError
+from iscsiboot.ibft.build import build_table
+from iscsiboot.ibft.mapping import model_to_table, table_to_model
+from iscsiboot.ibft.parse import parse_table
 from iscsiboot.ibft.render import explain, table_from_dict, table_to_dict
 from iscsiboot.ibft.sources import lun_from_sysfs, read_sysfs
-from iscsiboot.ibft.table import build_table, model_to_table, parse_table, sysfs_lun, table_to_model, to_sysfs
+from iscsiboot.ibft.sysfs import sysfs_lun, to_sysfs
 from iscsiboot.model import BootConfig, Chap, NetMode, Network, Target
 from iscsiboot.secret import Secret
 

@@ -10,14 +10,23 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from ibft_support import memory_image, sample_paths, sample_sysfs, write_sysfs_tree
+from ibft_support import (
+    MUTUAL,
+    NOCHAP,
+    REVERSE_SECRET,
+    memory_image,
+    sample_paths,
+    sample_sysfs,
+    write_sysfs_tree,
+)
 from iscsiboot.errors import EnvironmentProblem, TableError
 from iscsiboot.ibft import sources
-from iscsiboot.ibft.table import build_table, parse_table, table_to_model, to_sysfs
+from iscsiboot.ibft.build import build_table
+from iscsiboot.ibft.mapping import table_to_model
+from iscsiboot.ibft.parse import parse_table
+from iscsiboot.ibft.sysfs import to_sysfs
 
 SAMPLES = sample_paths()
-MUTUAL = SAMPLES[0].parent / "ipxe-mutual.bin"
-NOCHAP = SAMPLES[0].parent / "ipxe-nochap.bin"
 
 
 def _bad_checksum(data: bytes) -> bytes:
@@ -192,7 +201,7 @@ def test_sysfs_values_without_layout_need_no_construct(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from iscsiboot.ibft import sources\n"
-        "from iscsiboot.ibft.table import table_to_model\n"
+        "from iscsiboot.ibft.mapping import table_to_model\n"
         f"found = sources.read_sysfs_found({str(tree)!r}, laid_out=False)\n"
         "table_to_model(found.parsed.table)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'construct'))\n"
@@ -208,7 +217,7 @@ def test_sysfs_quirks(tmp_path: Path) -> None:
     parsed = sources.read_sysfs_parsed(tree)
     assert parsed.table.nics[0].prefix == 24
     assert parsed.table.targets[0].rev_chap_secret is not None
-    assert parsed.table.targets[0].rev_chap_secret.reveal() == "password_in1"
+    assert parsed.table.targets[0].rev_chap_secret.reveal() == REVERSE_SECRET
     text = " | ".join(parsed.warnings)
     assert "no device link" in text and "fits several byte sequences" in text
 

@@ -6,20 +6,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ibft_support import GOLDEN, sample_paths, sample_sysfs, vector_table
-from iscsiboot.errors import RepresentError, TableError
-from iscsiboot.ibft.render import explain, table_from_dict, table_to_dict
-from iscsiboot.ibft.table import (
-    IbftTarget,
-    Nic,
-    Table,
-    build_table,
-    layout,
-    model_to_table,
-    parse_table,
-    table_to_model,
-    to_sysfs,
+from ibft_support import (
+    GOLDEN,
+    MUTUAL,
+    NOCHAP,
+    REVERSE_SECRET,
+    SECRET,
+    sample_paths,
+    sample_sysfs,
+    vector_table,
 )
+from iscsiboot.errors import RepresentError, TableError
+from iscsiboot.ibft.build import build_table, layout
+from iscsiboot.ibft.mapping import model_to_table, table_to_model
+from iscsiboot.ibft.parse import parse_table
+from iscsiboot.ibft.render import explain, table_from_dict, table_to_dict
+from iscsiboot.ibft.sysfs import to_sysfs
+from iscsiboot.ibft.types import IbftTarget, Nic, Table
 from iscsiboot.model import BootConfig, Chap, NetMode, Network, Target
 from iscsiboot.secret import Secret
 
@@ -27,7 +30,9 @@ SAMPLES = sample_paths()
 
 
 def test_samples_present() -> None:
-    assert len(SAMPLES) >= 2, "the shared sample tables are missing"
+    assert [p.name for p in SAMPLES] == ["ipxe-mutual.bin", "ipxe-nochap.bin"], (
+        "tests/data/ibft is incomplete"
+    )
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
@@ -56,7 +61,7 @@ def test_sample_explained_as_golden(path: Path) -> None:
 
 
 def test_mutual_sample_fields() -> None:
-    table = parse_table((SAMPLES[0].parent / "ipxe-mutual.bin").read_bytes()).table
+    table = parse_table(MUTUAL.read_bytes()).table
     assert table.control.initiator_offset == 0x50
     assert table.control.slots == (0xA0, 0x180, 0, 0)
     (nic,) = table.nics
@@ -65,9 +70,10 @@ def test_mutual_sample_fields() -> None:
     assert nic.hostname is None and nic.vlan == 0
     (tgt,) = table.targets
     assert tgt.lun == bytes([0, 1, 0, 0, 0, 0, 0, 0])
-    assert tgt.chap_secret == Secret("password12")
-    assert tgt.rev_chap_secret == Secret("password_in1")
-    assert tgt.rev_chap_name_ref.offset == 0x25D
+    assert (tgt.chap_name, tgt.rev_chap_name) == ("htpc", "tgt")
+    assert tgt.chap_secret == Secret(SECRET)
+    assert tgt.rev_chap_secret == Secret(REVERSE_SECRET)
+    assert tgt.rev_chap_name_ref.offset == 0x255
 
 
 def test_reference_vector() -> None:
@@ -87,19 +93,19 @@ def test_reference_vector() -> None:
 
 
 def test_sample_to_model() -> None:
-    data = (SAMPLES[0].parent / "ipxe-mutual.bin").read_bytes()
+    data = MUTUAL.read_bytes()
     cfg, warnings = table_to_model(parse_table(data).table)
     assert warnings == ()
     assert cfg == BootConfig(
         firmware=True,
-        initiator="iqn.2010-04.org.whatever:mybox",
+        initiator="iqn.2024-01.lab.iscsiboot:htpc",
         targets=(
             Target(
-                name="iqn.2000-01.com.synology:pandora.openelec",
+                name="iqn.2024-01.lab.iscsiboot:system",
                 address="10.0.2.2",
                 lun=1,
-                chap=Chap("username", Secret("password12")),
-                reverse_chap=Chap("username_in", Secret("password_in1")),
+                chap=Chap("htpc", Secret(SECRET)),
+                reverse_chap=Chap("tgt", Secret(REVERSE_SECRET)),
             ),
         ),
         network=Network(mode=NetMode.DHCP, mac="52:54:00:12:34:56", server="10.0.2.2"),
@@ -209,7 +215,7 @@ def test_kernel_presence_rules() -> None:
 
 
 def test_secrets_masked_everywhere() -> None:
-    table = parse_table((SAMPLES[0].parent / "ipxe-mutual.bin").read_bytes()).table
+    table = parse_table(MUTUAL.read_bytes()).table
     cfg, _ = table_to_model(table)
     outputs = [
         repr(table),
@@ -219,7 +225,7 @@ def test_secrets_masked_everywhere() -> None:
         repr(cfg),
     ]
     for out in outputs:
-        assert "password12" not in out and "password_in1" not in out
+        assert SECRET not in out and REVERSE_SECRET not in out
     assert to_sysfs(table)["target0/chap-secret"] == "***"
 
 
@@ -227,7 +233,7 @@ def test_secrets_masked_everywhere() -> None:
 
 
 def _sample() -> bytes:
-    return (SAMPLES[0].parent / "ipxe-nochap.bin").read_bytes()
+    return NOCHAP.read_bytes()
 
 
 def _fix(data: bytearray) -> bytes:
@@ -253,7 +259,7 @@ def _patched(offset: int, raw: bytes) -> bytes:
     [
         (b"", r"acpi_header at offset 0x0: truncated"),
         (b"XXXX" + bytes(60), r"signature b'XXXX' is not one of"),
-        (_sample()[:300], r"acpi_header.length at offset 0x4: table length 610 is beyond the 300 bytes"),
+        (_sample()[:300], r"acpi_header.length at offset 0x4: table length 603 is beyond the 300 bytes"),
         (_patched(4, (40).to_bytes(4, "little")), r"table length 40 is too small"),
         (
             _sample()[:9] + bytes([_sample()[9] ^ 1]) + _sample()[10:],
@@ -285,7 +291,7 @@ def test_lenient_reads_a_bad_checksum_with_a_warning() -> None:
     data = data[:9] + bytes([(data[9] + 1) & 0xFF]) + data[10:]
     parsed = parse_table(data, lenient=True)
     assert any("bad checksum" in w for w in parsed.warnings)
-    assert to_sysfs(parsed.table, show_secrets=True) == sample_sysfs(SAMPLES[0].parent / "ipxe-nochap.bin")
+    assert to_sysfs(parsed.table, show_secrets=True) == sample_sysfs(NOCHAP)
 
 
 def test_duplicate_index_is_refused() -> None:

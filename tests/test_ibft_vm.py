@@ -1,20 +1,18 @@
 """The real Linux kernel reads our tables, and iPXE's table reads like the kernel shows it.
 
-QEMU (TCG) boots the Debian kernel with a busybox initramfs that loads
-``iscsi_ibft`` and prints, on the serial console, every attribute's raw bytes,
-the ACPI copy of the table, and low memory 0x80000-0xFFFFF from /dev/mem.
-Tables we build go in with ``-acpitable file=TABLE``; iPXE (the NIC ROM QEMU
-loads) writes its own table into base memory after logging in to a real tgtd.
+The guest (:mod:`iscsiboot.qemu.ibftcapture`) boots the Debian kernel with a
+busybox initramfs that loads ``iscsi_ibft`` and prints every attribute's raw
+bytes, the ACPI copy of the table, and low memory 0x80000-0xFFFFF from
+/dev/mem.  Tables we build go in with ``-acpitable file=TABLE``; iPXE (the NIC
+ROM QEMU loads) writes its own table into base memory after logging in to a
+real tgtd.
 """
 
 from __future__ import annotations
 
-import base64
 import os
-import random
 import shutil
-import subprocess
-import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,46 +21,16 @@ from ibft_support import write_sysfs_tree
 from initramfs_support import test_kernel
 from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.ibft import sources
-from iscsiboot.ibft.table import (
-    IbftTarget,
-    Initiator,
-    Nic,
-    Table,
-    build_table,
-    layout,
-    parse_table,
-    table_to_model,
-    to_sysfs,
-)
+from iscsiboot.ibft.build import build_table, layout
+from iscsiboot.ibft.mapping import table_to_model
+from iscsiboot.ibft.parse import parse_table
+from iscsiboot.ibft.sysfs import to_sysfs
+from iscsiboot.ibft.types import IbftTarget, Initiator, Nic, Table
 from iscsiboot.model import Chap, NetMode, lun_to_sam
-from iscsiboot.qemu.tgt import Tgtd, free_control_port
+from iscsiboot.qemu.ibftcapture import LOW, IpxeScenario, boot_acpi_table, boot_ipxe
 from iscsiboot.secret import Secret
 
 pytestmark = pytest.mark.vm
-
-INIT = """#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev
-/bin/busybox insmod /lib/iscsi_boot_sysfs.ko
-/bin/busybox insmod /lib/iscsi_ibft.ko
-echo IBFT-BEGIN
-for f in /sys/firmware/ibft/*/*; do
-  [ -f "$f" ] || continue
-  echo "IBFT-ATTR ${f#/sys/firmware/ibft/} $(/bin/busybox base64 -w 0 "$f")"
-done
-for f in /sys/firmware/acpi/tables/*; do
-  case "${f##*/}" in iBFT*|IBFT*|BIFT*) echo "IBFT-ACPI ${f##*/} $(/bin/busybox base64 -w 0 "$f")";; esac
-done
-echo IBFT-MEM-BEGIN
-/bin/busybox dd if=/dev/mem bs=4096 skip=128 count=128 2>/dev/null | /bin/busybox base64
-echo IBFT-MEM-END
-echo IBFT-END
-/bin/busybox poweroff -f
-"""
-APPEND = "console=ttyS0 quiet loglevel=1 panic=-1"
-LOW = 0x80000
 
 
 def _rich_table() -> Table:
@@ -114,98 +82,12 @@ def _odd_table() -> Table:
     )  # fmt: skip
 
 
-class Guest:
-    """What the guest printed: sysfs attributes, ACPI tables, and low memory 0x80000-0xFFFFF."""
-
-    def __init__(self, text: str) -> None:
-        self.attrs: dict[str, bytes] = {}
-        self.acpi: dict[str, bytes] = {}
-        memory: list[str] = []
-        in_memory = False
-        for raw in text.splitlines():
-            line = raw.strip()
-            parts = line.split(" ")
-            if parts[0] == "IBFT-ATTR":
-                self.attrs[parts[1]] = base64.b64decode(parts[2] if len(parts) > 2 else "")
-            elif parts[0] == "IBFT-ACPI":
-                self.acpi[parts[1]] = base64.b64decode(parts[2])
-            elif line == "IBFT-MEM-BEGIN":
-                in_memory = True
-            elif line == "IBFT-MEM-END":
-                in_memory = False
-            elif in_memory:
-                memory.append(line)
-        self.memory = base64.b64decode("".join(memory))
-
-
 def _tools() -> None:
-    for tool in ("qemu-system-x86_64", "cpio", "busybox"):
+    for tool in ("qemu-system-x86_64", "busybox"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     if os.geteuid() != 0:
         pytest.skip("needs root (kernel download, tgtd)")
-
-
-def _initrd(modules: Path, work: Path) -> Path:
-    tree = work / "initrd"
-    (tree / "bin").mkdir(parents=True)
-    (tree / "lib").mkdir()
-    shutil.copy(shutil.which("busybox") or "/bin/busybox", tree / "bin/busybox")
-    for name in ("iscsi_boot_sysfs.ko", "iscsi_ibft.ko"):
-        (found,) = list(modules.rglob(name))
-        shutil.copy(found, tree / "lib" / name)
-    (tree / "init").write_text(INIT)
-    (tree / "init").chmod(0o755)
-    names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
-    image = work / "initrd.cpio"
-    with image.open("wb") as out:
-        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input="\n".join(names).encode(), cwd=tree,
-                       stdout=out, check=True, timeout=60)  # fmt: skip
-    return image
-
-
-def _qemu_base(log: Path, memory: str = "256") -> list[str]:
-    return [
-        "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", memory, "-nodefaults",
-        "-display", "none", "-no-reboot", "-chardev", f"file,id=c0,path={log}", "-serial", "chardev:c0",
-    ]  # fmt: skip
-
-
-def _run_qemu(argv: list[str], log: Path) -> Guest:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if log.exists() and b"IBFT-END" in log.read_bytes():
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)  # polling a file the guest writes, with a deadline
-        text = log.read_bytes().decode("latin-1") if log.exists() else ""
-        output = proc.stdout.read() if proc.poll() is not None and proc.stdout is not None else b""
-        assert "IBFT-END" in text, f"the guest did not finish: {text[-3000:]} {output[-2000:]!r}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return Guest(text)
-
-
-def _boot(table_bytes: bytes, work: Path) -> Guest:
-    _tools()
-    kernel = test_kernel()
-    initrd = _initrd(kernel.modules, work)
-    table = work / "table.bin"
-    table.write_bytes(table_bytes)
-    log = work / "console.log"
-    argv = [
-        *_qemu_base(log),
-        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", APPEND,
-        "-acpitable", f"file={table}",
-    ]  # fmt: skip
-    return _run_qemu(argv, log)
 
 
 def _expected(table: Table) -> dict[str, bytes]:
@@ -215,7 +97,7 @@ def _expected(table: Table) -> dict[str, bytes]:
     }
 
 
-def _tree(root: Path, attrs: dict[str, bytes]) -> Path:
+def _tree(root: Path, attrs: Mapping[str, bytes]) -> Path:
     for key, value in attrs.items():
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_bytes(value)
@@ -227,7 +109,8 @@ def test_kernel_shows_what_to_sysfs_says(tmp_path: Path, make: object) -> None:
     table: Table = make()  # type: ignore[operator]
     data = build_table(table)
     parsed = parse_table(data).table
-    guest = _boot(data, tmp_path)
+    _tools()
+    guest = boot_acpi_table(data, test_kernel(), tmp_path)
     attrs = guest.attrs
     assert len(attrs) > 15 and "acpi_header/signature" in attrs
 
@@ -251,66 +134,27 @@ def test_kernel_shows_what_to_sysfs_says(tmp_path: Path, make: object) -> None:
         sources.scan_memory(guest.memory, LOW)
 
 
-IPXE_SCRIPT = """#!ipxe
-set initiator-iqn {initiator}
-set username {user}
-set password {password}
-set reverse-username {ruser}
-set reverse-password {rpassword}
-sanhook iscsi:10.0.2.2::{port}:1:{iqn}
-kernel vmlinuz {append}
-initrd initrd.cpio
-boot
-"""
-
-
 @pytest.mark.target
 def test_ipxe_table_in_low_memory(tmp_path: Path) -> None:
     """iPXE logs in to a real tgtd (mutual CHAP), writes its iBFT in base memory and boots Linux:
     the scan of the guest's /dev/mem finds the table, and it reads as the kernel shows it."""
     _tools()
-    kernel = test_kernel()
-    tftp = tmp_path / "tftp"
-    tftp.mkdir()
-    shutil.copy(_initrd(kernel.modules, tmp_path), tftp / "initrd.cpio")
-    shutil.copy(kernel.vmlinuz, tftp / "vmlinuz")
-    disk = tmp_path / "disk.img"
-    with disk.open("wb") as f:
-        f.truncate(4 << 20)
     iqn = "iqn.2003-01.org.example:ibft-lab"
-    user, password = "labuser", Secret("secret123456")
-    ruser, rpassword = "labtarget", Secret("secret654321")
-    # tgtd takes control ports up to 32767 only
-    with Tgtd(tmp_path / "tgt", control_port=free_control_port(random.randrange(2000, 32000))) as tgt:
-        tgt.add_target(1, iqn, [disk])
-        tgt.add_account(user, password)
-        tgt.bind_account(1, user)
-        tgt.add_account(ruser, rpassword)
-        tgt.bind_account(1, ruser, outgoing=True)
-        (tftp / "boot.ipxe").write_text(
-            IPXE_SCRIPT.format(
-                initiator="iqn.2010-04.org.ipxe:lab", user=user, password=password.reveal(), ruser=ruser,
-                rpassword=rpassword.reveal(), port=tgt.port, iqn=iqn, append=APPEND,
-            )
-        )  # fmt: skip
-        log = tmp_path / "console.log"
-        argv = [
-            *_qemu_base(log, "512"),
-            "-netdev", f"user,id=n0,tftp={tftp},bootfile=boot.ipxe", "-device", "virtio-net-pci,netdev=n0",
-            "-boot", "n",
-        ]  # fmt: skip
-        guest = _run_qemu(argv, log)
-        port = tgt.port
+    chap = Chap("labuser", Secret("secret123456"))
+    reverse = Chap("labtarget", Secret("secret654321"))
+    scenario = IpxeScenario(target=iqn, initiator="iqn.2010-04.org.ipxe:lab", chap=chap, reverse_chap=reverse)
+    capture = boot_ipxe(scenario, test_kernel(), tmp_path)
+    guest, port = capture.guest, capture.port
     assert guest.attrs, "the kernel showed no /sys/firmware/ibft"
     assert not guest.acpi  # BIOS iPXE does not publish the table through ACPI
-    parsed, pos = sources.scan_memory(guest.memory, LOW)
+    parsed, pos = capture.parsed, capture.position  # the legacy scan of the guest's /dev/mem
     assert LOW <= pos < 0xA0000 and pos % 16 == 0
     table = parsed.table
     assert parsed.warnings == ()
     assert _expected(table) == guest.attrs
     assert (table.oem_id, table.oem_table_id) == ("FENSYS", "iPXE")
     # iPXE's layout is ours: rebuilding from the parse gives iPXE's bytes
-    assert build_table(table) == guest.memory[pos - LOW : pos - LOW + table.length]
+    assert build_table(table) == capture.table == guest.memory[pos - LOW : pos - LOW + table.length]
     # the kernel's view rebuilds the same table (only the PCI location needs the device link)
     from_sysfs = sources.read_sysfs(_tree(tmp_path / "ibft", guest.attrs))
     nics = tuple(replace(n, pci_bdf=table.nics[0].pci_bdf) for n in from_sysfs.nics)
@@ -320,7 +164,7 @@ def test_ipxe_table_in_low_memory(tmp_path: Path) -> None:
     assert cfg.initiator == "iqn.2010-04.org.ipxe:lab"
     (target,) = cfg.targets
     assert (target.name, target.address, target.port, target.lun) == (iqn, "10.0.2.2", port, 1)
-    assert target.chap == Chap(user, password)
-    assert target.reverse_chap == Chap(ruser, rpassword)
+    assert target.chap == chap
+    assert target.reverse_chap == reverse
     assert cfg.network.mode is NetMode.DHCP and cfg.network.mac == "52:54:00:12:34:56"
     assert cfg.network.server == "10.0.2.2"
