@@ -40,6 +40,8 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.startup.codecache",
     "iscsiboot.agent.startup.pyroute",
     "iscsiboot.agent.kmod",
+    "iscsiboot.agent.results",
+    "iscsiboot.agent.netup",
     "iscsiboot.agent.runner",
     "iscsiboot.agent.init",
     "iscsiboot.agent.phases",

@@ -19,10 +19,13 @@ import time
 
 TYPE_CHECKING = False  # no typing at run time: PID 1 starts the kernel work before anything heavy
 if TYPE_CHECKING:
-    from typing import Any, TextIO
+    from typing import TextIO
 
+    from iscsiboot.agent.netup import NetworkUp
     from iscsiboot.agent.options import AgentOptions, OnFailure
     from iscsiboot.agent.report import Reporter
+    from iscsiboot.agent.runner import Agent
+    from iscsiboot.agent.startup.early import Early
 
 EARLY_MOUNTS: tuple[tuple[str, str, str, str], ...] = (
     ("proc", "/proc", "proc", "nosuid,nodev,noexec"),
@@ -31,6 +34,7 @@ EARLY_MOUNTS: tuple[tuple[str, str, str, str], ...] = (
     ("tmpfs", "/run", "tmpfs", "mode=0755,nosuid,nodev"),
 )
 SHELLS: tuple[str, ...] = ("/bin/sh", "/usr/bin/sh", "/bin/busybox", "/usr/bin/busybox")
+RESOLV_CONF = "/etc/resolv.conf"
 
 
 def early_mounts() -> None:
@@ -184,44 +188,66 @@ def _failure_choice() -> OnFailure | None:
         return None
 
 
-def start_early(text: str) -> tuple[Any, Any]:
-    """Start the kernel work and imports that need no configuration; (loader, early) or Nones.
+def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None]:
+    """Start the kernel work and imports that need no configuration; the options, the start-up, the network.
 
     The start-up child and the network worker are forked first, before any
-    thread exists, unless the command line says ``iscsiboot.worker=no``.
+    thread exists; the options (read between the two forks, once the imports
+    both processes share are done) say whether the worker is wanted
+    (``iscsiboot.worker=no``: the network comes up in PID 1).
     """
+    options = None
     try:
         from iscsiboot.agent import BASE_MODULES, sysc
         from iscsiboot.agent.phases.modules import Loader
         from iscsiboot.agent.startup.early import Early
+        from iscsiboot.agent.startup.netproc import NetWorker
 
         loader = Loader(f"/lib/modules/{os.uname().release}", sysc.finit_module)
-        words = text.split()
-        ips = [word for word in words if word.startswith("ip=")]
-        dhcp = not ips or any("dhcp" in word or word == "ip=ibft" for word in ips)  # import its client
+        loader.index_now()  # the start-up child inherits the index
         worker = None
-        if "iscsiboot.worker=no" not in words:
-            from iscsiboot.agent.startup.netproc import NetWorker
-
-            loader.index_now()  # the start-up child inherits the index
+        try:
+            worker = NetWorker.start_up(loader)
+        except OSError as exc:  # no fork: the threads do the work
+            sys.stderr.write(f"iscsiboot: start-up child not started: {exc}\n")
+        shared_imports()
+        options = read_options(text)
+        if worker is not None and options.network_worker:
             try:
-                worker = NetWorker.start(loader, dhcp=dhcp, before_worker=shared_imports)
-            except OSError as exc:  # no fork: the threads do the work
+                worker.start_worker(dhcp=options.dhcp_expected)
+            except OSError as exc:  # no fork: PID 1 brings the network up
                 sys.stderr.write(f"iscsiboot: network worker not started: {exc}\n")
+        from iscsiboot.agent.netup import choose
+
+        dhcp = options.dhcp_expected
 
         def imports() -> None:
             from iscsiboot.agent.phases.network import prefetch
 
             prefetch(dhcp)
 
+        in_process = worker is None or not worker.running
         early = Early(
-            loader, base_modules=BASE_MODULES, imports=None if worker else imports, worker=worker
+            loader, base_modules=BASE_MODULES, imports=imports if in_process else None, worker=worker
         ).start()
+        network = choose(options, worker=worker, imports=early.imports, resolv_conf=RESOLV_CONF)
         early.wait_ready(1.0)  # the loads overlap with what follows; reading the index does not
-        return loader, early
+        return options, early, network
     except Exception as exc:  # the phases do the same work again and report
         sys.stderr.write(f"iscsiboot: start-up work not started: {exc}\n")
-        return None, None
+        return options or read_options(text), None, None
+
+
+def read_options(text: str) -> AgentOptions:
+    """The agent's options from the command line; the defaults (and a line saying why) when they are wrong."""
+    from iscsiboot.agent.options import AgentOptions, parse_options
+    from iscsiboot.errors import IscsibootError
+
+    try:
+        return parse_options(text)
+    except IscsibootError as exc:
+        sys.stdout.write(f"iscsiboot: bad option: {exc}; using the defaults\n")
+        return AgentOptions()
 
 
 def shared_imports() -> None:
@@ -245,27 +271,18 @@ def _main(console: TextIO) -> None:
 
     started = boottime()
     text = read_cmdline()
-    loader, early = start_early(text)
+    options, early, network = start_early(text)
     from iscsiboot.agent.startup import codecache
 
-    cache = codecache.install()  # installed already by shared_imports unless there is no worker
-    from iscsiboot.agent.options import AgentOptions, parse_options
+    cache = codecache.install()  # installed already by shared_imports unless start-up failed
     from iscsiboot.agent.report import Reporter
-    from iscsiboot.errors import IscsibootError
 
-    try:
-        options = parse_options(text)
-    except IscsibootError as exc:
-        console.write(f"iscsiboot: bad option: {exc}; using the defaults\n")
-        options = AgentOptions()
     reporter = Reporter(console, verbose=options.debugging)
     if options.cmdline_file:
         text = read_cmdline(options.cmdline_file) or text
     from iscsiboot.agent.runner import Agent, Env
 
-    agent = Agent(text, options, reporter, Env(resolv_conf="/etc/resolv.conf"))
-    if early is not None:
-        agent.state.update(loader=loader, early=early)
+    agent = Agent(text, options, reporter, Env(resolv_conf=RESOLV_CONF), early=early, network_up=network)
 
     def on_break(phase: str) -> bool:
         return break_action(options, reporter, phase)
@@ -280,7 +297,7 @@ def _main(console: TextIO) -> None:
     switch(agent, reporter, options)
 
 
-def clock_marks(started: float, early: Any) -> dict[str, float | None]:
+def clock_marks(started: float, early: Early | None) -> dict[str, float | None]:
     """Kernel uptime (s) at: the agent's first step, its first netlink call, the result.
 
     Also ``peak_rss_mib``: PID 1's peak resident memory, and ``worker_peak_rss_mib``: the
@@ -300,14 +317,14 @@ def clock_marks(started: float, early: Any) -> dict[str, float | None]:
     }
 
 
-def switch(agent: object, reporter: Reporter, options: AgentOptions) -> None:
+def switch(agent: Agent, reporter: Reporter, options: AgentOptions) -> None:
     from iscsiboot.agent import sysc
     from iscsiboot.agent.errors import PhaseError
     from iscsiboot.agent.phases.handoff import mounted_points, move_mounts
-    from iscsiboot.agent.runner import Agent
 
-    assert isinstance(agent, Agent)
-    init = agent.state["init"]
+    handoff = agent.results.handoff
+    assert handoff is not None  # the run ended with the handoff phase
+    init = handoff.init
     try:
         move_mounts(options.sysroot, mounted_points(), reporter.debug)
         reporter.line(f"switching to {options.sysroot} ({init})")

@@ -38,7 +38,6 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
 }
 # login backends: native (the default, NETLINK_ISCSI) or open-iscsi's iscsistart
 BACKENDS = ("native", "iscsistart")
-CARRIER_SHARE = 20.0  # seconds of the network deadline spent waiting for carrier at most
 
 
 class OnFailure(enum.Enum):
@@ -59,6 +58,7 @@ class AgentOptions:
     login_backend: str = "native"
     dhcp_client: str = "pyroute2"
     network_worker: bool = True
+    dhcp_expected: bool = True  # ip= asks for DHCP (or the iBFT, or is absent): its client is imported early
     sysroot: str = "/sysroot"
     init: str | None = None
     warnings: tuple[str, ...] = ()
@@ -90,8 +90,11 @@ def parse_options(text: str) -> AgentOptions:
     worker = True
     sysroot = "/sysroot"
     warnings: list[str] = []
+    ips: list[str] = []
     for token in tokenize(text):
         key, has_value, value = token.partition("=")
+        if key == "ip" and has_value:
+            ips.append(value)
         if token == "debugging":
             debugging = True
         elif token == "progress":
@@ -147,6 +150,7 @@ def parse_options(text: str) -> AgentOptions:
         login_backend=login,
         dhcp_client=dhcp_client,
         network_worker=worker,
+        dhcp_expected=not ips or any("dhcp" in value or value == "ibft" for value in ips),
         sysroot=sysroot,
         init=init,
         warnings=tuple(warnings),

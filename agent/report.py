@@ -10,19 +10,37 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from iscsiboot.secret import Secret, mask
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iscsiboot.agent.plan import NetResult
 
 RESULT_TAG = "ISCSIBOOT-RESULT"
 REPORT_PATH = "/run/iscsiboot/report.json"
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """One iSCSI session the kernel has after the login."""
+
+    session: str  # session1
+    target: str  # the target's IQN
+
+
 @dataclass
 class RunResult:
-    """The outcome of one run; ``phase`` is the failing phase or ``done``."""
+    """The outcome of one run; ``phase`` is the failing phase or ``done``.
+
+    Its JSON (:meth:`to_dict`) is the console contract: the last console line
+    of a run is ``ISCSIBOOT-RESULT <that JSON on one line>`` (:data:`RESULT_TAG`),
+    and whoever reads the console parses it back with :func:`parse_result_line`
+    or :meth:`from_json`.
+    """
 
     ok: bool = False
     phase: str = "config"
@@ -33,8 +51,8 @@ class RunResult:
     timeline: dict[str, float] = field(default_factory=dict)
     system: str | None = None
     storage: str | None = None
-    network: dict[str, Any] | None = None
-    sessions: list[dict[str, Any]] = field(default_factory=list)
+    network: NetResult | None = None
+    sessions: list[SessionInfo] = field(default_factory=list)
     backend: str | None = None  # the login backend that ran: native or iscsistart
     devices: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
@@ -42,7 +60,7 @@ class RunResult:
     total: float = 0.0
     clock: dict[str, float | None] = field(default_factory=dict)  # PID 1 only: see init.clock_marks
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "phase": self.phase,
@@ -54,14 +72,100 @@ class RunResult:
             "total": round(self.total, 3),
             "system": self.system,
             "storage": self.storage,
-            "network": self.network,
-            "sessions": self.sessions,
+            "network": self.network.to_dict() if self.network is not None else None,
+            "sessions": [{"session": s.session, "target": s.target} for s in self.sessions],
             "backend": self.backend,
             "devices": self.devices,
             "mounts": self.mounts,
             "warnings": self.warnings,
             **({"clock": self.clock} if self.clock else {}),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> RunResult:
+        """The result a :meth:`to_dict` made; ValueError when ``data`` is not one."""
+        if not isinstance(data.get("ok"), bool) or not isinstance(data.get("phase"), str):
+            raise ValueError("not a run result: no boolean ok and phase")
+        network = data.get("network")
+        if network is not None:
+            from iscsiboot.agent.plan import NetResult
+
+            network = NetResult.from_dict(dict(_mapping(network, "network")))
+        return cls(
+            ok=bool(data["ok"]),
+            phase=str(data["phase"]),
+            error=_text(data.get("error")),
+            cause=_text(data.get("cause")),
+            evidence=_text(data.get("evidence")),
+            fix=_text(data.get("fix")),
+            timeline={
+                str(k): _number(v) for k, v in _mapping(data.get("timeline") or {}, "timeline").items()
+            },
+            system=_text(data.get("system")),
+            storage=_text(data.get("storage")),
+            network=network,
+            sessions=[
+                SessionInfo(str(item.get("session")), str(item.get("target")))
+                for item in (_mapping(entry, "sessions") for entry in _list(data.get("sessions")))
+            ],
+            backend=_text(data.get("backend")),
+            devices={str(k): str(v) for k, v in _mapping(data.get("devices") or {}, "devices").items()},
+            mounts=[str(m) for m in _list(data.get("mounts"))],
+            warnings=[str(w) for w in _list(data.get("warnings"))],
+            total=_number(data.get("total") or 0.0),
+            clock={
+                str(k): None if v is None else _number(v)
+                for k, v in _mapping(data.get("clock") or {}, "clock").items()
+            },
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunResult:
+        """The result of the JSON after :data:`RESULT_TAG`; ValueError when it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a run result: not a JSON object")
+        return cls.from_dict(data)
+
+
+def result_line(data: Mapping[str, object]) -> str:
+    """The console line of a result's JSON (:meth:`RunResult.to_dict`): the tag and the JSON on one line."""
+    return f"{RESULT_TAG} {json.dumps(data, separators=(',', ':'))}"
+
+
+def parse_result_line(line: str) -> RunResult | None:
+    """The result on a console line (the tag anywhere in it), or None when it holds none."""
+    _head, tag, rest = line.partition(f"{RESULT_TAG} ")
+    if not tag:
+        return None
+    try:
+        return RunResult.from_json(rest)
+    except ValueError:
+        return None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def _mapping(value: object, what: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what}: not a JSON object")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("not a JSON list")
+    return value
 
 
 class Reporter:
@@ -133,7 +237,7 @@ class Reporter:
             self.line(f"timeline: {steps} (total {result.total:.2f} s)")
         else:
             self.line(failure_paragraph(result), level=3)
-        data = json.loads(self.mask(json.dumps(result.to_dict())))
+        data = json.loads(self.mask(json.dumps(result.to_dict())))  # masked: the secrets never leave
         if self.report_path is not None:
             try:
                 os.makedirs(os.path.dirname(self.report_path), exist_ok=True)
@@ -142,7 +246,7 @@ class Reporter:
                 write_atomic(self.report_path, json.dumps(data, indent=2) + "\n")
             except OSError as exc:
                 self.debug(f"cannot write {self.report_path}: {exc}")
-        one_line = f"{RESULT_TAG} {json.dumps(data, separators=(',', ':'))}"
+        one_line = result_line(data)
         self._console(one_line)
         self._kernel(one_line, 6)
         return one_line

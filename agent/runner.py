@@ -1,56 +1,85 @@
 # ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
-"""Runs the phases in order, each timed and with its own deadline, and reports the outcome."""
+"""Runs the phases in order, each timed and with its own deadline, and reports the outcome.
+
+The boot is a table (:data:`PHASE_TABLE`): each phase takes the typed
+results of the phases before it (:mod:`iscsiboot.agent.results`) and returns
+its own, frozen.  :func:`run_phases` runs any such table with a state it
+threads through; :class:`Agent` wires the eight phases to the system.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 from iscsiboot.agent import DISK_MODULES, LOGIN_MODULES, PHASES
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import AgentOptions
-from iscsiboot.agent.report import Reporter, RunResult
+from iscsiboot.agent.report import Reporter, RunResult, SessionInfo
+from iscsiboot.agent.results import (
+    ConfigResult,
+    DiskResult,
+    HandoffResult,
+    LabelResult,
+    LoginsResult,
+    ModulesResult,
+    MountResult,
+    NetworkResult,
+    Results,
+)
 from iscsiboot.errors import IscsibootError
 from iscsiboot.model import Target
 
-Step = Callable[[Deadline], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iscsiboot.agent.netup import NetworkUp
+    from iscsiboot.agent.phases.modules import Loader
+    from iscsiboot.agent.startup.early import Early
+
+S = TypeVar("S")
 EXPLAIN_TIMEOUT = 5.0  # seconds for each target's diagnosis after a failed login
 OnBreak = Callable[[str], bool]  # True: continue after the break, False: stop here
 
 
-class Stopped(Exception):
-    """A ``break=<phase>`` ended the run."""
+@dataclass(frozen=True)
+class Step(Generic[S]):
+    """One named step of a run: the state so far in, the state with its result out."""
+
+    name: str
+    run: Callable[[S, Deadline], S]
 
 
 def run_phases(
-    steps: Sequence[tuple[str, Step]],
+    steps: Sequence[Step[S]],
+    state: S,
     options: AgentOptions,
     reporter: Reporter,
     *,
     on_break: OnBreak = lambda _phase: False,
-    cleanup: Callable[[], None] = lambda: None,
+    cleanup: Callable[[S], None] = lambda _state: None,
     clock: Callable[[], float] = time.monotonic,
-) -> RunResult:
-    """Run ``steps``; on the first failure undo (``cleanup``) and describe it."""
+) -> tuple[RunResult, S]:
+    """Run ``steps`` from ``state``; on the first failure undo (``cleanup``) and describe it."""
     result = RunResult()
     started = clock()
-    for name, step in steps:
+    for step in steps:
+        name = step.name
         result.phase = name
         if name in options.breaks and not on_break(name):
             result.error = f"stopped before the {name} phase (break={name})"
             result.cause = "break"
-            cleanup()
+            cleanup(state)
             result.total = clock() - started
-            return result
+            return result, state
         if options.progress:
             reporter.line(f"### {name} ###")
         deadline = Deadline(options.timeout(name), clock)
         try:
-            step(deadline)
+            state = step.run(state, deadline)
         except PhaseError as exc:
             _fail(result, exc)
         except IscsibootError as exc:
@@ -69,15 +98,15 @@ def run_phases(
             result.timeline[name] = clock() - deadline.start
         if result.error is not None:
             try:
-                cleanup()
+                cleanup(state)
             finally:
                 result.total = clock() - started
-            return result
+            return result, state
         reporter.debug(f"{name} done in {result.timeline[name]:.2f} s")
     result.ok = True
     result.phase = "done"
     result.total = clock() - started
-    return result
+    return result, state
 
 
 def _fail(result: RunResult, exc: PhaseError) -> None:
@@ -86,6 +115,16 @@ def _fail(result: RunResult, exc: PhaseError) -> None:
     result.cause = exc.cause
     result.evidence = exc.evidence
     result.fix = exc.fix
+
+
+T = TypeVar("T")
+
+
+def need(value: T | None, phase: str) -> T:
+    """The result of ``phase``, which the table runs before the phase asking for it."""
+    if value is None:
+        raise PhaseError("config", f"the {phase} phase has not run", cause="internal")
+    return value
 
 
 @dataclass
@@ -102,85 +141,99 @@ class Env:
 
 @dataclass
 class Agent:
-    """The eight phases wired to the system; state passes from phase to phase."""
+    """The eight phases wired to the system; each phase's typed result feeds the later ones."""
 
     text: str
     options: AgentOptions
     reporter: Reporter
     env: Env = field(default_factory=Env)
     last: str = "handoff"  # the last phase to run ("label" in hook mode)
+    early: Early | None = None  # PID 1's start-up work (module index, drivers, links), if any
+    network_up: NetworkUp | None = None  # None: chosen from the options when the run starts
     result: RunResult | None = None
-    state: dict[str, Any] = field(default_factory=dict)
+    results: Results = field(default_factory=Results)
+    backend: str | None = None  # the login backend that ran (also when the login failed)
+    _loader: Loader | None = None
 
     # ----------------------------------------------------------------- helpers
     def say(self, text: str) -> None:
         self.reporter.line(text)
 
-    def _loader(self) -> Any:
-        if "loader" not in self.state:
-            from iscsiboot.agent import sysc
-            from iscsiboot.agent.phases.modules import Loader
+    def loader(self) -> Loader:
+        if self._loader is None:
+            if self.early is not None:
+                self._loader = self.early.loader
+            else:
+                from iscsiboot.agent import sysc
+                from iscsiboot.agent.phases.modules import Loader
 
-            moddir = self.env.moddir or f"/lib/modules/{os.uname().release}"
-            self.state["loader"] = Loader(moddir, sysc.finit_module, sysfs=self.env.sysfs, proc=self.env.proc)
-        return self.state["loader"]
+                moddir = self.env.moddir or f"/lib/modules/{os.uname().release}"
+                self._loader = Loader(moddir, sysc.finit_module, sysfs=self.env.sysfs, proc=self.env.proc)
+        return self._loader
+
+    def net(self) -> NetworkUp:
+        """How the network comes up: chosen once, from the options."""
+        if self.network_up is None:
+            from iscsiboot.agent.netup import choose
+
+            self.network_up = choose(self.options, resolv_conf=self.env.resolv_conf)
+        return self.network_up
 
     # ----------------------------------------------------------------- phases
-    def config(self, deadline: Deadline) -> None:
-        from iscsiboot.agent.phases.config import load_config
+    def config(self, deadline: Deadline) -> ConfigResult:
+        from iscsiboot.agent.phases.config import load_config, read_firmware
+        from iscsiboot.model import BootConfig
 
-        def firmware() -> Any:
-            from iscsiboot.agent.phases.config import _firmware
-
+        def firmware() -> BootConfig:
             try:
-                self._loader().ensure("iscsi_ibft")
+                self.loader().ensure("iscsi_ibft")
             except PhaseError as exc:
                 self.reporter.debug(f"iscsi_ibft: {exc.what}")
-            return _firmware()
+            return read_firmware()
 
         cfg, warnings = load_config(self.text, firmware=firmware)
         self.reporter.add_secrets(cfg.secrets())
-        self.state["config"] = cfg
-        self.state["warnings"] = warnings
         for warning in warnings:
             self.reporter.line(f"warning: {warning}")
+        return ConfigResult(cfg, tuple(warnings))
 
-    def modules(self, deadline: Deadline) -> None:
-        import threading
-
+    def modules(self, config: ConfigResult, deadline: Deadline) -> ModulesResult:
         from iscsiboot.agent.phases.modules import Background
         from iscsiboot.agent.plan import needed_modules
         from iscsiboot.model import NetMode
 
-        loader = self._loader()
-        early = self.state.get("early")
+        loader = self.loader()
+        early = self.early
+        self.net().start_imports(config.config.network.mode is not NetMode.STATIC)
         if early is None:
-            from iscsiboot.agent.phases.network import prefetch
-
-            dhcp = self.state["config"].network.mode is not NetMode.STATIC
-            imports = threading.Thread(target=prefetch, args=(dhcp,), name="prefetch", daemon=True)
-            imports.start()
-            self.state["prefetch"] = imports
             nics = loader.load_nic_drivers(deadline)
         else:  # PID 1 started the drivers, the links and the imports before the config phase
-            self.state["prefetch"] = early.imports
             early.wait_nics(deadline.remaining())
             nics = [*early.nics, *loader.load_nic_drivers(deadline)]
             self.reporter.debug(f"start-up: {early.timeline()}")
             for problem in early.problems:
                 self.reporter.debug(f"start-up: {problem}")
-        first, rest = needed_modules(self.state["config"], tuple(nics))
+        first, rest = needed_modules(config.config, tuple(nics))
         for name in first:
             loader.ensure(name)
         self.reporter.debug(f"network modules: {', '.join(first) or 'none needed'}")
         after = early.kernel if early is not None else None
-        self.state["background"] = Background(loader, rest, after=after).start()
+        done = ModulesResult(tuple(nics), Background(loader, rest, after=after).start())
         if self.last == "modules":  # no later phase waits for them: the run ends with them loaded
-            self._modules_ready(deadline)
+            self._modules_ready(done, deadline)
+        return done
 
-    def network(self, deadline: Deadline) -> None:
+    def network(self, config: ConfigResult, deadline: Deadline) -> NetworkResult:
+        from iscsiboot.agent.plan import net_plan
+
         try:
-            self._network(deadline)
+            net = self.net().bring_up(
+                net_plan(config.config.network),
+                deadline,
+                self.say,
+                debug=self.reporter.debug,
+                while_waiting=self._prefetch_login,
+            )
         except PhaseError as exc:
             if exc.cause == "no-interface":
                 from iscsiboot.agent.phases.modules import driverless_nics
@@ -195,51 +248,12 @@ class Agent:
                         "--module NAME) or append the overlay to an initramfs that has it"
                     )
             raise
-
-    def _network(self, deadline: Deadline) -> None:
-        from iscsiboot.agent.plan import net_plan
-
-        plan = net_plan(self.state["config"].network)
-        early = self.state.get("early")
-        worker = getattr(early, "worker", None)
-        net = None
-        if worker is not None and self.options.network_worker:
-            from iscsiboot.agent.startup.netproc import WorkerGone
-
-            try:
-                net = worker.bring_up(
-                    plan,
-                    deadline,
-                    self.say,
-                    resolv_conf=self.env.resolv_conf,
-                    dhcp_client=self.options.dhcp_client,
-                    while_waiting=self._prefetch_login,
-                )
-            except WorkerGone as exc:
-                self.say(f"network worker: {exc}; bringing the network up in PID 1")
-            finally:
-                self.reporter.debug(f"network worker: {worker.timeline()}")
-        elif worker is not None:
-            worker.stop()  # iscsiboot.worker=no seen only now: the phase runs here
-        if net is None:
-            from iscsiboot.agent.phases.network import bring_up
-
-            imports = self.state.get("prefetch")
-            if imports is not None:
-                imports.join(deadline.remaining())
-            net = bring_up(
-                plan,
-                deadline,
-                self.say,
-                resolv_conf=self.env.resolv_conf,
-                dhcp_client=self.options.dhcp_client,
-            )
-        self.state["network"] = net
         vlan = f" (VLAN {net.vlan} on {net.parent})" if net.vlan is not None else ""
         self.say(
             f"network: {net.device}{vlan} {net.address}/{net.prefix}"
             f" via {net.gateway or 'no gateway'} ({net.mode})"
         )
+        return NetworkResult(net)
 
     def _prefetch_login(self) -> None:
         """Import the later phases while the network worker brings the network up."""
@@ -255,9 +269,11 @@ class Agent:
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
 
-    def _modules_ready(self, deadline: Deadline, names: tuple[str, ...] | None = None) -> None:
+    def _modules_ready(
+        self, modules: ModulesResult, deadline: Deadline, names: tuple[str, ...] | None = None
+    ) -> None:
         """Wait for ``names`` of the modules phase's background loads (None: all of them)."""
-        background = self.state.get("background")
+        background = modules.background
         if background is None:
             return
         if names is None:
@@ -265,14 +281,14 @@ class Agent:
         else:
             background.ensure_now(names, deadline)
 
-    def login(self, deadline: Deadline) -> None:
+    def login(self, config: ConfigResult, modules: ModulesResult, deadline: Deadline) -> LoginsResult:
         from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
 
-        self._modules_ready(deadline, LOGIN_MODULES)  # ext4 may still be loading while the login runs
-        cfg = self.state["config"]
+        self._modules_ready(modules, deadline, LOGIN_MODULES)  # ext4 may still be loading meanwhile
+        cfg = config.config
         backend = make_backend(self.options.login_backend, self.reporter.debug)
-        self.state["backend"] = backend.name
+        self.backend = backend.name
         try:
             done = login_all(
                 backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
@@ -283,9 +299,9 @@ class Agent:
                 if diagnosis:
                     exc.evidence = f"{exc.evidence}. {diagnosis}" if exc.evidence else diagnosis
             raise
-        self.state["logins"] = done
         for target, res in done:
             self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
+        return LoginsResult(backend.name, tuple(done))
 
     def _explain_login(self, targets: Sequence[Target], initiator: str | None) -> str | None:
         """Ask the target itself why the login failed (a test login of our own, random ISID).
@@ -305,14 +321,17 @@ class Agent:
             self.reporter.debug(f"diagnosis failed: {type(exc).__name__}")
             return None
 
-    def disk(self, deadline: Deadline) -> None:
+    def disk(
+        self, config: ConfigResult, logins: LoginsResult, modules: ModulesResult, deadline: Deadline
+    ) -> DiskResult:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
 
-        self._modules_ready(deadline, DISK_MODULES)
-        cfg = self.state["config"]
-        logged = {t.name for t, _r in self.state.get("logins", []) if t is not None}
+        self._modules_ready(modules, deadline, DISK_MODULES)
+        logged = logins.targets()
         # one login per target, but boot= and disk= may name different LUNs of it
-        wanted = list(dict.fromkeys((t.name, t.lun) for t in cfg.targets if t.name in logged)) or None
+        wanted = (
+            list(dict.fromkeys((t.name, t.lun) for t in config.config.targets if t.name in logged)) or None
+        )
         events = Uevents()
         try:
             disks = wait_for_disks(
@@ -320,25 +339,23 @@ class Agent:
             )
         finally:
             events.close()
-        self.state["disks"] = disks
-        self.state["sessions"] = [
-            {"session": s.sid, "target": s.target} for s in list_sessions(self.env.sysfs)
-        ]
+        sessions = tuple(SessionInfo(s.sid, s.target) for s in list_sessions(self.env.sysfs))
+        return DiskResult(tuple(disks), sessions)
 
-    def label(self, deadline: Deadline) -> None:
-        from iscsiboot.agent.phases.label import candidates_of_disk, resolve
+    def label(self, config: ConfigResult, disk: DiskResult, deadline: Deadline) -> LabelResult:
+        from iscsiboot.agent.phases.label import Candidate, candidates_of_disk, resolve
         from iscsiboot.agent.plan import locators
         from iscsiboot.disk.readers import file_reader
 
-        cands = []
-        for ready in self.state["disks"]:
+        cands: list[Candidate] = []
+        for ready in disk.disks:
             node = f"{self.env.dev}/{ready.disk.name}"
             cands.extend(
                 candidates_of_disk(
                     ready.disk.name, ready.size, file_reader(node), ready.partitions, self.env.dev
                 )
             )
-        system_loc, storage_loc = locators(self.state["config"])
+        system_loc, storage_loc = locators(config.config)
         system = resolve("System", system_loc, cands)
         storage = resolve("Storage", storage_loc, cands) if storage_loc is not None else None
         if storage is not None and storage.device == system.device:
@@ -348,19 +365,19 @@ class Agent:
                 cause="ambiguous",
                 fix="give Storage its own partition and label (disk=LABEL=Storage)",
             )
-        self.state["system"], self.state["storage"] = system, storage
         self.say(
             f"System is {system.device} ({system.fs})"
             + (f", Storage is {storage.device} ({storage.fs})" if storage else ", no Storage")
         )
+        return LabelResult(system, storage)
 
-    def mount(self, deadline: Deadline) -> None:
+    def mount(self, label: LabelResult, modules: ModulesResult, deadline: Deadline) -> MountResult:
         from iscsiboot.agent.phases.mount import Mounter
         from iscsiboot.agent.plan import FS_MODULES, mount_plan
         from iscsiboot.proc import which
 
-        self._modules_ready(deadline)  # all of them: the file systems and loop
-        system, storage = self.state["system"], self.state.get("storage")
+        self._modules_ready(modules, deadline)  # all of them: the file systems and loop
+        system, storage = label.system, label.storage
         if system.fs is None:
             raise PhaseError("mount", f"no known file system on {system.device}", cause="unknown-fs")
         try:
@@ -375,21 +392,20 @@ class Agent:
                         return
             except OSError:
                 pass
-            self._loader().ensure(FS_MODULES.get(fs, fs))
+            self.loader().ensure(FS_MODULES.get(fs, fs))
 
         mounter = Mounter(root=self.env.root, dev=self.env.dev, say=self.say, fsck=fsck, ensure_fs=ensure_fs)
-        self.state["mounter"] = mounter
         steps = mount_plan(
             system.device, system.fs, storage.device if storage else None,
             storage.fs if storage else None, self.options.sysroot,
         )  # fmt: skip
-        mounter.run(steps, deadline)
+        return MountResult(tuple(mounter.run(steps, deadline)), mounter)
 
-    def handoff(self, deadline: Deadline) -> None:
+    def handoff(self, network: NetworkResult | None, deadline: Deadline) -> HandoffResult:
         from iscsiboot.agent.phases.handoff import choose_init, write_markers
 
         sysroot = os.path.join(self.env.root, self.options.sysroot.lstrip("/"))
-        self.state["init"] = choose_init(sysroot, self.options.init)
+        init = choose_init(sysroot, self.options.init)
         for path in ("flash", "storage"):
             if not os.path.isdir(os.path.join(sysroot, path)):
                 raise PhaseError(
@@ -398,51 +414,52 @@ class Agent:
                     cause="no-mountpoint",
                     fix="use an OpenELEC/LibreELEC SYSTEM image (it has /flash and /storage)",
                 )
-        net = self.state.get("network")
-        write_markers(self.env.dev, net.to_dict() if net else None)
+        write_markers(self.env.dev, network.net.to_dict() if network else None)
+        return HandoffResult(init)
 
     # ----------------------------------------------------------------- running
-    def steps(self) -> list[tuple[str, Step]]:
-        names = PHASES[: PHASES.index(self.last) + 1]
-        return [(name, getattr(self, name)) for name in names]
+    def steps(self) -> list[Step[Results]]:
+        table = PHASE_TABLE[: PHASES.index(self.last) + 1]
+        return [Step(phase.name, _bound(self, phase)) for phase in table]
 
-    def cleanup(self) -> None:
-        worker = getattr(self.state.get("early"), "worker", None)
-        if worker is not None:
-            worker.stop()  # a run that ended before the network phase
-        mounter = self.state.get("mounter")
-        if mounter is not None:
-            mounter.rollback()
+    def cleanup(self, results: Results | None = None) -> None:
+        """Stop the network worker and undo the mounts (a run that failed, or a failed switch_root)."""
+        done = results if results is not None else self.results
+        if self.network_up is not None:
+            self.network_up.stop()
+        if self.early is not None and self.early.worker is not None:
+            self.early.worker.stop()  # the start-up child of a run that ended before the modules phase
+        if done.mount is not None:
+            done.mount.mounter.rollback()
 
     def run(self, on_break: OnBreak = lambda _p: False) -> RunResult:
         for warning in self.options.warnings:
             self.reporter.line(f"warning: {warning}")
-        result = run_phases(
-            self.steps(), self.options, self.reporter, on_break=on_break, cleanup=self.cleanup
+        self.net()
+        result, self.results = run_phases(
+            self.steps(), Results(), self.options, self.reporter, on_break=on_break, cleanup=self.cleanup
         )
         self.fill(result)
         self.result = result
         return result
 
     def fill(self, result: RunResult) -> None:
-        result.warnings = [*self.options.warnings, *self.state.get("warnings", [])]
-        system, storage = self.state.get("system"), self.state.get("storage")
-        result.system = system.device if system else None
-        result.storage = storage.device if storage else None
-        net = self.state.get("network")
-        result.network = net.to_dict() if net else None
-        result.sessions = list(self.state.get("sessions", []))
-        result.backend = self.state.get("backend")
-        mounter = self.state.get("mounter")
-        if mounter is not None:
+        done = self.results
+        result.warnings = [*self.options.warnings, *(done.config.warnings if done.config else ())]
+        result.system = done.label.system.device if done.label else None
+        result.storage = done.label.storage.device if done.label and done.label.storage else None
+        result.network = done.network.net if done.network else None
+        result.sessions = list(done.disk.sessions) if done.disk else []
+        result.backend = done.login.backend if done.login else self.backend
+        if done.mount is not None:
             result.mounts = [
-                f"{source} on {target} ({'rw' if rw else 'ro'})" for target, source, rw in mounter.done
+                f"{source} on {target} ({'rw' if rw else 'ro'})" for target, source, rw in done.mount.mounts
             ]
         if result.ok and self.last != "handoff":
             result.phase = "done"
 
     def hook_values(self, result: RunResult) -> dict[str, str | None]:
-        net = result.network or {}
+        net = result.network
         return {
             "ISCSIBOOT_OK": "1" if result.ok else "0",
             "ISCSIBOOT_PHASE": result.phase,
@@ -450,11 +467,53 @@ class Agent:
             "ISCSIBOOT_FIX": result.fix,
             "ISCSIBOOT_SYSTEM": result.system,
             "ISCSIBOOT_STORAGE": result.storage,
-            "ISCSIBOOT_IFACE": net.get("device"),
-            "ISCSIBOOT_ADDRESS": net.get("address"),
-            "ISCSIBOOT_PREFIX": str(net["prefix"]) if net.get("prefix") is not None else None,
-            "ISCSIBOOT_GATEWAY": net.get("gateway"),
-            "ISCSIBOOT_DNS": " ".join(net.get("dns") or []),
-            "ISCSIBOOT_SESSIONS": " ".join(s["target"] for s in result.sessions),
+            "ISCSIBOOT_IFACE": net.device if net else None,
+            "ISCSIBOOT_ADDRESS": net.address if net else None,
+            "ISCSIBOOT_PREFIX": str(net.prefix) if net and net.prefix is not None else None,
+            "ISCSIBOOT_GATEWAY": net.gateway if net else None,
+            "ISCSIBOOT_DNS": " ".join(net.dns) if net else "",
+            "ISCSIBOOT_SESSIONS": " ".join(s.target for s in result.sessions),
             "ISCSIBOOT_MOUNTS": "; ".join(result.mounts),
         }
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One row of the boot table: the phase's name and how it is called with the results before it."""
+
+    name: str
+    run: Callable[[Agent, Results, Deadline], Results]
+
+
+# The boot, in order: each phase's inputs are the typed results of earlier phases.
+PHASE_TABLE: tuple[Phase, ...] = (
+    Phase("config", lambda a, r, d: replace(r, config=a.config(d))),
+    Phase("modules", lambda a, r, d: replace(r, modules=a.modules(need(r.config, "config"), d))),
+    Phase("network", lambda a, r, d: replace(r, network=a.network(need(r.config, "config"), d))),
+    Phase(
+        "login",
+        lambda a, r, d: replace(r, login=a.login(need(r.config, "config"), need(r.modules, "modules"), d)),
+    ),
+    Phase(
+        "disk",
+        lambda a, r, d: replace(
+            r,
+            disk=a.disk(need(r.config, "config"), need(r.login, "login"), need(r.modules, "modules"), d),
+        ),
+    ),
+    Phase(
+        "label", lambda a, r, d: replace(r, label=a.label(need(r.config, "config"), need(r.disk, "disk"), d))
+    ),
+    Phase(
+        "mount",
+        lambda a, r, d: replace(r, mount=a.mount(need(r.label, "label"), need(r.modules, "modules"), d)),
+    ),
+    Phase("handoff", lambda a, r, d: replace(r, handoff=a.handoff(r.network, d))),
+)
+
+
+def _bound(agent: Agent, phase: Phase) -> Callable[[Results, Deadline], Results]:
+    def run(results: Results, deadline: Deadline) -> Results:
+        return phase.run(agent, results, deadline)
+
+    return run

@@ -11,6 +11,7 @@ from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.report import Reporter
+from iscsiboot.agent.results import ConfigResult, ModulesResult
 from iscsiboot.agent.runner import Agent
 from iscsiboot.model import BootConfig, Chap, Target
 from iscsiboot.secret import Secret
@@ -37,11 +38,11 @@ def test_failed_login_is_explained_by_the_target(tmp_path: Path) -> None:
         reporter = Reporter(out, kmsg=None, report_path=None)
         reporter.add_secrets([WRONG])
         agent = Agent("", parse_options(""), reporter)
-        agent.state["config"] = BootConfig(initiator=INITIATOR, targets=(target,))
+        config = ConfigResult(BootConfig(initiator=INITIATOR, targets=(target,)))
         # iscsistart cannot log in on this host (no iscsi_tcp): its own error is the
         # phase's cause; the target's answer to a test login is the diagnosis.
         with pytest.raises(PhaseError) as info:
-            agent.login(Deadline(3))
+            agent.login(config, ModulesResult(), Deadline(3))
     error = info.value
     assert error.phase == "login"
     assert error.evidence is not None and "authentication failure" in error.evidence

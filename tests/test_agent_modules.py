@@ -13,10 +13,14 @@ from hypothesis import strategies as st
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.kmod import ModuleIndex, literal_prefix, module_name, parse_index
+from iscsiboot.agent.netup import InProcess
 from iscsiboot.agent.options import AgentOptions
 from iscsiboot.agent.phases.modules import Background, Loader, crypto_has, driverless_nics
+from iscsiboot.agent.plan import NetResult
 from iscsiboot.agent.report import Reporter
+from iscsiboot.agent.results import ConfigResult
 from iscsiboot.agent.runner import Agent, Env
+from iscsiboot.model import BootConfig
 
 S = "kernel/drivers/scsi"
 DEP = f"""{S}/iscsi_tcp.ko: {S}/libiscsi_tcp.ko {S}/libiscsi.ko {S}/scsi_transport_iscsi.ko
@@ -302,13 +306,14 @@ def test_a_nic_without_driver_is_named_when_no_interface_appears(tmp_path: Path)
     reporter = Reporter(io.StringIO(), kmsg=None, report_path=None)
     agent = Agent("", AgentOptions(), reporter, Env(sysfs=str(sysfs)))
 
-    def no_interface(deadline: Deadline) -> None:
-        raise PhaseError(
-            "network", "no network interface matches an Ethernet interface", cause="no-interface"
-        )
+    class NoInterface(InProcess):
+        def bring_up(self, *args: object, **kwargs: object) -> NetResult:
+            raise PhaseError(
+                "network", "no network interface matches an Ethernet interface", cause="no-interface"
+            )
 
-    agent._network = no_interface  # type: ignore[method-assign]
+    agent.network_up = NoInterface(AgentOptions(), resolv_conf=None)
     with pytest.raises(PhaseError) as failed:
-        agent.network(Deadline(1))
+        agent.network(ConfigResult(BootConfig()), Deadline(1))
     assert "no driver claimed PCI network device 0000:00:03.0 (10ec:8139)" in str(failed.value.evidence)
     assert "--module" in str(failed.value.fix)

@@ -6,17 +6,20 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from agent_support import fake_iscsi_sysfs, make_disk, make_ext4
 from iscsiboot.agent import PHASES
+from iscsiboot.agent.backends.result import Cause, LoginResult
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.init import break_action
 from iscsiboot.agent.options import parse_options
-from iscsiboot.agent.report import Reporter, RunResult
-from iscsiboot.agent.runner import Agent, Env, run_phases
+from iscsiboot.agent.report import Reporter, RunResult, SessionInfo
+from iscsiboot.agent.results import ConfigResult, LoginsResult, ModulesResult, Results
+from iscsiboot.agent.runner import PHASE_TABLE, Agent, Env, Step, run_phases
 from iscsiboot.errors import UsageError
 from iscsiboot.model import BootConfig, Locator, Target
 
@@ -34,6 +37,37 @@ def _reporter() -> tuple[Reporter, io.StringIO]:
     return Reporter(out, kmsg=None, report_path=None), out
 
 
+def _steps(pairs: list[tuple[str, Callable[[Deadline], None]]]) -> list[Step[None]]:
+    """Steps that keep no state: each calls its function with the deadline."""
+
+    def bound(run: Callable[[Deadline], None]) -> Callable[[None, Deadline], None]:
+        return lambda _state, deadline: run(deadline)
+
+    return [Step(name, bound(run)) for name, run in pairs]
+
+
+def test_the_table_holds_the_phases_in_order() -> None:
+    assert tuple(phase.name for phase in PHASE_TABLE) == PHASES
+    agent = Agent("", parse_options(""), _reporter()[0], last="label")
+    assert [step.name for step in agent.steps()] == list(PHASES[: PHASES.index("label") + 1])
+
+
+def test_a_phase_gets_the_results_before_it_and_adds_its_own() -> None:
+    class Fake(Agent):
+        def config(self, deadline: Deadline) -> ConfigResult:
+            return ConfigResult(BootConfig(targets=(Target("iqn.2024-01.test:t0", "10.0.2.2"),)), ("w",))
+
+        def modules(self, config: ConfigResult, deadline: Deadline) -> ModulesResult:
+            assert config.warnings == ("w",)
+            return ModulesResult(("virtio_net",))
+
+    reporter, _out = _reporter()
+    agent = Fake("", parse_options(""), reporter, last="modules")
+    result = agent.run()
+    assert result.ok and agent.results.modules == ModulesResult(("virtio_net",))
+    assert agent.results.network is None and result.warnings == ["w"]
+
+
 def test_all_phases_timed_in_order() -> None:
     clock = Clock()
     seen: list[tuple[str, float]] = []
@@ -47,7 +81,9 @@ def test_all_phases_timed_in_order() -> None:
 
     reporter, out = _reporter()
     options = parse_options("progress iscsiboot.timeout.login=7")
-    result = run_phases([(p, step(p, 0.5)) for p in PHASES], options, reporter, clock=clock)
+    result, _state = run_phases(
+        _steps([(p, step(p, 0.5)) for p in PHASES]), None, options, reporter, clock=clock
+    )
     assert result.ok and result.phase == "done"
     assert list(result.timeline) == list(PHASES) and result.timeline["login"] == 0.5
     assert result.total == 4.0
@@ -71,11 +107,12 @@ def test_failure_stops_cleans_up_and_describes() -> None:
         ran.append("never")
 
     reporter, _out = _reporter()
-    result = run_phases(
-        [("config", ok), ("login", bad), ("disk", never)],
+    result, _state = run_phases(
+        _steps([("config", ok), ("login", bad), ("disk", never)]),
+        None,
         parse_options(""),
         reporter,
-        cleanup=lambda: cleaned.append(True),
+        cleanup=lambda _state: cleaned.append(True),
     )
     assert not result.ok and result.phase == "login" and result.cause == "auth"
     assert ran == ["ok"] and cleaned == [True]
@@ -90,26 +127,26 @@ def test_other_errors_are_wrapped_with_the_phase() -> None:
         raise KeyError("x")
 
     reporter, _out = _reporter()
-    result = run_phases([("config", usage)], parse_options(""), reporter)
+    result, _state = run_phases(_steps([("config", usage)]), None, parse_options(""), reporter)
     assert result.phase == "config" and result.error == "bad thing" and result.fix == "do this"
-    result = run_phases([("modules", boom)], parse_options(""), reporter)
+    result, _state = run_phases(_steps([("modules", boom)]), None, parse_options(""), reporter)
     assert result.phase == "modules" and result.cause == "internal" and "KeyError" in (result.error or "")
 
 
 def test_break_stops_or_continues() -> None:
     ran: list[str] = []
 
-    def step(name: str):  # type: ignore[no-untyped-def]
+    def step(name: str) -> Callable[[Deadline], None]:
         return lambda _d: ran.append(name)
 
     reporter, _out = _reporter()
-    steps = [(p, step(p)) for p in ("config", "modules", "network")]
-    result = run_phases(steps, parse_options("break=modules"), reporter)
+    steps = _steps([(p, step(p)) for p in ("config", "modules", "network")])
+    result, _state = run_phases(steps, None, parse_options("break=modules"), reporter)
     assert ran == ["config"] and result.phase == "modules" and result.cause == "break" and not result.ok
     ran.clear()
     breaks: list[str] = []
-    result = run_phases(
-        steps, parse_options("break=modules"), reporter, on_break=lambda p: breaks.append(p) is None
+    result, _state = run_phases(
+        steps, None, parse_options("break=modules"), reporter, on_break=lambda p: breaks.append(p) is None
     )
     assert result.ok and ran == ["config", "modules", "network"] and breaks == ["modules"]
 
@@ -154,16 +191,19 @@ def test_agent_disk_and_label_phases_on_a_session_disk(lab_disk: tuple[Path, Pat
     reporter, out = _reporter()
     agent = Agent("", parse_options(""), reporter, Env(sysfs=str(sysfs), dev=str(dev)))
     target = Target("iqn.2024-01.test:t0", "10.0.2.2", lun=1)
-    agent.state["config"] = BootConfig(
-        targets=(target,), system=Locator.parse("LABEL=System"), storage=Locator.parse("LABEL=Storage")
+    config = ConfigResult(
+        BootConfig(
+            targets=(target,), system=Locator.parse("LABEL=System"), storage=Locator.parse("LABEL=Storage")
+        )
     )
-    agent.state["logins"] = [(target, None)]
-    agent.disk(Deadline(5))
-    agent.label(Deadline(5))
-    assert agent.state["system"].device == f"{dev}/sda1"
-    assert agent.state["storage"].device == f"{dev}/sda2"
-    assert agent.state["sessions"] == [{"session": "session1", "target": "iqn.2024-01.test:t0"}]
+    logins = LoginsResult("native", ((target, LoginResult(Cause.OK, "logged in")),))
+    disk = agent.disk(config, logins, ModulesResult(), Deadline(5))
+    label = agent.label(config, disk, Deadline(5))
+    assert label.system.device == f"{dev}/sda1"
+    assert label.storage is not None and label.storage.device == f"{dev}/sda2"
+    assert disk.sessions == (SessionInfo("session1", "iqn.2024-01.test:t0"),)
     assert "System is" in out.getvalue()
+    agent.results = Results(config=config, login=logins, disk=disk, label=label)
     filled = RunResult(ok=True, phase="done")
     agent.fill(filled)
     values = agent.hook_values(filled)
@@ -175,15 +215,18 @@ def test_agent_label_same_partition_for_both_is_an_error(lab_disk: tuple[Path, P
     sysfs, dev = lab_disk
     reporter, _out = _reporter()
     agent = Agent("", parse_options(""), reporter, Env(sysfs=str(sysfs), dev=str(dev)))
-    agent.state["config"] = BootConfig(
-        targets=(Target("iqn.2024-01.test:t0", "10.0.2.2"),),
-        system=Locator.parse("LABEL=System"),
-        storage=Locator.parse("LABEL=System"),
+    config = ConfigResult(
+        BootConfig(
+            targets=(Target("iqn.2024-01.test:t0", "10.0.2.2"),),
+            system=Locator.parse("LABEL=System"),
+            storage=Locator.parse("LABEL=System"),
+        )
     )
-    agent.state["logins"] = []
-    agent.disk(Deadline(5))  # no named targets: every session's disks
+    disk = agent.disk(
+        config, LoginsResult("native", ()), ModulesResult(), Deadline(5)
+    )  # every session's disks
     with pytest.raises(PhaseError, match="same file system"):
-        agent.label(Deadline(5))
+        agent.label(config, disk, Deadline(5))
 
 
 def test_agent_config_phase_with_the_real_parser() -> None:
@@ -195,7 +238,8 @@ def test_agent_config_phase_with_the_real_parser() -> None:
     )
     agent = Agent(text, parse_options(text), reporter, last="config")
     result = agent.run()
-    assert result.ok and agent.state["config"].targets[0].name == "iqn.2024-01.test:t0"
+    assert agent.results.config is not None
+    assert result.ok and agent.results.config.config.targets[0].name == "iqn.2024-01.test:t0"
     assert result.warnings and "Secret-Pass-12" not in json.dumps(result.to_dict())
     assert "Secret-Pass-12" in [s if isinstance(s, str) else s.reveal() for s in reporter.secrets]
     bad = Agent("boot=ISCSI=", parse_options(""), reporter, last="config").run()

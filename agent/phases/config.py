@@ -4,24 +4,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.plan import merge_firmware
 from iscsiboot.errors import IscsibootError
 from iscsiboot.model import BootConfig
 
-Parse = Callable[[str], Any]  # -> Parsed(config, warnings)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iscsiboot.cmdline.parse import Parsed
+
+Parse = Callable[[str], "Parsed"]
 ReadFirmware = Callable[[], BootConfig]
 
 
-def _parse(text: str) -> Any:
+def _parse(text: str) -> Parsed:
     from iscsiboot.cmdline.parse import parse
 
     return parse(text)
 
 
-def _firmware() -> BootConfig:
+def read_firmware() -> BootConfig:
     """The iBFT as a boot model.
 
     The kernel's view (``/sys/firmware/ibft``, from iscsi_ibft) first, as
@@ -40,7 +43,7 @@ def _firmware() -> BootConfig:
 
 
 def load_config(
-    text: str, *, parse: Parse = _parse, firmware: ReadFirmware = _firmware
+    text: str, *, parse: Parse = _parse, firmware: ReadFirmware = read_firmware
 ) -> tuple[BootConfig, list[str]]:
     """The merged boot model and the parser's warnings."""
     try:

@@ -30,7 +30,9 @@ from iscsiboot.agent.deadline import Deadline
 TYPE_CHECKING = False  # no typing at run time (see init)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any
+
+    from iscsiboot.agent.phases.modules import Loader
+    from iscsiboot.agent.startup.netproc import NetWorker
 
 RTM_NEWLINK = 16
 NLM_F_REQUEST = 0x1
@@ -128,7 +130,7 @@ def offsets(marks: Sequence[tuple[str, float]]) -> str:
 
 
 def nics_and_links(
-    loader: Any, deadline: Deadline, sysfs: str, marks: list[tuple[str, float]], problems: list[str]
+    loader: Loader, deadline: Deadline, sysfs: str, marks: list[tuple[str, float]], problems: list[str]
 ) -> tuple[list[str], dict[str, int], float | None]:
     """Load the NIC drivers, then set the Ethernet interfaces up; nothing raises.
 
@@ -159,16 +161,16 @@ class Early:
 
     def __init__(
         self,
-        loader: Any,
+        loader: Loader,
         *,
         base_modules: Sequence[str] = (),
         sysfs: str = "/sys",
         imports: Callable[[], None] | None = None,
         budget: float = 30.0,
-        worker: Any = None,
+        worker: NetWorker | None = None,
     ) -> None:
         self.loader = loader
-        self.worker = worker  # a NetWorker: the NIC drivers and links are its start-up child's work
+        self.worker = worker  # the NIC drivers and links are its start-up child's work
         self.base_modules = tuple(base_modules)
         self.sysfs = sysfs
         self.budget = budget

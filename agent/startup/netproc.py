@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from iscsiboot.agent.phases.modules import Loader
+    from iscsiboot.agent.plan import NetPlan, NetResult
+
 GRACE = 2.0  # seconds PID 1 waits beyond the phase's deadline before it stops the worker
 REAP = 1.0  # seconds a finished worker has to exit before it is killed
 PRIORITY = -10  # the worker's nice value (PID 1 keeps 0)
@@ -107,8 +110,8 @@ class NetWorker:
     def __init__(
         self, pid: int, to_worker: int, from_worker: int, starter: int = -1, from_starter: int = -1
     ) -> None:
-        self.pid = pid
-        self.to_worker: int | None = to_worker
+        self.pid = pid  # the worker; -1 until it is forked
+        self.to_worker: int | None = to_worker if to_worker >= 0 else None
         self.lines = Lines(from_worker)
         self.starter = starter  # the start-up child (NIC drivers, links); -1 once reaped
         self.start_lines = Lines(from_starter)
@@ -125,7 +128,7 @@ class NetWorker:
     @classmethod
     def start(
         cls,
-        loader: Any,
+        loader: Loader,
         *,
         dhcp: bool,
         sysfs: str = "/sys",
@@ -137,23 +140,41 @@ class NetWorker:
         ``before_worker`` imports what PID 1 and the worker both need; what it
         raises is ignored (the phases import again and report).
         """
+        handle = cls.start_up(loader, sysfs=sysfs, budget=budget)
+        with contextlib.suppress(Exception):
+            before_worker()
+        handle.start_worker(dhcp=dhcp, budget=budget)
+        return handle
+
+    @classmethod
+    def start_up(cls, loader: Loader, *, sysfs: str = "/sys", budget: float = 60.0) -> NetWorker:
+        """Fork the start-up child (NIC drivers, links); the worker is not started yet."""
         nic_r, nic_w = os.pipe()  # start-up child -> PID 1
         starter = _fork(lambda: _start_up(loader, nic_w, sysfs=sysfs, budget=budget), close=(nic_r,))
         os.close(nic_w)
-        with contextlib.suppress(Exception):
-            before_worker()
+        return cls(-1, -1, -1, starter, nic_r)
+
+    def start_worker(self, *, dhcp: bool, budget: float = 60.0) -> None:
+        """Fork the worker (before any thread starts); OSError leaves the handle without one."""
         down_r, down_w = os.pipe()  # PID 1 -> worker
         up_r, up_w = os.pipe()  # worker -> PID 1
         try:
-            pid = _fork(lambda: _work(down_r, up_w, dhcp=dhcp, budget=budget), close=(down_w, up_r, nic_r))
+            pid = _fork(
+                lambda: _work(down_r, up_w, dhcp=dhcp, budget=budget),
+                close=(down_w, up_r, self.start_lines.fd),
+            )
         except OSError:
-            for fd in (down_r, down_w, up_r, up_w, nic_r):
+            for fd in (down_r, down_w, up_r, up_w):
                 os.close(fd)
-            _finish(starter, 0.0)
             raise
         os.close(down_r)
         os.close(up_w)
-        return cls(pid, down_w, up_r, starter, nic_r)
+        self.pid, self.to_worker, self.lines = pid, down_w, Lines(up_r)
+
+    @property
+    def running(self) -> bool:
+        """True while a worker process is there to bring the network up."""
+        return self.pid > 0 and self.status is None
 
     def wait_nics(self, seconds: float) -> bool:
         """Wait for the start-up child's report (NIC drivers, links); False without one."""
@@ -191,14 +212,14 @@ class NetWorker:
     # ------------------------------------------------------------- the phase
     def bring_up(
         self,
-        plan: Any,
+        plan: NetPlan,
         deadline: Deadline,
         say: Callable[[str], None],
         *,
         resolv_conf: str | None = None,
         dhcp_client: str = "pyroute2",
         while_waiting: Callable[[], None] = lambda: None,
-    ) -> Any:
+    ) -> NetResult:
         """The network phase, run by the worker; NetResult, PhaseError, or WorkerGone."""
         from iscsiboot.agent.errors import PhaseError
 
@@ -265,7 +286,7 @@ class NetWorker:
             os.close(self.to_worker)  # end of file: a waiting worker exits
             self.to_worker = None
         self._close_starter()
-        if self.status is None:
+        if self.status is None and self.pid > 0:
             self.status = _finish(self.pid, REAP)
         if self.lines.fd >= 0:
             os.close(self.lines.fd)
@@ -273,7 +294,7 @@ class NetWorker:
 
     def _reaped(self, seconds: float) -> bool:
         """Wait at most ``seconds`` for the worker to exit; reap it."""
-        if self.status is None:
+        if self.status is None and self.pid > 0:
             self.status = _reap(self.pid, seconds)
         return self.status is not None
 
@@ -357,7 +378,7 @@ def _fork(run: Callable[[], None], *, close: tuple[int, ...]) -> int:
     return pid
 
 
-def _start_up(loader: Any, wfd: int, *, sysfs: str, budget: float) -> None:
+def _start_up(loader: Loader, wfd: int, *, sysfs: str, budget: float) -> None:
     """The start-up child: NIC drivers, links up, one report."""
     from iscsiboot.agent.startup.early import boottime, nics_and_links
 
