@@ -90,7 +90,10 @@ class RunResult:
         if network is not None:
             from iscsiboot.agent.plan import NetResult
 
-            network = NetResult.from_dict(dict(_mapping(network, "network")))
+            try:
+                network = NetResult.from_dict(dict(_mapping(network, "network")))
+            except TypeError as exc:  # a field missing
+                raise ValueError(f"network: {exc}") from None
         return cls(
             ok=bool(data["ok"]),
             phase=str(data["phase"]),

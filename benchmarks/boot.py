@@ -165,7 +165,8 @@ def _peak(clock: dict[str, Any]) -> float | None:
 
 
 def _agent_result(lines: Sequence[str]) -> dict[str, Any] | None:
-    return find_result(lines)
+    found = find_result(lines)
+    return None if found is None else dict(found.to_dict())
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -1,24 +1,24 @@
 """What a boot scenario ended with, read from the guest's console (pure).
 
 The agent prints ``ISCSIBOOT-RESULT <one-line JSON>`` as its last console
-line: ``ok``, ``phase`` (the failing phase or ``done``), ``error``,
-``timeline``, ``system``, ``storage``.  The test SYSTEM then prints its own
-marker (see :mod:`iscsiboot.qemu.system`).  A boot succeeded only when the
+line; the tag and the schema are the agent's (:data:`~iscsiboot.agent.report.RESULT_TAG`,
+:class:`~iscsiboot.agent.report.RunResult`), and the JSON is read back through them.
+The test SYSTEM then prints its own marker (see :mod:`iscsiboot.qemu.system`).  A boot succeeded only when the
 agent said ``ok`` and the SYSTEM root was reached.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iscsiboot.agent.report import RESULT_TAG, RunResult
 from iscsiboot.qemu.system import MOUNTS_END, SystemReport, parse_report
 
-RESULT_PREFIX = "ISCSIBOOT-RESULT "
+RESULT_PREFIX = f"{RESULT_TAG} "  # the agent's console contract (iscsiboot.agent.report)
 
 
 _KERNEL_STAMP = re.compile(r"\[\s*\d+\.\d+\] ")
@@ -44,15 +44,13 @@ def _candidates(lines: Sequence[str]) -> Iterator[str]:
                 yield text[: stamp.start()] + lines[i + 1]
 
 
-def find_result(lines: Sequence[str]) -> dict[str, Any] | None:
-    """The last well-formed ``ISCSIBOOT-RESULT`` object in ``lines``, if any."""
+def find_result(lines: Sequence[str]) -> RunResult | None:
+    """The last well-formed ``ISCSIBOOT-RESULT`` in ``lines``, if any."""
     for text in _candidates(lines):
         try:
-            obj = json.loads(text)
+            return RunResult.from_json(text)
         except ValueError:
             continue
-        if isinstance(obj, dict):
-            return obj
     return None
 
 
@@ -65,7 +63,7 @@ def finished(lines: Sequence[str]) -> bool:
     if any(MOUNTS_END in line for line in lines):
         return True
     result = find_result(lines)
-    return result is not None and result.get("ok") is False
+    return result is not None and not result.ok
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class Outcome:
 
     ok: bool
     reason: str  # "system" (reached the SYSTEM), "agent" (agent failed), "exited", "timeout", "interrupted"
-    result: dict[str, Any] | None  # the agent's ISCSIBOOT-RESULT object
+    result: RunResult | None  # the agent's ISCSIBOOT-RESULT
     system: SystemReport
     boot_seconds: float  # QEMU start to the end of the wait
     total_seconds: float  # everything: disk, target, boot, clean-up
@@ -87,13 +85,13 @@ class Outcome:
     @property
     def phase(self) -> str:
         if self.result is not None:
-            return str(self.result.get("phase", "unknown"))
+            return self.result.phase
         return "firmware" if not self.console.strip() else "kernel"
 
     @property
     def error(self) -> str | None:
-        if self.result is not None and self.result.get("error"):
-            return str(self.result["error"])
+        if self.result is not None and self.result.error:
+            return self.result.error
         if self.ok:
             return None
         silent = not self.console.strip()
@@ -109,14 +107,14 @@ class Outcome:
             return "no result before the time limit"
         if self.result is None:
             return "the agent printed no ISCSIBOOT-RESULT line"
-        if self.result.get("ok") and not self.system.reached:
+        if self.result.ok and not self.system.reached:
             return "the agent finished but the SYSTEM root did not report"
         return None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``qemu boot --json``: the agent's object plus the harness' view."""
         obj: dict[str, Any] = (
-            dict(self.result)
+            self.result.to_dict()
             if self.result is not None
             else {
                 "ok": False,
@@ -160,10 +158,10 @@ def judge(
 ) -> Outcome:
     result = find_result(lines)
     report = parse_report("\n".join(lines))
-    ok = result is not None and result.get("ok") is True and report.reached
+    ok = result is not None and result.ok and report.reached
     if ok:
         why = "system"
-    elif result is not None and result.get("ok") is False:
+    elif result is not None and not result.ok:
         why = "agent"
     else:
         why = reason if reason != "matched" else "exited"
@@ -182,28 +180,10 @@ def judge(
     )
 
 
-def timeline_text(result: dict[str, Any] | None) -> list[str]:
-    """The agent's phase timeline (``{phase: seconds}``) as aligned lines."""
-    if not result:
+def timeline_text(result: RunResult | None) -> list[str]:
+    """The agent's phase timeline as aligned lines."""
+    if result is None:
         return []
-    out: list[str] = []
-    timeline = result.get("timeline") or {}
-    if isinstance(timeline, dict):
-        for name, secs in timeline.items():
-            stamp = f"{float(secs):7.2f} s" if isinstance(secs, int | float) else f"{secs!s:>9}"
-            out.append(f"  {name:<10} {stamp}")
-        total = result.get("total")
-        if isinstance(total, int | float):
-            out.append(f"  {'total':<10} {float(total):7.2f} s")
-        return out
-    if not isinstance(timeline, list):
-        return out
-    for entry in timeline:
-        if isinstance(entry, dict):
-            name = entry.get("phase", entry.get("name", "?"))
-            secs = entry.get("seconds", entry.get("t"))
-            stamp = f"{float(secs):7.2f} s" if isinstance(secs, int | float) else ""
-            out.append(f"  {name!s:<10} {stamp}")
-        else:
-            out.append(f"  {entry}")
+    out = [f"  {name:<10} {secs:7.2f} s" for name, secs in result.timeline.items()]
+    out.append(f"  {'total':<10} {result.total:7.2f} s")
     return out

@@ -115,12 +115,12 @@ def run(
     else:
         assert "iscsiboot: iscsistart" in outcome.console, why
         assert "iscsiboot: native:" not in outcome.console, why
-    if outcome.result is not None and outcome.result.get("phase") not in ("config", "modules", "network"):
-        assert outcome.result.get("backend") == backend, why
+    if outcome.result is not None and outcome.result.phase not in ("config", "modules", "network"):
+        assert outcome.result.backend == backend, why
     for secret in (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD):
         assert secret not in outcome.console + json.dumps(outcome.to_json()), f"a CHAP secret leaked\n{why}"
-    if outcome.result is not None and "login" in (outcome.result.get("timeline") or {}):
-        LOGIN_TIMES.setdefault(name, {})[backend] = float(outcome.result["timeline"]["login"])
+    if outcome.result is not None and "login" in (outcome.result.timeline):
+        LOGIN_TIMES.setdefault(name, {})[backend] = float(outcome.result.timeline["login"])
     return outcome
 
 
@@ -142,7 +142,7 @@ def test_sanboot_ibft_mutual_chap(backend: str, images: dict[str, Artifacts], lo
             assert field in shown, why
         assert "persistent_address=10.0.2.2" in shown and "persistent_port=" in shown, why
         assert outcome.result is not None
-        assert [s["target"] for s in outcome.result["sessions"]] == [options(backend).target_name], why
+        assert [s.target for s in outcome.result.sessions] == [options(backend).target_name], why
         # PID 1's network worker loaded the NIC driver, set the link up and ran the phase
         assert "network worker: NIC drivers loaded (virtio_pci, virtio_net)" in outcome.console, why
 
@@ -170,8 +170,8 @@ def test_wrong_password(backend: str, images: dict[str, Artifacts], log_dir: Pat
     expect_failure(outcome, "wrong password", "login")
     why = explain(outcome, "wrong password")
     assert outcome.result is not None
-    assert outcome.result.get("cause") == "auth", why
-    assert "auth" in str(outcome.result.get("error", "")).lower(), why
+    assert outcome.result.cause == "auth", why
+    assert "auth" in str(outcome.result.error or "").lower(), why
     assert "Oops" not in outcome.console and "BUG:" not in outcome.console, why
     if backend == "native":
         assert "torn down" in outcome.console, why  # the failed attempt removed its kernel session
@@ -204,7 +204,7 @@ def test_late_target_is_retried(backend: str, images: dict[str, Artifacts], log_
     outcome = run("target 8 s late", backend, scenario, images, log_dir)
     expect_success(outcome, "late target")
     assert outcome.result is not None
-    assert outcome.result["timeline"]["login"] >= 4.0, explain(outcome, "late target")
+    assert outcome.result.timeline["login"] >= 4.0, explain(outcome, "late target")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

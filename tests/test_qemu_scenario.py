@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent.plan import NetResult
+from iscsiboot.agent.report import RESULT_TAG, RunResult, SessionInfo, parse_result_line, result_line
 from iscsiboot.errors import UsageError
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
 from iscsiboot.qemu.cli import backend_append
@@ -251,13 +253,28 @@ def test_silent_console_means_firmware() -> None:
 
 
 def test_find_result_takes_the_last() -> None:
-    assert find_result([_result(phase="a"), _result(phase="b")]) == {
-        "ok": True,
-        "phase": "b",
-        "error": None,
-        "timeline": {"network": 1.5, "login": 2.25},
-    }
+    found = find_result([_result(phase="a"), _result(phase="b")])
+    assert found == RunResult(ok=True, phase="b", timeline={"network": 1.5, "login": 2.25})
     assert find_result(["nothing"]) is None
+    assert find_result(['ISCSIBOOT-RESULT {"ok": 1}']) is None  # not the agent's schema
+
+
+def test_the_agents_result_line_round_trips_through_the_harness() -> None:
+    net = NetResult(device="eth0", parent=None, mac="52:54:00:12:34:56", mode="dhcp", address="10.0.2.15")
+    sent = RunResult(
+        ok=True,
+        phase="done",
+        timeline={"config": 0.25},
+        system="/dev/sda1",
+        network=net,
+        sessions=[SessionInfo("session1", "iqn.2024-01.test:t0")],
+        clock={"agent_start": 1.5, "first_netlink": None},
+        total=0.25,
+    )
+    line = result_line(sent.to_dict())
+    assert line.startswith(RESULT_TAG + " ")
+    assert find_result(["noise", f"iscsiboot: {line}"]) == sent
+    assert parse_result_line(line) == sent
 
 
 def test_parse_report_without_marker() -> None:
@@ -303,17 +320,18 @@ def test_cli_backend_choice() -> None:
 
 def test_result_line_cut_by_a_kernel_message() -> None:
     """The kernel's copy of the line may land inside the console copy (seen under TCG)."""
-    whole = json.dumps({"ok": True, "phase": "done", "network": {"dhcp_seconds": 0.0}}, separators=(",", ":"))
+    network = {"device": "eth0", "parent": None, "mac": None, "mode": "dhcp", "dhcp_seconds": 0.0}
+    whole = json.dumps({"ok": True, "phase": "done", "network": network}, separators=(",", ":"))
     cut = whole.index("dhcp_seco") + len("dhcp_seco")
     lines = [
         f"ISCSIBOOT-RESULT {whole[:cut]}[   18.298303] iscsiboot: ISCSIBOOT-RESULT {whole}",
         whole[cut:],
         "iscsiboot: switching to /sysroot",
     ]
-    assert find_result(lines) == json.loads(whole)
+    assert find_result(lines) == RunResult.from_json(whole)
     # only the cut console copy (the kernel's copy truncated or missing): glue the next line on
     lines = [f"ISCSIBOOT-RESULT {whole[:cut]}[   18.298303] iscsiboot: something else", whole[cut:]]
-    assert find_result(lines) == json.loads(whole)
+    assert find_result(lines) == RunResult.from_json(whole)
 
 
 def test_boot_options_keep_a_quoted_label_whole() -> None:

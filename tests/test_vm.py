@@ -148,11 +148,11 @@ def test_wrong_password_fails_in_login(artifacts: Artifacts, log_dir: Path) -> N
     expect_failure(outcome, "wrong password", "login")
     why = explain(outcome, "wrong password")
     assert outcome.result is not None
-    error = str(outcome.result.get("error", "")).lower()
+    error = str(outcome.result.error or "").lower()
     assert "authentication" in error, why  # the agent names the authentication failure
-    assert outcome.result.get("cause") in (None, "auth"), why
-    assert not outcome.result.get("mounts"), why
-    assert outcome.result.get("system") is None and outcome.result.get("storage") is None, why
+    assert outcome.result.cause in (None, "auth"), why
+    assert not outcome.result.mounts, why
+    assert outcome.result.system is None and outcome.result.storage is None, why
     assert outcome.log_path is not None
     no_secret_in(outcome.console + json.dumps(outcome.to_json()) + outcome.log_path.read_text(), why)
 
@@ -164,7 +164,7 @@ def test_late_target_is_retried(artifacts: Artifacts, log_dir: Path) -> None:
     why = explain(outcome, "late target")
     assert any(step.startswith("target up") for step in outcome.progress), why
     assert outcome.result is not None
-    login = outcome.result["timeline"]["login"]
+    login = outcome.result.timeline["login"]
     assert login >= 4.0, f"login took {login} s: the target was not late for the agent\n{why}"
 
 
@@ -175,7 +175,7 @@ def test_missing_storage_label(artifacts: Artifacts, log_dir: Path) -> None:
     expect_failure(outcome, "missing label", "label")
     why = explain(outcome, "missing label")
     assert outcome.result is not None
-    assert "Storage" in str(outcome.result.get("error")), why
+    assert "Storage" in str(outcome.result.error), why
 
 
 def test_ibft_injected_through_acpi(artifacts: Artifacts, log_dir: Path) -> None:

@@ -69,22 +69,22 @@ def boot(name: str, options: ScenarioOptions, artifacts: Artifacts, log_dir: Pat
 def expect_success(outcome: Outcome, name: str) -> None:
     why = explain(outcome, name)
     assert outcome.ok, why
-    assert outcome.result is not None and outcome.result.get("ok") is True, why
-    assert outcome.result.get("phase") == "done", why
+    assert outcome.result is not None and outcome.result.ok is True, why
+    assert outcome.result.phase == "done", why
     assert outcome.system.reached, why
     flash = outcome.system.mounted_at("/flash")
     storage = outcome.system.mounted_at("/storage")
     assert flash is not None and storage is not None, why
     assert outcome.system.mounted_at("/") is not None, why
     assert outcome.system.mounted_at("/").fstype == "squashfs", why  # type: ignore[union-attr]
-    assert outcome.result.get("system") and outcome.result.get("storage"), why
+    assert outcome.result.system and outcome.result.storage, why
 
 
 def expect_failure(outcome: Outcome, name: str, phase: str) -> None:
     why = explain(outcome, name)
     assert not outcome.ok, why
     assert outcome.reason == "agent", why
-    assert outcome.result is not None and outcome.result.get("ok") is False, why
-    assert outcome.result.get("phase") == phase, why
+    assert outcome.result is not None and outcome.result.ok is False, why
+    assert outcome.result.phase == phase, why
     assert not outcome.system.reached, why
     assert outcome.log_path is not None and outcome.log_path.is_file(), why
