@@ -9,6 +9,7 @@ import sys
 
 from iscsiboot.agent import PHASES
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.cliargs import add_command, add_json, add_show_secrets
 from iscsiboot.errors import ParseError
 from iscsiboot.model import BootConfig
 
@@ -16,11 +17,12 @@ from iscsiboot.model import BootConfig
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     agent = sub.add_parser("agent", parents=[parent], help="the boot-time agent (runs in the initramfs)")
     inner = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
-    run = inner.add_parser(
+    run = add_command(
+        inner,
         "run",
-        parents=[parent],
-        help="run the boot phases",
-        description="Run the boot phases from config to mount (hook mode) or a dry run of the plan.",
+        parent,
+        "run the boot phases",
+        "Run the boot phases from config to mount (hook mode) or a dry run of the plan.",
     )
     run.add_argument("--cmdline-file", metavar="FILE", help="read the kernel command line from FILE")
     run.add_argument(
@@ -29,9 +31,9 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         help="stop after the label phase (or --last) and write KEY='value' lines for an init script",
     )
     run.add_argument("--last", choices=PHASES, help="the last phase to run (default: label with --hook)")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(run, "print the result as JSON")
     run.add_argument("--dry-run", action="store_true", help="read the configuration and print the plan only")
-    run.add_argument("--show-secrets", action="store_true", help="show CHAP passwords in the dry-run plan")
+    add_show_secrets(run, "show CHAP passwords in the dry-run plan")
     run.add_argument("--sysfs", default="/sys", help=argparse.SUPPRESS)
     run.add_argument("--report", default=None, metavar="FILE", help="also write the JSON report to FILE")
     run.set_defaults(func=_run)

@@ -22,10 +22,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, help_handler
 from iscsiboot.cmdline import generate as g
 from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
-from iscsiboot.errors import EXIT_OK, EXIT_USAGE, UsageError
+from iscsiboot.errors import EXIT_OK, UsageError
 from iscsiboot.model import BootConfig, lun_to_text, to_dict
 from iscsiboot.output import info, print_json, warn, write_atomic
 from iscsiboot.secret import mask
@@ -35,36 +36,33 @@ PROC_CMDLINE = "/proc/cmdline"
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     parser_class = sub._parser_class
-    cmd = sub.add_parser(
-        "cmdline",
-        parents=[parent],
-        help="read kernel command lines into the boot model",
-        description="Read kernel command lines into the boot model.",
-    )
+    cmd = add_command(sub, "cmdline", parent, "read kernel command lines into the boot model")
     csub = cmd.add_subparsers(dest="cmdline_action", metavar="ACTION", parser_class=parser_class)
-    cmd.set_defaults(func=lambda _args: _help(cmd))
-    p = csub.add_parser(
+    cmd.set_defaults(func=help_handler(cmd, sys.stderr))
+    p = add_command(
+        csub,
         "parse",
-        parents=[parent],
-        help="parse a kernel command line (OpenELEC, Debian, dracut, RFC 4173, ip=)",
-        description="Parse a whole kernel command line into the boot model.",
+        parent,
+        "parse a kernel command line (OpenELEC, Debian, dracut, RFC 4173, ip=)",
+        "Parse a whole kernel command line into the boot model.",
     )
     p.add_argument("text", nargs="*", metavar="TEXT", help="the command line (words are joined)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--file", metavar="F", help="read the command line from F (- for stdin)")
     src.add_argument("--proc", action="store_true", help=f"read {PROC_CMDLINE}")
-    p.add_argument("--json", action="store_true", help="print the model as JSON")
-    p.add_argument("--show-secrets", action="store_true", help="show CHAP passwords instead of ***")
+    add_json(p, "print the model as JSON")
+    add_show_secrets(p, "show CHAP passwords instead of ***")
     p.set_defaults(func=_parse_command)
 
-    gen = sub.add_parser(
+    gen = add_command(
+        sub,
         "generate",
-        parents=[parent],
-        help="write command lines, extlinux.conf, iPXE, dnsmasq, root-path",
-        description="Write a boot format from the model (options or --from-json).",
+        parent,
+        "write command lines, extlinux.conf, iPXE, dnsmasq, root-path",
+        "Write a boot format from the model (options or --from-json).",
     )
     gsub = gen.add_subparsers(dest="kind", metavar="KIND", parser_class=parser_class)
-    gen.set_defaults(func=lambda _args: _help(gen))
+    gen.set_defaults(func=help_handler(gen, sys.stderr))
     kinds: dict[str, str] = {
         "cmdline": "the ip=/boot=ISCSI=/disk= fragment for the kernel command line",
         "extlinux": "a complete extlinux.conf in OpenELEC's layout",
@@ -74,14 +72,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "dracut": "dracut's rd.iscsi.*/netroot= form",
     }
     for kind, summary in kinds.items():
-        k = gsub.add_parser(
-            kind, parents=[parent], help=summary, description=summary[0].upper() + summary[1:] + "."
-        )
+        k = add_command(gsub, kind, parent, summary)
         add_model_options(k)
         out = k.add_argument_group("output")
-        out.add_argument("-o", "--output", metavar="FILE", help="write to FILE (secrets in clear, mode 0600)")
-        out.add_argument("--show-secrets", action="store_true", help="show secrets on stdout instead of ***")
-        out.add_argument("--json", action="store_true", help="print {kind, text, warnings} as JSON")
+        add_output(out, "write to FILE (secrets in clear, mode 0600)")
+        add_show_secrets(out, "show secrets on stdout instead of ***")
+        add_json(out, "print {kind, text, warnings} as JSON")
         if kind == "extlinux":
             out.add_argument("--kernel", default="/KERNEL", help="kernel path (default /KERNEL)")
             out.add_argument("--initrd", help="initrd path (an INITRD line)")
@@ -123,11 +119,6 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                 help="include user:password@ (dracut's form; not for DHCP)",
             )
         k.set_defaults(func=_generate_command)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
 
 
 # ---------------------------------------------------------------- cmdline parse

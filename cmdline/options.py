@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from iscsiboot.cliargs import number_type
 from iscsiboot.cmdline.ipconf import parse_ip
 from iscsiboot.errors import ParseError, UsageError
 from iscsiboot.model import (
@@ -85,11 +86,7 @@ _ALL_OPTIONS = {
 }
 
 
-def _number(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+_number = number_type()
 
 
 def parse_lun(text: str) -> int:
@@ -254,7 +251,8 @@ def _chap(args: argparse.Namespace, prefix: str) -> Chap | None:
     return Chap(user, secret)
 
 
-def _load_json(path: str) -> Any:
+def load_json(path: str) -> Any:
+    """The JSON of ``--from-json PATH`` (``-`` for stdin)."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
@@ -278,7 +276,7 @@ def model_from_args(args: argparse.Namespace) -> BootConfig:
                 f"--from-json given together with {', '.join(others)}",
                 fix="edit the JSON, or leave out --from-json",
             )
-        return from_dict(_load_json(args.model_from_json))
+        return from_dict(load_json(args.model_from_json))
     auto = bool(getattr(args, "model_auto", None))
     target_opts = _given(args, _TARGET_OPTIONS)
     initiator = getattr(args, "model_initiator", None)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from iscsiboot.cliargs import add_command, add_json, sigterm_interrupts
 from iscsiboot.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from iscsiboot.disk.install import InstallReport
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -14,16 +18,17 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     from iscsiboot.disk.install import DEFAULT_IMAGE_SIZE, DEFAULT_SYSTEM_SIZE  # noqa: PLC0415
     from iscsiboot.disk.layout import format_size  # noqa: PLC0415
 
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "install",
-        parents=[parent],
-        conflict_handler="resolve",
-        help="partition and fill a LUN or image with System and Storage",
-        description=(
+        parent,
+        "partition and fill a LUN or image with System and Storage",
+        (
             "Write an MBR with syslinux boot code, a bootable ext4 System partition holding KERNEL, "
             "SYSTEM and extlinux.conf (extlinux installed), and an ext4 Storage partition over the rest. "
             "Refuses a disk that already holds a partition table or file system unless --wipe is given."
         ),
+        conflict_handler="resolve",
     )
     add_model_options(parser)
     where = parser.add_mutually_exclusive_group(required=True)
@@ -61,24 +66,33 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "--label-storage", metavar="LABEL", default="Storage", help="label of Storage (default %(default)s)"
     )
     parser.add_argument("--wipe", action="store_true", help="overwrite a disk that already holds data")
-    parser.add_argument("--json", action="store_true", help="report as JSON")
+    add_json(parser, "report as JSON")
     parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    from iscsiboot.output import print_json, warn  # noqa: PLC0415
+
+    with sigterm_interrupts():
+        report = _install(args)
+    for message in report.warnings:
+        warn(message)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_OK
+
+
+def _install(args: argparse.Namespace) -> InstallReport:
     from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
     from iscsiboot.disk.install import install  # noqa: PLC0415
     from iscsiboot.disk.layout import parse_size  # noqa: PLC0415
-    from iscsiboot.output import print_json, warn  # noqa: PLC0415
 
-    def terminated(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the clean-up like Ctrl-C
-
-    signal.signal(signal.SIGTERM, terminated)
     if args.model_system is None and getattr(args, "model_from_json", None) is None:
         args.model_system = f"LABEL={args.label_system}"
     config = model_from_args(args)
-    report = install(
+    return install(
         kernel=args.kernel,
         system=args.system_file,
         image=args.image,
@@ -93,10 +107,3 @@ def handle(args: argparse.Namespace) -> int:
         label_storage=args.label_storage,
         wipe=args.wipe,
     )
-    for message in report.warnings:
-        warn(message)
-    if args.json:
-        print_json(report.to_dict())
-    else:
-        print("\n".join(report.lines()))
-    return EXIT_OK

@@ -13,6 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from iscsiboot.cliargs import (
+    add_command,
+    add_json,
+    add_login_options,
+    add_timeout,
+    chap_from_args,
+    positive_timeout,
+)
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.disk.inspect import parse_extlinux
 from iscsiboot.doctor.checks import login_cause, run_checks
@@ -25,24 +33,24 @@ from iscsiboot.iscsi.session import Session
 from iscsiboot.model import (
     DEFAULT_PORT,
     BootConfig,
-    Chap,
     Locator,
     Target,
     address_kind,
     lun_from_text,
 )
 from iscsiboot.output import print_json, warn
-from iscsiboot.secret import Secret, mask
+from iscsiboot.secret import mask
 
 DEFAULT_TIMEOUT = 10.0
 
 
 def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentParser) -> None:
-    doctor = sub.add_parser(
+    doctor = add_command(
+        sub,
         "doctor",
-        parents=[parent],
-        help="check every link of an iSCSI boot from any Linux machine",
-        description="Check, in order: portal reachable, discovery lists the target, login (CHAP, mutual), "
+        parent,
+        "check every link of an iSCSI boot from any Linux machine",
+        "Check, in order: portal reachable, discovery lists the target, login (CHAP, mutual), "
         "LUNs, capacity, partition table, a bootable partition, file systems matching the System/Storage "
         "locators, and that System holds KERNEL, SYSTEM and an extlinux.conf whose APPEND line matches. "
         "Read-only: it never writes to the target. Exit 0 when all pass, 1 when one fails, 2 on bad input.",
@@ -58,17 +66,18 @@ def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentPars
     _target_options(doctor, with_target=True)
     doctor.add_argument("--system", metavar="LOCATOR", help="the System file system (default LABEL=System)")
     doctor.add_argument("--storage", metavar="LOCATOR", help="the Storage file system (e.g. LABEL=Storage)")
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json(doctor, "print the report as JSON")
     doctor.set_defaults(func=run_doctor)
 
-    discover = sub.add_parser(
+    discover = add_command(
+        sub,
         "discover",
-        parents=[parent],
-        help="list the targets of a portal (SendTargets), without root",
-        description="SendTargets discovery, like iscsiadm -m discovery -t st, without root or iscsid.",
+        parent,
+        "list the targets of a portal (SendTargets), without root",
+        "SendTargets discovery, like iscsiadm -m discovery -t st, without root or iscsid.",
     )
     _target_options(discover, with_target=False)
-    discover.add_argument("--json", action="store_true", help="print the targets as JSON")
+    add_json(discover, "print the targets as JSON")
     discover.set_defaults(func=run_discover)
 
 
@@ -77,16 +86,8 @@ def _target_options(p: argparse.ArgumentParser, *, with_target: bool) -> None:
     if with_target:
         p.add_argument("--target", metavar="IQN", help="the target name")
         p.add_argument("--lun", metavar="LUN", help="the boot LUN (RFC 4173 hex form, e.g. 1)")
-    p.add_argument("--initiator", metavar="IQN", help="the initiator name to log in as")
-    p.add_argument("--username", help="CHAP user name")
-    p.add_argument("--password-file", metavar="FILE", type=Path, help="file holding the CHAP secret")
-    p.add_argument("--reverse-username", help="the target's CHAP user name (mutual CHAP)")
-    p.add_argument(
-        "--reverse-password-file", metavar="FILE", type=Path, help="file holding the target's secret"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="per step (default 10)"
-    )
+    add_login_options(p)
+    add_timeout(p, DEFAULT_TIMEOUT, "per step (default 10)")
 
 
 # ---------------------------------------------------------------- inputs
@@ -104,34 +105,6 @@ def parse_portal(text: str) -> tuple[str, int]:
         raise UsageError(f"portal {text!r} has a portal group; give HOST[:PORT]")
     address_kind(host)
     return host, port
-
-
-def _read_secret(path: Path, what: str) -> Secret:
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"cannot read the {what} file: {getattr(exc, 'strerror', None) or exc}", where=str(path)
-        ) from None
-    value = raw.rstrip("\r\n")
-    if not value:
-        raise UsageError(f"the {what} file is empty", where=str(path))
-    return Secret(value)
-
-
-def _chap_options(args: argparse.Namespace) -> tuple[Chap | None, Chap | None]:
-    chap = reverse = None
-    if (args.username is None) != (args.password_file is None):
-        raise UsageError("CHAP needs both --username and --password-file")
-    if (args.reverse_username is None) != (args.reverse_password_file is None):
-        raise UsageError("mutual CHAP needs both --reverse-username and --reverse-password-file")
-    if args.username is not None:
-        chap = Chap(args.username, _read_secret(args.password_file, "password"))
-    if args.reverse_username is not None:
-        if chap is None:
-            raise UsageError("mutual CHAP needs the one-way --username and --password-file too")
-        reverse = Chap(args.reverse_username, _read_secret(args.reverse_password_file, "reverse password"))
-    return chap, reverse
 
 
 def _append_of_extlinux(path: Path) -> str:
@@ -167,7 +140,7 @@ def _config_from_ibft(source: str) -> BootConfig:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The doctor's :class:`~iscsiboot.doctor.report.Settings` from the options."""
-    chap, reverse = _chap_options(args)
+    chap, reverse = chap_from_args(args)
     source = "options"
     if args.cmdline is not None or args.extlinux is not None:
         text = args.cmdline if args.cmdline is not None else _append_of_extlinux(args.extlinux)
@@ -246,10 +219,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    timeout = positive_timeout(args)
     settings = settings_from_args(args)
-    report = run_checks(settings, timeout=args.timeout)
+    report = run_checks(settings, timeout=timeout)
     hidden = settings.config.secrets()
     if args.json:
         print_json(report.to_dict())
@@ -262,14 +234,13 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_discover(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    timeout = positive_timeout(args)
     host, port = parse_portal(args.portal)
-    chap, reverse = _chap_options(args)
+    chap, reverse = chap_from_args(args)
     initiator = args.initiator or DEFAULT_INITIATOR
     try:
         session = Session.login(
-            host, port, initiator=initiator, chap=chap, reverse_chap=reverse, timeout=args.timeout
+            host, port, initiator=initiator, chap=chap, reverse_chap=reverse, timeout=timeout
         )
         with session:
             found = session.send_targets()

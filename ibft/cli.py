@@ -9,8 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from iscsiboot.cmdline.options import add_model_options, model_from_args
-from iscsiboot.errors import EXIT_OK, ParseError, RepresentError, TableError, UsageError
+from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, number_type
+from iscsiboot.cmdline.options import add_model_options, load_json, model_from_args
+from iscsiboot.errors import EXIT_OK, RepresentError, TableError, UsageError
 from iscsiboot.ibft import sources
 from iscsiboot.ibft.build import build_table
 from iscsiboot.ibft.codec import mac_to_bytes, pci_parse
@@ -25,11 +26,7 @@ from iscsiboot.output import info, print_json, warn, write_atomic
 SOURCES = ("auto", "file", "acpi", "memory", "devmem", "sysfs")
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (decimal or 0x hex)") from None
+_int = number_type("decimal or 0x hex")
 
 
 def _pci(text: str) -> int:
@@ -41,27 +38,29 @@ def _pci(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentParser) -> None:
-    ibft = sub.add_parser(
+    ibft = add_command(
+        sub,
         "ibft",
-        parents=[parent],
-        help="read, explain and build the iSCSI Boot Firmware Table",
-        description="Read, explain and build the iSCSI Boot Firmware Table (iBFT).",
+        parent,
+        "read, explain and build the iSCSI Boot Firmware Table",
+        "Read, explain and build the iSCSI Boot Firmware Table (iBFT).",
     )
     ibft_sub = ibft.add_subparsers(dest="ibft_command", metavar="SUBCOMMAND", parser_class=type(ibft))
 
-    show = ibft_sub.add_parser(
+    show = add_command(
+        ibft_sub,
         "show",
-        parents=[parent],
-        help="explain an iBFT (or print it as JSON or as the kernel's sysfs view)",
-        description="Read an iBFT and explain it. Without SOURCE (or with --source auto) the table is "
+        parent,
+        "explain an iBFT (or print it as JSON or as the kernel's sysfs view)",
+        "Read an iBFT and explain it. Without SOURCE (or with --source auto) the table is "
         "looked for in ACPI, then low memory through /dev/mem, then /sys/firmware/ibft.",
     )
     mode = show.add_mutually_exclusive_group()
-    mode.add_argument("--json", action="store_true", help="the full parse, every field, as JSON")
+    add_json(mode, "the full parse, every field, as JSON")
     mode.add_argument(
         "--sysfs", action="store_true", help="<dir>/<attr>=<value> lines as Linux shows /sys/firmware/ibft"
     )
-    show.add_argument("--show-secrets", action="store_true", help="print CHAP secrets instead of ***")
+    add_show_secrets(show, "print CHAP secrets instead of ***")
     show.add_argument(
         "--lenient", action="store_true", help="read a table with a bad checksum (with a warning)"
     )
@@ -82,16 +81,17 @@ def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentPars
     show.add_argument("source_path", nargs="?", metavar="SOURCE", help="where to read the table")
     show.set_defaults(func=_show)
 
-    build = ibft_sub.add_parser(
+    build = add_command(
+        ibft_sub,
         "build",
-        parents=[parent],
-        help="build a valid iBFT from a boot model (iPXE's layout)",
-        description="Build an iBFT (checksum, alignment, heap) in iPXE's layout, for tests and for "
+        parent,
+        "build a valid iBFT from a boot model (iPXE's layout)",
+        "Build an iBFT (checksum, alignment, heap) in iPXE's layout, for tests and for "
         "QEMU's -acpitable file=TABLE. The NIC MAC must match the guest's NIC.",
     )
 
     add_model_options(build)
-    build.add_argument("-o", "--output", required=True, metavar="TABLE", help="file to write")
+    add_output(build, "file to write", required=True, metavar="TABLE")
     build.add_argument("--mac", help="NIC MAC address (default: the model's, else QEMU's 52:54:00:12:34:56)")
     build.add_argument(
         "--pci", type=_pci, default=None, metavar="BB:DD.F", help="NIC PCI location (default 00:03.0)"
@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentPars
     build.add_argument("--oem-id", default="FENSYS", help="ACPI OEM ID (default FENSYS)")
     build.add_argument("--oem-table-id", default="iPXE", help="ACPI OEM table ID (default iPXE)")
     build.add_argument("--signature", default="iBFT", choices=("iBFT", "IBFT", "BIFT"), help="default iBFT")
-    build.add_argument("--json", action="store_true", help="print what was written as JSON")
+    add_json(build, "print what was written as JSON")
     build.set_defaults(func=_build)
     ibft.set_defaults(func=lambda args: _missing(ibft))
 
@@ -185,17 +185,6 @@ def _model_options_given(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _load_json(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read --from-json {path}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc.msg} at line {exc.lineno}", where=path) from None
-
-
 def _build(args: argparse.Namespace) -> int:
 
     if args.mac is not None:
@@ -207,7 +196,7 @@ def _build(args: argparse.Namespace) -> int:
         others = _model_options_given(args)
         if others:
             raise UsageError(f"--from-json given together with {', '.join(others)}", fix="leave one out")
-        obj = _load_json(args.model_from_json)
+        obj = load_json(args.model_from_json)
         if isinstance(obj, dict) and is_table_dict(obj.get("table")):
             obj = obj["table"]  # the whole output of 'ibft show --json'
         if is_table_dict(obj):

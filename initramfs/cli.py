@@ -5,23 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from iscsiboot.cliargs import add_command, add_json, add_output, help_handler
 from iscsiboot.errors import UsageError
 from iscsiboot.output import info, print_json, warn
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
-    top = sub.add_parser(
+    top = add_command(
+        sub,
         "initramfs",
-        parents=[parent],
-        help="build the initramfs or overlay that carries the agent",
-        description="Build the initramfs (or an overlay to append to a distribution initramfs).",
+        parent,
+        "build the initramfs or overlay that carries the agent",
+        "Build the initramfs (or an overlay to append to a distribution initramfs).",
     )
     actions = top.add_subparsers(dest="action", metavar="ACTION")
-    b = actions.add_parser(
+    b = add_command(
+        actions,
         "build",
-        parents=[parent],
-        help="build a reproducible cpio (newc) initramfs",
-        description=(
+        parent,
+        "build a reproducible cpio (newc) initramfs",
+        (
             "Build a cpio (newc) initramfs with Python, the agent, e2fsck, busybox and the "
             "kernel modules of the iSCSI boot path.  With --overlay: an archive to append to an existing "
             "initramfs (cat base.img overlay.img > new.img)."
@@ -37,7 +40,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         type=Path,
         help="an unpacked kernel package (dpkg -x): version and modules are taken from it",
     )
-    b.add_argument("-o", "--output", metavar="FILE", type=Path, help="where to write the archive")
+    add_output(b, "where to write the archive", type=Path)
     b.add_argument("--overlay", action="store_true", help="build the overlay for a distribution initramfs")
     b.add_argument("--replace-init", action="store_true", help="with --overlay: also provide /init")
     b.add_argument(
@@ -89,17 +92,9 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "initramfs it is appended to brings its own",
     )
     b.add_argument("--verbose", action="store_true", help="show the largest contributors")
-    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(b, "print the result as JSON")
     b.set_defaults(func=_build)
-    top.set_defaults(func=_usage(top))
-
-
-def _usage(parser: argparse.ArgumentParser) -> object:
-    def handler(_args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 2
-
-    return handler
+    top.set_defaults(func=help_handler(top))
 
 
 def _mib(n: int) -> str:

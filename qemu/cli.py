@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
+from iscsiboot.cliargs import add_command, add_json, add_timeout, sigterm_interrupts
 from iscsiboot.errors import EXIT_FAILURE, EXIT_OK, UsageError
 from iscsiboot.output import print_json
 from iscsiboot.qemu.artifacts import prepare
@@ -26,7 +25,7 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine and output")
     g.add_argument("--kvm", action="store_true", help="use KVM instead of TCG (opt-in; TCG is the default)")
     g.add_argument("--memory", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
-    g.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="kill QEMU after this")
+    add_timeout(g, 120.0, "kill QEMU after this")
     g.add_argument(
         "--cache", type=Path, metavar="DIR", help="kernel/initramfs cache (default ~/.cache/iscsiboot)"
     )
@@ -49,26 +48,28 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-dir", type=Path, metavar="DIR", help="where a failed run's console log is kept")
     g.add_argument("--keep-log", action="store_true", help="keep the console log also when the boot works")
     g.add_argument("--console", action="store_true", help="stream the guest console (secrets masked)")
-    g.add_argument("--json", action="store_true", help="print the agent's ISCSIBOOT-RESULT object")
+    add_json(g, "print the agent's ISCSIBOOT-RESULT object")
     g.add_argument("--show-plan", action="store_true", help="print the plan (QEMU argv, APPEND) first")
 
 
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser
 ) -> None:
-    qemu = sub.add_parser(
+    qemu = add_command(
+        sub,
         "qemu",
-        parents=[parent],
-        help="boot scenarios in QEMU through iPXE sanboot and tgtd",
-        description="Boot scenarios in QEMU (TCG) from a tgtd on loopback.",
+        parent,
+        "boot scenarios in QEMU through iPXE sanboot and tgtd",
+        "Boot scenarios in QEMU (TCG) from a tgtd on loopback.",
     )
     qsub = qemu.add_subparsers(dest="qemu_command", metavar="ACTION", required=True)
 
-    boot = qsub.add_parser(
+    boot = add_command(
+        qsub,
         "boot",
-        parents=[parent],
-        help="run one boot scenario",
-        description="Build a disk, serve it with tgtd on loopback, boot it in QEMU and report the "
+        parent,
+        "run one boot scenario",
+        "Build a disk, serve it with tgtd on loopback, boot it in QEMU and report the "
         "agent's result.  Exit 0 only when the boot reached the SYSTEM root.",
     )
     boot.add_argument(
@@ -103,11 +104,12 @@ def register(
     _machine_options(boot)
     boot.set_defaults(func=cmd_boot)
 
-    demo = qsub.add_parser(
+    demo = add_command(
+        qsub,
         "demo",
-        parents=[parent],
-        help="iPXE sanboot with the iBFT and mutual CHAP, end to end, with the phase timeline",
-        description="The main job: a diskless PC boots in QEMU through iPXE sanboot from a real "
+        parent,
+        "iPXE sanboot with the iBFT and mutual CHAP, end to end, with the phase timeline",
+        "The main job: a diskless PC boots in QEMU through iPXE sanboot from a real "
         "tgtd with mutual CHAP; the agent reads the iBFT, mounts System and Storage and starts SYSTEM.",
     )
     _machine_options(demo)
@@ -145,15 +147,10 @@ def backend_append(backend: str) -> tuple[str, ...]:
     return () if backend == "native" else (f"iscsiboot.backend={backend}",)
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> int:
     if args.memory < 256:
         raise UsageError("--memory must be at least 256 MB")
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
+    with sigterm_interrupts():
         stderr_progress("preparing kernel, initramfs and SYSTEM (cached)")
         artifacts = prepare(
             args.cache,
@@ -172,8 +169,6 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
             log_dir=args.log_dir,
             keep_log=True if args.keep_log else None,
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print_json(outcome.to_json())
     else:
@@ -181,7 +176,7 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
         verdict = "SYSTEM root reached" if outcome.ok else f"FAILED in phase {outcome.phase}: {outcome.error}"
         out.write(f"boot: {verdict}\n")
         if outcome.result is not None:
-            out.write(f"system: {outcome.result.get('system')}\nstorage: {outcome.result.get('storage')}\n")
+            out.write(f"system: {outcome.result.system}\nstorage: {outcome.result.storage}\n")
         lines = timeline_text(outcome.result)
         if lines:
             out.write("timeline (guest seconds since the agent started):\n")
