@@ -19,8 +19,8 @@ from iscsiboot.ibft.mapping import model_to_table, table_to_model
 from iscsiboot.ibft.parse import parse_table
 from iscsiboot.ibft.render import explain, is_table_dict, table_from_dict, table_to_dict
 from iscsiboot.ibft.sysfs import to_sysfs
-from iscsiboot.ibft.types import QEMU_PCI
-from iscsiboot.model import from_dict, to_dict
+from iscsiboot.ibft.types import QEMU_PCI, Table
+from iscsiboot.model import BootConfig, from_dict, to_dict
 from iscsiboot.output import info, print_json, warn, write_atomic
 
 SOURCES = ("auto", "file", "acpi", "memory", "devmem", "sysfs")
@@ -185,6 +185,18 @@ def _model_options_given(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _table_of(cfg: BootConfig, args: argparse.Namespace) -> Table:
+    """The iBFT of a boot model, with the NIC and ACPI header the options give."""
+    return model_to_table(
+        cfg,
+        mac=args.mac,
+        pci=QEMU_PCI if args.pci is None else args.pci,
+        oem_id=args.oem_id,
+        oem_table_id=args.oem_table_id,
+        signature=args.signature,
+    )
+
+
 def _build(args: argparse.Namespace) -> int:
 
     if args.mac is not None:
@@ -212,15 +224,7 @@ def _build(args: argparse.Namespace) -> int:
                 )
                 table = replace(table, nics=nics)
         else:
-            cfg = from_dict(obj)
-            table = model_to_table(
-                cfg,
-                mac=args.mac,
-                pci=QEMU_PCI if args.pci is None else args.pci,
-                oem_id=args.oem_id,
-                oem_table_id=args.oem_table_id,
-                signature=args.signature,
-            )
+            table = _table_of(from_dict(obj), args)
     else:
         cfg = model_from_args(args)
         if cfg.firmware or not cfg.targets:
@@ -228,14 +232,7 @@ def _build(args: argparse.Namespace) -> int:
                 "the model names no target (an iBFT needs one)",
                 fix="give --target-name and --target-ip, or --from-json",
             )
-        table = model_to_table(
-            cfg,
-            mac=args.mac,
-            pci=QEMU_PCI if args.pci is None else args.pci,
-            oem_id=args.oem_id,
-            oem_table_id=args.oem_table_id,
-            signature=args.signature,
-        )
+        table = _table_of(cfg, args)
     data = build_table(table)
     try:
         check = parse_table(data).table
