@@ -154,7 +154,10 @@ def test_parse_is_fast_and_light() -> None:
         (["generate", "cmdline", "--auto", "--target-ip", "10.0.0.1"], "--auto"),
         (["generate", "cmdline", "--target-ip", "10.0.0.1"], "without --target-name"),
         (["generate", "cmdline", *TARGET, "--password", "x"], "--password without --username"),
-        (["generate", "cmdline", *TARGET, "--reverse-username", "a", "--reverse-password", "b"], "--reverse-username and"),
+        (
+            ["generate", "cmdline", *TARGET, "--reverse-username", "a", "--reverse-password", "b"],
+            "--reverse-username and",
+        ),
         (["generate", "cmdline", "--target-name", IQN_T, "--target-ip", "10.0.2.2"], "initiator"),
         (["generate", "cmdline", *TARGET, "--username", "u", "--password", "a,b"], "comma"),
         (["generate", "ipxe", *TARGET, "--username", "u", "--password", "a b$c"], "iPXE"),
