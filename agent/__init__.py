@@ -6,7 +6,7 @@ parsing tool output, resolving labels) lives in :mod:`iscsiboot.agent.plan` and
 the ``parse_*`` functions of each phase module; the phase modules do the I/O.
 
 :data:`RUNTIME_MODULES` lists every module the agent may import at boot, so the
-initramfs builder can trace and pack them.
+initramfs builder can trace and pack them, with the data files (scripts) beside them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.model",
     "iscsiboot.proc",
     "iscsiboot.output",
+    "iscsiboot.template",
     "iscsiboot.agent",
     "iscsiboot.agent.errors",
     "iscsiboot.agent.options",

@@ -344,7 +344,7 @@ def build(
         for prog in (e2fsck, start, busybox):
             if prog is not None and not prog.is_file():
                 raise EnvironmentProblem(f"{prog} is not installed", fix="see tools/system-packages.txt")
-        elf_inputs = [python] + [p.source for p in pyfiles if not p.compile]
+        elf_inputs = [python] + [p.source for p in pyfiles if p.kind is pyruntime.Kind.EXTENSION]
         if e2fsck is not None:
             elf_inputs.append(e2fsck)
         if start is not None:
@@ -374,7 +374,7 @@ def build(
         inputs = PlanInputs(
             kernel_version=kernel_version,
             python=python,
-            python_files=[(p.archive, p.source, p.compile) for p in pyfiles],
+            python_files=[(p.archive, p.source, p.kind is pyruntime.Kind.MODULE) for p in pyfiles],
             libraries=sorted(libraries),
             modules=[(rel, src_dir / rel) for rel in closure.paths],
             module_index=sorted(index_files.items()),

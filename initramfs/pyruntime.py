@@ -1,8 +1,8 @@
 """Find the Python files the agent needs, by tracing a real import under the target interpreter.
 
-The iscsiboot package is assembled into a staging folder (``core/`` as
-``iscsiboot``, each other folder as ``iscsiboot.<folder>``, following the
-installed package's locations), then Debian's ``/usr/bin/python3.11 -S``
+The parts of the iscsiboot package that the agent and the launchers import are
+assembled into a staging folder (``core/`` as ``iscsiboot``, each other folder as
+``iscsiboot.<folder>``, following the installed package's locations), then Debian's ``/usr/bin/python3.11 -S``
 imports the agent's modules with that folder and the venv's site-packages on
 ``PYTHONPATH``.  Every module left in ``sys.modules`` with a file is part of
 the runtime.  :func:`compile_many` turns source files into sourceless
@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from iscsiboot.errors import EnvironmentProblem
@@ -25,7 +26,6 @@ from iscsiboot.proc import run
 
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
-SUBPACKAGES = ("cmdline", "ibft", "agent", "initramfs", "qemu", "disk", "iscsi", "doctor")
 THIRD_PARTY = ("pyroute2", "construct")
 # Imported by the interpreter on demand (codecs looked up by name), not visible to a trace.
 ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.aliases")
@@ -59,14 +59,20 @@ class Traced:
     codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.startup.codecache)
 
 
-def package_sources() -> dict[str, Path]:
-    """Where each part of the installed iscsiboot package lives (package name -> folder)."""
+def package_sources(modules: Iterable[str] | None = None) -> dict[str, Path]:
+    """Where each part of the installed iscsiboot package that ``modules`` need lives (name -> folder).
+
+    ``modules``: the names the trace imports (by default :func:`runtime_modules`); a part is
+    ``iscsiboot`` itself (``core/``) or a sub-package named by a module's second component.
+    Found through the import system, so an editable install's folders and a wheel's agree.
+    """
     found: dict[str, Path] = {}
     top = importlib.util.find_spec("iscsiboot")
     if top is None or not top.submodule_search_locations:
         raise EnvironmentProblem("the iscsiboot package is not importable", fix="pip install -e .")
     found["iscsiboot"] = Path(next(iter(top.submodule_search_locations)))
-    for sub in SUBPACKAGES:
+    names = runtime_modules() if modules is None else modules
+    for sub in sorted({name.split(".")[1] for name in names if name.startswith("iscsiboot.")}):
         spec = importlib.util.find_spec(f"iscsiboot.{sub}")
         if spec is not None and spec.submodule_search_locations:
             found[f"iscsiboot.{sub}"] = Path(next(iter(spec.submodule_search_locations)))
@@ -87,7 +93,8 @@ def site_packages() -> Path:
 def stage_package(dest: Path) -> Path:
     """Copy the iscsiboot package's files into ``dest/iscsiboot`` as one normal package.
 
-    Modules and data files alike (scripts the agent runs); not bytecode caches, not tests.
+    The parts the image's runtime imports (:func:`package_sources`); modules and data files
+    alike (scripts the agent runs); not bytecode caches, not tests.
     """
     for package, folder in sorted(package_sources().items()):
         target = dest.joinpath(*package.split("."))
@@ -190,20 +197,38 @@ def trace(
     return Traced(dict(data["files"]), dict(data["failed"]), (major, minor, micro), codecache)
 
 
+class Kind(Enum):
+    """What a runtime file is, which says how the builder packs it."""
+
+    MODULE = "module"  # Python source, compiled to a sourceless .pyc
+    EXTENSION = "extension"  # a shared object, copied (and its libraries found)
+    DATA = "data"  # a file the package reads beside its modules (a script), copied
+
+
 @dataclass(frozen=True)
 class PyFile:
     """A Python runtime file: where it comes from and where it goes in the image."""
 
     archive: str  # e.g. usr/lib/python3.11/asyncio/events.pyc
-    source: Path  # the .py (compiled) or the extension module (copied)
-    compile: bool  # True: compile source to a sourceless .pyc
+    source: Path  # the .py (compiled), the extension module or the data file (copied)
+    kind: Kind
+
+
+# Files of a package folder that are not read at run time (type checkers' marker).
+NOT_DATA = frozenset({"py.typed"})
 
 
 def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB) -> list[PyFile]:
-    """Map traced file paths to image paths under ``prefix`` (pure apart from path arithmetic)."""
+    """Map traced file paths to image paths under ``prefix`` (pure apart from path arithmetic).
+
+    The data files of the iscsiboot package (any file that is not Python, in a folder whose
+    modules were traced) go along, at the same path relative to the package: a module finds
+    them beside its ``__file__``.
+    """
     roots = [Path(STDLIB), stage, site]
     out: dict[str, PyFile] = {}
     base = prefix.strip("/")
+    folders: set[Path] = set()
     for name in files:
         path = Path(name)
         for root in roots:
@@ -214,12 +239,19 @@ def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB
             continue  # outside the known roots (should not happen)
         if root == stage and rel.suffix == ".py" and rel.stem in BLOCKED and len(rel.parts) == 1:
             continue  # a blocker only shapes the trace; the image simply lacks the module
+        if root == stage and rel.parts[0] == "iscsiboot":
+            folders.add(path.parent)
         if path.suffix == ".py":
             archive = f"{base}/{rel.with_suffix('.pyc')}"
-            out[archive] = PyFile(archive, path, True)
+            out[archive] = PyFile(archive, path, Kind.MODULE)
         elif path.suffix == ".so":
             archive = f"{base}/{rel}"
-            out[archive] = PyFile(archive, path, False)
+            out[archive] = PyFile(archive, path, Kind.EXTENSION)
+    for folder in folders:
+        for data in folder.iterdir():
+            if data.is_file() and data.suffix not in (".py", ".pyc", ".so") and data.name not in NOT_DATA:
+                archive = f"{base}/{data.relative_to(stage)}"
+                out[archive] = PyFile(archive, data, Kind.DATA)
     return [out[k] for k in sorted(out)]
 
 

@@ -27,6 +27,9 @@ from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.plan import LinkInfo, NetPlan, NetResult, candidate_links, vlan_name
 from iscsiboot.model import NetMode
 
+# udhcpc runs this script (a data file beside this module, packed into the image with it).
+UDHCPC_SCRIPT = os.path.join(os.path.dirname(__file__), "udhcpc.sh")
+
 IFF_LOOPBACK = 0x8
 RTMGRP_LINK = 1
 
@@ -375,7 +378,7 @@ class Network:
         script_dir = tempfile.mkdtemp(prefix="iscsiboot-udhcpc.")
         script = os.path.join(script_dir, "script")
         with open(script, "w") as handle:
-            handle.write(UDHCPC_SCRIPT.format(shell=argv[-1]))
+            handle.write(udhcpc_script(argv[-1]))
         os.chmod(script, 0o700)
         argv = [*argv[:-1], "-s", script]
         proc = await asyncio.create_subprocess_exec(
@@ -438,15 +441,6 @@ def lease_from_pyroute2(lease: Any) -> DhcpLease:
     )
 
 
-# udhcpc runs this script with the lease in its environment; it only reports.
-UDHCPC_SCRIPT = """#!{shell}
-case "$1" in bound|renew)
-  printf 'LEASE|%s|%s|%s|%s|%s|%s\\n' "$ip" "$subnet" "$router" "$dns" "$serverid" "$rootpath";;
-esac
-exit 0
-"""
-
-
 def udhcpc_argv(interface: str, seconds: float) -> list[str]:
     """udhcpc's argument list; the last item is the shell for the report script (replaced by -s)."""
     from iscsiboot.proc import which
@@ -469,6 +463,14 @@ def udhcpc_argv(interface: str, seconds: float) -> list[str]:
         *program, "-i", interface, "-f", "-q", "-n", "-t", str(tries), "-T", "1",
         "-O", "rootpath", "-V", "iscsiboot", shell,
     ]  # fmt: skip
+
+
+def udhcpc_script(shell: str) -> str:
+    """The report script udhcpc runs (:data:`UDHCPC_SCRIPT`), started by ``shell``."""
+    from iscsiboot.template import fill
+
+    with open(UDHCPC_SCRIPT) as handle:
+        return fill(handle.read(), {"SHELL": shell})
 
 
 def parse_udhcpc(line: str) -> DhcpLease | None:
