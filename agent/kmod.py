@@ -34,6 +34,8 @@ from pathlib import Path
 # NUL-terminated string).  Keys are the patterns (aliases) or module names;
 # values are module names (aliases) or ``path: dependencies`` (modules.dep).
 MAGIC = 0xB007F457
+# The text index read when there are no tries (what an overlay image carries).
+TEXT_INDEX = ("modules.dep", "modules.alias", "modules.builtin")
 MAJOR = 2
 _PREFIX, _VALUES, _CHILDREN = 0x80000000, 0x40000000, 0x20000000
 _MASK = 0x0FFFFFFF
@@ -333,7 +335,7 @@ def read_index(folder: str) -> ModuleIndex | BinIndex | None:
         return BinIndex(Trie(dep_bin), Trie(alias_bin), parse_builtin(read("modules.builtin")))
     except (OSError, IndexFormatError):
         pass  # no (or a foreign) binary index: the text
-    dep = read("modules.dep")
+    dep, alias, builtin = (read(name) for name in TEXT_INDEX)
     if not dep and not Path(folder, "modules.dep").exists():
         return None
-    return parse_index(dep, read("modules.alias"), read("modules.builtin"))
+    return parse_index(dep, alias, builtin)

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from iscsiboot.agent import kmod
+from iscsiboot.agent.phases import modules as agent_modules
+from iscsiboot.agent.startup import codecache
 from iscsiboot.initramfs.cpio import Kind
 
 MULTIARCH = "usr/lib/x86_64-linux-gnu"
@@ -58,7 +61,7 @@ class PlanInputs:
 
     kernel_version: str
     python: Path  # the interpreter binary
-    python_files: Sequence[tuple[str, Path, bool]]  # (archive path, source, compile)
+    python_files: Sequence[tuple[str, Path, bool]]  # (archive path, source, compile): modules, data
     libraries: Sequence[tuple[str, Path]]  # (soname, host file)
     modules: Sequence[tuple[str, Path]]  # (path relative to the modules dir, host file)
     module_index: Sequence[tuple[str, Path]]  # depmod outputs (modules.dep, ...): (name, host file)
@@ -71,12 +74,13 @@ class PlanInputs:
     variant: Variant = Variant.FULL
     replace_init: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # manifest extras (versions)
-    codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.codecache)
+    codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.startup.codecache)
 
 
-CODECACHE = "usr/lib/iscsiboot/dataclasses.marshal"  # iscsiboot.agent.codecache.PATH
-OVERLAY_INDEX = "usr/lib/iscsiboot/modules"  # iscsiboot.agent.phases.modules.OVERLAY_INDEX
-OVERLAY_INDEX_FILES = ("modules.dep", "modules.alias", "modules.builtin")  # what the agent reads
+# Where the agent looks (image paths, without the leading slash).
+CODECACHE = codecache.PATH.lstrip("/")
+OVERLAY_INDEX = agent_modules.OVERLAY_INDEX.lstrip("/")
+OVERLAY_INDEX_FILES = kmod.TEXT_INDEX  # the overlay's index is text: what the agent reads without the tries
 
 
 def modules_dir(variant: Variant, version: str) -> str:
