@@ -1,18 +1,47 @@
-"""Test tiers: unit (always), root (loop devices), target (tgtd), netns (namespaces), vm (QEMU).
+"""Test tiers, one folder each: unit (always), root (loop devices, mounts), target (tgtd),
+netns (network namespaces), vm (QEMU).
 
-On a developer's laptop the target, netns and vm tiers may skip, with the
-reason printed.  When the environment variable CI is set, a skip in one of
-those tiers fails the run: CI must exercise the real components.
+A test's tier is the folder it lives in (``tests/<tier>/``): this file gives it the
+tier's marker, so ``-m "not vm"`` still selects, and a tier marker written by hand
+that disagrees with the folder fails collection.  Support modules stay in ``tests/``.
+
+On a developer's laptop the root, target, netns and vm tiers may skip, with the
+reason printed.  When the environment variable CI is set, a skip in one of those
+tiers fails the run: CI must exercise the real components.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+HERE = Path(__file__).resolve().parent
 TIERS = ("root", "target", "netns", "vm")
+FOLDERS = ("unit", *TIERS)
 _tier_skips: list[str] = []
+
+
+def tier_of(path: Path) -> str:
+    """The tier of a test file: the folder under ``tests/`` that holds it."""
+    parts = path.resolve().relative_to(HERE).parts
+    if len(parts) < 2 or parts[0] not in FOLDERS:
+        raise pytest.UsageError(f"{path}: a test file lives in one of tests/{{{','.join(FOLDERS)}}}/")
+    return parts[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item.path)
+        written = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if written - {tier}:
+            raise pytest.UsageError(
+                f"{item.nodeid}: marked {', '.join(sorted(written))} but lives in tests/{tier}/ "
+                "(the folder is the tier: move the test)"
+            )
+        if tier != "unit":
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

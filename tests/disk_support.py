@@ -45,3 +45,15 @@ def blkid(path: Path, offset: int = 0) -> dict[str, str]:
         key, _, value = line.partition("=")
         out[key] = value
     return out
+
+
+def need_root_and_loops() -> None:
+    """Skip, saying why, unless this is root with loop devices and syslinux's mbr.bin."""
+    from iscsiboot.disk.install import MBR_BIN  # noqa: PLC0415 (the unit tier imports this module too)
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (loop devices, mounts)")
+    if not Path("/dev/loop-control").exists():
+        pytest.skip("no loop device support")
+    if not MBR_BIN.exists():
+        pytest.skip("syslinux-common (mbr.bin) not installed")

@@ -1,0 +1,94 @@
+"""PID 1's start-up work: NIC drivers, links up, base modules and imports before the config phase."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from pathlib import Path
+
+from iscsiboot.agent import BASE_MODULES
+from iscsiboot.agent.startup.early import (
+    Early,
+    ack_errors,
+    ethernet_links,
+    link_up_request,
+    peak_rss_kib,
+)
+
+
+def test_link_up_request_is_rtm_newlink_with_iff_up() -> None:
+    msg = link_up_request(7, 3)
+    length, kind, flags, seq, pid = struct.unpack_from("=IHHII", msg)
+    assert (length, kind, flags, seq, pid) == (32, 16, 0x5, 3, 0)
+    family, _pad, _type, index, up, change = struct.unpack_from("=BBHiII", msg, 16)
+    assert (family, index, up, change) == (socket.AF_UNSPEC, 7, 1, 1)
+
+
+def test_ack_errors_reads_each_acknowledgement() -> None:
+    def ack(seq: int, err: int) -> bytes:
+        return struct.pack("=IHHII", 36, 2, 0, seq, 0) + struct.pack("=i", err) + bytes(16)
+
+    assert ack_errors(ack(1, 0) + ack(2, -19)) == {1: 0, 2: 19}
+    assert ack_errors(b"\x00" * 8) == {}
+
+
+def test_ethernet_links_are_hardware_ethernet_only(tmp_path: Path) -> None:
+    net = tmp_path / "class" / "net"
+    for name, kind, index, hardware in (("eth0", 1, 2, True), ("lo", 772, 1, False), ("br0", 1, 3, False)):
+        (net / name).mkdir(parents=True)
+        (net / name / "type").write_text(f"{kind}\n")
+        (net / name / "ifindex").write_text(f"{index}\n")
+        if hardware:
+            (net / name / "device").mkdir()
+    assert ethernet_links(str(tmp_path)) == [("eth0", 2)]
+    assert ethernet_links(str(tmp_path / "none")) == []
+
+
+def test_peak_memory_of_this_process(tmp_path: Path) -> None:
+    peak = peak_rss_kib()
+    assert peak is not None and peak > 1024  # an interpreter takes more than 1 MiB
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "status").write_text("Name:\tinit\nVmHWM:\t   23512 kB\nVmRSS:\t 100 kB\n")
+    assert peak_rss_kib(str(tmp_path)) == 23512
+    assert peak_rss_kib(str(tmp_path / "none")) is None
+
+
+class FakeLoader:
+    """Records the order of the kernel work; the real loader is tested in test_agent_modules."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+
+    def index_now(self) -> None:
+        self.calls.append("index")
+
+    def load_nic_drivers(self, deadline: object) -> list[str]:
+        self.calls.append("nics")
+        return ["virtio_net"]
+
+    def ensure(self, name: str) -> list[str]:
+        self.release.wait(5)
+        self.calls.append(name)
+        if name == "ext4":
+            raise OSError(2, "no ext4 here")
+        return [name]
+
+
+def test_early_loads_nics_first_then_base_modules_and_imports_in_parallel(tmp_path: Path) -> None:
+    loader = FakeLoader()
+    imported = threading.Event()
+    early = Early(loader, base_modules=BASE_MODULES, sysfs=str(tmp_path), imports=imported.set).start()
+    assert early.wait_nics(5)
+    assert early.nics == ["virtio_net"]
+    assert imported.wait(5)  # the imports do not wait for the modules
+    assert early.kernel.is_alive()  # held in ensure() until released
+    loader.release.set()
+    early.kernel.join(5)
+    assert early.ready.is_set()
+    assert loader.calls == ["index", "nics", *BASE_MODULES]
+    assert early.links == {} and early.first_netlink is not None
+    assert any("ext4" in p for p in early.problems)  # recorded, not raised: the phases report
+    shown = early.timeline()
+    assert "NIC drivers loaded (virtio_net) +" in shown and "base modules loaded +" in shown
