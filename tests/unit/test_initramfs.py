@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import lzma
 import os
 import shutil
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from iscsiboot.agent.phases import network
 from iscsiboot.errors import UsageError
-from iscsiboot.initramfs import cpio, elf, modules
+from iscsiboot.initramfs import cpio, elf, modules, pyruntime
 from iscsiboot.initramfs.build import Compression, compress, decompress, xz_filters
 from iscsiboot.initramfs.cli import register
 from iscsiboot.initramfs.plan import PlanInputs, Variant, make_plan, normalize_applet
@@ -286,6 +288,22 @@ def test_plan_full_layout() -> None:
     assert "usr/lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko" in items
     assert "usr/sbin/iscsistart" not in items
     assert items["usr/lib/python3.11/os.pyc"].compile_pyc
+
+
+def test_plan_packs_the_agents_data_files_beside_its_modules(tmp_path: Path) -> None:
+    package = pyruntime.stage_package(tmp_path)
+    traced = [str(package / "__init__.py"), str(package / "agent" / "phases" / "network.py")]
+    files = {f.archive: f for f in pyruntime.place(traced, tmp_path, tmp_path / "site")}
+    folder = "usr/lib/python3.11/iscsiboot/agent/phases"
+    script = files[f"{folder}/{Path(network.UDHCPC_SCRIPT).name}"]
+    assert script.kind is pyruntime.Kind.DATA
+    assert files[f"{folder}/network.pyc"].kind is pyruntime.Kind.MODULE
+    assert "usr/lib/python3.11/iscsiboot/py.typed" not in files  # a type checkers' marker, not data
+    python_files = [(f.archive, f.source, f.kind is pyruntime.Kind.MODULE) for f in files.values()]
+    plan = make_plan(dataclasses.replace(_inputs(Variant.FULL), python_files=python_files))
+    items = {i.path: i for i in plan}
+    assert items[script.archive].source == script.source and not items[script.archive].compile_pyc
+    assert network.udhcpc_script("/bin/sh").startswith("#!/bin/sh\n")
 
 
 def test_plan_overlay_adds_without_replacing() -> None:
