@@ -38,8 +38,8 @@ class RunResult:
 
     Its JSON (:meth:`to_dict`) is the console contract: the last console line
     of a run is ``ISCSIBOOT-RESULT <that JSON on one line>`` (:data:`RESULT_TAG`),
-    and whoever reads the console parses it back with :func:`parse_result_line`
-    or :meth:`from_json`.
+    and whoever reads the console parses the JSON after the tag back with
+    :meth:`from_json`.
     """
 
     ok: bool = False
@@ -134,17 +134,6 @@ class RunResult:
 def result_line(data: Mapping[str, object]) -> str:
     """The console line of a result's JSON (:meth:`RunResult.to_dict`): the tag and the JSON on one line."""
     return f"{RESULT_TAG} {json.dumps(data, separators=(',', ':'))}"
-
-
-def parse_result_line(line: str) -> RunResult | None:
-    """The result on a console line (the tag anywhere in it), or None when it holds none."""
-    _head, tag, rest = line.partition(f"{RESULT_TAG} ")
-    if not tag:
-        return None
-    try:
-        return RunResult.from_json(rest)
-    except ValueError:
-        return None
 
 
 def _text(value: object) -> str | None:
