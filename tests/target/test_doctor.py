@@ -1,14 +1,15 @@
-"""``iscsiboot doctor`` / ``discover`` and ``explain_login``: input handling, and real runs against tgtd."""
+"""``iscsiboot doctor`` / ``discover`` and ``explain_login``: real runs against tgtd."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from iscsiboot.cli import main
+from doctor_support import ME, OPEN, SECRET, TARGET_SECRET, run_main
 from iscsiboot.disk.install import install_image
 from iscsiboot.doctor.checks import explain_login
 from iscsiboot.doctor.report import CHECKS
@@ -19,36 +20,12 @@ from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
 from iscsiboot.secret import Secret
 from tgt_support import libiscsi_tool, run_tool, tgtd_missing, tool_fields
 
-ME = "iqn.2026-11.org.iscsiboot.test:box"
-
-
-OPEN = "iqn.2026-11.org.iscsiboot.test:doctor"
-
-
 CHAPPED = "iqn.2026-11.org.iscsiboot.test:doctor-chap"
-
-
 MUTUAL = "iqn.2026-11.org.iscsiboot.test:doctor-mutual"
-
-
 ACL = "iqn.2026-11.org.iscsiboot.test:doctor-acl"
 
 
-SECRET = "doctor-secret-0042"
-
-
-TARGET_SECRET = "target-secret-0043"
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse's own usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
+@dataclass
 class Lab:
     tgtd: Tgtd
     image: Path
@@ -100,7 +77,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def test_doctor_passes_on_an_installed_image(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(capsys, "doctor", "--json", "--cmdline", lab.append)
+    code, out, err = run_main(capsys, "doctor", "--json", "--cmdline", lab.append)
     report = json.loads(out)
     assert code == 0, json.dumps(report, indent=1) + err
     assert report["ok"] is True
@@ -124,10 +101,10 @@ def test_doctor_passes_on_an_installed_image(lab: Lab, capsys: pytest.CaptureFix
     cap = tool_fields(run_tool([libiscsi_tool("iscsi-readcapacity16"), "-i", ME, url]).stdout)
     assert disk["capacity_bytes"] == int(cap["Total size"])
     # the text form, from the extlinux.conf and from explicit options, with a UUID locator
-    code, out, _ = _run(capsys, "doctor", "--extlinux", str(lab.extlinux))
+    code, out, _ = run_main(capsys, "doctor", "--extlinux", str(lab.extlinux))
     assert code == 0 and "all checks passed" in out
     uuid = labels["System"]["uuid"]
-    code, out, _ = _run(
+    code, out, _ = run_main(
         capsys,
         "doctor",
         "--portal",
@@ -147,14 +124,14 @@ def test_doctor_with_chap_and_mutual_chap(lab: Lab, capsys: pytest.CaptureFixtur
     secret_file = lab.password_file(SECRET)
     target_file = lab.password_file(TARGET_SECRET)
     base = ["doctor", "--json", "--portal", lab.portal, "--initiator", ME, "--username", "boxuser"]
-    code, out, _ = _run(capsys, *base, "--target", CHAPPED, "--password-file", str(secret_file))
+    code, out, _ = run_main(capsys, *base, "--target", CHAPPED, "--password-file", str(secret_file))
     report = json.loads(out)
     login = next(c for c in report["checks"] if c["name"] == "login")
     assert login["ok"] and "CHAP" in login["detail"]
     # the APPEND on System names another target, so the last check names the difference
     assert not report["checks"][-1]["ok"] and "target name" in report["checks"][-1]["detail"]
     assert code == 1
-    code, out, _ = _run(
+    code, out, _ = run_main(
         capsys,
         *base,
         "--target",
@@ -176,24 +153,26 @@ def test_doctor_wrong_secret(lab: Lab, capsys: pytest.CaptureFixture[str]) -> No
     cmdline = lab.append.replace(OPEN, CHAPPED).replace(
         "LABEL=System", f"iscsi_username=boxuser,iscsi_password={wrong},LABEL=System"
     )
-    code, out, err = _run(capsys, "doctor", "--cmdline", cmdline)
+    code, out, err = run_main(capsys, "doctor", "--cmdline", cmdline)
     assert code == 1
     assert re.search(
         r"FAILED login: the target answered: authentication failure with CHAP user 'boxuser'", out
     )
     assert wrong not in out + err
-    code, out, err = _run(capsys, "doctor", "--json", "--cmdline", cmdline)
+    code, out, err = run_main(capsys, "doctor", "--json", "--cmdline", cmdline)
     assert wrong not in out + err
 
 
 def test_doctor_wrong_target_and_blank_disk(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "doctor", "--json", "--cmdline", lab.append.replace(OPEN, OPEN + "-typo"))
+    code, out, _ = run_main(capsys, "doctor", "--json", "--cmdline", lab.append.replace(OPEN, OPEN + "-typo"))
     report = json.loads(out)
     assert code == 1
     by_name = {c["name"]: c for c in report["checks"]}
     assert not by_name["discovery"]["ok"] and OPEN in by_name["discovery"]["detail"]
     assert not by_name["login"]["ok"] and "no target named" in by_name["login"]["detail"]
-    code, out, _ = _run(capsys, "doctor", "--json", "--cmdline", lab.append.replace(OPEN, OPEN + "-blank"))
+    code, out, _ = run_main(
+        capsys, "doctor", "--json", "--cmdline", lab.append.replace(OPEN, OPEN + "-blank")
+    )
     by_name = {c["name"]: c for c in json.loads(out)["checks"]}
     assert code == 1 and by_name["luns"]["ok"] and by_name["capacity"]["ok"]
     assert not by_name["partition table"]["ok"] and by_name["partition table"]["fix"]
@@ -201,10 +180,10 @@ def test_doctor_wrong_target_and_blank_disk(lab: Lab, capsys: pytest.CaptureFixt
 
 def test_doctor_missing_lun_and_wrong_label(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["doctor", "--json", "--portal", lab.portal, "--target", OPEN, "--initiator", ME]
-    code, out, _ = _run(capsys, *base, "--lun", "7")
+    code, out, _ = run_main(capsys, *base, "--lun", "7")
     by_name = {c["name"]: c for c in json.loads(out)["checks"]}
     assert code == 1 and "LUN 7 does not exist" in by_name["luns"]["detail"]
-    code, out, _ = _run(capsys, *base, "--system", "LABEL=Nope")
+    code, out, _ = run_main(capsys, *base, "--system", "LABEL=Nope")
     by_name = {c["name"]: c for c in json.loads(out)["checks"]}
     assert (
         code == 1 and not by_name["file systems"]["ok"] and "LABEL=Nope" in by_name["file systems"]["detail"]
@@ -225,11 +204,11 @@ def test_explain_login_acl(lab: Lab) -> None:
 
 
 def test_discover_command(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "discover", "--portal", lab.portal, "--initiator", ME)
+    code, out, _ = run_main(capsys, "discover", "--portal", lab.portal, "--initiator", ME)
     assert code == 0
     assert f"127.0.0.1:{lab.tgtd.port},1 {OPEN}\n" in out
     assert ACL not in out
-    code, out, _ = _run(capsys, "discover", "--json", "--portal", lab.portal)
+    code, out, _ = run_main(capsys, "discover", "--json", "--portal", lab.portal)
     names = [t["name"] for t in json.loads(out)["targets"]]
     assert OPEN in names and CHAPPED in names
     # like iscsiadm's discovery, as libiscsi's iscsi-ls sees the same names
@@ -245,7 +224,7 @@ def test_doctor_from_an_ibft(lab: Lab, capsys: pytest.CaptureFixture[str]) -> No
     )
     table = lab.work / "ibft.bin"
     table.write_bytes(build_table(model_to_table(config)))
-    code, out, err = _run(capsys, "doctor", "--json", "--ibft", str(table))
+    code, out, err = run_main(capsys, "doctor", "--json", "--ibft", str(table))
     report = json.loads(out)
     assert code == 0, json.dumps(report, indent=1) + err
     assert report["initiator"] == ME and report["target"] == OPEN

@@ -1,4 +1,4 @@
-"""``iscsiboot doctor`` / ``discover`` and ``explain_login``: input handling, and real runs against tgtd."""
+"""``iscsiboot doctor`` / ``discover``: options, input handling and the pure checks."""
 
 from __future__ import annotations
 
@@ -7,28 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from iscsiboot.cli import common_options, main
+from doctor_support import ME, OPEN, SECRET, TARGET_SECRET, run_main
+from iscsiboot.cli import common_options
 from iscsiboot.doctor.checks import compare_append
 from iscsiboot.doctor.cli import register, settings_from_args
 from iscsiboot.doctor.report import CHECKS, Settings
 from iscsiboot.model import BootConfig, Chap, Locator, Target
 from iscsiboot.qemu.tgt import free_tcp_port
 from iscsiboot.secret import Secret
-
-ME = "iqn.2026-11.org.iscsiboot.test:box"
-OPEN = "iqn.2026-11.org.iscsiboot.test:doctor"
-SECRET = "doctor-secret-0042"
-TARGET_SECRET = "target-secret-0043"
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse's own usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 # ------------------------------------------------------------------ input handling (no target needed)
 
@@ -62,7 +48,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    code, out, err = _run(capsys, *argv)
+    code, out, err = run_main(capsys, *argv)
     assert code == 2, (out, err)
     lines = [line for line in err.splitlines() if "warning" not in line]
     assert len(lines) == 1 and lines[0].startswith("iscsiboot: error:"), err
@@ -71,7 +57,7 @@ def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], arg
 
 def test_unreachable_portal_is_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_tcp_port()
-    code, out, _ = _run(capsys, "doctor", "--json", "--portal", f"127.0.0.1:{port}", "--target", OPEN)
+    code, out, _ = run_main(capsys, "doctor", "--json", "--portal", f"127.0.0.1:{port}", "--target", OPEN)
     assert code == 1
     report = json.loads(out)
     assert report["ok"] is False
@@ -81,7 +67,7 @@ def test_unreachable_portal_is_a_failed_check(capsys: pytest.CaptureFixture[str]
 
 
 def test_discover_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "discover", "--portal", f"127.0.0.1:{free_tcp_port()}", "--timeout", "2")
+    code, _, err = run_main(capsys, "discover", "--portal", f"127.0.0.1:{free_tcp_port()}", "--timeout", "2")
     assert code == 1 and "refused" in err
 
 
@@ -148,14 +134,14 @@ def test_secrets_never_reach_the_output(tmp_path: Path, capsys: pytest.CaptureFi
         f"iscsi_in_username=t,iscsi_in_password={TARGET_SECRET},LABEL=System"
     )
     for extra in ([], ["--json"]):
-        code, out, err = _run(capsys, "doctor", "--cmdline", cmdline, *extra)
+        code, out, err = run_main(capsys, "doctor", "--cmdline", cmdline, *extra)
         assert code == 1
         assert SECRET not in out + err and TARGET_SECRET not in out + err
-    code, out, err = _run(capsys, "doctor", "--cmdline", cmdline.replace("LABEL=System", ""))
+    code, out, err = run_main(capsys, "doctor", "--cmdline", cmdline.replace("LABEL=System", ""))
     assert code == 2 and SECRET not in out + err
     pw = tmp_path / "pw"
     pw.write_text(SECRET)
-    code, out, err = _run(
+    code, out, err = run_main(
         capsys, "discover", "--portal", f"127.0.0.1:{port}", "--username", "u", "--password-file", str(pw)
     )
     assert code == 1 and SECRET not in out + err
