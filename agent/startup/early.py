@@ -217,8 +217,9 @@ class Early:
     def timeline(self) -> str:
         """The start-up steps as offsets from the thread's start (debugging output)."""
         parts = [offsets(self.marks)]
-        if self.worker is not None:
-            parts.append(f"network worker: {self.worker.timeline()}")
+        if self.worker is not None:  # the start-up child's report, and the worker's if one was forked
+            who = "network worker" if self.worker.pid > 0 else "start-up child"
+            parts.append(f"{who}: {self.worker.timeline()}")
         return "; ".join(p for p in parts if p)
 
     def wait_ready(self, seconds: float) -> bool:
