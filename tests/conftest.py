@@ -1,5 +1,5 @@
-"""Test tiers, one folder each: unit (always), root (loop devices, mounts), target (tgtd),
-netns (network namespaces), vm (QEMU).
+"""Test tiers, one folder each: unit (always), fuzz (always: hypothesis on untrusted bytes with
+a fixed budget), root (loop devices, mounts), target (tgtd), netns (network namespaces), vm (QEMU).
 
 A test's tier is the folder it lives in (``tests/<tier>/``): this file gives it the
 tier's marker, so ``-m "not vm"`` still selects, and a tier marker written by hand
@@ -19,7 +19,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 TIERS = ("root", "target", "netns", "vm")
-FOLDERS = ("unit", *TIERS)
+FOLDERS = ("unit", "fuzz", *TIERS)
 _tier_skips: list[str] = []
 
 
@@ -34,7 +34,7 @@ def tier_of(path: Path) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         tier = tier_of(item.path)
-        written = {m.name for m in item.iter_markers() if m.name in TIERS}
+        written = {m.name for m in item.iter_markers() if m.name in (*TIERS, "fuzz")}
         if written - {tier}:
             raise pytest.UsageError(
                 f"{item.nodeid}: marked {', '.join(sorted(written))} but lives in tests/{tier}/ "
