@@ -32,9 +32,14 @@ class PhaseError(BootFailure):
 
     def paragraph(self) -> str:
         """One short paragraph for the console: phase, cause, evidence, fix."""
-        text = f"iSCSI boot failed in the {self.phase} phase: {self.what}."
-        if self.evidence:
-            text += f" Seen: {self.evidence}."
-        if self.fix:
-            text += f" Fix: {self.fix}."
-        return text
+        return failure_text(self.phase, self.what, self.evidence, self.fix)
+
+
+def failure_text(phase: str, what: str | None, evidence: str | None, fix: str | None) -> str:
+    """The console's paragraph for a failed phase: what failed, what was seen, the fix."""
+    text = f"iSCSI boot failed in the {phase} phase: {what}."
+    if evidence:
+        text += f" Seen: {evidence}."
+    if fix:
+        text += f" Fix: {fix}."
+    return text

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from iscsiboot.agent.errors import failure_text
 from iscsiboot.secret import Secret, mask
 
 TYPE_CHECKING = False
@@ -247,12 +248,7 @@ class Reporter:
 def failure_paragraph(result: RunResult) -> str:
     if result.cause == "break":
         return f"iSCSI boot stopped at the {result.phase} phase: {result.error}."
-    text = f"iSCSI boot failed in the {result.phase} phase: {result.error}."
-    if result.evidence:
-        text += f" Seen: {result.evidence}."
-    if result.fix:
-        text += f" Fix: {result.fix}."
-    return text
+    return failure_text(result.phase, result.error, result.evidence, result.fix)
 
 
 def shell_quote(value: str) -> str:
