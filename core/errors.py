@@ -3,8 +3,11 @@
 Every error a user can meet is an :class:`IscsibootError`.  It renders as one
 line: what failed, where, and what to do.  The CLI prints that line and exits
 with :attr:`IscsibootError.exit_code`; a traceback appears only with
-``--debug``.  Messages never contain secrets: callers pass values through
-:func:`iscsiboot.secret.mask` before building a message.
+``--debug``.  Messages never contain secrets: they are built from fields,
+and a field that holds a secret (or text that may hold one, such as an
+input token that failed to parse) is shown redacted, never searched for the
+secret's text.  Only text from another program (a tool's stderr) goes
+through :func:`iscsiboot.secret.mask`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from iscsiboot.errors import CommandError, EnvironmentProblem
-from iscsiboot.secret import Secret, mask
+from iscsiboot.secret import Secret, mask, mask_argv
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def run(
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
         raise CommandError(
             f"cannot {what}: timed out after {timeout} s",
-            argv=[mask(a, hidden) for a in args],
+            argv=mask_argv(args, hidden),
             returncode=None,
             stderr=mask(stderr, hidden),
             fix=fix,
@@ -80,7 +80,7 @@ def run(
     if check and done.returncode != 0:
         raise CommandError(
             f"cannot {what}",
-            argv=[mask(a, hidden) for a in args],
+            argv=mask_argv(args, hidden),
             returncode=done.returncode,
             stderr=mask(done.stderr or done.stdout, hidden),
             fix=fix,
