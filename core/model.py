@@ -25,11 +25,57 @@ from iscsiboot.secret import MASK, Secret
 DEFAULT_PORT = 3260
 DEFAULT_GROUP = 1
 LUN_MAX = (1 << 64) - 1
+#: Longest iSCSI name (RFC 3720 section 3.2.6.1), in bytes of its UTF-8 encoding.
+ISCSI_NAME_MAX = 223
+#: The characters of an iSCSI name that every consumer reads the same way: the ASCII part of
+#: RFC 3722's profile (letters, digits, '-', '.', ':'; upper case as given).
+ISCSI_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.:")
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _no_nul(value: str, what: str) -> None:
+    """Refuse a NUL character: C strings end there, so no consumer reads what follows."""
+    if "\0" in value:
+        raise UsageError(f"the {what} has a NUL character", fix="remove it")
+
+
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (bytes a decoder kept as lone surrogates count as one)."""
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return len(text.encode("utf-8", "surrogatepass"))
+
+
+def iscsi_name_problem(name: str) -> str | None:
+    """Why ``name`` is not an iSCSI name every generated format carries, or None.
+
+    Length: at most :data:`ISCSI_NAME_MAX` bytes.  Characters: :data:`ISCSI_NAME_CHARS`.
+    The model itself checks only the length (and NUL); the generators that write a
+    name into another program's syntax check the characters too.
+    """
+    size = _utf8_size(name)
+    if size > ISCSI_NAME_MAX:
+        return f"has {size} bytes; iSCSI names have at most {ISCSI_NAME_MAX}"
+    bad = sorted({c for c in name if c not in ISCSI_NAME_CHARS})
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:3])
+        return f"has characters outside RFC 3722's letters, digits, '-', '.' and ':' ({shown})"
+    return None
+
+
+def _iscsi_name(name: str, what: str) -> None:
+    _no_nul(name, what)
+    size = _utf8_size(name)
+    if size > ISCSI_NAME_MAX:
+        raise UsageError(
+            f"the {what} has {size} bytes; iSCSI names have at most {ISCSI_NAME_MAX} (RFC 3720)",
+            fix="use a shorter name",
+        )
 
 
 class LocatorKind(enum.Enum):
@@ -48,6 +94,7 @@ class Locator:
     def __post_init__(self) -> None:
         if not self.value:
             raise UsageError("empty locator value", fix="write LABEL=<label>, UUID=<uuid> or /dev/<device>")
+        _no_nul(self.value, "locator")
         if self.kind is LocatorKind.PATH and not self.value.startswith("/"):
             raise UsageError(f"device path {self.value!r} is not absolute", fix="write /dev/<device>")
 
@@ -84,6 +131,8 @@ class Chap:
             raise TypeError("Chap.password must be a Secret")
         if not self.password.reveal():
             raise UsageError(f"empty CHAP password for user {self.username!r}")
+        _no_nul(self.username, "CHAP user name")
+        _no_nul(self.password.reveal(), "CHAP secret")
 
 
 def address_kind(address: str) -> str:
@@ -112,6 +161,7 @@ class Target:
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):
             raise UsageError(f"target name {self.name!r} is empty or has white space")
+        _iscsi_name(self.name, "target name")
         address_kind(self.address)
         if not 1 <= self.port <= 65535:
             raise UsageError(f"port {self.port} is out of range", fix="use 1-65535 (default 3260)")
@@ -158,6 +208,9 @@ class Network:
     vlan: int | None = None
 
     def __post_init__(self) -> None:
+        for text, what in ((self.device, "network device"), (self.hostname, "host name")):
+            if text is not None:
+                _no_nul(text, what)
         if self.mac is not None and not _MAC.match(self.mac):
             raise UsageError(f"MAC address {self.mac!r} is not of the form aa:bb:cc:dd:ee:ff (lower case)")
         for name in ("address", "gateway", "server"):
@@ -201,6 +254,10 @@ class BootConfig:
     system: Locator | None = None
     storage: Locator | None = None
     storage_on_iscsi: bool = False
+
+    def __post_init__(self) -> None:
+        if self.initiator is not None:
+            _iscsi_name(self.initiator, "initiator name")
 
     def secrets(self) -> tuple[Secret, ...]:
         return tuple(s for t in self.targets for s in t.secrets())

@@ -128,6 +128,12 @@ def table_to_model(table: Table) -> tuple[BootConfig, tuple[str, ...]]:
     if first_nic is not None:
         network = _network_of(first_nic, warnings)
     initiator = table.initiator.name if table.initiator is not None and table.initiator.name else None
+    if initiator is not None:
+        try:
+            BootConfig(initiator=initiator)
+        except UsageError as exc:  # the model's own checks
+            warnings.append(f"initiator: {exc}; ignored")
+            initiator = None
     return BootConfig(firmware=True, initiator=initiator, targets=tuple(targets), network=network), tuple(
         warnings
     )

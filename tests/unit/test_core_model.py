@@ -154,3 +154,38 @@ def test_from_dict_errors_name_the_field(doc: object, field: str) -> None:
     with pytest.raises(ParseError) as info:
         from_dict(doc)
     assert field in str(info.value)
+
+
+# ---------------------------------------------------------------- NUL and name length
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Target("iqn.2024-01.lab:d\0isk", "10.0.0.1"),
+        lambda: BootConfig(initiator="iqn.2024-01.lab:h\0"),
+        lambda: Chap("us\0er", Secret("a-long-chap-secret")),
+        lambda: Chap("user", Secret("a-long\0-secret")),
+        lambda: Locator(LocatorKind.LABEL, "Sys\0tem"),
+        lambda: Network(mode=NetMode.DHCP, device="eth\0"),
+        lambda: Network(mode=NetMode.DHCP, hostname="box\0"),
+    ],
+)
+def test_nul_is_refused_everywhere(make: object) -> None:
+    with pytest.raises(UsageError, match="NUL") as info:
+        make()  # type: ignore[operator]
+    assert "a-long" not in str(info.value)
+
+
+def test_iscsi_names_have_at_most_223_bytes() -> None:
+    name = "iqn.2024-01.lab:" + "x" * (223 - 16)
+    assert len(Target(name, "10.0.0.1").name) == 223
+    assert BootConfig(initiator=name).initiator == name
+    with pytest.raises(UsageError, match="224 bytes"):
+        Target(name + "x", "10.0.0.1")
+    with pytest.raises(UsageError, match="224 bytes"):
+        BootConfig(initiator=name[:-1] + "\u00e9")  # two bytes in UTF-8
+    with pytest.raises(ParseError, match="224 bytes"):
+        from_dict({"targets": [{"name": name + "x", "address": "10.0.0.1"}]})
+    with pytest.raises(ParseError, match="NUL"):
+        from_dict({"initiator": "iqn.2024-01.lab:\0"})
