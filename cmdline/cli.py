@@ -28,7 +28,7 @@ from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.errors import EXIT_OK, UsageError
 from iscsiboot.model import BootConfig, lun_to_text, to_dict
-from iscsiboot.output import info, print_json, warn, write_atomic
+from iscsiboot.output import check_output, info, print_json, warn, write_output
 from iscsiboot.secret import mask
 
 PROC_CMDLINE = "/proc/cmdline"
@@ -211,6 +211,8 @@ def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
 
 
 def _generate_command(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output(args.output)
     cfg = model_from_args(args)
     kind: str = args.kind
     makers: dict[str, Callable[[BootConfig], g.Generated]] = {
@@ -244,13 +246,7 @@ def _generate_command(args: argparse.Namespace) -> int:
         warn(warning)
     if args.output:
         data = result.text if result.text.endswith("\n") else result.text + "\n"
-        try:
-            write_atomic(args.output, data, mode=0o600 if result.secrets else 0o644)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot write {args.output}: {exc.strerror}",
-                fix="give a writable path in an existing directory",
-            ) from None
+        write_output(args.output, data, mode=0o600 if result.secrets else 0o644)
         if args.json:
             print_json({"kind": kind, "output": args.output, "warnings": list(result.warnings)})
         else:

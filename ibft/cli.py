@@ -21,7 +21,7 @@ from iscsiboot.ibft.render import explain, is_table_dict, table_from_dict, table
 from iscsiboot.ibft.sysfs import to_sysfs
 from iscsiboot.ibft.types import QEMU_PCI, Table
 from iscsiboot.model import BootConfig, from_dict, to_dict
-from iscsiboot.output import info, print_json, warn, write_atomic
+from iscsiboot.output import check_output, info, print_json, warn, write_output
 
 SOURCES = ("auto", "file", "acpi", "memory", "devmem", "sysfs")
 
@@ -198,7 +198,7 @@ def _table_of(cfg: BootConfig, args: argparse.Namespace) -> Table:
 
 
 def _build(args: argparse.Namespace) -> int:
-
+    check_output(args.output)
     if args.mac is not None:
         try:
             mac_to_bytes(args.mac.lower())
@@ -239,10 +239,7 @@ def _build(args: argparse.Namespace) -> int:
     except TableError as exc:  # a table that does not read back: the input was not representable
         raise RepresentError(f"the built table does not read back: {exc}") from None
     mode = 0o600 if check.secrets() else 0o644
-    try:
-        write_atomic(args.output, data, mode=mode)
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    write_output(args.output, data, mode=mode)
     if args.json:
         print_json({"output": args.output, "length": len(data), "checksum": data[9], "mode": oct(mode)})
     return EXIT_OK

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from iscsiboot.cliargs import add_command, add_json, add_output, help_handler
 from iscsiboot.errors import UsageError
-from iscsiboot.output import info, print_json, warn
+from iscsiboot.output import check_output, info, print_json, warn
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -136,6 +136,7 @@ def _build(args: argparse.Namespace) -> int:
         output = Path(("iscsiboot-overlay" if args.overlay else "iscsiboot-initramfs") + suffix)
     if output.parent and not output.parent.is_dir():
         raise UsageError(f"folder {output.parent} does not exist", where="--output")
+    check_output(output)
     result = build(
         kernel_version=args.kernel_version,
         modules_root=args.modules_root,
