@@ -34,6 +34,7 @@ ISCSI_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
+_SCOPE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -135,14 +136,24 @@ class Chap:
         _no_nul(self.password.reveal(), "CHAP secret")
 
 
+def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
+    """Refuse an IPv6 zone (``%eth0``) that is not an interface name or number."""
+    scope = ip.scope_id if isinstance(ip, ipaddress.IPv6Address) else None
+    if scope is not None and not _SCOPE.fullmatch(scope):
+        raise UsageError(
+            f"the zone of {text!r} is not an interface name or number", fix="write ADDRESS%eth0 or ADDRESS%2"
+        )
+
+
 def address_kind(address: str) -> str:
     """``"ipv4"``, ``"ipv6"`` or ``"hostname"``; raise UsageError for anything else."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        if _HOSTNAME.match(address) and not re.fullmatch(r"[0-9.]+", address):
+        if _HOSTNAME.fullmatch(address) and not re.fullmatch(r"[0-9.]+", address):
             return "hostname"
         raise UsageError(f"{address!r} is not an IPv4 or IPv6 address or a host name") from None
+    _scope(ip, address)
     return "ipv4" if ip.version == 4 else "ipv6"
 
 
@@ -211,7 +222,7 @@ class Network:
         for text, what in ((self.device, "network device"), (self.hostname, "host name")):
             if text is not None:
                 _no_nul(text, what)
-        if self.mac is not None and not _MAC.match(self.mac):
+        if self.mac is not None and not _MAC.fullmatch(self.mac):
             raise UsageError(f"MAC address {self.mac!r} is not of the form aa:bb:cc:dd:ee:ff (lower case)")
         for name in ("address", "gateway", "server"):
             value = getattr(self, name)
@@ -231,9 +242,10 @@ class Network:
 
 def _ip(value: str, what: str) -> None:
     try:
-        ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         raise UsageError(f"{what} {value!r} is not an IP address") from None
+    _scope(ip, value)
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,17 @@ def test_iscsi_names_have_at_most_223_bytes() -> None:
         from_dict({"targets": [{"name": name + "x", "address": "10.0.0.1"}]})
     with pytest.raises(ParseError, match="NUL"):
         from_dict({"initiator": "iqn.2024-01.lab:\0"})
+
+
+@pytest.mark.parametrize("address", ["host\n", "1.2.3.4\n", "fe80::1%\nx", "fe80::1%a${x}", "fe80::1%a b"])
+def test_addresses_with_a_line_break_or_a_strange_zone_are_refused(address: str) -> None:
+    with pytest.raises(UsageError):
+        address_kind(address)
+    with pytest.raises(UsageError):
+        Network(mode=NetMode.STATIC, address="10.0.0.2", prefix=24, gateway=address)
+
+
+def test_mac_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(UsageError, match="MAC"):
+        Network(mac="52:54:00:12:34:56\n")
+    assert address_kind("fe80::1%eth0") == "ipv6"
