@@ -20,15 +20,15 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, help_handler
 from iscsiboot.cmdline import generate as g
 from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.errors import EXIT_OK, UsageError
+from iscsiboot.files import read_text
 from iscsiboot.model import BootConfig, lun_to_text, to_dict
-from iscsiboot.output import check_output, info, print_json, warn, write_output
+from iscsiboot.output import check_output, info, print_json, warn, write_output, write_text
 from iscsiboot.secret import mask
 
 PROC_CMDLINE = "/proc/cmdline"
@@ -130,19 +130,15 @@ def _read_text(args: argparse.Namespace) -> str:
     if args.proc:
         path = PROC_CMDLINE
     elif args.file is not None:
-        if args.file == "-":
-            return sys.stdin.read()
         path = args.file
     elif args.text:
         return " ".join(args.text)
     else:
         raise UsageError("no command line given", fix="give TEXT, --file F or --proc")
     try:
-        return Path(path).read_text()
+        return read_text(path, where=path, fix="give a kernel command line, which is text", stdin=True)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", fix="give a readable file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not text", fix="give a kernel command line") from None
 
 
 def _parse_command(args: argparse.Namespace) -> int:
@@ -155,7 +151,7 @@ def _parse_command(args: argparse.Namespace) -> int:
         obj["warnings"] = list(parsed.warnings)
         print_json(obj)
     else:
-        sys.stdout.write(describe(cfg, show_secrets=args.show_secrets))
+        write_text(describe(cfg, show_secrets=args.show_secrets))
     return EXIT_OK
 
 

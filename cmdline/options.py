@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
-from iscsiboot.cliargs import number_type
+from iscsiboot.cliargs import number_type, read_secret
 from iscsiboot.cmdline.ipconf import parse_ip
 from iscsiboot.errors import ParseError, UsageError
+from iscsiboot.files import STDIN, TEXT_LIMIT, read_bytes, read_stdin
 from iscsiboot.model import (
     DEFAULT_GROUP,
     DEFAULT_PORT,
@@ -208,20 +207,6 @@ def _given(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
     return [opt for opt, dest in options.items() if getattr(args, dest, None) is not None]
 
 
-def _read_secret(path: str, option: str) -> Secret:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read {option} {path}: {exc.strerror}", fix="give a readable file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{option} {path} is not text", fix="put the secret on the first line") from None
-    lines = text.splitlines()
-    value = lines[0] if lines else ""
-    if not value:
-        raise UsageError(f"{option} {path} is empty", fix="put the secret on the first line")
-    return Secret(value)
-
-
 def _secret(args: argparse.Namespace, prefix: str) -> Secret | None:
     option = f"--{prefix}password"
     value = getattr(args, f"model_{prefix.replace('-', '_')}password", None)
@@ -229,7 +214,7 @@ def _secret(args: argparse.Namespace, prefix: str) -> Secret | None:
     if value is not None and path is not None:
         raise UsageError(f"{option} and {option}-file given together", fix="give one of them")
     if path is not None:
-        return _read_secret(path, f"{option}-file")
+        return read_secret(path, f"{option}-file")
     if value is not None:
         if not value:
             raise UsageError(f"empty {option}", fix="give the secret")
@@ -252,19 +237,33 @@ def _chap(args: argparse.Namespace, prefix: str) -> Chap | None:
 
 
 def load_json(path: str) -> Any:
-    """The JSON of ``--from-json PATH`` (``-`` for stdin)."""
+    """The JSON of ``--from-json PATH`` (``-`` for stdin): UTF-8, at most TEXT_LIMIT bytes."""
+    where = f"--from-json {path}"
+    fix = "give the output of 'cmdline parse --json'"
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        data = (
+            read_stdin(TEXT_LIMIT, where=where)
+            if path == STDIN
+            else read_bytes(path, TEXT_LIMIT, where=where)
+        )
     except OSError as exc:
-        raise UsageError(f"cannot read --from-json {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
+        raise UsageError(f"cannot read it: {exc.strerror or exc}", where=where) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ParseError(
-            "not JSON text", where=path, fix="give the output of 'cmdline parse --json'"
+            f"not JSON text: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8",
+            where=where,
+            fix=fix,
         ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc.msg} at line {exc.lineno}", where=path) from None
+        raise ParseError(f"not JSON: {exc.msg} at line {exc.lineno}", where=where) from None
+    except RecursionError:
+        raise ParseError("nests arrays or objects too deeply for a model", where=where, fix=fix) from None
+    except ValueError:  # an integer of more digits than int() converts from text
+        raise ParseError("holds a number of thousands of digits", where=where, fix=fix) from None
 
 
 def model_from_args(args: argparse.Namespace) -> BootConfig:

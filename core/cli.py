@@ -4,7 +4,10 @@ Each subcommand lives in its folder's ``cli`` module, which provides
 ``register(subparsers)``.  Only the module of the command being run is
 imported, so ``iscsiboot cmdline parse`` does not pay for pyroute2 or QEMU
 code.  Every :class:`~iscsiboot.errors.IscsibootError` becomes one line on
-stderr and its exit code; ``--debug`` shows the traceback instead.
+stderr and its exit code; ``--debug`` shows the traceback instead.  A value
+that cannot be encoded (bytes that were not UTF-8, given on the command
+line) is one line too, with exit code 2.  Every error line is
+:func:`~iscsiboot.output.printable`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from iscsiboot import __version__
 from iscsiboot.errors import EXIT_USAGE, EnvironmentProblem, IscsibootError
-from iscsiboot.output import PROG
+from iscsiboot.output import PROG, printable
 
 # command name -> (module that registers it, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"{PROG}: error: {printable(message)} (see '{self.prog} --help')\n")
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -95,8 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IscsibootError as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        sys.stderr.write(f"{PROG}: error: {printable(str(exc))}\n")
         return exc.exit_code
+    except UnicodeEncodeError as exc:  # a value from undecodable bytes, bound for a file or the terminal
+        if debug:
+            traceback.print_exc()
+        bad = printable(exc.object[exc.start : exc.end])  # only the characters: the text may hold a secret
+        sys.stderr.write(
+            f"{PROG}: error: a value holds {bad}, which cannot be written as {exc.encoding} "
+            "(give names and values as UTF-8 text)\n"
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeAlias
 
 from iscsiboot.errors import EXIT_USAGE, UsageError
+from iscsiboot.files import SECRET_LIMIT, decode_text, read_bytes
 from iscsiboot.model import Chap
 from iscsiboot.secret import Secret
 
@@ -66,14 +69,34 @@ def add_output(parser: Container, help: str, **kwargs: Any) -> None:
     parser.add_argument("-o", "--output", help=help, **kwargs)
 
 
+MAX_TIMEOUT = 86400.0  # a day: longer than any wait here, short enough for every clock and socket call
+_TIMEOUT_RANGE = f"a number of seconds above 0 and at most {MAX_TIMEOUT:g}"
+
+
+def _timeout_ok(value: float) -> bool:
+    return math.isfinite(value) and 0 < value <= MAX_TIMEOUT  # nan, inf and 1e308 are floats too
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text) if text.isascii() else math.nan  # float() takes digits of every script
+    except ValueError:
+        value = math.nan
+    if not _timeout_ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {_TIMEOUT_RANGE}")
+    return value
+
+
 def add_timeout(parser: Container, default: float, help: str) -> None:
-    parser.add_argument("--timeout", type=float, default=default, metavar="SECONDS", help=help)
+    parser.add_argument("--timeout", type=_timeout, default=default, metavar="SECONDS", help=help)
 
 
 def positive_timeout(args: argparse.Namespace) -> float:
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
-    return float(args.timeout)
+    """The ``--timeout`` of :func:`add_timeout`, checked again for a namespace built by hand."""
+    value = float(args.timeout)
+    if not _timeout_ok(value):
+        raise UsageError(f"--timeout {value!r} is not {_TIMEOUT_RANGE}")
+    return value
 
 
 def number_type(hint: str = "") -> Callable[[str], int]:
@@ -103,17 +126,24 @@ def add_login_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_secret(path: Path, what: str) -> Secret:
-    """The secret in a file (its first line, without the newline); UsageError when unreadable or empty."""
+def read_secret(path: str | os.PathLike[str], option: str) -> Secret:
+    """The secret on the first line of a file (a regular file of at most SECRET_LIMIT bytes).
+
+    ``option`` names the file in errors (``--password-file``).  UsageError
+    when it is not such a file, cannot be read, is not text or is empty.
+    """
+    where = f"{option} {os.fspath(path)}"
     try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_bytes(path, SECRET_LIMIT, where=where)
+    except OSError as exc:
         raise UsageError(
-            f"cannot read the {what} file: {getattr(exc, 'strerror', None) or exc}", where=str(path)
+            f"cannot read it: {exc.strerror or exc}", where=where, fix="give a readable file"
         ) from None
-    value = raw.rstrip("\r\n")
+    text = decode_text(data, where, fix="put the secret on the first line")
+    lines = text.splitlines()
+    value = lines[0] if lines else ""
     if not value:
-        raise UsageError(f"the {what} file is empty", where=str(path))
+        raise UsageError("is empty", where=where, fix="put the secret on the first line")
     return Secret(value)
 
 
@@ -125,11 +155,13 @@ def chap_from_args(args: argparse.Namespace) -> tuple[Chap | None, Chap | None]:
     if (args.reverse_username is None) != (args.reverse_password_file is None):
         raise UsageError("mutual CHAP needs both --reverse-username and --reverse-password-file")
     if args.username is not None:
-        chap = Chap(args.username, read_secret(args.password_file, "password"))
+        chap = Chap(args.username, read_secret(args.password_file, "--password-file"))
     if args.reverse_username is not None:
         if chap is None:
             raise UsageError("mutual CHAP needs the one-way --username and --password-file too")
-        reverse = Chap(args.reverse_username, read_secret(args.reverse_password_file, "reverse password"))
+        reverse = Chap(
+            args.reverse_username, read_secret(args.reverse_password_file, "--reverse-password-file")
+        )
     return chap, reverse
 
 
