@@ -25,7 +25,11 @@ Choices:
   nearest valid key), duplicates, missing keys, non-numeric or out-of-range
   numbers, a spec without a locator, reverse CHAP without one-way CHAP and
   empty values are each a one-line :class:`~iscsiboot.errors.ParseError`
-  that names the token (passwords masked) and says how to fix it.
+  that names the token and says how to fix it.  A message quotes a token
+  through :func:`redact`, which knows the fields: the value of a password
+  key, of a key this parser does not know (a mistyped password key) and the
+  credentials of a root path are shown as ``***``.  No message is searched
+  for a secret's text.
 * ``boot=`` names the system file system; ``root=LABEL=``/``UUID=``/device
   (Debian, dracut) names it only when there is no ``boot=``.
 * The OpenELEC and Debian forms carry no LUN: the boot finds its file system
@@ -43,16 +47,17 @@ from dataclasses import dataclass
 
 from iscsiboot.cmdline.ipconf import parse_ip
 from iscsiboot.cmdline.rootpath import PREFIX as ROOT_PREFIX
-from iscsiboot.cmdline.rootpath import parse_root_path
+from iscsiboot.cmdline.rootpath import parse_root_path, redact_root_path
 from iscsiboot.errors import ParseError, UsageError
 from iscsiboot.model import DEFAULT_GROUP, DEFAULT_PORT, BootConfig, Chap, Locator, Network, Target
-from iscsiboot.secret import MASK, Secret, mask
+from iscsiboot.secret import MASK, Secret
 
 __all__ = [
     "DRACUT_KEYS",
     "SPEC_KEYS",
     "Parsed",
     "parse",
+    "redact",
     "tokenize",
 ]
 
@@ -86,12 +91,14 @@ _DRACUT_OTHER = ("rd.iscsi.waitnet", "rd.iscsi.testroute", "rd.iscsi.transport",
 _DEBIAN_FLAGS = ("iscsi_auto", "iscsi_firmware")
 _SECRET_KEYS = ("iscsi_password", "iscsi_in_password")
 _LOCATOR_FIX = "end the spec with a comma and the locator, e.g. ,LABEL=System"
-
-_SECRET_VALUE = re.compile(
-    r"((?:iscsi_password|iscsi_in_password|rd\.iscsi\.password|rd\.iscsi\.in\.password)=)([^,\s\"]*)"
+_PASSWORD_FIELDS = ("password", "in_password")
+#: Keys whose values a message may quote: every known key but the passwords, and the
+#: parameters of other parts of the line.  Any other key's value is shown as ***.
+_SHOWN_KEYS = frozenset(
+    [k for k, f in (*SPEC_KEYS.items(), *DRACUT_KEYS.items()) if f not in _PASSWORD_FIELDS]
+    + [*_DRACUT_FLAGS, *_DEBIAN_FLAGS, "rd.iscsi.waitnet", "rd.iscsi.testroute", "rd.iscsi.transport"]
+    + ["ip", "BOOTIF", "nameserver", "vlan", "boot", "disk", "root", "netroot", "LABEL", "UUID"]
 )
-# Whatever stands between "iscsi:" and "@" is credentials (iSCSI names and hosts have no "@").
-_ROOT_AUTH = re.compile(r"(iscsi:)([^@\s\"]*)@")
 _BOOTIF = re.compile(r"^01-([0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5})$")
 
 
@@ -130,24 +137,42 @@ def tokenize(text: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def shown(text: str) -> str:
-    """``text`` with the values of password keys and root path credentials masked."""
+def redact(text: str) -> str:
+    """A token (or an item of an OpenELEC spec) as a message may quote it: secret fields as ``***``.
 
-    def _auth(match: re.Match[str]) -> str:
-        parts = match.group(2).split(":")
-        if len(parts) not in (2, 4):
-            return match.group(1) + MASK + "@"
-        return match.group(1) + ":".join(MASK if i % 2 else p for i, p in enumerate(parts)) + "@"
+    ``key=value`` keeps its value only for the keys of :data:`_SHOWN_KEYS`;
+    a root path keeps all but its credentials; an OpenELEC spec is redacted
+    item by item, and the items that follow a hidden value up to the next
+    known key are dropped (they are the rest of a value that held a comma).
+    """
+    key, sep, value = text.partition("=")
+    if not sep:
+        return text
+    if key in ("root", "netroot") and value.startswith(ROOT_PREFIX):
+        return f"{key}={redact_root_path(value)}"
+    if key in ("boot", "disk") and value.startswith("ISCSI="):
+        return f"{key}=ISCSI={_redact_spec(value[len('ISCSI=') :])}"
+    if key in _SHOWN_KEYS:
+        return text
+    return f"{key}={MASK}"
 
-    return _ROOT_AUTH.sub(_auth, _SECRET_VALUE.sub(lambda m: m.group(1) + MASK, text))
+
+def _is_locator(item: str) -> bool:
+    return item.startswith(("LABEL=", "UUID=", "/"))
 
 
-def _secret_values(text: str) -> list[str]:
-    values = [m.group(2) for m in _SECRET_VALUE.finditer(text)]
-    for match in _ROOT_AUTH.finditer(text):
-        parts = match.group(2).split(":")
-        values += parts[1::2] if len(parts) in (2, 4) else [match.group(2)]
-    return [v for v in values if v]
+def _redact_spec(body: str) -> str:
+    items = body.split(",")
+    out: list[str] = []
+    hiding = False
+    for i, item in enumerate(items):
+        key, sep, _value = item.partition("=")
+        if hiding and not (sep and key in SPEC_KEYS) and not (i == len(items) - 1 and _is_locator(item)):
+            continue
+        shown = item if _is_locator(item) else redact(item)
+        hiding = shown != item
+        out.append(shown)
+    return ",".join(out)
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -180,22 +205,22 @@ def _items(body: str, where: str) -> dict[str, tuple[str, str]]:
         if not sep:
             raise ParseError(
                 f"{item!r} in {where} is not key=value",
-                where=shown(item) or where,
+                where=redact(item) or where,
                 fix="separate key=value items with commas (values cannot contain commas or spaces)",
             )
         _check_key(key, item, list(SPEC_KEYS))
         previous = key
         if key in out:
-            raise ParseError(f"duplicate key {key} in {where}", where=shown(item), fix="give each key once")
+            raise ParseError(f"duplicate key {key} in {where}", where=redact(item), fix="give each key once")
         if not value:
-            raise ParseError(f"empty value for {key} in {where}", where=shown(item), fix="give a value")
+            raise ParseError(f"empty value for {key} in {where}", where=redact(item), fix="give a value")
         out[key] = (value, item)
     return out
 
 
 def _check_key(key: str, item: str, valid: list[str]) -> None:
     if key not in valid:
-        raise ParseError(f"unknown key {key!r}", where=shown(item), fix=_suggest(key, valid))
+        raise ParseError(f"unknown key {key!r}", where=redact(item), fix=_suggest(key, valid))
 
 
 def is_number(value: str) -> bool:
@@ -207,7 +232,7 @@ def _number(value: str, item: str, key: str, low: int, high: int) -> int:
     if not is_number(value) or not low <= int(value) <= high:
         raise ParseError(
             f"{key} must be a number in {low}-{high}",
-            where=shown(item),
+            where=redact(item),
             fix=f"write {key}=<number> or leave it out",
         )
     return int(value)
@@ -227,7 +252,7 @@ def _group(value: str, item: str, key: str, name: tuple[str, str] | None) -> int
                 f"this looks like the end of the target IQN split at the wrong place: put it back "
                 f"after the colon of the target name and leave {key} out (default {DEFAULT_GROUP})"
             )
-        raise ParseError(f"{key} must be a portal group number, not a name", where=shown(item), fix=fix)
+        raise ParseError(f"{key} must be a portal group number, not a name", where=redact(item), fix=fix)
     return _number(value, item, key, 0, 65535)
 
 
@@ -343,8 +368,8 @@ class _Builder:
         if param in self.seen:
             raise ParseError(
                 f"{param}= is given twice",
-                where=shown(token),
-                fix=f"keep one {param}= (the other was {shown(self.seen[param])})",
+                where=redact(token),
+                fix=f"keep one {param}= (the other was {redact(self.seen[param])})",
             )
         self.seen[param] = token
 
@@ -365,13 +390,13 @@ class _Builder:
             self.boot_disk(key, value, token)
         elif key.startswith("iscsi_"):
             if key in _DEBIAN_FLAGS:
-                raise ParseError(f"{key} takes no value", where=shown(token), fix=f"write {key} alone")
+                raise ParseError(f"{key} takes no value", where=redact(token), fix=f"write {key} alone")
             _check_key(key, token, list(SPEC_KEYS))
             self.keyed(self.debian, key, value, token)
         elif key.startswith("rd.iscsi."):
             if key in _DRACUT_FLAGS:
                 if value not in ("1", "0", "yes", "no", "on", "off"):
-                    raise ParseError(f"{key} takes 1 or 0", where=shown(token), fix=f"write {key}=1")
+                    raise ParseError(f"{key} takes 1 or 0", where=redact(token), fix=f"write {key}=1")
                 self.firmware = self.firmware or value in ("1", "yes", "on")
             elif key not in _DRACUT_OTHER:
                 self.check_dracut_key(key, token)
@@ -400,7 +425,7 @@ class _Builder:
             self.nameservers.append(stripped)
         elif key == "vlan":
             self.warnings.append(
-                f"{shown(token)}: a VLAN on the command line is not part of the model; ignored"
+                f"{redact(token)}: a VLAN on the command line is not part of the model; ignored"
             )
 
     def check_dracut_key(self, key: str, token: str) -> None:
@@ -409,9 +434,9 @@ class _Builder:
 
     def keyed(self, store: dict[str, tuple[str, str]], key: str, value: str, token: str) -> None:
         if key in store:
-            raise ParseError(f"duplicate key {key}", where=shown(token), fix="give each key once")
+            raise ParseError(f"duplicate key {key}", where=redact(token), fix="give each key once")
         if not value:
-            raise ParseError(f"empty value for {key}", where=shown(token), fix="give a value")
+            raise ParseError(f"empty value for {key}", where=redact(token), fix="give a value")
         store[key] = (value, token)
 
     def boot_disk(self, param: str, value: str, token: str) -> None:
@@ -426,14 +451,14 @@ class _Builder:
             if param == "disk":
                 self.storage_on_iscsi = True
         elif value.startswith(("LABEL=", "UUID=", "/")):
-            locator = _locator(value, shown(token))
+            locator = _locator(value, redact(token))
         elif re.match(r"^[A-Z]+=", value):
-            self.warnings.append(f"{shown(token)}: not an iSCSI or local {param}=; ignored")
+            self.warnings.append(f"{redact(token)}: not an iSCSI or local {param}=; ignored")
             return
         else:
             raise ParseError(
                 f"{param}= value is not a locator",
-                where=shown(token),
+                where=redact(token),
                 fix="write LABEL=<label>, UUID=<uuid> or /dev/<device>",
             )
         if param == "boot":
@@ -447,7 +472,7 @@ class _Builder:
         if not comma:
             if body == "auto" or "=" not in body or body.startswith("iscsi_"):
                 raise ParseError(
-                    f"no locator after the last comma of {where}", where=shown(token), fix=_LOCATOR_FIX
+                    f"no locator after the last comma of {where}", where=redact(token), fix=_LOCATOR_FIX
                 )
             head, tail = "", body
         if not tail.startswith(("LABEL=", "UUID=", "/")):
@@ -456,18 +481,22 @@ class _Builder:
                 items = _items(body, where)
                 _target(items, SPEC_KEYS, where, require_initiator=False)
                 raise ParseError(
-                    f"no locator after the last comma of {where}", where=shown(token), fix=_LOCATOR_FIX
+                    f"no locator after the last comma of {where}", where=redact(token), fix=_LOCATOR_FIX
                 )
             _comma_in_secret(head.rpartition(",")[2].partition("=")[0], where)
-            raise ParseError(f"{tail!r} is not a locator", where=shown(token), fix=_LOCATOR_FIX)
-        locator = _locator(tail, shown(token))
+            if head and head != "auto":
+                _items(head, where)  # an unknown key before it (a mistyped password key) comes first
+            raise ParseError(
+                f"the last item of {where} is not a locator", where=redact(token), fix=_LOCATOR_FIX
+            )
+        locator = _locator(tail, redact(token))
         if head == "auto":
             self.firmware = True
             return None, None, locator
         if not head:
             raise ParseError(
                 f"empty iSCSI options in {where}",
-                where=shown(token),
+                where=redact(token),
                 fix=f"write {where}auto,<locator> or the iscsi_* keys before the locator",
             )
         items = _items(head, where)
@@ -475,7 +504,7 @@ class _Builder:
         if target is None:
             raise ParseError(
                 f"missing required keys iscsi_target_name and iscsi_target_ip in {where}",
-                where=shown(token),
+                where=redact(token),
                 fix="add iscsi_target_name=<IQN>,iscsi_target_ip=<address>, or use auto",
             )
         return initiator, target, locator
@@ -484,11 +513,11 @@ class _Builder:
         if not value:
             raise ParseError(f"empty value for {param}=", where=token, fix=f"give {param}= a value")
         if value.startswith(ROOT_PREFIX):
-            self.root_targets.append(parse_root_path(value, where=shown(token)))
+            self.root_targets.append(parse_root_path(value, where=redact(token)))
         elif param == "root":
             self.once("root", token)
             if value.startswith(("LABEL=", "UUID=", "/")):
-                self.root_locator = _locator(value, shown(token))
+                self.root_locator = _locator(value, redact(token))
 
     # -- the whole line
     def finish(self) -> Parsed:
@@ -510,7 +539,7 @@ class _Builder:
             if initiator is not None and value != initiator:
                 raise ParseError(
                     f"conflicting initiator names {initiator!r} and {value!r}",
-                    where=shown(token),
+                    where=redact(token),
                     fix="give one initiator name",
                 )
             initiator = value
@@ -591,19 +620,36 @@ class _Builder:
         return []
 
 
+def _cut_root_path(token: str, following: tuple[str, ...]) -> bool:
+    """Whether ``token`` may be a root path cut where white space stood in its credentials.
+
+    It has no ``@`` and a later token has one: the message about it then
+    quotes neither, since either may hold a piece of the secret.
+    """
+    key, _sep, value = token.partition("=")
+    return (
+        key in ("root", "netroot")
+        and value.startswith(ROOT_PREFIX)
+        and "@" not in value
+        and any("@" in piece for piece in following)
+    )
+
+
 def parse(text: str) -> Parsed:
-    """Parse a whole kernel command line (raise ParseError only, secrets masked)."""
+    """Parse a whole kernel command line (raise ParseError only; messages quote tokens redacted)."""
     builder = _Builder()
-    try:
-        for token in tokenize(text):
+    tokens = tokenize(text)
+    for index, token in enumerate(tokens):
+        try:
             builder.token(token)
-        parsed = builder.finish()
-    except ParseError as exc:
-        secrets = _secret_values(text)
-        raise ParseError(
-            mask(shown(exc.what), secrets),
-            where=mask(shown(exc.where), secrets) if exc.where else None,
-            fix=mask(shown(exc.fix), secrets) if exc.fix else None,
-        ) from None
-    secrets = _secret_values(text)
-    return Parsed(parsed.config, tuple(mask(shown(w), secrets) for w in parsed.warnings))
+        except ParseError:
+            if not _cut_root_path(token, tokens[index + 1 :]):
+                raise
+            key = token.partition("=")[0]
+            raise ParseError(
+                f"the {key}= root path does not parse, and a later token holds an '@'",
+                where=f"{key}={ROOT_PREFIX}{MASK}",
+                fix=f"write {key}=iscsi:[user:pass@]<server>:<proto>:<port>:<LUN>:<targetname> as one "
+                "token: CHAP secrets cannot hold white space",
+            ) from None
+    return builder.finish()

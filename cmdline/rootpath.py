@@ -2,13 +2,16 @@
 
 ``iscsi:[<user>:<pass>[:<ruser>:<rpass>]@]<server>:<proto>:<port>:<LUN>:<targetname>``
 
-* ``<server>``: IPv4 address, host name, or IPv6 address in brackets.
+* ``<server>``: IPv4 address, host name, or IPv6 address in brackets (an
+  IPv6 address without brackets is refused, not read as a host and a port).
 * ``<proto>``: empty or ``6`` (TCP); ``<port>``: empty means 3260.
 * ``<LUN>``: hexadecimal as RFC 4173 says, up to four ``-``-separated levels;
   empty means "not given" (``Target.lun`` None).
 * ``<targetname>``: everything after the fourth colon (IQNs have colons).
-* The credentials prefix is dracut's extension; it is recognised when an
-  ``@`` is followed by at least four colons (iSCSI names have no ``@``).
+* The credentials prefix is dracut's extension: whatever stands before the
+  ``@`` (iSCSI names and hosts have no ``@``, so a root path has one at most).
+  Messages quote a root path through :func:`redact_root_path`: its
+  credentials are never shown.
 
 Pure functions; the portal group is not part of the root path (dracut takes
 it from ``rd.iscsi.target.group``).
@@ -16,12 +19,13 @@ it from ``rd.iscsi.target.group``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from iscsiboot.cmdline.chap import check_credential
 from iscsiboot.errors import ParseError, RepresentError, UsageError
 from iscsiboot.model import DEFAULT_PORT, Chap, Target, lun_from_text, lun_to_text
-from iscsiboot.secret import Secret
+from iscsiboot.secret import MASK, Secret
 
 PREFIX = "iscsi:"
 _FORM = "iscsi:[user:pass@]<server>:<proto>:<port>:<LUN>:<targetname>"
@@ -29,16 +33,44 @@ _FORM = "iscsi:[user:pass@]<server>:<proto>:<port>:<LUN>:<targetname>"
 _UNSAFE = frozenset('"@') | frozenset(" \t\n\r\v\f")
 
 
+def redact_root_path(text: str) -> str:
+    """``text`` for a message: whatever stands before the last ``@`` is credentials, shown masked.
+
+    The user names of a ``user:pass`` or ``user:pass:ruser:rpass`` prefix stay;
+    any other prefix is masked whole.  The secrets' text is never searched for.
+    """
+    if not text.startswith(PREFIX) or "@" not in text:
+        return text
+    auth, _at, rest = text[len(PREFIX) :].rpartition("@")
+    parts = auth.split(":")
+    if len(parts) in (2, 4):
+        shown = ":".join(MASK if i % 2 else part for i, part in enumerate(parts))
+    else:
+        shown = MASK
+    return f"{PREFIX}{shown}@{rest}"
+
+
+def _unbracketed_ipv6(text: str) -> bool:
+    """Whether ``text`` starts with an IPv6 address (two colons or more) followed by ':' or its end."""
+    for at in [*[i for i, c in enumerate(text) if c == ":"][1:], len(text)]:
+        try:
+            ipaddress.IPv6Address(text[:at])
+        except ValueError:
+            continue
+        return True
+    return False
+
+
 def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> Target:
-    """Parse an RFC 4173 root path into a :class:`Target` (raise ParseError)."""
-    where = where or text
+    """Parse an RFC 4173 root path into a :class:`Target` (raise ParseError; credentials never shown)."""
+    where = where or redact_root_path(text)
     if not text.startswith(PREFIX):
         raise ParseError("a root path starts with 'iscsi:'", where=where, fix=f"write {_FORM}")
     rest = text[len(PREFIX) :]
     chap: Chap | None = None
     reverse: Chap | None = None
     at = rest.find("@")
-    if at >= 0 and rest[at + 1 :].count(":") >= 4:
+    if at >= 0:
         auth, rest = rest[:at], rest[at + 1 :]
         parts = auth.split(":")
         if len(parts) not in (2, 4) or not all(parts):
@@ -46,6 +78,12 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
                 "the credentials before '@' must be user:password or user:password:ruser:rpassword",
                 where=where,
                 fix="no field may be empty or contain ':'",
+            )
+        if "@" in rest:
+            raise ParseError(
+                "a root path has one '@', after the credentials",
+                where=where,
+                fix="credentials cannot contain '@': choose another secret or use iSCSI firmware (iBFT)",
             )
         chap = Chap(parts[0], Secret(parts[1]))
         if len(parts) == 4:
@@ -59,9 +97,16 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
             raise ParseError("a ':' must follow the bracketed address", where=where, fix=f"write {_FORM}")
         rest = rest[1:]
     else:
+        unbracketed = rest
         server, sep, rest = rest.partition(":")
         if not sep:
             raise ParseError("too few fields", where=where, fix=f"write {_FORM}")
+        if _unbracketed_ipv6(unbracketed) and not _plain_fields(rest):
+            raise ParseError(
+                "an IPv6 address in a root path must be in brackets",
+                where=where,
+                fix="write iscsi:[<IPv6 address>]:<proto>:<port>:<LUN>:<targetname> (RFC 4173)",
+            )
     fields = rest.split(":", 3)
     if len(fields) < 4:
         raise ParseError(
@@ -97,6 +142,22 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
         )
     except UsageError as exc:
         raise ParseError(exc.what, where=where, fix=exc.fix) from None
+
+
+def _plain_fields(rest: str) -> bool:
+    """Whether the fields after an unbracketed server read well: TCP, a port, a LUN and an iSCSI name.
+
+    A host name made of hex letters (``cafe``) followed by ``::3260`` also
+    reads as an IPv6 address; such a root path stays valid when its fields do.
+    """
+    fields = rest.split(":", 3)
+    return (
+        len(fields) == 4
+        and fields[0] in ("", "6")
+        and re.fullmatch(r"[0-9]{0,5}", fields[1]) is not None
+        and re.fullmatch(r"[0-9A-Fa-f-]*", fields[2]) is not None
+        and fields[3].lower().startswith(("iqn.", "eui.", "naa."))
+    )
 
 
 def _field(value: str, what: str) -> str:
