@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, help_handler
+from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, help_handler, number_type
 from iscsiboot.cmdline import generate as g
 from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
             )
             out.add_argument(
                 "--attempts",
-                type=int,
+                type=number_type(),
                 metavar="N",
                 help="try sanboot N times, then exit with failure (default: retry for ever)",
             )

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -100,14 +101,14 @@ def positive_timeout(args: argparse.Namespace) -> float:
 
 
 def number_type(hint: str = "") -> Callable[[str], int]:
-    """An argparse type for a decimal or ``0x`` hex number; ``hint`` ends its error message."""
+    """An argparse type for an ASCII decimal or ``0x`` hex number; ``hint`` ends its error message."""
     suffix = f" ({hint})" if hint else ""
 
     def number(text: str) -> int:
-        try:
-            return int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number{suffix}") from None
+        # ASCII only: int() would also take other scripts' digits, "_" and blanks.
+        if re.fullmatch(r"[0-9]{1,20}|0[xX][0-9A-Fa-f]{1,16}", text) is None:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number{suffix}")
+        return int(text, 0) if text[:2].lower() == "0x" else int(text, 10)
 
     return number
 
