@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from iscsiboot.ibft.render import explain, is_table_dict, table_from_dict, table
 from iscsiboot.ibft.sysfs import to_sysfs
 from iscsiboot.ibft.types import QEMU_PCI, Table
 from iscsiboot.model import BootConfig, from_dict, to_dict
-from iscsiboot.output import check_output, info, print_json, warn, write_output
+from iscsiboot.output import check_output, info, print_json, printable, warn, write_output, write_text
 
 SOURCES = ("auto", "file", "acpi", "memory", "devmem", "sysfs")
 
@@ -159,17 +158,15 @@ def _show(args: argparse.Namespace) -> int:
         info(f"source: {found.source}")
         for w in warnings:
             warn(w)
-        lines = [f"{k}={v}" for k, v in to_sysfs(table, show_secrets=show).items()]
-        sys.stdout.write("\n".join(lines) + "\n")
+        lines = [f"{k}={printable(v)}" for k, v in to_sysfs(table, show_secrets=show).items()]
+        write_text("\n".join(lines) + "\n")
         return EXIT_OK
     text = explain(table, source=found.source, warnings=warnings, show_secrets=show)
-    sys.stdout.write(text)
     if model is not None:
-        sys.stdout.write("\nboot model\n")
         dumped = json.dumps(to_dict(model, show_secrets=show), indent=2)
-        sys.stdout.write("".join(f"  {line}\n" for line in dumped.splitlines()))
-        for w in model_warnings:
-            sys.stdout.write(f"  warning: {w}\n")
+        text += "\nboot model\n" + "".join(f"  {line}\n" for line in dumped.splitlines())
+        text += "".join(f"  warning: {printable(w)}\n" for w in model_warnings)
+    write_text(text)
     return EXIT_OK
 
 

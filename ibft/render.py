@@ -25,6 +25,7 @@ from iscsiboot.ibft.types import (
     Table,
 )
 from iscsiboot.model import lun_from_sam, lun_to_text
+from iscsiboot.output import printable
 from iscsiboot.secret import MASK, Secret
 
 _BYTES = {"lun", "reserved"}
@@ -163,7 +164,8 @@ def _addr(value: str | None) -> str:
 
 
 def _str(value: str | None) -> str:
-    return "-" if value is None else repr(value) if value == "" else value
+    """A string of the table as the terminal shows it: escaped, so that no byte of it acts on the terminal."""
+    return "-" if value is None else repr(value) if value == "" else printable(value)
 
 
 def explain(
@@ -179,14 +181,14 @@ def explain(
         lines.append("")
 
     head = [
-        ("signature", table.signature),
+        ("signature", printable(table.signature)),
         ("length", f"{table.length} bytes"),
         ("revision", str(table.revision)),
         ("checksum", f"0x{table.checksum:02x}"),
-        ("OEM", f"{table.oem_id} / {table.oem_table_id}"),
+        ("OEM", f"{printable(table.oem_id)} / {printable(table.oem_table_id)}"),
     ]
     if source:
-        head.insert(0, ("source", source))
+        head.insert(0, ("source", printable(source)))
     block("iSCSI Boot Firmware Table", head)
     c = table.control
     pairs = [

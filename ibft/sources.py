@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, TableError
+from iscsiboot.files import PAGE, read_bytes
 from iscsiboot.ibft.build import layout
 from iscsiboot.ibft.codec import pci_parse
 from iscsiboot.ibft.parse import parse_table
@@ -48,12 +49,10 @@ class Found:
 MAX_READ = 0x100000  # no iBFT is longer than its 16-bit offsets reach; 1 MiB is plenty
 
 
-def _read(path: Path, what: str, *, skip: int = 0, size: int = MAX_READ) -> bytes:
+def _read(path: Path, what: str, *, skip: int = 0, size: int = MAX_READ, devices: bool = False) -> bytes:
+    """At most ``size`` bytes from ``skip`` on, of a regular file (or with ``devices``, a device)."""
     try:
-        with open(path, "rb") as handle:
-            if skip:
-                handle.seek(skip)
-            return handle.read(size)
+        return read_bytes(path, size, where=f"{what} {path}", devices=devices, truncate=True, offset=skip)
     except FileNotFoundError:
         raise EnvironmentProblem(f"{what} {path} does not exist") from None
     except PermissionError:
@@ -181,7 +180,7 @@ def read_memory_dump(path: str | os.PathLike[str], base: int = 0, *, lenient: bo
             f"the dump starts at 0x{base:x}, above the scanned range 0x{SCAN_START:x}-0x{SCAN_END - 1:x}",
             where="--base",
         )
-    data = _read(p, "memory dump", skip=start - base, size=SCAN_END - start)
+    data = _read(p, "memory dump", skip=start - base, size=SCAN_END - start, devices=True)
     parsed, pos = scan_memory(data, start, lenient=lenient)
     return Found(parsed, f"memory dump {p} at 0x{pos:x}")
 
@@ -191,11 +190,9 @@ def read_devmem(path: str | os.PathLike[str] = "/dev/mem", *, lenient: bool = Fa
     p = Path(path)
     image = bytearray(SCAN_END - SCAN_START)
     try:
-        with open(p, "rb", buffering=0) as mem:
-            for start, end in ((SCAN_START, VGA_START), (VGA_END, SCAN_END)):
-                mem.seek(start)
-                chunk = mem.read(end - start)
-                image[start - SCAN_START : start - SCAN_START + len(chunk)] = chunk
+        for start, end in ((SCAN_START, VGA_START), (VGA_END, SCAN_END)):
+            chunk = read_bytes(p, end - start, devices=True, truncate=True, offset=start)
+            image[start - SCAN_START : start - SCAN_START + len(chunk)] = chunk
     except FileNotFoundError:
         raise EnvironmentProblem(f"{p} does not exist") from None
     except PermissionError:
@@ -219,7 +216,7 @@ class _Sysfs:
     def read(self, rel: str) -> str | None:
         path = self.root / rel
         try:
-            raw = path.read_bytes()
+            raw = read_bytes(path, PAGE)  # an attribute is at most a page: anything else is not one
         except FileNotFoundError:
             return None
         except OSError as exc:
