@@ -9,7 +9,6 @@ Passwords come from files (``--password-file``): a command line shows in
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from iscsiboot.disk.inspect import parse_extlinux
 from iscsiboot.doctor.checks import login_cause, run_checks
 from iscsiboot.doctor.report import DEFAULT_INITIATOR, Settings, human
 from iscsiboot.errors import EXIT_FAILURE, EXIT_OK, IscsibootError, ParseError, UsageError
+from iscsiboot.files import TEXT_LIMIT, read_bytes
 from iscsiboot.ibft import sources
 from iscsiboot.ibft.mapping import table_to_model
 from iscsiboot.iscsi.login import parse_target_address
@@ -38,7 +38,7 @@ from iscsiboot.model import (
     address_kind,
     lun_from_text,
 )
-from iscsiboot.output import print_json, warn
+from iscsiboot.output import print_json, printable, warn, write_text
 from iscsiboot.secret import mask
 
 DEFAULT_TIMEOUT = 10.0
@@ -109,7 +109,7 @@ def parse_portal(text: str) -> tuple[str, int]:
 
 def _append_of_extlinux(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_bytes(path, TEXT_LIMIT, where=f"--extlinux {path}").decode("utf-8", errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     entry = parse_extlinux(text).entry()
@@ -226,7 +226,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        sys.stdout.write(mask(human(report), hidden) + "\n")
+        write_text(mask(human(report), hidden) + "\n")
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
@@ -258,9 +258,9 @@ def run_discover(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    for t in found:
+    for t in found:  # names and addresses as the target sent them: escaped for the terminal
         for address in t.addresses or (f"{host}:{port},1",):
-            sys.stdout.write(f"{address} {t.name}\n")
+            write_text(f"{printable(address)} {printable(t.name)}\n")
     return EXIT_OK
 
 

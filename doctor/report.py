@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from iscsiboot.model import BootConfig, Locator, LocatorKind, Target, lun_to_text
+from iscsiboot.output import printable
 
 DEFAULT_INITIATOR = "iqn.2026-11.org.iscsiboot:doctor"
 DEFAULT_SYSTEM = Locator(LocatorKind.LABEL, "System")
@@ -136,23 +137,31 @@ def size_text(n: int) -> str:
 
 
 def human(report: Report) -> str:
-    """The report as the terminal shows it (the caller masks secrets)."""
-    lines = [f"doctor: {report.target} at {report.portal} as {report.initiator}"]
+    """The report as the terminal shows it (the caller masks secrets).
+
+    Every value that came from the target or the disk (names, INQUIRY
+    strings, labels) is :func:`~iscsiboot.output.printable`: one line each.
+    """
+    e = printable
+    lines = [f"doctor: {e(report.target)} at {e(report.portal)} as {e(report.initiator)}"]
     for check in report.checks:
         mark = "ok    " if check.ok else "FAILED"
-        lines.append(f"  {mark} {check.name}: {check.detail}")
+        lines.append(f"  {mark} {check.name}: {e(check.detail)}")
         if not check.ok and check.fix:
-            lines.append(f"         fix: {check.fix}")
+            lines.append(f"         fix: {e(check.fix)}")
     for name in report.to_dict()["not_checked"]:
         lines.append(f"  -      {name}: not checked (an earlier check failed)")
     for lun in report.luns:
         size = f", {lun.capacity_bytes} bytes ({lun.block_size}-byte blocks)" if lun.capacity_bytes else ""
-        lines.append(
-            f"LUN {lun_to_text(lun.lun)}: {lun.device_type} {lun.vendor} {lun.product} {lun.revision}{size}"
-        )
+        inquiry = e(f"{lun.device_type} {lun.vendor} {lun.product} {lun.revision}")
+        lines.append(f"LUN {lun_to_text(lun.lun)}: {inquiry}{size}")
         for p in lun.partitions:
             flags = " bootable" if p.bootable else ""
-            fs = f" {p.fs} label={p.label or '-'} uuid={p.uuid or '-'}" if p.fs else " (no file system found)"
-            lines.append(f"  {p.number}: start {p.start} size {p.size} type {p.type}{flags}{fs}")
+            fs = (
+                f" {e(p.fs)} label={e(p.label or '-')} uuid={e(p.uuid or '-')}"
+                if p.fs
+                else " (no file system found)"
+            )
+            lines.append(f"  {p.number}: start {p.start} size {p.size} type {e(p.type)}{flags}{fs}")
     lines.append("all checks passed" if report.ok else "a check failed")
     return "\n".join(lines)
