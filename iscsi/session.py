@@ -26,6 +26,9 @@ DEFAULT_TIMEOUT = 10.0
 MAX_REDIRECTS = 3
 READ_CHUNK = 256 * 1024
 UNIT_ATTENTION_RETRIES = 4
+# A SendTargets answer in all its Text Responses: thousands of targets fit in these
+MAX_SEND_TARGETS = 1024 * 1024
+MAX_TEXT_RESPONSES = 64
 
 
 class ScsiError(IscsibootError):
@@ -176,8 +179,8 @@ class Session:
         itt = self._next_itt()
         ttt = RESERVED_TAG
         payload = encode_keys([("SendTargets", which)])
-        collected = b""
-        for _ in range(64):
+        collected = bytearray()
+        for _ in range(MAX_TEXT_RESPONSES):
             self._wait_window(deadline)
             bhs = make_bhs(Op.TEXT_REQUEST, immediate=False, flags=0x80)
             struct.pack_into(">IIII", bhs, 16, itt, ttt, self.cmd_sn, self.exp_stat_sn)
@@ -187,14 +190,19 @@ class Session:
             if pdu.opcode != Op.TEXT_RESPONSE:
                 raise ProtocolError(f"expected a Text Response, got {pdu.name()}")
             collected += pdu.data
+            if len(collected) > MAX_SEND_TARGETS:
+                raise ProtocolError(
+                    f"the SendTargets answer is longer than {MAX_SEND_TARGETS // 1024} KiB "
+                    "(no target list is that long; the target may be hostile or broken)"
+                )
             if pdu.final and not pdu.flags & 0x40:
                 break
             ttt = pdu.u32(20)
             payload = b""
         else:
-            raise ProtocolError("the SendTargets answer did not end")
+            raise ProtocolError(f"the SendTargets answer did not end within {MAX_TEXT_RESPONSES} responses")
         out: list[DiscoveredTarget] = []
-        for key, value in decode_keys(collected):
+        for key, value in decode_keys(bytes(collected)):
             if key == "TargetName":
                 out.append(DiscoveredTarget(value, ()))
             elif key == "TargetAddress" and out:
