@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         (
             "Write an MBR with syslinux boot code, a bootable ext4 System partition holding KERNEL, "
             "SYSTEM and extlinux.conf (extlinux installed), and an ext4 Storage partition over the rest. "
-            "Refuses a disk that already holds a partition table or file system unless --wipe is given."
+            "Writes a device, or an image file that holds data (whatever its format), only with --wipe; "
+            "never writes over one of its own input files."
         ),
         conflict_handler="resolve",
     )
@@ -65,7 +66,11 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     parser.add_argument(
         "--label-storage", metavar="LABEL", default="Storage", help="label of Storage (default %(default)s)"
     )
-    parser.add_argument("--wipe", action="store_true", help="overwrite a disk that already holds data")
+    parser.add_argument(
+        "--wipe",
+        action="store_true",
+        help="overwrite a device, or an image that holds data (all of it is lost)",
+    )
     add_json(parser, "report as JSON")
     parser.set_defaults(func=handle)
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,12 @@ from iscsiboot.disk.ext4 import Ext4, Ext4Error
 from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, MiB, format_size, plan_layout
 from iscsiboot.disk.probe import (
     FsInfo,
-    ProbeError,
-    ReadAt,
     probe_filesystem,
     read_partition_table,
 )
 from iscsiboot.disk.readers import file_reader
+from iscsiboot.disk.target import device_size, mounted_from, refuse_overwrite
+from iscsiboot.disk.undo import Undo
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, UsageError
 from iscsiboot.model import BootConfig
 from iscsiboot.output import warn
@@ -177,42 +176,6 @@ def model_extlinux(cfg: BootConfig, *, initrd: bool, serial: bool, append: str |
 # ------------------------------------------------------------------- helpers
 
 
-def _device_size(path: Path) -> int:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
-
-
-def existing_data(read: ReadAt, size: int) -> str | None:
-    """What the start of a disk already holds, in words, or None when it looks empty."""
-    try:
-        table = read_partition_table(read, size=size)
-    except ProbeError as exc:
-        return f"a damaged partition table ({exc.what})"
-    if table is not None:
-        return f"an {table.scheme.upper()} partition table with {len(table.partitions)} partition(s)"
-    found = probe_filesystem(read)
-    if found is not None:
-        label = f" labelled {found.label!r}" if found.label else ""
-        return f"a file system ({found.fs}){label}"
-    if read(510, 2) == b"\x55\xaa":
-        return "a boot sector"
-    return None
-
-
-def _mounted_from(device: Path) -> list[str]:
-    real = str(device.resolve())
-    out = []
-    with open("/proc/mounts", encoding="utf-8") as handle:
-        for line in handle:
-            source = line.split(" ", 1)[0]
-            if source == real or (source.startswith(real) and source[len(real) :].lstrip("p").isdigit()):
-                out.append(source)
-    return out
-
-
 def _write_boot_code(target: Path, mbr_bin: Path) -> bytes:
     code = mbr_bin.read_bytes()[:BOOT_CODE_SIZE]
     if len(code) < BOOT_CODE_SIZE // 2:
@@ -244,62 +207,57 @@ def _zero(target: Path, offset: int, length: int) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _loop(target: Path, offset: int, size: int, what: str) -> Iterator[Path]:
-    """A loop device over one partition; attached and registered with signals held back."""
-    device: Path | None = None
-    try:
-        with _uninterrupted():
-            done = run(
-                [which("losetup", hint="install util-linux"), "--find", "--show", "-o", str(offset),
-                 "--sizelimit", str(size), str(target)],
-                what=f"attach the {what} partition to a loop device",
-                fix="load the loop module (modprobe loop) and run as root",
-            )  # fmt: skip
-            device = Path(done.stdout.strip())
-        yield device
-    finally:
-        if device is not None:
-            _cleanup(["losetup", "-d", str(device)], f"detach {device}")
-
-
-@contextlib.contextmanager
-def _mounted(device: Path) -> Iterator[Path]:
-    """``device`` mounted on a new temporary directory; unmounted and removed on every path."""
-    where = Path(tempfile.mkdtemp(prefix="iscsiboot-install-"))
-    try:
-        with _uninterrupted():
-            run(
-                [which("mount"), "-t", "ext4", str(device), str(where)],
-                what=f"mount the System file system from {device}",
-            )
-        yield where
-    finally:
-        if os.path.ismount(where) and not _cleanup(["umount", str(where)], f"unmount {where}"):
-            _cleanup(["umount", "-l", str(where)], f"lazily unmount {where}")
-        with _uninterrupted(), contextlib.suppress(OSError):
-            where.rmdir()
-
-
-@contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while a clean-up step runs; they arrive right after."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _cleanup(argv: list[str], what: str) -> bool:
     """Run one clean-up step; a failure is a warning, never a second exception."""
-    with _uninterrupted():
-        try:
-            run([which(argv[0]), *argv[1:]], what=what, timeout=120)
-        except IscsibootError as exc:
-            warn(f"clean-up: {exc}")
-            return False
+    try:
+        run([which(argv[0]), *argv[1:]], what=what, timeout=120)
+    except IscsibootError as exc:
+        warn(f"clean-up: {exc}")
+        return False
+    return True
+
+
+def _attach(undo: Undo, target: Path, offset: int, size: int, what: str) -> Path:
+    """A loop device over one partition, its detach registered with it (no signal in between)."""
+    with undo.held():
+        done = run(
+            [which("losetup", hint="install util-linux"), "--find", "--show", "-o", str(offset),
+             "--sizelimit", str(size), str(target)],
+            what=f"attach the {what} partition to a loop device",
+            fix="load the loop module (modprobe loop) and run as root",
+        )  # fmt: skip
+        device = Path(done.stdout.strip())
+        undo.push(f"detach {device}", lambda: _cleanup(["losetup", "-d", str(device)], f"detach {device}"))
+    return device
+
+
+def _mount(undo: Undo, device: Path) -> Path:
+    """``device`` mounted on a new temporary folder; its unmount and removal registered first."""
+    with undo.held():
+        where = Path(tempfile.mkdtemp(prefix="iscsiboot-install-"))
+        undo.push(f"remove {where}", lambda: _remove(where, where.rmdir))
+        undo.push(f"unmount {where}", lambda: _unmount(where))
+        run([which("mount"), "-t", "ext4", str(device), str(where)],
+            what=f"mount the System file system from {device}")  # fmt: skip
+    return where
+
+
+def _unmount(where: Path) -> bool:
+    if not os.path.ismount(where):
+        return True
+    return _cleanup(["umount", str(where)], f"unmount {where}") or _cleanup(
+        ["umount", "-l", str(where)], f"lazily unmount {where}"
+    )
+
+
+def _remove(path: Path, remove: Callable[[], None]) -> bool:
+    try:
+        remove()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        warn(f"clean-up: cannot remove {path}: {exc.strerror}")
+        return False
     return True
 
 
@@ -377,27 +335,26 @@ def install(
         conf = Extlinux(text, tuple(secrets))
     carries_secret = any((s.reveal() if isinstance(s, Secret) else s) in conf.text for s in conf.secrets if s)
 
-    plan = _prepare(image=image, device=device, size=size, system_size=system_size,
-                    label_system=label_system, label_storage=label_storage, wipe=wipe)  # fmt: skip
-    plan.warnings.extend(mask(w, conf.secrets) for w in conf.warnings)
-    if config is not None and not config.firmware and not config.targets:
-        plan.warnings.append(
-            "the command line names no iSCSI target: it boots System from a local disk "
-            "(give --auto for the iBFT, or --target-name and --target-ip)"
-        )
-    if carries_secret:
-        plan.warnings.append(SECRET_WARNING)
-        if not any("/proc/cmdline" in w for w in plan.warnings):
-            plan.warnings.append(SECRET_READABLE)
-    try:
-        files = _execute(plan, kernel=kernel, system=system, initrd=initrd, conf=conf,
+    inputs = [("KERNEL", kernel), ("SYSTEM", system), ("initrd", initrd), ("boot code", mbr_bin)]
+    with Undo() as undo:
+        plan = _prepare(undo, image=image, device=device, size=size, system_size=system_size,
+                        label_system=label_system, label_storage=label_storage, wipe=wipe,
+                        inputs=[(what, path) for what, path in inputs if path is not None])  # fmt: skip
+        plan.warnings.extend(mask(w, conf.secrets) for w in conf.warnings)
+        if config is not None and not config.firmware and not config.targets:
+            plan.warnings.append(
+                "the command line names no iSCSI target: it boots System from a local disk "
+                "(give --auto for the iBFT, or --target-name and --target-ip)"
+            )
+        if carries_secret:
+            plan.warnings.append(SECRET_WARNING)
+            if not any("/proc/cmdline" in w for w in plan.warnings):
+                plan.warnings.append(SECRET_READABLE)
+        files = _execute(plan, undo, kernel=kernel, system=system, initrd=initrd, conf=conf,
                          secret_conf=carries_secret, mbr_bin=mbr_bin)  # fmt: skip
-        return _verify(plan, files, mbr_bin)
-    except BaseException:
-        if plan.created:
-            with contextlib.suppress(OSError):
-                plan.target.unlink()
-        raise
+        with undo.interruptible():
+            report = _verify(plan, files, mbr_bin)
+    return report
 
 
 def install_image(
@@ -434,6 +391,7 @@ def install_image(
 
 
 def _prepare(
+    undo: Undo,
     *,
     image: Path | None,
     device: Path | None,
@@ -442,34 +400,31 @@ def _prepare(
     label_system: str,
     label_storage: str,
     wipe: bool,
+    inputs: list[tuple[str, Path]],
 ) -> _Plan:
-    """Check the target and plan the layout; create a missing image (sparse)."""
+    """Check the target and plan the layout; create a missing image (sparse).
+
+    Nothing is written unless the target is new or holds nothing (an empty or
+    wholly sparse file), or ``wipe`` is given; an input file is never the target.
+    """
     if device is not None:
         if size is not None:
             raise UsageError("--size applies to --image only", fix="a device keeps its own size")
         if not device.exists() or not stat.S_ISBLK(device.stat().st_mode):
             raise UsageError(f"{device} is not a block device", fix="give /dev/sdX or use --image FILE")
-        users = _mounted_from(device)
+        users = mounted_from(device)
         if users:
             raise UsageError(f"{device} is in use: {', '.join(users)} is mounted", fix="unmount it first")
         target, is_image = device, False
-        disk_size = _device_size(device)
+        disk_size = device_size(device)
     else:
         assert image is not None
         target, is_image = image, True
         if image.exists() and not image.is_file():
             raise UsageError(f"{image} exists and is not a regular file", fix="use --device for devices")
-        disk_size = size if size is not None else (
-            image.stat().st_size if image.exists() else DEFAULT_IMAGE_SIZE
-        )  # fmt: skip
-    if target.exists():
-        current = _device_size(target) if not is_image else target.stat().st_size
-        found = existing_data(file_reader(target), current) if current else None
-        if found is not None and not wipe:
-            raise UsageError(
-                f"{target} already holds {found}",
-                fix="pass --wipe to overwrite it (everything on it is lost)",
-            )
+        current = image.stat().st_size if image.exists() else 0
+        disk_size = size if size is not None else current or DEFAULT_IMAGE_SIZE
+    before = refuse_overwrite(target, is_image=is_image, wipe=wipe, inputs=inputs)
     layout = plan_layout(disk_size, system_size, system_label=label_system, storage_label=label_storage)
     plan = _Plan(target, is_image, disk_size, layout)
     if disk_size > MBR_LIMIT:
@@ -478,17 +433,7 @@ def _prepare(
             f"the {format_size(disk_size - MBR_LIMIT)} beyond stay unused"
         )
     if is_image:
-        if not target.exists():
-            plan.created = True
-        try:
-            with target.open("r+b" if target.exists() else "wb") as handle:
-                handle.truncate(0 if wipe else handle.seek(0, os.SEEK_END))
-                handle.truncate(disk_size)
-        except OSError as exc:
-            if plan.created:
-                with contextlib.suppress(OSError):
-                    target.unlink()
-            raise UsageError(f"cannot create {target}: {exc.strerror}") from None
+        plan.created = _open_image(undo, target, disk_size, before)
     else:
         # the old table at the start and a GPT backup at the end must not survive
         _zero(target, 0, min(MiB, disk_size))
@@ -496,8 +441,41 @@ def _prepare(
     return plan
 
 
+def _open_image(undo: Undo, target: Path, size: int, before: os.stat_result | None) -> bool:
+    """Make ``target`` a sparse file of ``size`` bytes; True when this call created it.
+
+    A file created here is removed again unless the whole installation
+    succeeds; an existing one must still be the file that was checked.
+    """
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
+        created = False
+    except OSError as exc:
+        raise UsageError(f"cannot create {target}: {exc.strerror}") from None
+    else:
+        created = True
+        undo.keep(undo.push(f"remove {target}", lambda: _remove(target, target.unlink), only_if_clean=True))
+    try:
+        now = os.fstat(fd)
+        if not created and (before is None or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino)):
+            raise UsageError(f"{target} changed while it was checked", fix="run the command again")
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, size)
+    except (OSError, OverflowError) as exc:
+        raise UsageError(
+            f"cannot make {target} {format_size(size)} long: {getattr(exc, 'strerror', None) or exc}",
+            fix="give a smaller --size",
+        ) from None
+    finally:
+        os.close(fd)
+    return created
+
+
 def _execute(
     plan: _Plan,
+    undo: Undo,
     *,
     kernel: Path,
     system: Path,
@@ -507,50 +485,54 @@ def _execute(
     mbr_bin: Path,
 ) -> list[str]:
     layout = plan.layout
-    if plan.is_image:
-        _zero(plan.target, 0, min(MiB, plan.size))
-    run(
-        [which("sfdisk"), "--no-reread", "--no-tell-kernel", "-q", "-w", "always", str(plan.target)],
-        what=f"write the partition table of {plan.target}",
-        input_text=layout.sfdisk_script(),
-    )
-    table = read_partition_table(file_reader(plan.target), size=plan.size)
-    if table is None or [(p.start, p.size) for p in table.partitions] != [
-        (p.start, p.size) for p in layout.partitions
-    ]:
-        raise IscsibootError(f"the partition table sfdisk wrote on {plan.target} is not the planned one")
-    _write_boot_code(plan.target, mbr_bin)
+    with undo.interruptible():
+        if plan.is_image:
+            _zero(plan.target, 0, min(MiB, plan.size))
+        run(
+            [which("sfdisk"), "--no-reread", "--no-tell-kernel", "-q", "-w", "always", str(plan.target)],
+            what=f"write the partition table of {plan.target}",
+            input_text=layout.sfdisk_script(),
+        )
+        table = read_partition_table(file_reader(plan.target), size=plan.size)
+        if table is None or [(p.start, p.size) for p in table.partitions] != [
+            (p.start, p.size) for p in layout.partitions
+        ]:
+            raise IscsibootError(f"the partition table sfdisk wrote on {plan.target} is not the planned one")
+        _write_boot_code(plan.target, mbr_bin)
     files: list[str] = []
-    with contextlib.ExitStack() as stack:
-        sys_loop = stack.enter_context(_loop(plan.target, layout.system.start, layout.system.size, "System"))
-        run(
-            [which("mkfs.ext4"), "-F", "-q", *SYSTEM_MKFS_OPTIONS, "-L", layout.system.label, str(sys_loop)],
-            what="format the System partition",
-        )
-        where = stack.enter_context(_mounted(sys_loop))
-        _copy_into(kernel, where, "KERNEL")
-        files.append("/KERNEL")
-        _copy_into(system, where, "SYSTEM")
-        files.append("/SYSTEM")
-        if initrd is not None:
-            _copy_into(initrd, where, "initrd")
-            files.append("/initrd")
-        _write_into(where, "extlinux.conf", conf.text, 0o600 if secret_conf else 0o644)
-        files.append("/extlinux.conf")
-        run([which("extlinux"), "--install", str(where)], what="install extlinux into System")
-        files.append("/ldlinux.sys")
-        if (where / "ldlinux.c32").exists():
-            files.append("/ldlinux.c32")
-    with _loop(plan.target, layout.storage.start, layout.storage.size, "Storage") as store_loop:
-        run(
-            [which("mkfs.ext4"), "-F", "-q", "-L", layout.storage.label, str(store_loop)],
-            what="format the Storage partition",
-        )
-    _flush(plan.target)
-    if not plan.is_image:
-        # let the kernel see the new partitions (/dev/sdX1, /dev/sdX2); not needed by us
-        with contextlib.suppress(IscsibootError):
-            run([which("blockdev"), "--rereadpt", str(plan.target)], what="re-read the partition table")
+    with undo.scope():
+        sys_loop = _attach(undo, plan.target, layout.system.start, layout.system.size, "System")
+        with undo.interruptible():
+            mkfs = [which("mkfs.ext4"), "-F", "-q", *SYSTEM_MKFS_OPTIONS, "-L", layout.system.label]
+            run([*mkfs, str(sys_loop)], what="format the System partition")
+        where = _mount(undo, sys_loop)
+        with undo.interruptible():
+            _copy_into(kernel, where, "KERNEL")
+            files.append("/KERNEL")
+            _copy_into(system, where, "SYSTEM")
+            files.append("/SYSTEM")
+            if initrd is not None:
+                _copy_into(initrd, where, "initrd")
+                files.append("/initrd")
+            _write_into(where, "extlinux.conf", conf.text, 0o600 if secret_conf else 0o644)
+            files.append("/extlinux.conf")
+            run([which("extlinux"), "--install", str(where)], what="install extlinux into System")
+            files.append("/ldlinux.sys")
+            if (where / "ldlinux.c32").exists():
+                files.append("/ldlinux.c32")
+    with undo.scope():
+        store_loop = _attach(undo, plan.target, layout.storage.start, layout.storage.size, "Storage")
+        with undo.interruptible():
+            run(
+                [which("mkfs.ext4"), "-F", "-q", "-L", layout.storage.label, str(store_loop)],
+                what="format the Storage partition",
+            )
+    with undo.interruptible():
+        _flush(plan.target)
+        if not plan.is_image:
+            # let the kernel see the new partitions (/dev/sdX1, /dev/sdX2); not needed by us
+            with contextlib.suppress(IscsibootError):
+                run([which("blockdev"), "--rereadpt", str(plan.target)], what="re-read the partition table")
     return files
 
 

@@ -23,18 +23,25 @@ MBR_LIMIT = (1 << 32) * SECTOR  # an MBR addresses 2^32 sectors
 LABEL_MAX = 16  # bytes in the ext4 superblock
 
 _UNITS = {"": 1, "B": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB * 1024}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+SIZE_MAX = (1 << 63) - 1  # the largest file offset, beyond any disk
+_SIZE = re.compile(r"^\s*(\d{1,30})(?:\.(\d{1,30}))?\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
-    """``"4G"``, ``"256M"``, ``"512MiB"``, ``"1048576"`` as bytes (powers of 1024)."""
+    """``"4G"``, ``"256M"``, ``"512MiB"``, ``"1.5G"``, ``"1048576"`` as bytes (powers of 1024)."""
     match = _SIZE.match(text)
     if not match:
         raise UsageError(f"{what} {text!r} is not a size", fix="write a number with K, M, G or T, e.g. 256M")
-    number, unit = match.groups()
-    value = int(float(number) * _UNITS[unit.upper()])
+    whole, fraction, unit = match.groups()
+    scale = _UNITS[unit.upper()]
+    fraction = fraction or ""
+    value = (int(whole + fraction) * scale) // 10 ** len(fraction)  # exact: no float rounding
     if value <= 0:
         raise UsageError(f"{what} {text!r} is not positive")
+    if value > SIZE_MAX:
+        raise UsageError(
+            f"{what} {text!r} is larger than any disk", fix="give the size of the disk to make, e.g. 4G"
+        )
     return value
 
 

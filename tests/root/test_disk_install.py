@@ -271,7 +271,7 @@ def test_install_on_a_block_device(tmp_path: Path, files: dict[str, Path], scrat
     device = sh(tool("losetup"), "--find", "--show", backing).strip()
     try:
         done = cli("--device", device, "--system-size", "48M", "--kernel", files["kernel"],
-                   "--system", files["system"], "--auto", "--json", tmpdir=scratch)  # fmt: skip
+                   "--system", files["system"], "--auto", "--wipe", "--json", tmpdir=scratch)  # fmt: skip
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         assert report["kind"] == "device" and report["size"] == 96 * MiB

@@ -8,10 +8,11 @@ import pytest
 from disk_support import sh, sparse, tool
 from hypothesis import given
 from hypothesis import strategies as st
-from iscsiboot.disk.install import existing_data, raw_extlinux
+from iscsiboot.disk.install import raw_extlinux
 from iscsiboot.disk.layout import ALIGN, MBR_LIMIT, MiB, parse_size, plan_layout
 from iscsiboot.disk.probe import read_partition_table
 from iscsiboot.disk.readers import file_reader
+from iscsiboot.disk.target import existing_data
 from iscsiboot.errors import UsageError
 
 
