@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from iscsiboot.secret import Secret
 
@@ -13,6 +14,8 @@ def pci_text(bdf: int) -> str:
 
 def pci_parse(text: str) -> int:
     """``00:03.0`` (or ``0000:00:03.0``, domain 0 only) -> the iBFT's 16-bit BDF."""
+    if re.fullmatch(r"(?:[0-9A-Fa-f]{1,4}:)?[0-9A-Fa-f]{1,2}:[0-9A-Fa-f]{1,2}\.[0-7]", text.strip()) is None:
+        raise ValueError(text)  # ASCII hex only: int() would take other scripts' digits, signs and "_"
     parts = text.strip().split(":")
     if len(parts) == 3:
         if int(parts[0], 16) != 0:
@@ -50,7 +53,7 @@ def mac_from_bytes(raw: bytes) -> str:
 
 def mac_to_bytes(text: str) -> bytes:
     parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    if len(parts) != 6 or not all(re.fullmatch(r"[0-9A-Fa-f]{2}", p) for p in parts):
         raise ValueError(text)
     return bytes(int(p, 16) for p in parts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -45,14 +46,10 @@ def decode_keys(data: bytes) -> list[tuple[str, str]]:
 
 
 def decode_number(value: str) -> int:
-    try:
-        if value[:2] in ("0x", "0X"):
-            return int(value[2:], 16)
-        if not value.isdigit():
-            raise ValueError(value)
-        return int(value, 10)
-    except ValueError:
-        raise ProtocolError(f"{value[:40]!r} is not a number") from None
+    """An RFC 7143 number: ASCII decimal or ``0x`` hex (not other scripts' digits, signs or ``_``)."""
+    if re.fullmatch(r"[0-9]{1,20}|0[xX][0-9A-Fa-f]{1,16}", value) is None:
+        raise ProtocolError(f"{value[:40]!r} is not a number")
+    return int(value[2:], 16) if value[:2] in ("0x", "0X") else int(value, 10)
 
 
 def decode_binary(value: str) -> bytes:
