@@ -35,7 +35,7 @@ def parse_size(text: str, *, what: str = "size") -> int:
     whole, fraction, unit = match.groups()
     scale = _UNITS[unit.upper()]
     fraction = fraction or ""
-    value = (int(whole + fraction) * scale) // 10 ** len(fraction)  # exact: no float rounding
+    value: int = (int(whole + fraction) * scale) // 10 ** len(fraction)  # exact: no float rounding
     if value <= 0:
         raise UsageError(f"{what} {text!r} is not positive")
     if value > SIZE_MAX:
