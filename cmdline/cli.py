@@ -17,6 +17,7 @@ The parse path imports only the pure parser (no construct, no pyroute2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -27,9 +28,9 @@ from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.errors import EXIT_OK, UsageError
 from iscsiboot.files import read_text
-from iscsiboot.model import BootConfig, lun_to_text, to_dict
+from iscsiboot.model import BootConfig, Chap, lun_to_text, to_dict
 from iscsiboot.output import check_output, info, print_json, warn, write_output, write_text
-from iscsiboot.secret import mask
+from iscsiboot.secret import MASK, Secret
 
 PROC_CMDLINE = "/proc/cmdline"
 
@@ -206,6 +207,18 @@ def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
 # ---------------------------------------------------------------- generate
 
 
+def _masked(cfg: BootConfig) -> BootConfig:
+    """``cfg`` with every CHAP secret replaced by the mask: stdout shows the secret fields as ***."""
+
+    def hide(chap: Chap | None) -> Chap | None:
+        return None if chap is None else dataclasses.replace(chap, password=Secret(MASK))
+
+    targets = tuple(
+        dataclasses.replace(t, chap=hide(t.chap), reverse_chap=hide(t.reverse_chap)) for t in cfg.targets
+    )
+    return dataclasses.replace(cfg, targets=targets)
+
+
 def _generate_command(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output)
@@ -250,7 +263,7 @@ def _generate_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     text = result.text
     if result.secrets and not args.show_secrets:
-        text = mask(text, result.secrets)
+        text = makers[kind](_masked(cfg)).text
         warn("secrets are masked as *** on stdout; use -o FILE or --show-secrets for the real text")
     if args.json:
         print_json({"kind": kind, "text": text, "warnings": list(result.warnings)})
