@@ -65,3 +65,75 @@ def test_interrupt_cleans_up(tmp_path: Path, signum: int) -> None:
     assert _loops_under(tmp_path) == []
     assert not image.exists()
     assert list(scratch.iterdir()) == []
+
+
+SWEEP = 32  # signals spread over one run of install, SIGINT and SIGTERM in turn
+
+
+def _install(image: Path, kernel: Path, system: Path, scratch: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "iscsiboot", "install", "--image", str(image), "--size", "64M",
+         "--system-size", "40M", "--kernel", str(kernel), "--system", str(system), "--auto"],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for(image: Path, proc: subprocess.Popen[str]) -> float:
+    """When ``image`` appeared (install has begun its work); polled, as no event exists for it."""
+    deadline = time.monotonic() + 60
+    while not image.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the image was never created"
+        time.sleep(0.002)
+    return time.monotonic()
+
+
+def test_a_signal_at_any_point_of_install_leaves_nothing_behind(tmp_path: Path) -> None:
+    """SIGINT or SIGTERM at many points of one run: no loop device, mount or folder stays,
+    and the image is either gone or the whole installation."""
+    from iscsiboot.disk.inspect import inspect_disk  # noqa: PLC0415 (root tier only)
+    from iscsiboot.disk.install import MBR_BIN  # noqa: PLC0415
+    from iscsiboot.disk.readers import file_reader  # noqa: PLC0415
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    kernel = tmp_path / "KERNEL"
+    kernel.write_bytes(os.urandom(MiB))
+    system = tmp_path / "SYSTEM"
+    system.write_bytes(os.urandom(24 * MiB))
+    image = tmp_path / "disk.img"
+    proc = _install(image, kernel, system, scratch)
+    began = _wait_for(image, proc)
+    _out, err = proc.communicate(timeout=120)
+    span = time.monotonic() - began
+    assert proc.returncode == 0, err
+    outcomes: dict[str, int] = {}
+    for step in range(SWEEP + 1):
+        image.unlink(missing_ok=True)
+        signum = (signal.SIGINT, signal.SIGTERM)[step % 2]
+        proc = _install(image, kernel, system, scratch)
+        try:
+            _wait_for(image, proc)
+            time.sleep(span * step / SWEEP)
+            os.kill(proc.pid, signum)
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        where = f"signal {signum} after {span * step / SWEEP:.3f} s of {span:.3f} s: {err}"
+        assert "Traceback" not in err, where
+        assert _mounts_under(tmp_path) == [], where
+        assert _loops_under(tmp_path) == [], where
+        assert list(scratch.iterdir()) == [], where
+        if proc.returncode == 130 and not image.exists():
+            outcomes["undone"] = outcomes.get("undone", 0) + 1
+            assert "interrupted" in err, where
+            continue
+        # the signal came after the work was done: the image is a whole installation
+        assert proc.returncode in (0, 130, -signal.SIGTERM), where
+        view = inspect_disk(file_reader(image), image.stat().st_size, boot_code=MBR_BIN.read_bytes()[:440])
+        assert view.ok, (where, view.problems)
+        outcomes["done"] = outcomes.get("done", 0) + 1
+    assert outcomes.get("undone", 0) >= SWEEP // 2, outcomes
