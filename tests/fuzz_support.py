@@ -28,7 +28,7 @@ T = TypeVar("T")
 LONG_EXAMPLES = os.environ.get("ISCSIBOOT_FUZZ_EXAMPLES")
 #: One example that runs longer than this is a hang, whatever the budget.
 HANG_SECONDS = 10.0
-#: Examples run since start-up (the long run reports it).
+#: Parser runs since start-up (the long run reports it; an example may run several parsers).
 COUNT = [0]
 
 

@@ -156,7 +156,7 @@ def _with_secret(draw: st.DrawFn) -> tuple[str, tuple[str, ...]]:
     return line, pieces
 
 
-@budget(600)
+@budget(400)
 @given(_with_secret())
 def test_no_secret_in_messages(case: tuple[str, tuple[str, ...]]) -> None:
     line, pieces = case

@@ -161,7 +161,7 @@ def test_arbitrary_bytes(data: bytes, size: int, sector: int) -> None:
     clean(lambda: inspect_disk(read, size))
 
 
-@budget(300, deadline_ms=4000)
+@budget(150, deadline_ms=4000)
 @given(st.data(), st.sampled_from(("mbr", "gpt")), st.booleans(), st.integers(0, 5 * MiB))
 def test_mutated_disks(data: st.DataObject, kind: str, fix_crc: bool, size: int) -> None:
     """A boot disk with its tables or System's metadata changed: the doctor's whole inspection."""
@@ -173,7 +173,7 @@ def test_mutated_disks(data: st.DataObject, kind: str, fix_crc: bool, size: int)
     clean(lambda: inspect_disk(read, size or len(image), boot_code=bytes(440)))
 
 
-@budget(300, deadline_ms=4000)
+@budget(150, deadline_ms=4000)
 @given(st.data())
 def test_mutated_ext4(data: st.DataObject) -> None:
     fs_bytes = bytes(data.draw(_edited(ext4_image(), st.integers(0, 96 * KiB) | st.integers(0, 2 * MiB - 1))))
@@ -182,7 +182,7 @@ def test_mutated_ext4(data: st.DataObject) -> None:
     clean(lambda: _read_all(Ext4(read)))
 
 
-@budget(300)
+@budget(150)
 @given(st.text(max_size=400) | text_mutants(EXTLINUX.read_text(), edits=10))
 def test_extlinux(text: str) -> None:
     result = clean(lambda: parse_extlinux(text))

@@ -110,7 +110,7 @@ def _drain(raw: bytes, cuts: list[int], header_digest: bool, data_digest: bool, 
             pass
 
 
-@budget(400)
+@budget(250)
 @given(
     st.binary(max_size=600) | st.sampled_from(PDUS).flatmap(lambda p: mutants(p, window=56)),
     st.lists(st.integers(0, 80), max_size=6),
@@ -126,7 +126,7 @@ def test_pdu_stream(raw: bytes, cuts: list[int], hd: bool, dd: bool, from_target
 # ---------------------------------------------------------------- text keys
 
 
-@budget(300)
+@budget(150)
 @given(st.binary(max_size=300) | key_pairs.map(_wire))
 def test_text_keys(data: bytes) -> None:
     clean(lambda: decode_keys(data))
@@ -140,7 +140,7 @@ def test_text_values(value: str) -> None:
     clean(lambda: parse_target_address(value))
 
 
-@budget(300)
+@budget(150)
 @given(key_pairs, st.booleans(), st.booleans())
 def test_negotiation(answers: list[tuple[str, str]], discovery: bool, digests: bool) -> None:
     offered = dict(operational_offer(discovery=discovery, digests=digests))
@@ -211,7 +211,7 @@ def _spoiled(draw: st.DrawFn, pdu: Pdu) -> Pdu:
     return Pdu(bhs, b"", data)
 
 
-@budget(500)
+@budget(300)
 @given(st.data(), st.sampled_from(("none", "chap", "mutual")), st.booleans(), st.integers(0, 5))
 def test_login_responses(data: st.DataObject, auth: str, discovery: bool, spoil_at: int) -> None:
     """A login where the target answers honestly until one answer is spoiled (or none is)."""
@@ -279,7 +279,7 @@ def _reply(request: Pdu, op: Op, flags: int, data: bytes, *, status: int = 0) ->
     return Pdu(bytes(bhs), b"", data)
 
 
-@budget(300)
+@budget(150)
 @given(st.data(), st.integers(0, 2))
 def test_send_targets(data: st.DataObject, pieces: int) -> None:
     listing = encode_keys([("TargetName", TARGET), ("TargetAddress", "10.0.2.2:3260,1")])
@@ -293,7 +293,7 @@ def test_send_targets(data: st.DataObject, pieces: int) -> None:
     clean(session.send_targets)
 
 
-@budget(300)
+@budget(120)
 @given(st.data())
 def test_scsi_reads(data: st.DataObject) -> None:
     """INQUIRY, REPORT LUNS and READ CAPACITY answered with spoiled Data-In and SCSI Response PDUs."""
