@@ -34,15 +34,17 @@ Choices:
 
 from __future__ import annotations
 
-import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from iscsiboot.cmdline.chap import CHAP_MIN_ADVISED, check_credential
 from iscsiboot.cmdline.ipconf import format_ip
+from iscsiboot.cmdline.ipxescript import check_word
 from iscsiboot.cmdline.rootpath import format_root_path
+from iscsiboot.cmdline.syntax import bad_char, check_dnsmasq, check_text
 from iscsiboot.errors import RepresentError
-from iscsiboot.model import DEFAULT_GROUP, BootConfig, Chap, Locator, NetMode, Target
+from iscsiboot.model import DEFAULT_GROUP, BootConfig, Chap, Locator, NetMode, Target, iscsi_name_problem
 from iscsiboot.secret import Secret
 
 __all__ = [
@@ -58,6 +60,8 @@ __all__ = [
 
 #: x86 COMMAND_LINE_SIZE (bytes, with the final NUL).
 COMMAND_LINE_MAX = 2048
+#: DHCP options hold at most 255 bytes (RFC 2132): the root path (option 17) too.
+DHCP_OPTION_MAX = 255
 _AUTO_FIX = "use iSCSI firmware instead (an iBFT from iPXE or the NIC: boot=ISCSI=auto)"
 _PROC_WARNING = (
     "the kernel command line carries CHAP secrets: every local user can read them in /proc/cmdline "
@@ -77,7 +81,8 @@ class Generated:
 # ---------------------------------------------------------------- kernel command line
 
 
-def _spec_value(value: str, what: str) -> str:
+def _spec_value(value: str, what: str, *, secret: bool = False) -> str:
+    check_text(value, what, secret=secret)
     if not value or any(c.isspace() or c in ',"' for c in value):
         raise RepresentError(
             f"the {what} cannot go in an OpenELEC spec (empty, or has a comma, a quote or white space)",
@@ -87,7 +92,7 @@ def _spec_value(value: str, what: str) -> str:
 
 
 def _locator_text(locator: Locator, what: str) -> str:
-    text = str(locator)
+    text = check_text(str(locator), f"{what} locator (--{what})")
     if "," in text or '"' in text or "\n" in text:
         raise RepresentError(
             f"the {what} locator cannot go on the command line (it has a comma, a quote or a newline)",
@@ -97,7 +102,8 @@ def _locator_text(locator: Locator, what: str) -> str:
 
 
 def _token(param: str, value: str) -> str:
-    if any(c.isspace() for c in value):
+    # the kernel's isspace() is true for the byte 0xA0 too (inside some UTF-8 characters)
+    if any(c.isspace() for c in value) or 0xA0 in value.encode("utf-8"):
         return f'{param}="{value}"'
     return f"{param}={value}"
 
@@ -109,12 +115,30 @@ def _chap_items(chap: Chap | None, user_key: str, pass_key: str, what: str) -> l
     secret = check_credential(chap.password.reveal(), f"{what} secret")
     return [
         f"{user_key}={_spec_value(user, what + ' user name')}",
-        f"{pass_key}={_spec_value(secret, what + ' secret')}",
+        f"{pass_key}={_spec_value(secret, what + ' secret', secret=True)}",
     ]
+
+
+def _check_name(name: str, what: str) -> None:
+    problem = iscsi_name_problem(name)
+    if problem is not None:
+        raise RepresentError(
+            f"the {what} {problem}", fix="give an iSCSI name such as iqn.2024-01.org.example:disk"
+        )
+
+
+def _check_names(cfg: BootConfig) -> None:
+    """Every generated format writes names of RFC 3722's characters only (the storage target's too)."""
+    if cfg.initiator is not None:
+        _check_name(cfg.initiator, "initiator name (--initiator, JSON initiator)")
+    for i, target in enumerate(cfg.targets):
+        _check_name(target.name, f"target name (--target-name, JSON targets[{i}].name)")
 
 
 def spec(initiator: str, target: Target) -> str:
     """The OpenELEC ``key=value`` list (without the locator) for one target."""
+    _check_name(initiator, "initiator name (--initiator, JSON initiator)")
+    _check_name(target.name, "target name (--target-name)")
     items = [
         f"iscsi_initiator={_spec_value(initiator, 'initiator name')}",
         f"iscsi_target_name={_spec_value(target.name, 'target name')}",
@@ -131,13 +155,14 @@ def _net_tokens(cfg: BootConfig) -> list[str]:
     tokens = []
     ip = format_ip(cfg.network)
     if ip is not None:
-        tokens.append(f"ip={ip}")
+        tokens.append(f"ip={check_text(ip, 'ip= value (--ip, JSON network)')}")
     if cfg.network.mac is not None:
         tokens.append("BOOTIF=01-" + cfg.network.mac.replace(":", "-"))
     return tokens
 
 
 def _cmdline_tokens(cfg: BootConfig) -> tuple[list[str], list[str]]:
+    _check_names(cfg)
     tokens = _net_tokens(cfg)
     warnings: list[str] = []
     if cfg.storage_on_iscsi and cfg.storage is None:
@@ -202,6 +227,8 @@ def _cmdline_tokens(cfg: BootConfig) -> tuple[list[str], list[str]]:
 
 
 def _finish_line(tokens: Sequence[str], warnings: list[str], cfg: BootConfig) -> None:
+    if any(bad_char(token) is not None for token in tokens):  # every value was checked on its own
+        raise RepresentError("a value on the kernel command line has a control or line-separator character")
     length = len(" ".join(tokens))
     if length >= COMMAND_LINE_MAX:
         warnings.append(f"the command line has {length} bytes; x86 kernels take {COMMAND_LINE_MAX - 1}")
@@ -233,10 +260,19 @@ def extlinux(
 ) -> Generated:
     """A complete extlinux.conf in OpenELEC's layout (``serial`` adds the serial console)."""
     tokens, warnings = _cmdline_tokens(cfg)
+    for token in append_extra:
+        check_text(token, "kernel parameter (--append)")
+        if token.count('"') % 2:
+            raise RepresentError(
+                f"the kernel parameter (--append) {token!r} has an unbalanced '\"'",
+                fix="the kernel would read the rest of the line as one value: close the quote",
+            )
     tokens += list(append_extra)
     if serial:
         tokens.append("console=ttyS0,115200")
     for value, what in ((kernel, "kernel"), (initrd, "initrd")):
+        if value is not None:
+            check_text(value, f"{what} path (--{what})")
         if value is not None and (not value or any(c.isspace() for c in value)):
             raise RepresentError(
                 f"the {what} path {value!r} is empty or has white space", fix="rename the file"
@@ -256,6 +292,7 @@ def dracut(cfg: BootConfig) -> Generated:
     """dracut's form: ``rd.iscsi.*`` and ``netroot=iscsi:...`` (credentials in the root path)."""
     if cfg.storage_on_iscsi:
         raise RepresentError("dracut has no storage-on-iSCSI form", fix="use the cmdline or extlinux form")
+    _check_names(cfg)
     tokens = _net_tokens(cfg)
     warnings: list[str] = []
     if cfg.storage is not None:
@@ -299,6 +336,7 @@ def root_path(cfg_or_target: BootConfig | Target, *, credentials: bool = False) 
         target = cfg_or_target.targets[0]
         if len(cfg_or_target.targets) > 1:
             warnings.append(f"the root path names the boot target only ({target.name})")
+    _check_name(target.name, "target name (--target-name)")
     if target.group != DEFAULT_GROUP:
         warnings.append(f"the portal group {target.group} is not part of a root path")
     text = format_root_path(target, credentials=credentials)
@@ -306,17 +344,16 @@ def root_path(cfg_or_target: BootConfig | Target, *, credentials: bool = False) 
     return Generated(text, tuple(warnings), secrets)
 
 
-_IPXE_UNSAFE = re.compile(r"[\s\"'\\$]|[^\x21-\x7e]")
-
-
-def _ipxe_value(value: str, what: str) -> str:
+def _ipxe_value(value: str, what: str, *, secret: bool = False) -> str:
+    """A CHAP name or secret as one iPXE word (refused when iPXE would read it otherwise)."""
     check_credential(value, what)
-    if _IPXE_UNSAFE.search(value):
-        raise RepresentError(
-            f"the {what} cannot go in an iPXE script (white space, a quote, '\\' or '$')",
-            fix=f"choose a {what} without those characters",
-        )
-    return value
+    return check_word(value, what, secret=secret)
+
+
+def _embed_comment_path(path: str) -> str:
+    """``path`` for the ``make ... EMBED=`` comment: one line, quoted for the shell."""
+    check_text(path, "script path (-o)")
+    return shlex.quote(path)
 
 
 def ipxe(
@@ -333,6 +370,16 @@ def ipxe(
     ``make`` commands that embed the script (``embed_path``).  ``attempts``
     bounds the sanboot tries (then the script exits with failure, so that a
     script which chained it regains control); None retries for ever.
+
+    iPXE's script syntax has no quoting or escape (:mod:`iscsiboot.cmdline.ipxescript`),
+    so nothing is quoted: a value that iPXE would read otherwise is refused.
+    CHAP names and secrets must not start with ``#`` (a comment), be ``||``,
+    ``&&`` or ``;`` (the end of a command), hold ``${`` (a setting expansion)
+    or end in ``\\`` (a continued line); initiator and target names (the
+    storage target's too) hold only RFC 3722's letters, digits, ``-``, ``.``
+    and ``:``.  ``embed_path`` goes into the comment quoted for the shell
+    (``make`` is run from one), and is refused when it has a control or
+    line-separator character.
     """
     if attempts is not None and not 1 <= attempts <= 20:
         raise RepresentError(f"{attempts} sanboot attempts", fix="use 1-20, or retry for ever")
@@ -348,20 +395,26 @@ def ipxe(
             "no LUN given: iPXE uses LUN 0, which tgt keeps for its controller (its disks start at LUN 1; "
             "give --lun 1)"
         )
+    _check_names(cfg)
     uri = root_path(boot)
     warnings += uri.warnings
+    check_word(uri.text, "root path")
+    hooks = [root_path(extra).text for extra in cfg.targets[1:]]
+    for hook in hooks:
+        check_word(hook, "storage root path")
+    embed = _embed_comment_path(embed_path)
     lines = [
         "#!ipxe",
         f"# iSCSI boot of {boot.name} at {boot.portal} ({'embedded' if embedded else 'chain-loaded'} form)",
         "# Build it into an iPXE image from the iPXE sources (ipxe/src):",
-        f"#   make bin/ipxe.usb EMBED={embed_path}",
-        f"#   make bin/undionly.kpxe EMBED={embed_path}",
+        f"#   make bin/ipxe.usb EMBED={embed}",
+        f"#   make bin/undionly.kpxe EMBED={embed}",
     ]
     if embedded:
         lines += [":retry_dhcp", "dhcp || goto retry_dhcp"]
     lines.append("echo Ready for iSCSI boot")
     if cfg.initiator is not None:
-        lines.append(f"set initiator-iqn {_ipxe_value(cfg.initiator, 'initiator name')}")
+        lines.append(f"set initiator-iqn {check_word(cfg.initiator, 'initiator name (--initiator)')}")
     chaps = {(t.chap, t.reverse_chap) for t in cfg.targets}
     if len(chaps) > 1:
         raise RepresentError(
@@ -369,21 +422,20 @@ def ipxe(
             fix="use the same CHAP credentials on both targets",
         )
     if boot.chap is not None:
-        lines += [
-            f"set username {_ipxe_value(boot.chap.username, 'CHAP user name')}",
-            f"set password {_ipxe_value(boot.chap.password.reveal(), 'CHAP secret')}",
-        ]
+        user = _ipxe_value(boot.chap.username, "CHAP user name (--username)")
+        secret = _ipxe_value(boot.chap.password.reveal(), "CHAP secret (--password)", secret=True)
+        lines += [f"set username {user}", f"set password {secret}"]
     if boot.reverse_chap is not None:
-        lines += [
-            f"set reverse-username {_ipxe_value(boot.reverse_chap.username, 'reverse CHAP user name')}",
-            f"set reverse-password {_ipxe_value(boot.reverse_chap.password.reveal(), 'reverse CHAP secret')}",
-        ]
-    for extra in cfg.targets[1:]:
+        user = _ipxe_value(boot.reverse_chap.username, "reverse CHAP user name (--reverse-username)")
+        secret = _ipxe_value(
+            boot.reverse_chap.password.reveal(), "reverse CHAP secret (--reverse-password)", secret=True
+        )
+        lines += [f"set reverse-username {user}", f"set reverse-password {secret}"]
+    for extra, hook in zip(cfg.targets[1:], hooks, strict=True):
         lines += [
             f"# storage target {extra.name}: attached as a second SAN drive",
-            f"sanhook --drive 0x81 {root_path(extra).text} || echo could not attach {extra.name}",
+            f"sanhook --drive 0x81 {hook} || echo could not attach {extra.name}",
         ]
-    _ipxe_value(uri.text, "root path")
     if attempts is None:
         lines += [":retry_sanboot", f"sanboot {uri.text} || goto retry_sanboot"]
     else:
@@ -407,7 +459,9 @@ def dnsmasq(
 
     Requests from iPXE are recognised by option 175 or the user class
     ``iPXE``; PXE clients get ``bios_image`` or, by client architecture
-    (option 93: 7 and 9 are x86-64 UEFI), ``efi_image``.
+    (option 93: 7 and 9 are x86-64 UEFI), ``efi_image``.  Values that dnsmasq
+    would read as syntax (:func:`iscsiboot.cmdline.syntax.check_dnsmasq`) and a
+    root path over 255 bytes are refused.
     """
     warnings: list[str] = []
     if not cfg.targets:
@@ -415,18 +469,26 @@ def dnsmasq(
             "the DHCP root path needs a target (the model has none)",
             fix="give --target-name and --target-ip",
         )
+    _check_names(cfg)
     uri = root_path(cfg)
     warnings += uri.warnings
+    size = len(uri.text.encode("utf-8"))
+    if size > DHCP_OPTION_MAX:
+        raise RepresentError(
+            f"the root path has {size} bytes; DHCP option 17 holds at most {DHCP_OPTION_MAX}",
+            fix="use a shorter target name or a host address instead of a long host name",
+        )
     for value, what in (
-        (interface, "interface"),
-        (dhcp_range, "DHCP range"),
-        (tftp_root, "TFTP root"),
-        (script, "script name"),
+        (interface, "interface (--interface)"),
+        (tftp_root, "TFTP root (--tftp-root)"),
+        (script, "script name (--script)"),
         (bios_image, "BIOS image"),
         (efi_image, "EFI image"),
     ):
-        if value is not None and (not value or any(c.isspace() or c in '"#' for c in value)):
-            raise RepresentError(f"the {what} {value!r} is empty or has white space, '\"' or '#'")
+        if value is not None:
+            check_dnsmasq(value, what)
+    if dhcp_range is not None:
+        check_dnsmasq(dhcp_range, "DHCP range (--dhcp-range)", commas=True)
     if dhcp_range is None:
         dhcp_range = "192.168.1.100,192.168.1.200,12h"
         warnings.append(f"no DHCP range given; the example range {dhcp_range} is written (--dhcp-range)")
