@@ -42,10 +42,10 @@ def expect_stopped_and_powered_off(outcome: Outcome, name: str, phase: str) -> N
     why = explain(outcome, name)
     assert outcome.reason == "agent", why
     assert outcome.result is not None, why
-    assert outcome.result.get("ok") is False, why
-    assert outcome.result.get("phase") == phase, why
-    assert outcome.result.get("cause") == "break", why
-    assert f"break={phase}" in str(outcome.result.get("error")), why
+    assert outcome.result.ok is False, why
+    assert outcome.result.phase == phase, why
+    assert outcome.result.cause == "break", why
+    assert f"break={phase}" in str(outcome.result.error), why
     assert not outcome.system.reached, why
     text = outcome.console
     assert f"break={phase}: stopping before the {phase} phase" in text, why
@@ -78,14 +78,15 @@ def test_vlan_from_ibft_is_created_on_the_nic(artifacts: Artifacts, log_dir: Pat
         f"iscsiboot: network: eth0.{VLAN} is VLAN {VLAN} on eth0, {address} (as the kernel reports)" in text
     ), why
     assert outcome.result is not None
-    net = outcome.result.get("network") or {}
-    assert (net.get("device"), net.get("parent"), net.get("vlan")) == (f"eth0.{VLAN}", "eth0", VLAN), why
-    assert (net.get("address"), net.get("prefix"), net.get("mode")) == (
+    net = outcome.result.network
+    assert net is not None, why
+    assert (net.device, net.parent, net.vlan) == (f"eth0.{VLAN}", "eth0", VLAN), why
+    assert (net.address, net.prefix, net.mode) == (
         GUEST_ADDRESS,
         GUEST_PREFIX,
         "static",
     ), why
-    timeline = outcome.result.get("timeline") or {}
+    timeline = outcome.result.timeline
     assert "network" in timeline and "login" not in timeline, why
     print(f"\n{outcome.boot_seconds:.1f} s", *_agent_lines(outcome), sep="\n")  # shown with -s
 
@@ -102,8 +103,8 @@ def test_break_network_stops_reports_and_powers_off(artifacts: Artifacts, log_di
     why = explain(outcome, "break=network")
     expect_stopped_and_powered_off(outcome, "break=network", "network")
     assert outcome.result is not None
-    assert outcome.result.get("network") is None, why  # the network phase never ran
-    timeline = outcome.result.get("timeline") or {}
+    assert outcome.result.network is None, why  # the network phase never ran
+    timeline = outcome.result.timeline
     assert list(timeline) == ["config", "modules"], why
     assert "iscsiboot: network:" not in outcome.console, why
     print(f"\n{outcome.boot_seconds:.1f} s", *_agent_lines(outcome), sep="\n")  # shown with -s
