@@ -144,17 +144,36 @@ def redact(text: str) -> str:
     a root path keeps all but its credentials; an OpenELEC spec is redacted
     item by item, and the items that follow a hidden value up to the next
     known key are dropped (they are the rest of a value that held a comma).
+    A value that holds white space (a quoted token) is redacted piece by
+    piece the same way: a quote may have swallowed other parameters.
     """
     key, sep, value = text.partition("=")
     if not sep:
         return text
     if key in ("root", "netroot") and value.startswith(ROOT_PREFIX):
-        return f"{key}={redact_root_path(value)}"
+        return f"{key}={_redact_pieces(redact_root_path(value))}"
     if key in ("boot", "disk") and value.startswith("ISCSI="):
         return f"{key}=ISCSI={_redact_spec(value[len('ISCSI=') :])}"
     if key in _SHOWN_KEYS:
-        return text
+        return f"{key}={_redact_pieces(value)}"
     return f"{key}={MASK}"
+
+
+def _redact_pieces(value: str) -> str:
+    pieces = value.split()
+    if len(pieces) < 2 and not value[:1].isspace():
+        return value
+    first = "" if value[:1].isspace() else pieces.pop(0)
+    out = [first]
+    hiding = False
+    for piece in pieces:
+        key, sep, _rest = piece.partition("=")
+        if hiding and not (sep and key in _SHOWN_KEYS):
+            continue
+        shown = redact(piece)
+        hiding = shown != piece
+        out.append(shown)
+    return " ".join(out)
 
 
 def _is_locator(item: str) -> bool:
@@ -202,6 +221,12 @@ def _items(body: str, where: str) -> dict[str, tuple[str, str]]:
         key, sep, value = item.partition("=")
         if not sep or key not in SPEC_KEYS:
             _comma_in_secret(previous, where)
+        if sep and key in SPEC_KEYS and key in _SHOWN_KEYS and any(c.isspace() for c in value):
+            raise ParseError(
+                f"the value of {key} in {where} holds white space",
+                where=redact(item),
+                fix="close the double quote that opened before it, or remove the white space",
+            )
         if not sep:
             raise ParseError(
                 f"{item!r} in {where} is not key=value",
@@ -375,6 +400,13 @@ class _Builder:
 
     def token(self, token: str) -> None:
         key, sep, value = token.partition("=")
+        blank = any(c.isspace() for c in value) and not _is_locator(value)
+        if sep and blank and key in _SHOWN_KEYS and key not in ("boot", "disk"):
+            raise ParseError(
+                f"the value of {key}= holds white space",
+                where=redact(token),
+                fix="close the double quote that opened before it, or remove the white space",
+            )
         if not sep:
             if token in _DEBIAN_FLAGS or token in _DRACUT_FLAGS:
                 self.firmware = True
@@ -623,14 +655,13 @@ class _Builder:
 def _cut_root_path(token: str, following: tuple[str, ...]) -> bool:
     """Whether ``token`` may be a root path cut where white space stood in its credentials.
 
-    It has no ``@`` and a later token has one: the message about it then
-    quotes neither, since either may hold a piece of the secret.
+    A later token has an ``@``: the message about it then quotes neither,
+    since either may hold a piece of the secret.
     """
     key, _sep, value = token.partition("=")
     return (
         key in ("root", "netroot")
         and value.startswith(ROOT_PREFIX)
-        and "@" not in value
         and any("@" in piece for piece in following)
     )
 
