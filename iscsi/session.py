@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from iscsiboot.errors import IscsibootError
+from iscsiboot.files import size_text
 from iscsiboot.iscsi import scsi
 from iscsiboot.iscsi.login import Login, LoginRedirect, LoginResult, LoginSettings, random_isid
 from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, ProtocolError, make_bhs, sn_add, sn_gt, sn_lt
@@ -192,7 +193,7 @@ class Session:
             collected += pdu.data
             if len(collected) > MAX_SEND_TARGETS:
                 raise ProtocolError(
-                    f"the SendTargets answer is longer than {MAX_SEND_TARGETS // 1024} KiB "
+                    f"the SendTargets answer is longer than {size_text(MAX_SEND_TARGETS)} "
                     "(no target list is that long; the target may be hostile or broken)"
                 )
             if pdu.final and not pdu.flags & 0x40:

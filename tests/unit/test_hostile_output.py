@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from doctor_support import run_main
 from ibft_support import NOCHAP
+from iscsiboot.files import size_text
 from iscsiboot.ibft.build import build_table
 from iscsiboot.ibft.parse import parse_table
 from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, PduReader, ProtocolError, encode, make_bhs
@@ -292,7 +293,7 @@ def test_discover_refuses_a_send_targets_answer_over_its_cap(
     address = portal(_send_targets([(chunk, True), (chunk, True), (chunk, False)]))
     code, _out, err = run_main(capsys, "discover", "--portal", address, "--timeout", "5")
     assert code == 1 and err.count("\n") == 1, err
-    assert f"longer than {MAX_SEND_TARGETS // 1024} KiB" in err
+    assert f"longer than {size_text(MAX_SEND_TARGETS)}" in err and "1 MiB" in err
 
 
 def test_discover_refuses_an_answer_that_never_ends(
