@@ -400,7 +400,8 @@ class _Builder:
 
     def token(self, token: str) -> None:
         key, sep, value = token.partition("=")
-        blank = any(c.isspace() for c in value) and not _is_locator(value)
+        after_credentials = value.rpartition("@")[2] if key in ("root", "netroot") else value
+        blank = any(c.isspace() for c in after_credentials) and not _is_locator(value)
         if sep and blank and key in _SHOWN_KEYS and key not in ("boot", "disk"):
             raise ParseError(
                 f"the value of {key}= holds white space",
