@@ -39,9 +39,14 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def _no_nul(value: str, what: str) -> None:
-    """Refuse a NUL character: C strings end there, so no consumer reads what follows."""
+    """Refuse a NUL character (C strings end there, so no consumer reads what follows) and
+    bytes that were not UTF-8 (kept by the decoder as lone surrogates: no file can hold them)."""
     if "\0" in value:
         raise UsageError(f"the {what} has a NUL character", fix="remove it")
+    bad = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        shown = f"byte 0x{ord(bad) - 0xDC00:02x}" if ord(bad) >= 0xDC80 else f"U+{ord(bad):04X}"
+        raise UsageError(f"the {what} is not UTF-8 text ({shown})", fix="write it in UTF-8")
 
 
 def _utf8_size(text: str) -> int:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -175,6 +179,35 @@ def test_nul_is_refused_everywhere(make: object) -> None:
     with pytest.raises(UsageError, match="NUL") as info:
         make()  # type: ignore[operator]
     assert "a-long" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Target("iqn.2024-01.lab:d\udcffisk", "10.0.0.1"),  # argv's undecodable byte 0xff
+        lambda: BootConfig(initiator="iqn.2024-01.lab:h\ud800"),
+        lambda: Chap("us\udcfeer", Secret("a-long-chap-secret")),
+        lambda: Chap("user", Secret("a-long\udcfe-secret")),
+        lambda: Locator(LocatorKind.LABEL, "Sys\udcfftem"),
+    ],
+)
+def test_text_that_was_not_utf8_is_refused(make: object) -> None:
+    with pytest.raises(UsageError, match="not UTF-8 text") as info:
+        make()  # type: ignore[operator]
+    assert "a-long" not in str(info.value)
+
+
+def test_a_name_that_was_not_utf8_is_one_line_and_exit_2_under_a_strict_locale() -> None:
+
+    exe = Path(sys.executable).with_name("iscsiboot")
+    line = b"iscsi_initiator=iqn.2024-01.a:b iscsi_target_name=iqn.2024-01.x:\xff iscsi_target_ip=10.0.0.1"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
+    done = subprocess.run(
+        [exe, b"cmdline", b"parse", line], env=env, capture_output=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert err.count("\n") == 1 and "not UTF-8 text (byte 0xff)" in err and "Traceback" not in err
 
 
 def test_iscsi_names_have_at_most_223_bytes() -> None:
