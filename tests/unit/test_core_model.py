@@ -198,7 +198,6 @@ def test_text_that_was_not_utf8_is_refused(make: object) -> None:
 
 
 def test_a_name_that_was_not_utf8_is_one_line_and_exit_2_under_a_strict_locale() -> None:
-
     exe = Path(sys.executable).with_name("iscsiboot")
     line = b"iscsi_initiator=iqn.2024-01.a:b iscsi_target_name=iqn.2024-01.x:\xff iscsi_target_ip=10.0.0.1"
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
