@@ -186,6 +186,16 @@ class Reporter:
     def mask(self, text: str) -> str:
         return mask(text, self.secrets)
 
+    def masked(self, value: object) -> object:
+        """``value`` with every string in it masked, field by field (before JSON escapes a secret)."""
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {self.mask(k): self.masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.masked(v) for v in value]
+        return value
+
     def _kernel(self, text: str, level: int) -> None:
         if self.kmsg is None:
             return
@@ -230,7 +240,7 @@ class Reporter:
             self.line(f"timeline: {steps} (total {result.total:.2f} s)")
         else:
             self.line(failure_paragraph(result), level=3)
-        data = json.loads(self.mask(json.dumps(result.to_dict())))  # masked: the secrets never leave
+        data = {k: self.masked(v) for k, v in result.to_dict().items()}  # the secrets never leave
         if self.report_path is not None:
             try:
                 os.makedirs(os.path.dirname(self.report_path), exist_ok=True)

@@ -9,6 +9,7 @@ import random
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from iscsiboot.agent import PHASES, RUNTIME_MODULES
@@ -210,6 +211,20 @@ def test_reporter_masks_secrets_everywhere(tmp_path, capsys) -> None:  # type: i
     assert data["ok"] is False and data["phase"] == "login" and data["timeline"]["login"] == 2.0
     assert {"ok", "phase", "error", "timeline", "system", "storage"} <= set(data)
     assert "<3>iscsiboot: iSCSI boot failed in the login phase" in kmsg.read_text()
+
+
+@pytest.mark.parametrize("secret", ['quote"d-secret-1', "back\\slash-secret", "tab\tsecret-long"])
+def test_report_masks_a_secret_that_json_would_escape(tmp_path: Path, secret: str) -> None:
+    """JSON writes '"' and '\\' escaped: the report masks each field before that, not the JSON text."""
+    console = io.StringIO()
+    report = tmp_path / "report.json"
+    reporter = Reporter(console, kmsg=None, report_path=str(report))
+    reporter.add_secrets([Secret(secret)])
+    result = RunResult(ok=False, phase="login", error="cannot log in", evidence=f"sent {secret}")
+    line = reporter.finish(result)
+    for text in (line, report.read_text(), console.getvalue()):
+        assert json.dumps(secret)[1:-1] not in text and secret not in text
+    assert json.loads(report.read_text())["evidence"] == "sent ***"
 
 
 def test_failure_paragraph_names_phase_cause_evidence_fix() -> None:
