@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iscsiboot.cmdline.syntax import check_text
 from iscsiboot.disk.ext4 import Ext4, Ext4Error
 from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, MiB, format_size, plan_layout
 from iscsiboot.disk.probe import (
@@ -140,8 +141,12 @@ class _Plan:
 
 
 def raw_extlinux(append: str, *, initrd: bool, serial: bool) -> str:
-    """extlinux.conf for a kernel command line given as it is (no boot model)."""
-    words = append.split()
+    """extlinux.conf for a kernel command line given as it is (no boot model).
+
+    White space (line breaks included) only separates words; any other control
+    character is refused (the line may hold a password, so it is not shown).
+    """
+    words = [check_text(w, "kernel command line (--append)", secret=True) for w in append.split()]
     if serial and not any(w.startswith("console=ttyS0") for w in words):
         words.append("console=ttyS0,115200")
     lines = []

@@ -13,7 +13,7 @@ from iscsiboot.disk.layout import ALIGN, MBR_LIMIT, MiB, parse_size, plan_layout
 from iscsiboot.disk.probe import read_partition_table
 from iscsiboot.disk.readers import file_reader
 from iscsiboot.disk.target import existing_data
-from iscsiboot.errors import UsageError
+from iscsiboot.errors import RepresentError, UsageError
 
 
 def test_plan_small_image() -> None:
@@ -107,3 +107,12 @@ def test_raw_extlinux() -> None:
     assert "  APPEND root=/dev/x quiet console=ttyS0,115200" in text
     plain = raw_extlinux("console=ttyS0,9600", initrd=False, serial=True)
     assert "INITRD" not in plain and plain.count("console=") == 1
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x00", "\x7f", "\x01", "\x9b"])
+def test_raw_append_refuses_control_characters(char: str) -> None:
+    """install --append without a model: white space separates words, other control characters are refused."""
+    assert "APPEND a b c" in raw_extlinux("a\nb\u2028c", initrd=False, serial=False)
+    with pytest.raises(RepresentError, match="control or line-separator") as info:
+        raw_extlinux(f"ip=dhcp iscsi_password=pw{char}x", initrd=False, serial=False)
+    assert "pw" not in str(info.value)
