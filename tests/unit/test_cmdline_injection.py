@@ -50,7 +50,8 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 @pytest.mark.parametrize("char", BREAKS)
 def test_extlinux_refuses_line_breaks_in_every_value(char: str) -> None:
-    label = Locator(LocatorKind.LABEL, f"Sys{char}KERNEL /evil") if char != "\x00" else None
+    # the model itself refuses a NUL and a lone surrogate in a locator (tests/unit/test_core_model.py)
+    label = Locator(LocatorKind.LABEL, f"Sys{char}KERNEL /evil") if char not in ("\x00", "\ud800") else None
     cases: list[tuple[dict[str, object], str]] = [
         ({"append_extra": (f"quiet{char}KERNEL",)}, "--append"),
         ({"kernel": f"/KERNEL{char}APPEND"}, "--kernel"),
