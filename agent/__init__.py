@@ -60,6 +60,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.phases.label",
     "iscsiboot.agent.phases.mount",
     "iscsiboot.agent.phases.handoff",
+    "iscsiboot.cmdline.words",
     "iscsiboot.cmdline.parse",
     "iscsiboot.ibft.sources",
     "iscsiboot.ibft.types",

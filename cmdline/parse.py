@@ -47,7 +47,19 @@ from dataclasses import dataclass
 
 from iscsiboot.cmdline.ipconf import parse_ip
 from iscsiboot.cmdline.rootpath import PREFIX as ROOT_PREFIX
-from iscsiboot.cmdline.rootpath import parse_root_path, redact_root_path
+from iscsiboot.cmdline.rootpath import parse_root_path
+from iscsiboot.cmdline.words import (
+    DEBIAN_FLAGS,
+    DRACUT_FLAGS,
+    DRACUT_KEYS,
+    DRACUT_OTHER,
+    SECRET_KEYS,
+    SHOWN_KEYS,
+    SPEC_KEYS,
+    is_locator,
+    redact,
+    tokenize,
+)
 from iscsiboot.errors import ParseError, UsageError
 from iscsiboot.model import DEFAULT_GROUP, DEFAULT_PORT, BootConfig, Chap, Locator, Network, Target
 from iscsiboot.secret import MASK, Secret
@@ -61,44 +73,7 @@ __all__ = [
     "tokenize",
 ]
 
-#: OpenELEC spec keys (also Debian's separate tokens) -> field.
-SPEC_KEYS: dict[str, str] = {
-    "iscsi_initiator": "initiator",
-    "iscsi_target_name": "name",
-    "iscsi_target_ip": "address",
-    "iscsi_target_port": "port",
-    "iscsi_target_group": "group",
-    "iscsi_username": "username",
-    "iscsi_password": "password",
-    "iscsi_in_username": "in_username",
-    "iscsi_in_password": "in_password",
-}
-#: dracut's ``rd.iscsi.*`` parameters that carry a value -> field.
-DRACUT_KEYS: dict[str, str] = {
-    "rd.iscsi.initiator": "initiator",
-    "rd.iscsi.target.name": "name",
-    "rd.iscsi.target.ip": "address",
-    "rd.iscsi.target.port": "port",
-    "rd.iscsi.target.group": "group",
-    "rd.iscsi.username": "username",
-    "rd.iscsi.password": "password",
-    "rd.iscsi.in.username": "in_username",
-    "rd.iscsi.in.password": "in_password",
-}
-_DRACUT_FLAGS = ("rd.iscsi.firmware", "rd.iscsi.ibft")
-# dracut options that exist but do not change the model.
-_DRACUT_OTHER = ("rd.iscsi.waitnet", "rd.iscsi.testroute", "rd.iscsi.transport", "rd.iscsi.param")
-_DEBIAN_FLAGS = ("iscsi_auto", "iscsi_firmware")
-_SECRET_KEYS = ("iscsi_password", "iscsi_in_password")
 _LOCATOR_FIX = "end the spec with a comma and the locator, e.g. ,LABEL=System"
-_PASSWORD_FIELDS = ("password", "in_password")
-#: Keys whose values a message may quote: every known key but the passwords, and the
-#: parameters of other parts of the line.  Any other key's value is shown as ***.
-_SHOWN_KEYS = frozenset(
-    [k for k, f in (*SPEC_KEYS.items(), *DRACUT_KEYS.items()) if f not in _PASSWORD_FIELDS]
-    + [*_DRACUT_FLAGS, *_DEBIAN_FLAGS, "rd.iscsi.waitnet", "rd.iscsi.testroute", "rd.iscsi.transport"]
-    + ["ip", "BOOTIF", "nameserver", "vlan", "boot", "disk", "root", "netroot", "LABEL", "UUID"]
-)
 _BOOTIF = re.compile(r"^01-([0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5})$")
 
 
@@ -108,90 +83,6 @@ class Parsed:
 
     config: BootConfig
     warnings: tuple[str, ...] = ()
-
-
-def tokenize(text: str) -> tuple[str, ...]:
-    """Split like the kernel: white space separates, double quotes group and go away.
-
-    Everything after a lone ``--`` belongs to init and is dropped.
-    """
-    tokens: list[str] = []
-    current: list[str] = []
-    started = False
-    quoted = False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-            started = True
-        elif ch.isspace() and not quoted:
-            if started:
-                tokens.append("".join(current))
-            current, started = [], False
-        else:
-            current.append(ch)
-            started = True
-    if started:
-        tokens.append("".join(current))
-    if "--" in tokens:
-        tokens = tokens[: tokens.index("--")]
-    return tuple(tokens)
-
-
-def redact(text: str) -> str:
-    """A token (or an item of an OpenELEC spec) as a message may quote it: secret fields as ``***``.
-
-    ``key=value`` keeps its value only for the keys of :data:`_SHOWN_KEYS`;
-    a root path keeps all but its credentials; an OpenELEC spec is redacted
-    item by item, and the items that follow a hidden value up to the next
-    known key are dropped (they are the rest of a value that held a comma).
-    A value that holds white space (a quoted token) is redacted piece by
-    piece the same way: a quote may have swallowed other parameters.
-    """
-    key, sep, value = text.partition("=")
-    if not sep:
-        return text
-    if key in ("root", "netroot") and value.startswith(ROOT_PREFIX):
-        return f"{key}={_redact_pieces(redact_root_path(value))}"
-    if key in ("boot", "disk") and value.startswith("ISCSI="):
-        return f"{key}=ISCSI={_redact_spec(value[len('ISCSI=') :])}"
-    if key in _SHOWN_KEYS:
-        return f"{key}={_redact_pieces(value)}"
-    return f"{key}={MASK}"
-
-
-def _redact_pieces(value: str) -> str:
-    pieces = value.split()
-    if len(pieces) < 2 and not value[:1].isspace():
-        return value
-    first = "" if value[:1].isspace() else pieces.pop(0)
-    out = [first]
-    hiding = False
-    for piece in pieces:
-        key, sep, _rest = piece.partition("=")
-        if hiding and not (sep and key in _SHOWN_KEYS):
-            continue
-        shown = redact(piece)
-        hiding = shown != piece
-        out.append(shown)
-    return " ".join(out)
-
-
-def _is_locator(item: str) -> bool:
-    return item.startswith(("LABEL=", "UUID=", "/"))
-
-
-def _redact_spec(body: str) -> str:
-    items = body.split(",")
-    out: list[str] = []
-    hiding = False
-    for i, item in enumerate(items):
-        key, sep, _value = item.partition("=")
-        if hiding and not (sep and key in SPEC_KEYS) and not (i == len(items) - 1 and _is_locator(item)):
-            continue
-        shown = item if _is_locator(item) else redact(item)
-        hiding = shown != item
-        out.append(shown)
-    return ",".join(out)
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -205,7 +96,7 @@ def _suggest(key: str, valid: list[str]) -> str:
 
 def _comma_in_secret(previous: str | None, where: str) -> None:
     """Raise when an item follows a password: the password held a comma (never echo it)."""
-    if previous in _SECRET_KEYS:
+    if previous in SECRET_KEYS:
         raise ParseError(
             f"the value of {previous} in {where} seems to contain a comma",
             where=f"{previous}={MASK}",
@@ -221,7 +112,7 @@ def _items(body: str, where: str) -> dict[str, tuple[str, str]]:
         key, sep, value = item.partition("=")
         if not sep or key not in SPEC_KEYS:
             _comma_in_secret(previous, where)
-        if sep and key in SPEC_KEYS and key in _SHOWN_KEYS and any(c.isspace() for c in value):
+        if sep and key in SPEC_KEYS and key in SHOWN_KEYS and any(c.isspace() for c in value):
             raise ParseError(
                 f"the value of {key} in {where} holds white space",
                 where=redact(item),
@@ -401,20 +292,21 @@ class _Builder:
     def token(self, token: str) -> None:
         key, sep, value = token.partition("=")
         after_credentials = value.rpartition("@")[2] if key in ("root", "netroot") else value
-        blank = any(c.isspace() for c in after_credentials) and not _is_locator(value)
-        if sep and blank and key in _SHOWN_KEYS and key not in ("boot", "disk"):
+        # a locator may hold white space (LABEL="My Disk"), but only where a locator stands
+        blank = any(c.isspace() for c in after_credentials) and not (key == "root" and is_locator(value))
+        if sep and blank and key in SHOWN_KEYS and key not in ("boot", "disk"):
             raise ParseError(
                 f"the value of {key}= holds white space",
                 where=redact(token),
                 fix="close the double quote that opened before it, or remove the white space",
             )
         if not sep:
-            if token in _DEBIAN_FLAGS or token in _DRACUT_FLAGS:
+            if token in DEBIAN_FLAGS or token in DRACUT_FLAGS:
                 self.firmware = True
             elif token in SPEC_KEYS or token in DRACUT_KEYS:
                 raise ParseError(f"{token} needs a value", where=token, fix=f"write {token}=<value>")
             elif token.startswith("iscsi_"):
-                _check_key(token, token, [*SPEC_KEYS, *_DEBIAN_FLAGS])
+                _check_key(token, token, [*SPEC_KEYS, *DEBIAN_FLAGS])
             elif token.startswith("rd.iscsi."):
                 self.check_dracut_key(token, token)
             return
@@ -422,16 +314,16 @@ class _Builder:
             self.once(key, token)
             self.boot_disk(key, value, token)
         elif key.startswith("iscsi_"):
-            if key in _DEBIAN_FLAGS:
+            if key in DEBIAN_FLAGS:
                 raise ParseError(f"{key} takes no value", where=redact(token), fix=f"write {key} alone")
             _check_key(key, token, list(SPEC_KEYS))
             self.keyed(self.debian, key, value, token)
         elif key.startswith("rd.iscsi."):
-            if key in _DRACUT_FLAGS:
+            if key in DRACUT_FLAGS:
                 if value not in ("1", "0", "yes", "no", "on", "off"):
                     raise ParseError(f"{key} takes 1 or 0", where=redact(token), fix=f"write {key}=1")
                 self.firmware = self.firmware or value in ("1", "yes", "on")
-            elif key not in _DRACUT_OTHER:
+            elif key not in DRACUT_OTHER:
                 self.check_dracut_key(key, token)
                 self.keyed(self.dracut, key, value, token)
         elif key in ("root", "netroot"):
@@ -462,7 +354,7 @@ class _Builder:
             )
 
     def check_dracut_key(self, key: str, token: str) -> None:
-        valid = [*DRACUT_KEYS, *_DRACUT_FLAGS, *_DRACUT_OTHER]
+        valid = [*DRACUT_KEYS, *DRACUT_FLAGS, *DRACUT_OTHER]
         _check_key(key, token, valid)
 
     def keyed(self, store: dict[str, tuple[str, str]], key: str, value: str, token: str) -> None:

@@ -53,6 +53,10 @@ def _error(line: str) -> str:
         # a quote left open swallows the password into another parameter's value
         (f'iscsi_target_group=" iscsi_password={SECRET}"', "white space"),
         (f'ip=" iscsi_password={SECRET}"', "white space"),
+        # ... also when the swallowing value starts like a device path (a locator)
+        (f'ip=/" iscsi_in_password={SECRET}:', "white space"),
+        (f'nameserver=/" iscsi_password={SECRET}', "white space"),
+        (f'boot=ISCSI=/" iscsi_password={SECRET} ', "empty iSCSI options"),
     ],
 )
 def test_errors_never_show_the_secret(line: str, needle: str) -> None:
