@@ -24,10 +24,11 @@ from ibft_support import NOCHAP
 from iscsiboot.files import size_text
 from iscsiboot.ibft.build import build_table
 from iscsiboot.ibft.parse import parse_table
-from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, PduReader, ProtocolError, encode, make_bhs
+from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, ProtocolError, make_bhs
 from iscsiboot.iscsi.session import MAX_SEND_TARGETS, MAX_TEXT_RESPONSES
 from iscsiboot.iscsi.text import decode_keys, encode_keys
 from iscsiboot.output import printable
+from peer_support import PeerSocket
 
 INITIATOR = "iqn.2003-01.org.example:box"
 TARGET = [
@@ -172,23 +173,11 @@ def test_ibft_show_escapes_the_strings_of_a_crafted_table(tmp_path: Path) -> Non
 Script = Callable[["Peer"], None]
 
 
-class Peer:
+class Peer(PeerSocket):
     """The target's side of one connection: read an initiator's PDUs, answer with StatSN in order."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader = PduReader(from_target=False)
-        self.stat_sn = 7
-
-    def recv(self) -> Pdu:
-        while True:
-            pdu = self.reader.next()
-            if pdu is not None:
-                return pdu
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.reader.feed(chunk)
+        super().__init__(sock, stat_sn=7)
 
     def answer(
         self, request: Pdu, op: int, *, flags: int, data: bytes = b"", ttt: int = RESERVED_TAG
@@ -200,7 +189,7 @@ class Peer:
         struct.pack_into(">II", bhs, 16, request.itt, ttt)
         struct.pack_into(">III", bhs, 24, self.stat_sn, request.u32(24) + 1, request.u32(24) + 32)
         self.stat_sn += 1
-        self.sock.sendall(encode(Pdu(bytes(bhs), b"", data)))
+        self.send(Pdu(bytes(bhs), b"", data))
 
     def login(self) -> None:
         """A discovery login without authentication, answered in whatever stages the initiator asks."""

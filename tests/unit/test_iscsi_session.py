@@ -18,26 +18,12 @@ from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, PduReader, ProtocolError,
 from iscsiboot.iscsi.session import ScsiError, Session
 from iscsiboot.iscsi.text import Params
 from iscsiboot.iscsi.transport import Transport, TransportError
+from peer_support import PeerSocket
 
 
-class Peer:
+class Peer(PeerSocket):
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader = PduReader(from_target=False)
-        self.stat_sn = 100
-
-    def recv(self) -> Pdu:
-        while True:
-            pdu = self.reader.next()
-            if pdu is not None:
-                return pdu
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.reader.feed(chunk)
-
-    def send(self, pdu: Pdu) -> None:
-        self.sock.sendall(encode(pdu))
+        super().__init__(sock, stat_sn=100)
 
     def target_pdu(
         self, op: int, itt: int, *, flags: int = 0x80, data: bytes = b"", max_cmd_sn: int = 50
