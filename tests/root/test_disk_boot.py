@@ -31,6 +31,20 @@ def _mounts_under(prefix: Path) -> list[str]:
         return [line for line in handle if str(prefix) in line.split()[1]]
 
 
+SWEEP = 32  # signals spread over one run of install, SIGINT and SIGTERM in turn
+
+
+def _install(
+    image: Path, kernel: Path, system: Path, scratch: Path, *, size: str = "64M", system_size: str = "40M"
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "iscsiboot", "install", "--image", str(image), "--size", size,
+         "--system-size", system_size, "--kernel", str(kernel), "--system", str(system), "--auto"],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cleans_up(tmp_path: Path, signum: int) -> None:
     """A signal while files are copied into the mounted System: no mount, loop or image stays."""
@@ -41,12 +55,7 @@ def test_interrupt_cleans_up(tmp_path: Path, signum: int) -> None:
     system = tmp_path / "SYSTEM"
     system.write_bytes(os.urandom(200 * MiB))
     image = tmp_path / "disk.img"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iscsiboot", "install", "--image", str(image), "--size", "320M",
-         "--system-size", "280M", "--kernel", str(kernel), "--system", str(system), "--auto"],
-        env={**os.environ, "TMPDIR": str(scratch)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _install(image, kernel, system, scratch, size="320M", system_size="280M")
     try:
         deadline = time.monotonic() + 120
         while not _mounts_under(scratch):
@@ -65,18 +74,6 @@ def test_interrupt_cleans_up(tmp_path: Path, signum: int) -> None:
     assert _loops_under(tmp_path) == []
     assert not image.exists()
     assert list(scratch.iterdir()) == []
-
-
-SWEEP = 32  # signals spread over one run of install, SIGINT and SIGTERM in turn
-
-
-def _install(image: Path, kernel: Path, system: Path, scratch: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "iscsiboot", "install", "--image", str(image), "--size", "64M",
-         "--system-size", "40M", "--kernel", str(kernel), "--system", str(system), "--auto"],
-        env={**os.environ, "TMPDIR": str(scratch)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
 
 
 def _wait_for(image: Path, proc: subprocess.Popen[str]) -> float:
