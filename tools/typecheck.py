@@ -1,12 +1,18 @@
-"""Run ``mypy --strict`` on the installed layout.
+"""Run ``mypy --strict`` on the installed layout, the tests and the tools.
 
 The folders are mapped into ``iscsiboot.<folder>`` by setuptools, which mypy
 cannot follow from the source tree.  This script lays out the same package
 shape as symbolic links under ``build/typecheck/`` and checks that.
+
+The tests import their support modules (``tests/*.py``) by bare name, so
+``tests/`` is on the module search path.  Tier folders hold files with the
+same basename (``unit/test_doctor.py``, ``target/test_doctor.py``); explicit
+package bases name them by their tier folder, which keeps the names apart.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +35,21 @@ def main() -> int:
     for package, folder in mapping.items():
         if package != "iscsiboot":
             (top / package.split(".", 1)[1]).symlink_to(ROOT / folder, target_is_directory=True)
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "iscsiboot"]
-    return subprocess.call(cmd, cwd=tree)
+    tests = ROOT / "tests"
+    tools = sorted(str(path) for path in (ROOT / "tools").glob("*.py"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--explicit-package-bases",
+        "iscsiboot",
+        str(tests),
+        *tools,
+    ]
+    env = {**os.environ, "MYPYPATH": str(tests)}
+    return subprocess.call(cmd, cwd=tree, env=env)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from iscsiboot.cmdline import generate
-from iscsiboot.cmdline.ipxescript import expands, read_script
+from iscsiboot.cmdline.ipxescript import Command, expands, read_script
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.cmdline.syntax import bad_char
 from iscsiboot.disk.inspect import parse_extlinux
@@ -47,9 +48,9 @@ secrets = st.builds(lambda w: Secret(MARK + w), words)
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
 
-def _try(make: object, *args: object) -> object | None:
+def _try(make: Callable[..., object], *args: object) -> object | None:
     try:
-        return make(*args)  # type: ignore[operator]
+        return make(*args)
     except IscsibootError:
         return None
 
@@ -156,7 +157,8 @@ def test_ipxe_reads_back_as_written(cfg: BootConfig | None, path: str, embedded:
     assert {c.words[0] for c in commands} <= {"dhcp", "goto", "echo", "set", "sanhook", "sanboot", "exit"}
     assert not any(expands(w) for c in commands for w in c.words)
     assert all(
-        not line.comment or line.commands == ((),) or not line.commands[0].words for line in script.lines
+        not line.comment or line.commands == (Command(()),) or not line.commands[0].words
+        for line in script.lines
     )
     sets = {c.words[1]: " ".join(c.words[2:]) for c in commands if c.words[0] == "set"}
     boot = cfg.targets[0]

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from ibft_support import REVERSE_SECRET, SECRET, memory_image, sample_paths, sample_sysfs, vector_table
 from iscsiboot.ibft.build import build_table
 from iscsiboot.ibft.mapping import table_to_model
-from iscsiboot.ibft.parse import Parsed, parse_table
+from iscsiboot.ibft.parse import parse_table
 from iscsiboot.ibft.render import explain, table_to_dict
 from iscsiboot.ibft.sources import read_sysfs_parsed, scan_memory
 from iscsiboot.ibft.sysfs import to_sysfs
+from iscsiboot.ibft.types import Parsed
 
 SAMPLES = (*(p.read_bytes() for p in sample_paths()), build_table(vector_table()))
 SYSFS = tuple(sample_sysfs(p) for p in sample_paths())

@@ -93,7 +93,12 @@ def _sample_pdus() -> tuple[bytes, ...]:
     keys = encode_keys([("TargetName", TARGET), ("TargetAddress", "10.0.2.2:3260,1")])
     pdus = [Pdu(bytes(login), b"", keys), Pdu(bytes(text), b"", keys), Pdu(bytes(data_in), b"", bytes(512))]
     pdus.append(Pdu(bytes(nop), b"\0\0\0\0", b"ping"))
-    return tuple(encode(p, header_digest=hd, data_digest=dd) for p in pdus for hd in (0, 1) for dd in (0, 1))
+    return tuple(
+        encode(p, header_digest=hd, data_digest=dd)
+        for p in pdus
+        for hd in (False, True)
+        for dd in (False, True)
+    )
 
 
 PDUS = _sample_pdus()

@@ -162,7 +162,7 @@ def test_install_image_cli(tmp_path: Path, files: dict[str, Path], scratch: Path
 
 def test_refuses_existing_data_without_wipe(tmp_path: Path, files: dict[str, Path], scratch: Path) -> None:
     image = tmp_path / "disk.img"
-    args = ["--image", image, "--size", "64M", "--system-size", "32M",
+    args: list[str | Path] = ["--image", image, "--size", "64M", "--system-size", "32M",
             "--kernel", files["kernel"], "--system", files["system"], "--auto"]  # fmt: skip
     assert cli(*args, tmpdir=scratch).returncode == 0
     before = hashlib.sha256(image.read_bytes()).hexdigest()

@@ -51,7 +51,7 @@ def test_recorded_code_is_used_and_behaves_the_same(tmp_path: Path) -> None:
     assert repr(a) == repr(b) == "Point(x=1, y=2, tags=('x',))"
     assert a == cached(1, 2, ("x",)) and a != cached(2) and hash(a) == hash(cached(1, 2, ("x",)))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        a.x = 5  # type: ignore[misc]
+        a.x = 5
 
 
 def test_a_source_not_in_the_table_compiles_as_before(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from iscsiboot.agent import BASE_MODULES
+from iscsiboot.agent.phases.modules import Loader
 from iscsiboot.agent.startup.early import (
     Early,
     ack_errors,
@@ -54,7 +55,7 @@ def test_peak_memory_of_this_process(tmp_path: Path) -> None:
     assert peak_rss_kib(str(tmp_path / "none")) is None
 
 
-class FakeLoader:
+class FakeLoader(Loader):
     """Records the order of the kernel work; the real loader is tested in test_agent_modules."""
 
     def __init__(self) -> None:

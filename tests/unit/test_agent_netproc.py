@@ -15,6 +15,7 @@ import pytest
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases import network
+from iscsiboot.agent.phases.modules import Loader
 from iscsiboot.agent.plan import NetPlan, NetResult
 from iscsiboot.agent.startup.netproc import PRIORITY, Lines, NetWorker, WorkerGone, encode
 from iscsiboot.model import NetMode
@@ -47,7 +48,7 @@ def test_plan_and_result_cross_as_json() -> None:
     assert NetResult.from_dict({**json.loads(json.dumps(result.to_dict())), "later": 1}) == result
 
 
-class Loader:
+class FakeLoader(Loader):
     """What the worker needs of the module loader: the NIC drivers (the real one: test_agent_modules)."""
 
     def __init__(self, exit_code: int | None = None, *, hang: bool = False) -> None:
@@ -66,7 +67,7 @@ OFF = NetPlan(NetMode.OFF, None, None, None)
 
 
 def test_worker_reports_its_start_and_the_phase_error(tmp_path: Path) -> None:
-    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path))
+    worker = NetWorker.start(FakeLoader(), dhcp=False, sysfs=str(tmp_path))
     assert worker.wait_nics(30)
     assert worker.nics == ["virtio_pci", "virtio_net"] and worker.links == {}
     assert worker.first_netlink is not None
@@ -86,7 +87,7 @@ def test_worker_reports_its_start_and_the_phase_error(tmp_path: Path) -> None:
 
 
 def test_a_run_that_stops_before_the_network_ends_the_worker(tmp_path: Path) -> None:
-    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path))
+    worker = NetWorker.start(FakeLoader(), dhcp=False, sysfs=str(tmp_path))
     assert worker.wait_nics(30)
     started = time.monotonic()
     worker.stop()  # end of file on its pipe
@@ -102,7 +103,7 @@ def _worker_that(monkeypatch: pytest.MonkeyPatch, does: Callable[[bool], None]) 
 
 def test_a_hung_worker_is_killed_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hang = _worker_that(monkeypatch, lambda dhcp: time.sleep(120))
-    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path), before_worker=hang)
+    worker = NetWorker.start(FakeLoader(), dhcp=False, sysfs=str(tmp_path), before_worker=hang)
     assert worker.wait_nics(30)
     started = time.monotonic()
     worker.stop()
@@ -112,7 +113,7 @@ def test_a_hung_worker_is_killed_at_the_end(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_a_hung_start_up_child_is_killed(tmp_path: Path) -> None:
-    worker = NetWorker.start(Loader(hang=True), dhcp=False, sysfs=str(tmp_path))
+    worker = NetWorker.start(FakeLoader(hang=True), dhcp=False, sysfs=str(tmp_path))
     starter = worker.starter
     started = time.monotonic()
     assert not worker.wait_nics(0.2)  # no report in time: the child is killed and reaped
@@ -124,7 +125,7 @@ def test_a_hung_start_up_child_is_killed(tmp_path: Path) -> None:
 
 
 def test_a_dead_start_up_child_leaves_the_worker_working(tmp_path: Path) -> None:
-    worker = NetWorker.start(Loader(exit_code=3), dhcp=False, sysfs=str(tmp_path))
+    worker = NetWorker.start(FakeLoader(exit_code=3), dhcp=False, sysfs=str(tmp_path))
     assert not worker.wait_nics(30)  # end of file at once: the phases load the drivers themselves
     assert worker.nics == [] and worker.first_netlink is None
     with pytest.raises(PhaseError, match="switched off"):
@@ -133,7 +134,7 @@ def test_a_dead_start_up_child_leaves_the_worker_working(tmp_path: Path) -> None
 
 def test_a_dead_worker_is_worker_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     die = _worker_that(monkeypatch, lambda dhcp: os._exit(3))
-    worker = NetWorker.start(Loader(), dhcp=False, sysfs=str(tmp_path), before_worker=die)
+    worker = NetWorker.start(FakeLoader(), dhcp=False, sysfs=str(tmp_path), before_worker=die)
     assert worker.wait_nics(30)
     with pytest.raises(WorkerGone, match=r"exit status 3|cannot be reached"):
         worker.bring_up(OFF, Deadline(30), lambda _line: None)

@@ -32,6 +32,16 @@ class Clock:
         return self.now
 
 
+def _recorder(seen: list[str]) -> Callable[[str], bool]:
+    """A break handler that notes the phase in ``seen`` and lets the boot go on."""
+
+    def on_break(phase: str) -> bool:
+        seen.append(phase)
+        return True
+
+    return on_break
+
+
 def _reporter() -> tuple[Reporter, io.StringIO]:
     out = io.StringIO()
     return Reporter(out, kmsg=None, report_path=None), out
@@ -146,7 +156,7 @@ def test_break_stops_or_continues() -> None:
     ran.clear()
     breaks: list[str] = []
     result, _state = run_phases(
-        steps, None, parse_options("break=modules"), reporter, on_break=lambda p: breaks.append(p) is None
+        steps, None, parse_options("break=modules"), reporter, on_break=_recorder(breaks)
     )
     assert result.ok and ran == ["config", "modules", "network"] and breaks == ["modules"]
 

@@ -196,7 +196,7 @@ def test_image_sizes_are_measured_with_xz_whatever_the_default(
 
     monkeypatch.setattr(boot, "build", fake_build)
     monkeypatch.setattr(boot, "shell_initramfs", lambda kernel: b"070701")
-    rows = boot.measure_sizes(object(), tmp_path)  # type: ignore[arg-type]
+    rows = boot.measure_sizes(object(), tmp_path)
     assert {"full", "overlay", "overlay_iscsistart", "shell"} <= set(rows)
     assert seen and all(k["compression"] is boot.Compression.XZ for k in seen)
     assert any(k.get("iscsistart") is True for k in seen)

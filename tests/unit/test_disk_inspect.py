@@ -100,12 +100,8 @@ def test_missing_labels_and_boot_flag(tmp_path: Path) -> None:
     texts = [str(p) for p in view.problems]
     assert any("'Storage'" in t for t in texts) and any("not marked bootable" in t for t in texts)
     assert not view.ok
-    renamed = (
-        build_disk(tmp_path / "b", files=GOOD, system_label="Sys")
-        if (tmp_path / "b").mkdir() is None
-        else None
-    )
-    assert renamed is not None
+    (tmp_path / "b").mkdir()
+    renamed = build_disk(tmp_path / "b", files=GOOD, system_label="Sys")
     assert any("no file system labelled 'System'" in p for p in _problems(renamed))
 
 

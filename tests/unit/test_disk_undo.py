@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 from iscsiboot.disk.layout import SIZE_MAX, parse_size
@@ -15,12 +17,22 @@ def _signal(signum: int = signal.SIGINT) -> None:
     os.kill(os.getpid(), signum)
 
 
+def _record(done: list[str], name: str) -> Callable[[], bool]:
+    """An undo step that notes its name in ``done`` and succeeds."""
+
+    def step() -> bool:
+        done.append(name)
+        return True
+
+    return step
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_setup_waits_for_the_next_interruptible_point(signum: int) -> None:
     done: list[str] = []
     with pytest.raises(KeyboardInterrupt), Undo() as undo:
         _signal(signum)  # between a setup step's effect and its registration
-        undo.push("undo one", lambda: done.append("one") is None)
+        undo.push("undo one", _record(done, "one"))
         done.append("registered")
         with undo.interruptible():
             done.append("never")
@@ -30,9 +42,9 @@ def test_a_signal_during_setup_waits_for_the_next_interruptible_point(signum: in
 def test_an_interruptible_section_stops_at_once_and_everything_is_undone() -> None:
     done: list[str] = []
     with pytest.raises(KeyboardInterrupt), Undo() as undo:
-        undo.push("first", lambda: done.append("first") is None)
+        undo.push("first", _record(done, "first"))
         with undo.scope():
-            undo.push("second", lambda: done.append("second") is None)
+            undo.push("second", _record(done, "second"))
             with undo.interruptible():
                 _signal()
                 done.append("never")
@@ -49,7 +61,7 @@ def test_the_clean_up_is_not_cut_short_by_more_signals() -> None:
 
     with pytest.raises(KeyboardInterrupt), Undo() as undo:
         for name in ("a", "b", "c"):
-            undo.push(name, lambda name=name: noisy(name))
+            undo.push(name, functools.partial(noisy, name))
         with undo.interruptible():
             _signal()
     assert done == ["c", "b", "a"]
@@ -58,10 +70,10 @@ def test_the_clean_up_is_not_cut_short_by_more_signals() -> None:
 def test_kept_steps_stay_on_success_and_go_on_failure() -> None:
     done: list[str] = []
     with Undo() as undo:
-        undo.keep(undo.push("remove the image", lambda: done.append("removed") is None))
+        undo.keep(undo.push("remove the image", _record(done, "removed")))
     assert done == []
     with pytest.raises(RuntimeError), Undo() as undo:
-        undo.keep(undo.push("remove the image", lambda: done.append("removed") is None))
+        undo.keep(undo.push("remove the image", _record(done, "removed")))
         raise RuntimeError("failed")
     assert done == ["removed"]
 
@@ -69,7 +81,7 @@ def test_kept_steps_stay_on_success_and_go_on_failure() -> None:
 def test_a_signal_after_the_last_interruptible_point_still_undoes_the_kept_steps() -> None:
     done: list[str] = []
     with pytest.raises(KeyboardInterrupt), Undo() as undo:
-        undo.keep(undo.push("remove the image", lambda: done.append("removed") is None))
+        undo.keep(undo.push("remove the image", _record(done, "removed")))
         with undo.interruptible():
             pass
         _signal()
@@ -83,7 +95,7 @@ def test_a_failed_step_keeps_what_depends_on_it_and_warns(capsys: pytest.Capture
         raise OSError("busy")
 
     with pytest.raises(RuntimeError), Undo() as undo:
-        undo.push("remove the image", lambda: done.append("removed") is None, only_if_clean=True)
+        undo.push("remove the image", _record(done, "removed"), only_if_clean=True)
         undo.push("unmount", broken)
         raise RuntimeError("failed")
     assert done == []

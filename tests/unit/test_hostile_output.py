@@ -114,8 +114,13 @@ def test_from_json_that_is_no_model_is_one_line(
 
 def test_a_name_that_was_not_utf8_is_one_line_when_written(tmp_path: Path) -> None:
     name = b"iqn.2003-01.org.example:\xff"
-    args = [*TARGET[:4], "--target-name", name, "--target-ip", "10.0.0.9"]
-    for kind, out in (("cmdline", []), ("extlinux", ["-o", b"out"]), ("ipxe", ["-o", b"out"])):
+    args: list[str | bytes] = [*TARGET[:4], "--target-name", name, "--target-ip", "10.0.0.9"]
+    outs: tuple[tuple[str, list[str | bytes]], ...] = (
+        ("cmdline", []),
+        ("extlinux", ["-o", b"out"]),
+        ("ipxe", ["-o", b"out"]),
+    )
+    for kind, out in outs:
         one_line(child("generate", kind, *args, *out, env={"PYTHONIOENCODING": "utf-8:strict"}, cwd=tmp_path))
     assert not (tmp_path / "out").exists()
 

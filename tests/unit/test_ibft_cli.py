@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from iscsiboot.model import Target
 SAMPLES = sample_paths()
 
 
-def _one_line_error(done: object, code: int = 2) -> str:
+def _one_line_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert done.returncode == code, done.stderr
     err: str = done.stderr
     assert "Traceback" not in err

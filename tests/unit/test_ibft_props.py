@@ -16,6 +16,7 @@ from iscsiboot.ibft.parse import parse_table
 from iscsiboot.ibft.render import explain, table_from_dict, table_to_dict
 from iscsiboot.ibft.sources import lun_from_sysfs, read_sysfs
 from iscsiboot.ibft.sysfs import sysfs_lun, to_sysfs
+from iscsiboot.ibft.types import IbftTarget, Nic
 from iscsiboot.model import BootConfig, Chap, NetMode, Network, Target
 from iscsiboot.secret import Secret
 
@@ -78,13 +79,14 @@ _host_v4 = st.builds(
     st.integers(0, 255),
     st.integers(1, 254),
 )
-_host_v6 = (
-    st.ip_addresses(v=6)
-    .filter(
-        lambda ip: not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.ipv4_mapped is not None)
-    )
-    .map(str)
-)
+
+
+def _routable_v6(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    assert isinstance(ip, ipaddress.IPv6Address)
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.ipv4_mapped is not None)
+
+
+_host_v6 = st.ip_addresses(v=6).filter(_routable_v6).map(str)
 _secret = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789!@#", min_size=1, max_size=20).map(
     Secret
 )
@@ -144,7 +146,8 @@ def test_model_round_trip(cfg: BootConfig, pci: int) -> None:
     parsed = parse_table(data)
     assert parsed.warnings == ()
     assert parsed.table == table
-    assert all(s.offset % 16 == 0 for s in (*parsed.table.nics, *parsed.table.targets))
+    structs: tuple[Nic | IbftTarget, ...] = (*parsed.table.nics, *parsed.table.targets)
+    assert all(s.offset % 16 == 0 for s in structs)
     back, _warnings = table_to_model(parsed.table)
     assert back == cfg
     assert parsed.table.nics[0].pci_bdf == pci

@@ -98,8 +98,10 @@ def options(backend: str, *, worker: bool = True, **kw: object) -> ScenarioOptio
     )
 
 
-def mutual(backend: str, **kw: object) -> ScenarioOptions:
-    return options(backend, reverse_username=REVERSE_USER, reverse_password=Secret(REVERSE_PASSWORD), **kw)
+def mutual(backend: str, *, worker: bool = True, **kw: object) -> ScenarioOptions:
+    return options(
+        backend, worker=worker, reverse_username=REVERSE_USER, reverse_password=Secret(REVERSE_PASSWORD), **kw
+    )
 
 
 def run(
