@@ -60,6 +60,27 @@ def _is_valid(flags: int) -> bool:
     return flags != 0
 
 
+def _credentials(t: IbftTarget, where: str, warnings: list[str]) -> tuple[Chap | None, Chap | None]:
+    """The target's one-way and reverse CHAP, as its CHAP type says (the problems as warnings)."""
+    chap: Chap | None = None
+    reverse: Chap | None = None
+    if t.chap_type not in (0, 1, 2):
+        warnings.append(f"{where}: unknown CHAP type {t.chap_type}; treated as mutual CHAP")
+    if t.chap_type >= ChapType.CHAP:
+        if t.chap_name and t.chap_secret is not None and t.chap_secret.reveal():
+            chap = Chap(t.chap_name, t.chap_secret)
+        else:
+            warnings.append(f"{where}: CHAP type {t.chap_type} without a CHAP name and secret")
+    if t.chap_type >= ChapType.MUTUAL and chap is not None:
+        if t.rev_chap_name and t.rev_chap_secret is not None and t.rev_chap_secret.reveal():
+            reverse = Chap(t.rev_chap_name, t.rev_chap_secret)
+        else:
+            warnings.append(f"{where}: mutual CHAP without a reverse CHAP name and secret")
+    if t.chap_type == ChapType.NONE and t.chap_name:
+        warnings.append(f"{where}: CHAP credentials present but CHAP type is 0; not used")
+    return chap, reverse
+
+
 def table_to_model(table: Table) -> tuple[BootConfig, tuple[str, ...]]:
     """The boot model the table describes (``firmware=True``), and warnings."""
     warnings: list[str] = []
@@ -90,22 +111,8 @@ def table_to_model(table: Table) -> tuple[BootConfig, tuple[str, ...]]:
         lw = lun_warning(t.lun)
         if lw:
             warnings.append(f"{where}: {lw}")
-        chap = reverse = None
-        if t.chap_type not in (0, 1, 2):
-            warnings.append(f"{where}: unknown CHAP type {t.chap_type}; treated as mutual CHAP")
-        if t.chap_type >= ChapType.CHAP:
-            if t.chap_name and t.chap_secret is not None and t.chap_secret.reveal():
-                chap = Chap(t.chap_name, t.chap_secret)
-            else:
-                warnings.append(f"{where}: CHAP type {t.chap_type} without a CHAP name and secret")
-        if t.chap_type >= ChapType.MUTUAL and chap is not None:
-            if t.rev_chap_name and t.rev_chap_secret is not None and t.rev_chap_secret.reveal():
-                reverse = Chap(t.rev_chap_name, t.rev_chap_secret)
-            else:
-                warnings.append(f"{where}: mutual CHAP without a reverse CHAP name and secret")
-        if t.chap_type == ChapType.NONE and t.chap_name:
-            warnings.append(f"{where}: CHAP credentials present but CHAP type is 0; not used")
-        try:
+        try:  # the model's own checks refuse a name or secret with a NUL or bytes that were not UTF-8
+            chap, reverse = _credentials(t, where, warnings)
             targets.append(
                 Target(
                     name=t.name,

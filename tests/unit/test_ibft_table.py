@@ -349,3 +349,13 @@ def test_old_ipxe_ipv6_target_is_flagged_and_skipped() -> None:
     t = replace(table.targets[0], address=None)
     cfg, warnings = table_to_model(layout(replace(table, targets=(t,))))
     assert cfg.targets == () and any("no target address" in w for w in warnings)
+
+
+@pytest.mark.parametrize("name", ["htpc\0x", "htpc\udc80"])
+def test_a_chap_name_the_model_refuses_is_a_warning_not_an_error(name: str) -> None:
+    """A table's CHAP name with a NUL or bytes that were not UTF-8: that target is ignored, with why."""
+    table = parse_table(SAMPLES[0].read_bytes()).table  # mutual CHAP
+    targets = tuple(replace(t, chap_name=name) for t in table.targets)
+    cfg, warnings = table_to_model(replace(table, targets=targets))
+    assert cfg.targets == ()
+    assert any("CHAP user name" in w and w.endswith("; ignored") for w in warnings), warnings
