@@ -139,4 +139,4 @@ def test_a_signal_at_any_point_of_install_leaves_nothing_behind(tmp_path: Path) 
         assert view.ok, (where, view.problems)
         outcomes["done"] = outcomes.get("done", 0) + 1
     # the sweep did interrupt the work, not only arrive after it (how many depends on the host's speed)
-    assert outcomes.get("undone", 0) >= SWEEP // 4, outcomes
+    assert outcomes.get("undone", 0) >= SWEEP // 8, outcomes
