@@ -121,9 +121,13 @@ T = TypeVar("T")
 
 
 def need(value: T | None, phase: str) -> T:
-    """The result of ``phase``, which the table runs before the phase asking for it."""
+    """The result of ``phase``, which the table runs before the phase asking for it.
+
+    A miss is a bug in the table: :func:`run_phases` reports it as an internal
+    error of the phase that asked (not of an unrelated one).
+    """
     if value is None:
-        raise PhaseError("config", f"the {phase} phase has not run", cause="internal")
+        raise RuntimeError(f"the {phase} phase has not run")
     return value
 
 
