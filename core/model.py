@@ -38,7 +38,7 @@ _SCOPE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def _no_nul(value: str, what: str) -> None:
+def _plain_text(value: str, what: str) -> None:
     """Refuse a NUL character (C strings end there, so no consumer reads what follows) and
     bytes that were not UTF-8 (kept by the decoder as lone surrogates: no file can hold them)."""
     if "\0" in value:
@@ -75,7 +75,7 @@ def iscsi_name_problem(name: str) -> str | None:
 
 
 def _iscsi_name(name: str, what: str) -> None:
-    _no_nul(name, what)
+    _plain_text(name, what)
     size = _utf8_size(name)
     if size > ISCSI_NAME_MAX:
         raise UsageError(
@@ -100,7 +100,7 @@ class Locator:
     def __post_init__(self) -> None:
         if not self.value:
             raise UsageError("empty locator value", fix="write LABEL=<label>, UUID=<uuid> or /dev/<device>")
-        _no_nul(self.value, "locator")
+        _plain_text(self.value, "locator")
         if self.kind is LocatorKind.PATH and not self.value.startswith("/"):
             raise UsageError(f"device path {self.value!r} is not absolute", fix="write /dev/<device>")
 
@@ -137,8 +137,8 @@ class Chap:
             raise TypeError("Chap.password must be a Secret")
         if not self.password.reveal():
             raise UsageError(f"empty CHAP password for user {self.username!r}")
-        _no_nul(self.username, "CHAP user name")
-        _no_nul(self.password.reveal(), "CHAP secret")
+        _plain_text(self.username, "CHAP user name")
+        _plain_text(self.password.reveal(), "CHAP secret")
 
 
 def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
@@ -226,7 +226,7 @@ class Network:
     def __post_init__(self) -> None:
         for text, what in ((self.device, "network device"), (self.hostname, "host name")):
             if text is not None:
-                _no_nul(text, what)
+                _plain_text(text, what)
         if self.mac is not None and not _MAC.fullmatch(self.mac):
             raise UsageError(f"MAC address {self.mac!r} is not of the form aa:bb:cc:dd:ee:ff (lower case)")
         for name in ("address", "gateway", "server"):
