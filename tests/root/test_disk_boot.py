@@ -45,16 +45,21 @@ def _install(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_cleans_up(tmp_path: Path, signum: int) -> None:
-    """A signal while files are copied into the mounted System: no mount, loop or image stays."""
+def _inputs(tmp_path: Path, *, system_mib: int) -> tuple[Path, Path, Path, Path]:
+    """A TMPDIR for install, a KERNEL and a SYSTEM of random bytes, and where the image goes."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     kernel = tmp_path / "KERNEL"
     kernel.write_bytes(os.urandom(MiB))
     system = tmp_path / "SYSTEM"
-    system.write_bytes(os.urandom(200 * MiB))
-    image = tmp_path / "disk.img"
+    system.write_bytes(os.urandom(system_mib * MiB))
+    return scratch, kernel, system, tmp_path / "disk.img"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_cleans_up(tmp_path: Path, signum: int) -> None:
+    """A signal while files are copied into the mounted System: no mount, loop or image stays."""
+    scratch, kernel, system, image = _inputs(tmp_path, system_mib=200)
     proc = _install(image, kernel, system, scratch, size="320M", system_size="280M")
     try:
         deadline = time.monotonic() + 120
@@ -93,13 +98,7 @@ def test_a_signal_at_any_point_of_install_leaves_nothing_behind(tmp_path: Path) 
     from iscsiboot.disk.install import MBR_BIN  # noqa: PLC0415
     from iscsiboot.disk.readers import file_reader  # noqa: PLC0415
 
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    kernel = tmp_path / "KERNEL"
-    kernel.write_bytes(os.urandom(MiB))
-    system = tmp_path / "SYSTEM"
-    system.write_bytes(os.urandom(24 * MiB))
-    image = tmp_path / "disk.img"
+    scratch, kernel, system, image = _inputs(tmp_path, system_mib=24)
     spans = []
     for _ in range(3):  # the first run reads its inputs from a cold cache: the fastest sets the sweep
         image.unlink(missing_ok=True)
