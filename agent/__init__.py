@@ -13,13 +13,6 @@ from __future__ import annotations
 
 PHASES: tuple[str, ...] = ("config", "modules", "network", "login", "disk", "label", "mount", "handoff")
 
-# Modules every iSCSI boot of System/Storage needs; ``crypto-crc32c`` is an alias:
-# iscsi_tcp asks for the crc32c algorithm at connection time, which modules.dep
-# does not say.  Here (not in plan) so that PID 1 can start loading them first.
-BASE_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c", "sd_mod", "squashfs", "loop", "ext4")
-LOGIN_MODULES: tuple[str, ...] = ("iscsi_tcp", "crypto-crc32c")  # what the login phase waits for
-DISK_MODULES: tuple[str, ...] = ("sd_mod",)  # the disk phase; the mount phase waits for them all
-
 RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot",
     "iscsiboot.errors",
@@ -31,6 +24,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent",
     "iscsiboot.agent.errors",
     "iscsiboot.agent.options",
+    "iscsiboot.agent.transport",
     "iscsiboot.agent.plan",
     "iscsiboot.agent.report",
     "iscsiboot.agent.sysc",

@@ -198,7 +198,7 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
     """
     options = None
     try:
-        from iscsiboot.agent import BASE_MODULES, sysc
+        from iscsiboot.agent import sysc
         from iscsiboot.agent.phases.modules import Loader
         from iscsiboot.agent.startup.early import Early
         from iscsiboot.agent.startup.netproc import NetWorker
@@ -227,8 +227,13 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
             prefetch(dhcp)
 
         in_process = worker is None or not worker.running
+        from iscsiboot.agent.transport import MODULES
+
         early = Early(
-            loader, base_modules=BASE_MODULES, imports=imports if in_process else None, worker=worker
+            loader,
+            base_modules=MODULES[loader.transport(options.transport)].base,
+            imports=imports if in_process else None,
+            worker=worker,
         ).start()
         network = choose(options, worker=worker, imports=early.imports, resolv_conf=RESOLV_CONF)
         early.wait_ready(1.0)  # the loads overlap with what follows; reading the index does not

@@ -12,6 +12,8 @@ options from FILE instead, for tests), ``iscsiboot.backend=native|iscsistart``
 open-iscsi's tool, for images built with ``--backend iscsistart``; ``iscsiboot.login=`` is the
 same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 (the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
+``iscsiboot.transport=auto|kernel|nbd`` (how the LUN reaches the kernel:
+:mod:`iscsiboot.agent.transport`),
 ``iscsiboot.worker=yes|no`` (PID 1 brings the network up in a worker process of its own,
 :mod:`iscsiboot.agent.startup.netproc`; ``no`` keeps it in PID 1), ``iscsiboot.sysroot=DIR`` and
 ``init=PATH`` (the init of the new root).
@@ -23,6 +25,7 @@ import enum
 from dataclasses import dataclass, field
 
 from iscsiboot.agent import PHASES
+from iscsiboot.agent.transport import CHOICES as TRANSPORTS
 from iscsiboot.cmdline.parse import tokenize
 from iscsiboot.errors import ParseError
 
@@ -56,6 +59,7 @@ class AgentOptions:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     cmdline_file: str | None = None
     login_backend: str = "native"
+    transport: str = "auto"  # auto, kernel or nbd (iscsiboot.agent.transport)
     dhcp_client: str = "pyroute2"
     network_worker: bool = True
     dhcp_expected: bool = True  # ip= asks for DHCP (or the iBFT, or is absent): its client is imported early
@@ -86,6 +90,7 @@ def parse_options(text: str) -> AgentOptions:
     timeouts = dict(DEFAULT_TIMEOUTS)
     cmdline_file = init = None
     login = "native"
+    transport = "auto"
     dhcp_client = "pyroute2"
     worker = True
     sysroot = "/sysroot"
@@ -127,6 +132,12 @@ def parse_options(text: str) -> AgentOptions:
                     f"unknown login backend {value!r}", where=key, fix="use native or iscsistart"
                 )
             login = value
+        elif key == "iscsiboot.transport":
+            if value not in TRANSPORTS:
+                raise ParseError(
+                    f"unknown transport {value!r}", where=key, fix=f"use one of {', '.join(TRANSPORTS)}"
+                )
+            transport = value
         elif key == "iscsiboot.dhcp":
             if value not in ("pyroute2", "udhcpc"):
                 raise ParseError(f"unknown DHCP client {value!r}", where=key, fix="use pyroute2 or udhcpc")
@@ -148,6 +159,7 @@ def parse_options(text: str) -> AgentOptions:
         timeouts=timeouts,
         cmdline_file=cmdline_file,
         login_backend=login,
+        transport=transport,
         dhcp_client=dhcp_client,
         network_worker=worker,
         dhcp_expected=not ips or any("dhcp" in value or value == "ibft" for value in ips),

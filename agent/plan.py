@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from iscsiboot.agent import BASE_MODULES
+from iscsiboot.agent.transport import MODULES, Transport
 from iscsiboot.model import BootConfig, Locator, NetMode, Network, Target
 
 if TYPE_CHECKING:
@@ -59,14 +59,17 @@ def login_targets(cfg: BootConfig) -> tuple[Target, ...]:
 
 
 def needed_modules(
-    cfg: BootConfig, nic_drivers: tuple[str, ...] = ()
+    cfg: BootConfig, nic_drivers: tuple[str, ...] = (), transport: Transport = Transport.KERNEL
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(modules the network needs first, modules that may load in the background)."""
+    """(modules the network needs first, modules that may load in the background).
+
+    The NBD transport reads the iBFT itself (ACPI or the memory scan): no iscsi_ibft.
+    """
     network = [*nic_drivers]
     if cfg.network.vlan is not None:
         network.extend(VLAN_MODULES)
-    rest = [*BASE_MODULES]
-    if cfg.firmware:
+    rest = [*MODULES[transport].base]
+    if cfg.firmware and transport is Transport.KERNEL:
         rest[:0] = FIRMWARE_MODULES
     return tuple(dict.fromkeys(network)), tuple(m for m in dict.fromkeys(rest) if m not in network)
 

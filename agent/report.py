@@ -55,6 +55,7 @@ class RunResult:
     network: NetResult | None = None
     sessions: list[SessionInfo] = field(default_factory=list)
     backend: str | None = None  # the login backend that ran: native or iscsistart
+    transport: str | None = None  # how the LUN reached the kernel: kernel or nbd
     devices: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -76,6 +77,7 @@ class RunResult:
             "network": self.network.to_dict() if self.network is not None else None,
             "sessions": [{"session": s.session, "target": s.target} for s in self.sessions],
             "backend": self.backend,
+            "transport": self.transport,
             "devices": self.devices,
             "mounts": self.mounts,
             "warnings": self.warnings,
@@ -113,6 +115,7 @@ class RunResult:
                 for item in (_mapping(entry, "sessions") for entry in _list(data.get("sessions")))
             ],
             backend=_text(data.get("backend")),
+            transport=_text(data.get("transport")),
             devices={str(k): str(v) for k, v in _mapping(data.get("devices") or {}, "devices").items()},
             mounts=[str(m) for m in _list(data.get("mounts"))],
             warnings=[str(w) for w in _list(data.get("warnings"))],

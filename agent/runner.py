@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
-from iscsiboot.agent import DISK_MODULES, LOGIN_MODULES, PHASES
+from iscsiboot.agent import PHASES
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import AgentOptions
@@ -31,6 +31,7 @@ from iscsiboot.agent.results import (
     NetworkResult,
     Results,
 )
+from iscsiboot.agent.transport import MODULES, Transport
 from iscsiboot.errors import IscsibootError
 from iscsiboot.model import Target
 
@@ -158,6 +159,7 @@ class Agent:
     results: Results = field(default_factory=Results)
     backend: str | None = None  # the login backend that ran (also when the login failed)
     _loader: Loader | None = None
+    _transport: Transport | None = None
 
     # ----------------------------------------------------------------- helpers
     def say(self, text: str) -> None:
@@ -175,6 +177,12 @@ class Agent:
                 self._loader = Loader(moddir, sysc.finit_module, sysfs=self.env.sysfs, proc=self.env.proc)
         return self._loader
 
+    def transport(self) -> Transport:
+        """How the LUN reaches the kernel: chosen once, from the option and what the kernel and image have."""
+        if self._transport is None:
+            self._transport = self.loader().transport(self.options.transport)
+        return self._transport
+
     def net(self) -> NetworkUp:
         """How the network comes up: chosen once, from the options."""
         if self.network_up is None:
@@ -189,10 +197,11 @@ class Agent:
         from iscsiboot.model import BootConfig
 
         def firmware() -> BootConfig:
-            try:
-                self.loader().ensure("iscsi_ibft")
-            except PhaseError as exc:
-                self.reporter.debug(f"iscsi_ibft: {exc.what}")
+            if self.transport() is Transport.KERNEL:  # else read from ACPI or the memory scan
+                try:
+                    self.loader().ensure("iscsi_ibft")
+                except PhaseError as exc:
+                    self.reporter.debug(f"iscsi_ibft: {exc.what}")
             return read_firmware()
 
         cfg, warnings = load_config(self.text, firmware=firmware)
@@ -217,7 +226,7 @@ class Agent:
             self.reporter.debug(f"start-up: {early.timeline()}")
             for problem in early.problems:
                 self.reporter.debug(f"start-up: {problem}")
-        first, rest = needed_modules(config.config, tuple(nics))
+        first, rest = needed_modules(config.config, tuple(nics), self.transport())
         for name in first:
             loader.ensure(name)
         self.reporter.debug(f"network modules: {', '.join(first) or 'none needed'}")
@@ -289,7 +298,8 @@ class Agent:
         from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
 
-        self._modules_ready(modules, deadline, LOGIN_MODULES)  # ext4 may still be loading meanwhile
+        # ext4 may still be loading meanwhile
+        self._modules_ready(modules, deadline, MODULES[self.transport()].login)
         cfg = config.config
         backend = make_backend(self.options.login_backend, self.reporter.debug)
         self.backend = backend.name
@@ -330,7 +340,7 @@ class Agent:
     ) -> DiskResult:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
 
-        self._modules_ready(modules, deadline, DISK_MODULES)
+        self._modules_ready(modules, deadline, MODULES[self.transport()].disk)
         logged = logins.targets()
         # one login per target, but boot= and disk= may name different LUNs of it
         wanted = (
@@ -455,6 +465,7 @@ class Agent:
         result.network = done.network.net if done.network else None
         result.sessions = list(done.disk.sessions) if done.disk else []
         result.backend = done.login.backend if done.login else self.backend
+        result.transport = self._transport.value if self._transport is not None else None
         if done.mount is not None:
             result.mounts = [
                 f"{source} on {target} ({'rw' if rw else 'ro'})" for target, source, rw in done.mount.mounts

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.kmod import BinIndex, ModuleIndex, read_index
+from iscsiboot.agent.transport import MODULE_PARAMS, Transport, choose
 
 # An overlay's own module index (``<release>/modules.dep`` ...): the base's stays in place.
 OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
@@ -72,7 +73,7 @@ def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
     )
 
 
-Load = Callable[[str], None]
+Load = Callable[[str, str], None]  # (path, parameters): sysc.finit_module
 
 
 class Loader:
@@ -147,6 +148,27 @@ class Loader:
                 return index, candidates
         return None, []
 
+    def knows(self, wanted: str) -> bool:
+        """Whether the kernel has ``wanted`` built in, or an index of the image has it as a module."""
+        try:
+            index, _candidates = self._lookup(wanted)
+        except PhaseError:
+            return False
+        return index is not None
+
+    def transport(self, wanted: str) -> Transport:
+        """The transport for the option ``wanted``: ``auto`` takes kernel iSCSI where there is one."""
+        if wanted != "auto":
+            return choose(wanted, kernel_has_iscsi=False, image_has_iscsi=False)
+        return choose(
+            wanted,
+            kernel_has_iscsi=any(
+                os.path.exists(f"{self.sysfs}/{path}")
+                for path in ("module/iscsi_tcp", "class/iscsi_transport/tcp")
+            ),
+            image_has_iscsi=self.modular() and self.knows("iscsi_tcp"),
+        )
+
     def is_loaded(self, name: str) -> bool:
         return Path(self.sysfs, "module", name).exists()
 
@@ -195,7 +217,7 @@ class Loader:
                 if self.is_loaded(module):  # another thread got there first
                     continue
                 try:
-                    self.load(os.path.join(self.moddir, path))
+                    self.load(os.path.join(self.moddir, path), MODULE_PARAMS.get(module, ""))
                 except OSError as exc:
                     if exc.errno != errno.EEXIST:  # loaded meanwhile (udev, the kernel itself)
                         raise

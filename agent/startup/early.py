@@ -3,7 +3,7 @@
 None of it depends on the configuration: the NIC drivers (matched by
 modalias), the interfaces going up (so link negotiation runs while Python is
 still importing the agent), and the modules every iSCSI boot needs
-(:data:`~iscsiboot.agent.BASE_MODULES`).  Loading a module is kernel
+(the transport's base modules, :data:`~iscsiboot.agent.transport.MODULES`).  Loading a module is kernel
 time (``finit_module`` releases the interpreter lock), so it overlaps with the
 main thread's imports and configuration parsing.  A second thread imports
 pyroute2 for the network phase.  With a network worker

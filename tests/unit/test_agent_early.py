@@ -7,7 +7,6 @@ import struct
 import threading
 from pathlib import Path
 
-from iscsiboot.agent import BASE_MODULES
 from iscsiboot.agent.phases.modules import Loader
 from iscsiboot.agent.startup.early import (
     Early,
@@ -16,6 +15,9 @@ from iscsiboot.agent.startup.early import (
     link_up_request,
     peak_rss_kib,
 )
+from iscsiboot.agent.transport import MODULES, Transport
+
+BASE_MODULES = MODULES[Transport.KERNEL].base
 
 
 def test_link_up_request_is_rtm_newlink_with_iff_up() -> None:

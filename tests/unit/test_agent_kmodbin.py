@@ -28,7 +28,11 @@ def test_a_foreign_or_broken_binary_index_falls_back_to_the_text(tmp_path: Path)
     (proc / "modules").write_text("")
     loaded: list[str] = []
     loader = Loader(
-        str(moddir), loaded.append, sysfs=str(sysfs), proc=str(proc), overlay_index=str(tmp_path / "x")
+        str(moddir),
+        lambda path, _params: loaded.append(path),
+        sysfs=str(sysfs),
+        proc=str(proc),
+        overlay_index=str(tmp_path / "x"),
     )
     assert loader.ensure("rtnl-link-dummy") == ["dummy"] and loaded == [
         str(moddir / "kernel/drivers/net/dummy.ko")

@@ -92,7 +92,7 @@ class FakeKernel:
         self.fail = fail or set()
         self.loaded: list[str] = []
 
-    def __call__(self, path: str) -> None:
+    def __call__(self, path: str, params: str = "") -> None:
         name = module_name(path)
         if name in self.fail:
             raise OSError(19, "No such device", path)
@@ -187,8 +187,8 @@ def test_nic_driver_from_pci_then_virtio(tmp_path: Path) -> None:
     (disk / "modalias").write_text("pci:v00008086d0000100Esv0sd0bc01sc00i00\n")
 
     class Virtio(FakeKernel):
-        def __call__(self, path: str) -> None:
-            super().__call__(path)
+        def __call__(self, path: str, params: str = "") -> None:
+            super().__call__(path, params)
             if module_name(path) == "virtio_pci":  # the bus driver reveals the NIC
                 dev = self.sysfs / "bus/virtio/devices/virtio0"
                 dev.mkdir(parents=True)
@@ -205,9 +205,9 @@ def test_background_loading_reports_errors(tmp_path: Path) -> None:
     gate = threading.Event()
 
     class Slow(FakeKernel):
-        def __call__(self, path: str) -> None:
+        def __call__(self, path: str, params: str = "") -> None:
             gate.wait(5)
-            super().__call__(path)
+            super().__call__(path, params)
 
     loader = Loader(str(moddir), Slow(sysfs), sysfs=str(sysfs), proc=str(proc))
     bg = Background(loader, ("iscsi_tcp", "8021q")).start()
@@ -228,14 +228,14 @@ class SlowKernel(FakeKernel):
         self.holding = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, path: str) -> None:
+    def __call__(self, path: str, params: str = "") -> None:
         name = module_name(path)
         if name == self.hold:
             self.holding.set()
             assert self.release.wait(10)
         if (self.sysfs / "module" / name).exists():
             raise OSError(17, "File exists", path)
-        super().__call__(path)
+        super().__call__(path, params)
 
 
 def test_threads_loading_different_modules_do_not_wait_for_each_other(tmp_path: Path) -> None:
@@ -275,7 +275,7 @@ def test_a_module_loaded_meanwhile_is_not_an_error(tmp_path: Path) -> None:
     moddir, sysfs, proc = _tree(tmp_path)
     kernel = FakeKernel(sysfs)
 
-    def load(path: str) -> None:  # another loader (udev, a second thread) wins the race
+    def load(path: str, _params: str) -> None:  # another loader (udev, a second thread) wins the race
         kernel(path)
         raise OSError(17, "File exists", path)
 
