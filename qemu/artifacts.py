@@ -80,7 +80,13 @@ def minimal_initramfs() -> bytes:
 
 
 def build_initramfs(
-    kernel: KernelTree, dest: Path, *, overlay: bool, cache: Path | None = None, iscsistart: bool = False
+    kernel: KernelTree,
+    dest: Path,
+    *,
+    overlay: bool,
+    cache: Path | None = None,
+    iscsistart: bool = False,
+    transport: str = "auto",
 ) -> Path:
     """Run the initramfs builder for ``kernel`` into ``dest`` (written atomically).
 
@@ -89,7 +95,10 @@ def build_initramfs(
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     nics = GUEST_NIC_MODULES if overlay else ()
-    build(kernel=kernel, output=dest, overlay=overlay, cache=cache, iscsistart=iscsistart, extra_modules=nics)
+    build(
+        kernel=kernel, output=dest, overlay=overlay, cache=cache, iscsistart=iscsistart,
+        extra_modules=nics, transport=transport,
+    )  # fmt: skip
     return dest
 
 
@@ -104,25 +113,36 @@ def prune(folder: Path, keep: set[Path], *, age: float = STALE_SECONDS) -> None:
 
 
 def cached_initramfs(
-    kernel: KernelTree, cache: Path, *, overlay: bool = False, iscsistart: bool = False
+    kernel: KernelTree,
+    cache: Path,
+    *,
+    overlay: bool = False,
+    iscsistart: bool = False,
+    transport: str = "auto",
 ) -> Path:
     """The agent's initramfs (or the overlay on top of the minimal one), cached by source digest.
 
-    ``iscsistart=True`` adds the tool (for ``iscsiboot.backend=iscsistart``).
+    ``iscsistart=True`` adds the tool (for ``iscsiboot.backend=iscsistart``); ``transport``
+    is the builder's (``nbd``: no kernel iSCSI module in the image).
     """
     key = f"{kernel.version}-{source_digest()}" + ("-iscsistart" if iscsistart else "")
+    key += "" if transport == "auto" else f"-{transport}"
     folder = cache / "initramfs"
     if not overlay:
         dest = folder / f"initrd-{key}.img"
         if not dest.is_file():
-            build_initramfs(kernel, dest, overlay=False, cache=cache, iscsistart=iscsistart)
+            build_initramfs(
+                kernel, dest, overlay=False, cache=cache, iscsistart=iscsistart, transport=transport
+            )
             prune(folder, {dest})
         return dest
     combined = folder / f"initrd-overlay-{key}.img"
     if not combined.is_file():
         part = folder / f"overlay-{key}.img"
         if not part.is_file():
-            build_initramfs(kernel, part, overlay=True, cache=cache, iscsistart=iscsistart)
+            build_initramfs(
+                kernel, part, overlay=True, cache=cache, iscsistart=iscsistart, transport=transport
+            )
         write_atomic(combined, minimal_initramfs() + part.read_bytes())
         prune(folder, {combined, part})
     return combined
@@ -135,16 +155,21 @@ def prepare(
     initrd: Path | None = None,
     overlay: bool = False,
     iscsistart: bool = False,
+    transport: str = "auto",
+    filler_mb: int = 0,
 ) -> Artifacts:
-    """Kernel, initramfs and SYSTEM for the scenarios (downloaded/built only when missing)."""
+    """Kernel, initramfs and SYSTEM for the scenarios (downloaded/built only when missing).
+
+    ``filler_mb``: a SYSTEM that large (:func:`iscsiboot.qemu.system.build_system`).
+    """
     base = cache if cache is not None else default_cache()
     for what, path in (("--kernel", kernel), ("--initrd", initrd)):
         if path is not None and not path.is_file():
             raise UsageError(f"{what} {path} does not exist")
-    system = cached_system(base / "system")
+    system = cached_system(base / "system", filler_mb=filler_mb)
     if kernel is not None and initrd is not None:
         return Artifacts(kernel=kernel, initrd=initrd, system=system)
     tree = fetch_kernel(base)
     if initrd is None:
-        initrd = cached_initramfs(tree, base, overlay=overlay, iscsistart=iscsistart)
+        initrd = cached_initramfs(tree, base, overlay=overlay, iscsistart=iscsistart, transport=transport)
     return Artifacts(kernel=kernel or tree.vmlinuz, initrd=initrd, system=system, version=tree.version)

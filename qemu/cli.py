@@ -45,6 +45,14 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
         help="the agent's login backend: native (the default: NETLINK_ISCSI, image without "
         "iscsistart) or iscsistart (image with open-iscsi's tool, iscsiboot.backend=iscsistart)",
     )
+    g.add_argument(
+        "--transport",
+        choices=("auto", "kernel", "nbd"),
+        default="auto",
+        help="the image's transport: auto (the default: kernel iSCSI and NBD, the agent picks kernel "
+        "iSCSI when it can), kernel, or nbd (no kernel iSCSI module at all: the agent serves the LUN "
+        "as /dev/nbdN, as on a stock LibreELEC kernel)",
+    )
     g.add_argument("--log-dir", type=Path, metavar="DIR", help="where a failed run's console log is kept")
     g.add_argument("--keep-log", action="store_true", help="keep the console log also when the boot works")
     g.add_argument("--console", action="store_true", help="stream the guest console (secrets masked)")
@@ -158,6 +166,7 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
             initrd=args.initrd,
             overlay=args.overlay,
             iscsistart=args.backend == "iscsistart",
+            transport=args.transport,
         )
         if args.show_plan:
             sys.stderr.write(describe(options, artifacts) + "\n")
@@ -175,6 +184,8 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
         out = sys.stdout
         verdict = "SYSTEM root reached" if outcome.ok else f"FAILED in phase {outcome.phase}: {outcome.error}"
         out.write(f"boot: {verdict}\n")
+        if outcome.result is not None and outcome.result.transport:
+            out.write(f"transport: {outcome.result.transport}\n")
         if outcome.result is not None:
             out.write(f"system: {outcome.result.system}\nstorage: {outcome.result.storage}\n")
         lines = timeline_text(outcome.result)

@@ -69,10 +69,18 @@ def _never(_lines: Sequence[str]) -> bool:
     return False
 
 
-def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int = DISK_MB) -> Path:
+def disk_size_mb(artifacts: Artifacts) -> int:
+    """The LUN's size: :data:`DISK_MB`, or twice what System holds when SYSTEM is large."""
+    held = sum(path.stat().st_size for path in (artifacts.kernel, artifacts.initrd, artifacts.system))
+    return max(DISK_MB, 2 * (held // (1024 * 1024) + 16))
+
+
+def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int | None = None) -> Path:
     """The LUN's image: System (KERNEL, initrd, SYSTEM, extlinux.conf) and Storage."""
+    if size_mb is None:
+        size_mb = disk_size_mb(artifacts)
     install_image(
-        p.files.disk,
+        p.target.image,
         kernel=artifacts.kernel,
         initrd=artifacts.initrd,
         system=artifacts.system,
@@ -83,7 +91,7 @@ def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int = DISK_MB) -> Path
         serial=True,
         secrets=p.secrets(),
     )
-    return p.files.disk
+    return p.target.image
 
 
 def write_table(p: Plan) -> Path:
@@ -165,8 +173,11 @@ def run_scenario(
             qemu=qemu_bin,
         )
         p.files.tftp.mkdir(parents=True, exist_ok=True)
-        say(f"disk image ({options.system_label}, {options.written_storage_label})")
-        build_disk(p, artifacts)
+        if options.disk is None or not options.disk.exists():
+            say(f"disk image ({options.system_label}, {options.written_storage_label})")
+            build_disk(p, artifacts)
+        else:
+            say(f"disk image {options.disk} (kept from an earlier boot)")
         if p.ipxe_script is not None:
             write_atomic(p.files.scenario_script, p.ipxe_script, mode=0o600)
             write_atomic(p.files.script, WRAPPER_SCRIPT)

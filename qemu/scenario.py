@@ -115,6 +115,8 @@ class ScenarioOptions:
     cpus: int = 2
     timeout: float = 120.0
     extra_append: tuple[str, ...] = ()
+    # the disk image to serve, built here when missing and kept (a later boot sees what this one wrote)
+    disk: Path | None = None
     # keep following the console after the agent's result until QEMU exits
     # (to see the guest power off after a failure or a break=)
     until_exit: bool = False
@@ -435,7 +437,7 @@ def target_spec(options: ScenarioOptions, files: Files) -> TargetSpec:
         tid=TID,
         iqn=options.target_name,
         lun=LUN,
-        image=files.disk,
+        image=options.disk or files.disk,
         accounts=tuple(accounts),
         delay=options.target_delay,
     )

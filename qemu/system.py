@@ -25,6 +25,8 @@ from iscsiboot.qemu.scripts import script
 SYSTEM_MARKER = "ISCSIBOOT-SYSTEM-REACHED"
 MOUNTS_BEGIN = "ISCSIBOOT-SYSTEM-MOUNTS-BEGIN"
 MOUNTS_END = "ISCSIBOOT-SYSTEM-MOUNTS-END"
+TEST_MARKER = "ISCSIBOOT-SYSTEM-TEST"  # one line per check asked for with iscsiboot.test=NAME
+FILLER = "usr/share/iscsiboot-test/filler.bin"  # incompressible bytes that make SYSTEM large
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 INIT_PATHS = ("sbin/init", "init", "usr/lib/systemd/systemd")
 DIRS = (
@@ -46,7 +48,11 @@ DIRS = (
 )
 
 INIT_SCRIPT = script(
-    "system-init.sh", SYSTEM_MARKER=SYSTEM_MARKER, MOUNTS_BEGIN=MOUNTS_BEGIN, MOUNTS_END=MOUNTS_END
+    "system-init.sh",
+    SYSTEM_MARKER=SYSTEM_MARKER,
+    MOUNTS_BEGIN=MOUNTS_BEGIN,
+    MOUNTS_END=MOUNTS_END,
+    TEST_MARKER=TEST_MARKER,
 )
 
 
@@ -92,6 +98,24 @@ def parse_report(console: str) -> SystemReport:
     return SystemReport(reached, tuple(mounts))
 
 
+def parse_tests(console: str) -> dict[str, list[str]]:
+    """The check lines of the test SYSTEM: check name -> its words, in the order printed (pure)."""
+    out: dict[str, list[str]] = {}
+    for line in console.splitlines():
+        at = line.find(TEST_MARKER + " ")
+        if at < 0:
+            continue
+        words = line[at + len(TEST_MARKER) + 1 :].split()
+        if words:
+            out.setdefault(words[0], []).append(" ".join(words[1:]))
+    return out
+
+
+def filler(size_mb: int) -> bytes:
+    """``size_mb`` MiB of incompressible bytes, the same on every run (a cached SYSTEM stays valid)."""
+    return hashlib.shake_256(b"iscsiboot test SYSTEM filler").digest(size_mb * 1024 * 1024)
+
+
 def _busybox() -> Path:
     for path in BUSYBOX_PATHS:
         if Path(path).is_file():
@@ -101,15 +125,20 @@ def _busybox() -> Path:
     raise EnvironmentProblem("busybox not found", fix="install busybox-static")
 
 
-def system_key() -> str:
-    """A cache key that changes when the script or busybox changes."""
+def system_key(filler_mb: int = 0) -> str:
+    """A cache key that changes when the script, busybox or the filler's size changes."""
     digest = hashlib.sha256(INIT_SCRIPT.encode())
     digest.update(_busybox().read_bytes())
+    digest.update(str(filler_mb).encode())
     return digest.hexdigest()[:16]
 
 
-def build_system(dest: Path) -> Path:
-    """Write the squashfs SYSTEM image to ``dest`` (atomically) and return it."""
+def build_system(dest: Path, *, filler_mb: int = 0) -> Path:
+    """Write the squashfs SYSTEM image to ``dest`` (atomically) and return it.
+
+    ``filler_mb`` adds that many MiB of incompressible bytes (:data:`FILLER`):
+    a SYSTEM as large as a real one, for reads through the transport.
+    """
     mksquashfs = which("mksquashfs", hint="install squashfs-tools")
     busybox = _busybox()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +155,9 @@ def build_system(dest: Path) -> Path:
             path.write_text(INIT_SCRIPT)
             os.chmod(path, 0o755)
         (root / "etc" / "os-release").write_text('NAME="iscsiboot test SYSTEM"\nID=iscsiboot-test\n')
+        if filler_mb:
+            (root / FILLER).parent.mkdir(parents=True, exist_ok=True)
+            (root / FILLER).write_bytes(filler(filler_mb))
         image = Path(tmp) / "SYSTEM"
         run(
             [mksquashfs, str(root), str(image), "-noappend", "-all-root", "-comp", "gzip", "-quiet"],
@@ -135,9 +167,9 @@ def build_system(dest: Path) -> Path:
     return dest
 
 
-def cached_system(cache: Path) -> Path:
-    """The SYSTEM image in ``cache``, built once per script/busybox version."""
-    dest = cache / f"SYSTEM-{system_key()}"
+def cached_system(cache: Path, *, filler_mb: int = 0) -> Path:
+    """The SYSTEM image in ``cache``, built once per script/busybox version (and filler size)."""
+    dest = cache / f"SYSTEM-{system_key(filler_mb)}"
     if not dest.is_file():
-        build_system(dest)
+        build_system(dest, filler_mb=filler_mb)
     return dest
