@@ -126,6 +126,7 @@ class LoginResult:
     exp_stat_sn: int
     max_cmd_sn: int
     auth: str  # "None" | "CHAP" | "CHAP (mutual)"
+    isid: bytes = b""  # the session's ISID (a new login with it reinstates the session)
 
 
 def _status(pdu: Pdu) -> tuple[int, int]:
@@ -366,6 +367,7 @@ class Login:
                 exp_stat_sn=self.exp_stat_sn,
                 max_cmd_sn=pdu.max_cmd_sn,
                 auth=self._auth,
+                isid=self.s.isid,
             )
             if self.result.tsih == 0:
                 raise ProtocolError("the final Login Response has TSIH 0")

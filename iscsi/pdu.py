@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from iscsiboot.errors import IscsibootError
 
@@ -87,7 +88,7 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def crc32c(data: bytes, crc: int = 0) -> int:
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """CRC32C of ``data``; ``crc32c(b"123456789") == 0xE3069283``."""
     c = crc ^ 0xFFFFFFFF
     table = _CRC_TABLE
@@ -96,7 +97,7 @@ def crc32c(data: bytes, crc: int = 0) -> int:
     return c ^ 0xFFFFFFFF
 
 
-def digest_bytes(data: bytes) -> bytes:
+def digest_bytes(data: bytes | bytearray | memoryview) -> bytes:
     """The 4 digest bytes as they go on the wire (the CRC little-endian, RFC 7143 §11.1 / B.4)."""
     return crc32c(data).to_bytes(4, "little")
 
@@ -184,25 +185,69 @@ def make_bhs(opcode: int, *, immediate: bool = False, flags: int = 0, **fields: 
     return bhs
 
 
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+
+def frame(
+    bhs: bytes, ahs: bytes, data: Buffer, *, header_digest: bool = False, data_digest: bool = False
+) -> list[Buffer]:
+    """The wire bytes of one PDU as a list of buffers (for ``sendmsg``): the header
+    with its lengths filled in (and its digest), then the data as given (not copied),
+    then its padding (and digest).  ``data`` is a byte-format buffer."""
+    size = len(data)
+    if size > MAX_DATA_SEGMENT:
+        raise ProtocolError("data segment longer than 2**24-1 bytes")
+    if len(ahs) // 4 > 255:
+        raise ProtocolError("additional header segments longer than 1020 bytes")
+    header = bytearray(bhs)
+    header[4] = len(ahs) // 4
+    header[5:8] = size.to_bytes(3, "big")
+    header += ahs
+    if header_digest:
+        header += digest_bytes(header)
+    if not size:
+        return [bytes(header)]
+    tail = b"\0" * pad4(size)
+    if data_digest:
+        tail += crc32c(tail, crc32c(data)).to_bytes(4, "little")
+    return [bytes(header), data, tail] if tail else [bytes(header), data]
+
+
 def encode(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) -> bytes:
     """The wire bytes of ``pdu`` (lengths filled in, data padded, digests when asked)."""
-    if len(pdu.data) > MAX_DATA_SEGMENT:
-        raise ProtocolError("data segment longer than 2**24-1 bytes")
-    if len(pdu.ahs) // 4 > 255:
-        raise ProtocolError("additional header segments longer than 1020 bytes")
-    bhs = bytearray(pdu.bhs)
-    bhs[4] = len(pdu.ahs) // 4
-    bhs[5:8] = len(pdu.data).to_bytes(3, "big")
-    header = bytes(bhs) + pdu.ahs
-    out = [header]
-    if header_digest:
-        out.append(digest_bytes(header))
-    if pdu.data:
-        padded = pdu.data + b"\0" * pad4(len(pdu.data))
-        out.append(padded)
-        if data_digest:
-            out.append(digest_bytes(padded))
-    return b"".join(out)
+    return b"".join(frame(pdu.bhs, pdu.ahs, pdu.data, header_digest=header_digest, data_digest=data_digest))
+
+
+def header_length(bhs: Buffer, *, header_digest: bool) -> int:
+    """Bytes from the start of a PDU to its data segment: BHS, AHS, header digest."""
+    return BHS_LEN + bhs[4] * 4 + (4 if header_digest else 0)
+
+
+def data_length(bhs: Buffer) -> int:
+    """The DataSegmentLength of a BHS (without padding)."""
+    return int.from_bytes(bhs[5:8], "big")
+
+
+def parse_header(header: bytes, *, header_digest: bool, from_target: bool = True) -> Pdu:
+    """The BHS and AHS of a whole header (``header_length`` bytes) as a data-less
+    :class:`Pdu`, after the reserved bit, the opcode and the digest are checked."""
+    opcode = header[0] & 0x3F
+    if header[0] & 0x80:
+        raise ProtocolError(f"PDU byte 0 has its reserved bit set (0x{header[0]:02x})")
+    if from_target and opcode not in TARGET_OPS and opcode not in (0x3C, 0x3D, 0x3E):
+        raise ProtocolError(f"unexpected opcode 0x{opcode:02x} from the target")
+    if not from_target and (opcode in TARGET_OPS or opcode not in INITIATOR_OPS):
+        raise ProtocolError(f"unexpected opcode 0x{opcode:02x} from the initiator")
+    end = BHS_LEN + header[4] * 4
+    if header_digest and header[end : end + 4] != digest_bytes(header[:end]):
+        raise ProtocolError("header digest (CRC32C) mismatch")
+    return Pdu(header[:BHS_LEN], header[BHS_LEN:end])
+
+
+def check_data_digest(data: Buffer, tail: bytes) -> None:
+    """``tail`` is the padding then the 4 digest bytes that followed ``data``."""
+    if crc32c(tail[:-4], crc32c(data)).to_bytes(4, "little") != tail[-4:]:
+        raise ProtocolError("data digest (CRC32C) mismatch")
 
 
 def decode(raw: bytes, *, header_digest: bool = False, data_digest: bool = False) -> Pdu:
@@ -242,11 +287,10 @@ class PduReader:
     def _total(self) -> int | None:
         if len(self._buf) < BHS_LEN:
             return None
-        ahs_len = self._buf[4] * 4
-        data_len = int.from_bytes(self._buf[5:8], "big")
-        total = BHS_LEN + ahs_len + (4 if self.header_digest else 0)
-        if data_len:
-            total += data_len + pad4(data_len) + (4 if self.data_digest else 0)
+        total = header_length(self._buf, header_digest=self.header_digest)
+        size = data_length(self._buf)
+        if size:
+            total += size + pad4(size) + (4 if self.data_digest else 0)
         return total
 
     def needed(self) -> int:
@@ -261,26 +305,11 @@ class PduReader:
             return None
         raw = bytes(self._buf[:total])
         del self._buf[:total]
-        opcode = raw[0] & 0x3F
-        if raw[0] & 0x80:
-            raise ProtocolError(f"PDU byte 0 has its reserved bit set (0x{raw[0]:02x})")
-        if self.from_target and opcode not in TARGET_OPS and opcode not in (0x3C, 0x3D, 0x3E):
-            raise ProtocolError(f"unexpected opcode 0x{opcode:02x} from the target")
-        if not self.from_target and (opcode in TARGET_OPS or opcode not in INITIATOR_OPS):
-            raise ProtocolError(f"unexpected opcode 0x{opcode:02x} from the initiator")
-        ahs_len = raw[4] * 4
-        data_len = int.from_bytes(raw[5:8], "big")
-        pos = BHS_LEN + ahs_len
-        header = raw[:pos]
-        if self.header_digest:
-            if raw[pos : pos + 4] != digest_bytes(header):
-                raise ProtocolError("header digest (CRC32C) mismatch")
-            pos += 4
-        data = b""
-        if data_len:
-            padded = raw[pos : pos + data_len + pad4(data_len)]
-            pos += len(padded)
-            if self.data_digest and raw[pos : pos + 4] != digest_bytes(padded):
-                raise ProtocolError("data digest (CRC32C) mismatch")
-            data = padded[:data_len]
-        return Pdu(header[:BHS_LEN], header[BHS_LEN:], data)
+        end = header_length(raw, header_digest=self.header_digest)
+        head = parse_header(raw[:end], header_digest=self.header_digest, from_target=self.from_target)
+        size = data_length(raw)
+        if not size:
+            return head
+        if self.data_digest:
+            check_data_digest(memoryview(raw)[end : end + size], raw[end + size :])
+        return Pdu(head.bhs, head.ahs, raw[end : end + size])

@@ -1,32 +1,65 @@
-"""An iSCSI session over the blocking transport: login, SendTargets, SCSI reads, logout.
+"""An iSCSI session over the blocking transport: login, SendTargets, SCSI reads and
+writes, logout.
 
-One connection, one command at a time (a diagnosis needs no more).  NOP-In
-pings from the target are answered while waiting; CmdSN/StatSN follow
-RFC 7143's serial arithmetic; every wait has a deadline.  This module never
-sends a command that writes.
+One connection, one command at a time.  NOP-In pings from the target are
+answered while waiting; CmdSN/StatSN follow RFC 7143's serial arithmetic; every
+wait has a deadline.  Reads go from the socket straight into the caller's
+buffer; writes send immediate, unsolicited and solicited (R2T) data as the
+login settled (:mod:`iscsiboot.iscsi.task`).
+
+Only the methods named for it change a LUN: :meth:`Session.write`,
+:meth:`Session.unmap` and :meth:`Session.synchronize_cache`, for a block device
+served from a LUN and for the installer.  The diagnostics (``doctor``,
+``discover``) never call them.
+
+Failures: a lost connection (end of stream, reset, timeout) is a
+:class:`~iscsiboot.iscsi.transport.TransportError`, after which the caller may
+log in again with the same ISID (:attr:`Session.isid`: the target then ends the
+old session, RFC 7143 session reinstatement) and replay what did not complete.
+A command that ends with a status other than GOOD is a :class:`ScsiError` with
+its sense; a UNIT ATTENTION is no answer and the command is sent again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from iscsiboot.errors import IscsibootError
 from iscsiboot.files import size_text
-from iscsiboot.iscsi import scsi
+from iscsiboot.iscsi import scsi, task
 from iscsiboot.iscsi.login import Login, LoginRedirect, LoginResult, LoginSettings, random_isid
-from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, ProtocolError, make_bhs, sn_add, sn_gt, sn_lt
+from iscsiboot.iscsi.lunreader import LunReader as LunReader  # noqa: PLC0414 (re-exported)
+from iscsiboot.iscsi.pdu import (
+    RESERVED_TAG,
+    Buffer,
+    Op,
+    Pdu,
+    ProtocolError,
+    make_bhs,
+    sn_add,
+    sn_gt,
+    sn_lt,
+)
 from iscsiboot.iscsi.text import decode_keys, encode_keys
-from iscsiboot.iscsi.transport import Transport, TransportError, connect
+from iscsiboot.iscsi.transport import Sink, Transport, TransportError, connect
 from iscsiboot.model import DEFAULT_PORT, Chap, lun_to_sam
 
 DEFAULT_TIMEOUT = 10.0
 MAX_REDIRECTS = 3
-READ_CHUNK = 256 * 1024
+# Bytes per READ/WRITE command when a transfer is split (Session.max_transfer)
+TRANSFER_CHUNK = 1024 * 1024
 UNIT_ATTENTION_RETRIES = 4
+SENSE_UNIT_ATTENTION = 0x6
+SENSE_ILLEGAL_REQUEST = 0x5
+T = TypeVar("T")
 # A SendTargets answer in all its Text Responses: thousands of targets fit in these
 MAX_SEND_TARGETS = 1024 * 1024
 MAX_TEXT_RESPONSES = 64
@@ -61,6 +94,8 @@ class Session:
         self.max_cmd_sn = result.max_cmd_sn
         self._itt = 1
         self.redirects: tuple[str, ...] = ()
+        self.max_transfer = TRANSFER_CHUNK  # bytes per READ/WRITE when a transfer is split
+        self._limits: dict[int, scsi.BlockLimits] = {}
         transport.set_digests(result.params.header_digest, result.params.data_digest)
 
     # ------------------------------------------------------------ login
@@ -78,16 +113,23 @@ class Session:
         timeout: float = DEFAULT_TIMEOUT,
         max_redirects: int = MAX_REDIRECTS,
         digests: bool = False,
+        isid: bytes | None = None,
     ) -> Session:
-        """Connect and log in (``target=None``: a Discovery session), following redirects."""
+        """Connect and log in (``target=None``: a Discovery session), following redirects.
+
+        ``isid=None`` picks a random ISID (a new session beside any other of this
+        initiator); the :attr:`isid` of an earlier session reinstates that session:
+        the target ends it (and its connection) and this one takes its place.
+        """
         hops: list[str] = []
+        chosen = random_isid() if isid is None else isid
         while True:
             settings = LoginSettings(
                 initiator=initiator,
                 target=target,
                 chap=chap,
                 reverse_chap=reverse_chap,
-                isid=random_isid(),
+                isid=chosen,
                 digests=digests,
             )
             transport = connect(host, port, timeout=timeout)
@@ -109,6 +151,11 @@ class Session:
             session = cls(transport, result, timeout=timeout, portal=f"{host}:{port}")
             session.redirects = tuple(hops)
             return session
+
+    @property
+    def isid(self) -> bytes:
+        """The 6-byte ISID this session logged in with."""
+        return self.result.isid
 
     # ------------------------------------------------------------ plumbing
 
@@ -139,6 +186,9 @@ class Session:
     def _send(self, pdu: Pdu, deadline: float) -> None:
         self.transport.send(pdu, deadline=deadline)
 
+    def _send_parts(self, bhs: bytes, data: Buffer, deadline: float) -> None:
+        self.transport.send_parts(bhs, data, deadline=deadline)
+
     def _wait_window(self, deadline: float) -> None:
         while sn_gt(self.cmd_sn, self.max_cmd_sn):
             self._handle_unsolicited(self.transport.recv(deadline=deadline), deadline)
@@ -163,9 +213,9 @@ class Session:
             raise ProtocolError(f"the target rejected a request (reason 0x{pdu.bhs[2]:02x})")
         return False
 
-    def _await(self, itt: int, deadline: float) -> Pdu:
+    def _await(self, itt: int, deadline: float, sink: Sink | None = None) -> Pdu:
         while True:
-            pdu = self.transport.recv(deadline=deadline)
+            pdu = self.transport.recv(deadline=deadline, sink=sink)
             if self._handle_unsolicited(pdu, deadline):
                 continue
             if pdu.itt != itt:
@@ -213,51 +263,91 @@ class Session:
     # ------------------------------------------------------------ SCSI
 
     def command(self, lun: int, cdb: bytes, expected: int) -> bytes:
-        """Run a read-direction (or no-data) CDB on ``lun``; the Data-In bytes.
+        """Run a read-direction (or no-data) CDB on ``lun``; the Data-In bytes (as many
+        as the target sent, at most ``expected``).  A UNIT ATTENTION is retried."""
+        buf = bytearray(expected)
+        got = self._retrying(lambda: self._execute(lun, cdb, into=memoryview(buf)))
+        return bytes(buf[:got])
 
-        A UNIT ATTENTION (reported once after the target's reset or a change)
-        is not an answer to the command: the command is sent again.
-        """
+    def command_out(self, lun: int, cdb: bytes, data: Buffer) -> None:
+        """Run a write-direction CDB on ``lun`` with ``data`` as its Data-Out; a UNIT
+        ATTENTION is retried (the same data is sent again)."""
+        out = memoryview(data).cast("B")
+        self._retrying(lambda: self._execute(lun, cdb, out=out))
+
+    def _retrying(self, run: Callable[[], T]) -> T:
+        """``run()``, again after each UNIT ATTENTION (reported once after the target's
+        reset, a session reinstatement or a change: it is no answer to the command)."""
         for _ in range(UNIT_ATTENTION_RETRIES):
             try:
-                return self._command(lun, cdb, expected)
+                return run()
             except ScsiError as exc:
-                if exc.sense is None or exc.sense.key != 0x6:
+                if exc.sense is None or exc.sense.key != SENSE_UNIT_ATTENTION:
                     raise
-        return self._command(lun, cdb, expected)
+        return run()
 
-    def _command(self, lun: int, cdb: bytes, expected: int) -> bytes:
-        if len(cdb) > 16:
-            raise ProtocolError("CDBs longer than 16 bytes are not supported")
+    def _execute(
+        self, lun: int, cdb: bytes, *, into: memoryview | None = None, out: memoryview | None = None
+    ) -> int:
+        """One SCSI task: Data-In goes into ``into``, ``out`` is the Data-Out.  Returns
+        the bytes of Data-In received (less a residual the target reported)."""
+        total = len(into) if into is not None else len(out) if out is not None else 0
+        params = self.params
+        plan = task.unsolicited(len(out), params) if out is not None else task.Unsolicited(0, 0)
         deadline = self._deadline()
         self._wait_window(deadline)
         itt = self._next_itt()
-        flags = 0x80 | (0x40 if expected else 0) | 0x01  # F, R, simple task attribute
-        bhs = make_bhs(Op.SCSI_COMMAND, immediate=False, flags=flags)
-        bhs[8:16] = lun_to_sam(lun)
-        struct.pack_into(">IIII", bhs, 16, itt, expected, self.cmd_sn, self.exp_stat_sn)
-        bhs[32 : 32 + len(cdb)] = cdb
-        self._send(Pdu(bytes(bhs)), deadline)
+        lun_bytes = lun_to_sam(lun)
+        bhs = task.command_bhs(
+            lun_bytes, itt, cdb, length=total, read=into is not None, write=out is not None,
+            final=not plan.data_out, cmd_sn=self.cmd_sn, exp_stat_sn=self.exp_stat_sn,
+        )  # fmt: skip
+        self._send_parts(bhs, out[: plan.immediate] if out is not None else b"", deadline)
         self.cmd_sn = sn_add(self.cmd_sn, 1)
-        buf = bytearray(expected)
+        if out is not None and plan.data_out:
+            self._data_out(
+                lun_bytes, itt, RESERVED_TAG, out, start=plan.immediate, end=plan.end, deadline=deadline
+            )
         received = 0
         next_data_sn = 0
+        next_r2t_sn = 0
+
+        def sink(head: Pdu, size: int) -> memoryview | None:
+            if head.opcode != Op.DATA_IN or head.itt != itt or into is None:
+                return None
+            offset = head.u32(40)
+            if offset + size > len(into):
+                raise ProtocolError(
+                    f"Data-In for bytes {offset}-{offset + size - 1} beyond the expected {len(into)}"
+                )
+            if offset != received:
+                raise ProtocolError(f"Data-In at offset {offset}, expected {received} (data out of order)")
+            return into[offset : offset + size]
+
         while True:
-            pdu = self._await(itt, deadline)
+            pdu = self._await(itt, deadline, sink)
             if pdu.opcode == Op.DATA_IN:
+                if into is None or pdu.data:
+                    raise ProtocolError("Data-In beyond the expected transfer length")
                 if pdu.u32(36) != next_data_sn:
                     raise ProtocolError(f"Data-In DataSN {pdu.u32(36)}, expected {next_data_sn}")
                 next_data_sn += 1
-                offset = pdu.u32(40)
-                if offset + len(pdu.data) > expected:
-                    raise ProtocolError("Data-In beyond the expected transfer length")
-                buf[offset : offset + len(pdu.data)] = pdu.data
-                received = max(received, offset + len(pdu.data))
+                received += int.from_bytes(pdu.bhs[5:8], "big")
                 if pdu.flags & 0x01:  # S: status with the last data
                     status = pdu.bhs[3]
                     if status != 0:
                         raise ScsiError(f"SCSI status 0x{status:02x}", status=status, sense=None)
-                    return self._trim(bytes(buf), pdu, received)
+                    return self._received(pdu, received, total)
+                continue
+            if pdu.opcode == Op.R2T:
+                if out is None:
+                    raise ProtocolError("the target asked for data (R2T) on a command that has none to send")
+                r2t = task.parse_r2t(
+                    pdu, total=len(out), r2t_sn=next_r2t_sn, max_burst=params.max_burst_length
+                )
+                next_r2t_sn += 1
+                end = r2t.offset + r2t.length
+                self._data_out(lun_bytes, itt, r2t.ttt, out, start=r2t.offset, end=end, deadline=deadline)
                 continue
             if pdu.opcode == Op.SCSI_RESPONSE:
                 if pdu.bhs[2] != 0:
@@ -273,17 +363,38 @@ class Session:
                         status=status,
                         sense=sense,
                     )
-                return self._trim(bytes(buf), pdu, received)
-            if pdu.opcode == Op.R2T:
-                raise ProtocolError("the target asked for data on a read command")
+                if out is not None and pdu.flags & 0x02 and pdu.u32(44):
+                    raise ProtocolError(
+                        f"the target took {len(out) - pdu.u32(44)} of {len(out)} bytes of command "
+                        f"0x{cdb[0]:02x} on LUN {lun} (residual underflow)"
+                    )
+                return self._received(pdu, received, total)
             raise ProtocolError(f"unexpected {pdu.name()} during a SCSI command")
 
+    def _data_out(
+        self, lun: bytes, itt: int, ttt: int, out: memoryview, *, start: int, end: int, deadline: float
+    ) -> None:
+        """One sequence of Data-Out PDUs carrying ``out[start:end]``."""
+        limit = self.params.max_xmit_data_segment_length
+        for data_sn, (offset, size) in enumerate(task.segments(start, end, limit)):
+            bhs = task.data_out_bhs(
+                lun, itt, ttt, exp_stat_sn=self.exp_stat_sn, data_sn=data_sn, offset=offset,
+                final=offset + size == end,
+            )  # fmt: skip
+            self._send_parts(bhs, out[offset : offset + size], deadline)
+
     @staticmethod
-    def _trim(data: bytes, pdu: Pdu, received: int) -> bytes:
-        if pdu.flags & 0x02:  # U: underflow, residual count says how much is missing
-            residual = pdu.u32(44)
-            return data[: max(0, len(data) - residual)]
-        return data[:received] if received else data
+    def _received(pdu: Pdu, received: int, total: int) -> int:
+        if pdu.flags & 0x02:  # U: underflow, the residual count says how much is missing
+            return min(received, max(0, total - pdu.u32(44)))
+        return received
+
+    def _transfers(self, lba: int, blocks: int, block_size: int) -> list[tuple[int, int]]:
+        """``(lba, blocks)`` of each command of a transfer split at :attr:`max_transfer`."""
+        if block_size <= 0 or lba < 0 or blocks < 0:
+            raise ValueError("a transfer needs a positive block size and a non-negative LBA and count")
+        per = max(1, self.max_transfer // block_size)
+        return [(start, min(per, lba + blocks - start)) for start in range(lba, lba + blocks, per)]
 
     def inquiry(self, lun: int) -> scsi.Inquiry:
         return scsi.parse_inquiry(self.command(lun, scsi.inquiry_cdb(), 255))
@@ -313,15 +424,87 @@ class Session:
 
     def read(self, lun: int, lba: int, blocks: int, *, block_size: int = 512) -> bytes:
         """``blocks`` blocks from ``lba``: READ(10) when it fits, else READ(16)."""
-        out = bytearray()
-        per = max(1, READ_CHUNK // block_size)
-        while blocks > 0:
-            n = min(blocks, per)
-            cdb = scsi.read10_cdb(lba, n) if lba + n <= 4294967295 and n < 65536 else scsi.read16_cdb(lba, n)
-            out += self.command(lun, cdb, n * block_size)
-            lba += n
-            blocks -= n
-        return bytes(out)
+        buf = bytearray(blocks * block_size)
+        self.read_into(lun, lba, memoryview(buf), block_size=block_size)
+        return bytes(buf)
+
+    def read_into(self, lun: int, lba: int, into: memoryview, *, block_size: int = 512) -> None:
+        """Fill ``into`` (a writable byte view, whole blocks) from ``lba``, no copy on the way."""
+        view = into.cast("B") if into.format != "B" else into
+        if len(view) % block_size:
+            raise ValueError(f"{len(view)} bytes are not whole blocks of {block_size}")
+        for start, n in self._transfers(lba, len(view) // block_size, block_size):
+            cdb = scsi.read10_cdb(start, n) if scsi.fits_10(start, n) else scsi.read16_cdb(start, n)
+            part = view[(start - lba) * block_size : (start - lba + n) * block_size]
+            got = self._retrying(functools.partial(self._execute, lun, cdb, into=part))
+            if got != len(part):
+                raise ProtocolError(
+                    f"the target sent {got} of {len(part)} bytes "
+                    f"for blocks {start}-{start + n - 1} of LUN {lun}"
+                )
+
+    def write(self, lun: int, lba: int, data: Buffer, *, block_size: int) -> None:
+        """Write ``data`` (whole blocks) at ``lba``: WRITE(10) when it fits, else WRITE(16),
+        one command per :attr:`max_transfer` bytes."""
+        view = memoryview(data).cast("B")
+        if len(view) % block_size:
+            raise ValueError(f"{len(view)} bytes are not whole blocks of {block_size}")
+        for start, n in self._transfers(lba, len(view) // block_size, block_size):
+            cdb = scsi.write10_cdb(start, n) if scsi.fits_10(start, n) else scsi.write16_cdb(start, n)
+            self.command_out(lun, cdb, view[(start - lba) * block_size : (start - lba + n) * block_size])
+
+    def synchronize_cache(self, lun: int) -> None:
+        """SYNCHRONIZE CACHE(10) over the whole LUN (written data reaches the medium),
+        or (16) for a device that does not know (10)."""
+        try:
+            self.command(lun, scsi.synchronize_cache10_cdb(), 0)
+        except ScsiError as exc:
+            if exc.sense is None or exc.sense.key != SENSE_ILLEGAL_REQUEST:
+                raise
+            self.command(lun, scsi.synchronize_cache16_cdb(), 0)
+
+    def block_limits(self, lun: int) -> scsi.BlockLimits:
+        """The LUN's limits and UNMAP support (VPD pages 0xB0/0xB2 when served, READ
+        CAPACITY(16)'s LBPME); asked once per LUN and session."""
+        known = self._limits.get(lun)
+        if known is not None:
+            return known
+        pages: frozenset[int] = frozenset()
+        with contextlib.suppress(ScsiError):  # a device without VPD pages
+            pages = scsi.parse_supported_pages(self.command(lun, scsi.inquiry_cdb(page=0x00), 255))
+        limits = provisioning = None
+        if 0xB0 in pages:
+            limits = scsi.parse_block_limits_page(
+                self.command(lun, scsi.inquiry_cdb(page=0xB0, length=64), 64)
+            )
+        if 0xB2 in pages:
+            provisioning = scsi.parse_provisioning_page(
+                self.command(lun, scsi.inquiry_cdb(page=0xB2, length=64), 64)
+            )
+        capacity: scsi.Capacity | None = None
+        try:
+            capacity = scsi.parse_read_capacity16(self.command(lun, scsi.read_capacity16_cdb(), 32))
+        except ScsiError as exc:
+            if exc.sense is None or exc.sense.key != SENSE_ILLEGAL_REQUEST:
+                raise
+        known = scsi.block_limits(capacity, limits, provisioning)
+        self._limits[lun] = known
+        return known
+
+    def unmap(self, lun: int, lba: int, blocks: int) -> None:
+        """UNMAP ``blocks`` blocks from ``lba``, in as many commands as the LUN's limits need."""
+        if blocks <= 0:
+            return
+        limits = self.block_limits(lun)
+        if not limits.unmap:
+            raise IscsibootError(
+                f"LUN {lun} does not support UNMAP",
+                where=self.portal,
+                fix="ask Session.block_limits() first, or make the LUN thin-provisioned",
+            )
+        for ranges in scsi.unmap_plan(lba, blocks, limits):
+            parameters = scsi.unmap_parameters(ranges)
+            self.command_out(lun, scsi.unmap_cdb(len(parameters)), parameters)
 
     def idle(self, seconds: float, *, until_pings: int | None = None) -> int:
         """Serve the connection for ``seconds`` (answering NOP-In pings); the pings answered.
@@ -388,47 +571,3 @@ def _run_login(transport: Transport, settings: LoginSettings, timeout: float) ->
         request = machine.receive(transport.recv(deadline=deadline))
     assert machine.result is not None
     return machine.result
-
-
-class LunReader:
-    """A :data:`~iscsiboot.disk.probe.ReadAt` over one LUN, with a small block cache."""
-
-    CHUNK = 64 * 1024
-
-    def __init__(self, session: Session, lun: int, capacity: scsi.Capacity, *, base: int = 0) -> None:
-        self.session = session
-        self.lun = lun
-        self.capacity = capacity
-        self.base = base
-        self._cache: dict[int, bytes] = {}
-
-    def _chunk(self, index: int) -> bytes:
-        if index not in self._cache:
-            bs = self.capacity.block_size
-            lba = index * self.CHUNK // bs
-            blocks = min(self.CHUNK // bs, self.capacity.blocks - lba)
-            if blocks <= 0:
-                return b""
-            if len(self._cache) > 512:
-                self._cache.clear()
-            self._cache[index] = self.session.read(self.lun, lba, blocks, block_size=bs)
-        return self._cache[index]
-
-    def __call__(self, offset: int, length: int) -> bytes:
-        offset += self.base
-        out = bytearray()
-        while length > 0:
-            index, within = divmod(offset, self.CHUNK)
-            chunk = self._chunk(index)[within : within + length]
-            if not chunk:
-                break
-            out += chunk
-            offset += len(chunk)
-            length -= len(chunk)
-        return bytes(out)
-
-    def at(self, base: int) -> LunReader:
-        """The same LUN seen from byte ``base`` (a partition); shares the cache."""
-        view = LunReader(self.session, self.lun, self.capacity, base=self.base + base)
-        view._cache = self._cache
-        return view

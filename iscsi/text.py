@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from iscsiboot.iscsi.pdu import ProtocolError
 
 MAX_BINARY = 1024
+# What a normal session offers for writes (the target may answer less)
+MAX_BURST_OFFER = 1024 * 1024
+FIRST_BURST_OFFER = 256 * 1024
+MAX_OUTSTANDING_R2T_OFFER = 4
 
 
 def encode_keys(pairs: Iterable[tuple[str, str]]) -> bytes:
@@ -107,6 +111,7 @@ _MAX = ("DefaultTime2Wait",)
 _OR = ("InitialR2T", "DataPDUInOrder", "DataSequenceInOrder")
 _AND = ("ImmediateData",)
 _LIST = ("HeaderDigest", "DataDigest")
+_WRITE_KEYS = ("InitialR2T", "ImmediateData", "FirstBurstLength", "MaxBurstLength", "MaxOutstandingR2T")
 _FIELD = {
     "HeaderDigest": "header_digest",
     "DataDigest": "data_digest",
@@ -140,11 +145,12 @@ def operational_offer(
     if not discovery:
         keys += [
             ("MaxConnections", "1"),
-            ("InitialR2T", "Yes"),
-            ("ImmediateData", "No"),
-            ("MaxBurstLength", "262144"),
-            ("FirstBurstLength", "65536"),
-            ("MaxOutstandingR2T", "1"),
+            # The fast path for writes; the result functions let a target insist on R2Ts
+            ("InitialR2T", "No"),
+            ("ImmediateData", "Yes"),
+            ("MaxBurstLength", str(MAX_BURST_OFFER)),
+            ("FirstBurstLength", str(FIRST_BURST_OFFER)),
+            ("MaxOutstandingR2T", str(MAX_OUTSTANDING_R2T_OFFER)),
             ("DataPDUInOrder", "Yes"),
             ("DataSequenceInOrder", "Yes"),
             ("ErrorRecoveryLevel", "0"),
@@ -172,7 +178,9 @@ def negotiate(
     if "MaxRecvDataSegmentLength" in offered:
         values["max_recv_data_segment_length"] = decode_number(offered["MaxRecvDataSegmentLength"])
     for key, offer in offered.items():
-        if key in _FIELD and key not in _LIST:
+        # A key the target leaves unanswered keeps our offer, except those that shape how
+        # a write sends its data: they stay at RFC 7143's defaults, which a target assumes too.
+        if key in _FIELD and key not in _LIST and key not in _WRITE_KEYS:
             values[_FIELD[key]] = _bool(offer, key) if offer in ("Yes", "No") else decode_number(offer)
     reply: list[tuple[str, str]] = []
     for key, value in answers:

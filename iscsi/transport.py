@@ -1,6 +1,11 @@
 """A blocking TCP transport for PDUs: every call has a deadline.
 
-Thin on purpose: framing lives in :class:`iscsiboot.iscsi.pdu.PduReader`.
+Thin on purpose: framing and checks live in :mod:`iscsiboot.iscsi.pdu`.  Made
+for bulk data: a PDU goes out in one ``sendmsg`` of its header, the caller's
+data buffer (not copied) and the padding; a received data segment can go
+straight from the socket into the caller's buffer (``recv(sink=...)``).  Every
+failure of the connection (end of stream, reset, timeout) is a
+:class:`TransportError`.
 """
 
 from __future__ import annotations
@@ -8,9 +13,27 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 
 from iscsiboot.errors import IscsibootError
-from iscsiboot.iscsi.pdu import Pdu, PduReader, encode
+from iscsiboot.iscsi.pdu import (
+    BHS_LEN,
+    Buffer,
+    Pdu,
+    check_data_digest,
+    data_length,
+    frame,
+    header_length,
+    pad4,
+    parse_header,
+)
+
+# Where a data segment goes: called with the PDU's header (a data-less Pdu) and
+# the segment's length; returns a writable byte view of exactly that length, or
+# None to have the data in the returned Pdu's ``data``.
+Sink = Callable[[Pdu, int], memoryview | None]
+
+READ_AHEAD = 32 * 1024
 
 
 class TransportError(IscsibootError):
@@ -49,39 +72,99 @@ class Transport:
         self.peer = peer
         self.header_digest = False
         self.data_digest = False
-        self._reader = PduReader()
+        # Bytes received but not yet used: _buf[_start:_end]
+        self._buf = bytearray(READ_AHEAD)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
 
     def set_digests(self, header: bool, data: bool) -> None:
         self.header_digest = header
         self.data_digest = data
-        self._reader.header_digest = header
-        self._reader.data_digest = data
+
+    # ------------------------------------------------------------ sending
 
     def send(self, pdu: Pdu, *, deadline: float) -> None:
-        raw = encode(pdu, header_digest=self.header_digest, data_digest=self.data_digest)
+        self.send_parts(pdu.bhs, pdu.data, ahs=pdu.ahs, deadline=deadline)
+
+    def send_parts(self, bhs: bytes, data: Buffer, *, deadline: float, ahs: bytes = b"") -> None:
+        """One PDU whose data segment is ``data`` (a byte-format buffer, sent without a copy)."""
+        parts = frame(bhs, ahs, data, header_digest=self.header_digest, data_digest=self.data_digest)
         self._settimeout(deadline, "send to")
         try:
-            self.sock.sendall(raw)
+            sent = self.sock.sendmsg(parts)
+            for part in parts:
+                size = len(part)
+                if sent >= size:
+                    sent -= size
+                    continue
+                self.sock.sendall(memoryview(part)[sent:])
+                sent = 0
         except TimeoutError:
             raise TransportError(f"timed out sending to {self.peer}") from None
         except OSError as exc:
             raise TransportError(f"the connection to {self.peer} broke: {exc.strerror or exc}") from None
 
-    def recv(self, *, deadline: float) -> Pdu:
-        while True:
-            pdu = self._reader.next()
-            if pdu is not None:
-                return pdu
-            self._settimeout(deadline, "hear from")
-            try:
-                chunk = self.sock.recv(max(self._reader.needed(), 4096))
-            except TimeoutError:
-                raise TransportError(f"timed out waiting for {self.peer}") from None
-            except OSError as exc:
-                raise TransportError(f"the connection to {self.peer} broke: {exc.strerror or exc}") from None
-            if not chunk:
-                raise TransportError(f"{self.peer} closed the connection")
-            self._reader.feed(chunk)
+    # ------------------------------------------------------------ receiving
+
+    def recv(self, *, deadline: float, sink: Sink | None = None) -> Pdu:
+        """The next PDU.  With ``sink``, a data segment goes where the sink says;
+        the returned PDU's ``data`` is then empty (its BHS still gives the length)."""
+        self._fill(BHS_LEN, deadline)
+        end = header_length(self._view[self._start : self._start + BHS_LEN], header_digest=self.header_digest)
+        self._fill(end, deadline)
+        head = parse_header(self._take(end), header_digest=self.header_digest)
+        size = data_length(head.bhs)
+        if not size:
+            return head
+        target = sink(head, size) if sink is not None else None
+        own = None
+        if target is None:
+            own = bytearray(size)
+            target = memoryview(own)
+        self._read_into(target, deadline)
+        tail = pad4(size) + (4 if self.data_digest else 0)
+        if tail:
+            self._fill(tail, deadline)
+            rest = self._take(tail)
+            if self.data_digest:
+                check_data_digest(target, rest)
+        return head if own is None else Pdu(head.bhs, head.ahs, bytes(own))
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        return out
+
+    def _fill(self, n: int, deadline: float) -> None:
+        """Have at least ``n`` (at most :data:`READ_AHEAD`) received bytes in the buffer."""
+        if self._end - self._start >= n:
+            return
+        if self._start + n > len(self._buf):
+            kept = self._end - self._start
+            self._buf[:kept] = self._view[self._start : self._end]
+            self._start, self._end = 0, kept
+        while self._end - self._start < n:
+            self._end += self._recv_into(self._view[self._end :], deadline)
+
+    def _read_into(self, target: memoryview, deadline: float) -> None:
+        have = min(self._end - self._start, len(target))
+        target[:have] = self._view[self._start : self._start + have]
+        self._start += have
+        while have < len(target):
+            have += self._recv_into(target[have:], deadline)
+
+    def _recv_into(self, view: memoryview, deadline: float) -> int:
+        self._settimeout(deadline, "hear from")
+        try:
+            got = self.sock.recv_into(view)
+        except TimeoutError:
+            raise TransportError(f"timed out waiting for {self.peer}") from None
+        except OSError as exc:
+            raise TransportError(f"the connection to {self.peer} broke: {exc.strerror or exc}") from None
+        if not got:
+            raise TransportError(f"{self.peer} closed the connection")
+        return got
 
     def _settimeout(self, deadline: float, verb: str) -> None:
         left = deadline - time.monotonic()
@@ -92,3 +175,18 @@ class Transport:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def deliver(pdu: Pdu, sink: Sink | None) -> Pdu:
+    """What :meth:`Transport.recv` returns for a whole ``pdu`` (for transports that hold
+    PDUs): the data given to the sink, the BHS's DataSegmentLength set as on the wire."""
+    if sink is None or not pdu.data:
+        return pdu
+    bhs = bytearray(pdu.bhs)
+    bhs[5:8] = len(pdu.data).to_bytes(3, "big")
+    head = Pdu(bytes(bhs), pdu.ahs)
+    target = sink(head, len(pdu.data))
+    if target is None:
+        return Pdu(head.bhs, head.ahs, pdu.data)
+    target[:] = pdu.data
+    return head

@@ -14,7 +14,7 @@ from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import chap as chapmod
 from iscsiboot.iscsi import scsi
 from iscsiboot.iscsi.login import Login, LoginSettings, parse_target_address
-from iscsiboot.iscsi.pdu import Op, Pdu, PduReader, decode, encode, make_bhs
+from iscsiboot.iscsi.pdu import Buffer, Op, Pdu, PduReader, decode, encode, make_bhs
 from iscsiboot.iscsi.session import Session
 from iscsiboot.iscsi.text import (
     Params,
@@ -26,7 +26,7 @@ from iscsiboot.iscsi.text import (
     negotiate,
     operational_offer,
 )
-from iscsiboot.iscsi.transport import TransportError
+from iscsiboot.iscsi.transport import Sink, TransportError, deliver
 from iscsiboot.model import Chap
 from iscsiboot.secret import Secret
 
@@ -260,10 +260,13 @@ class _Scripted:
     def send(self, pdu: Pdu, *, deadline: float) -> None:
         self.queue += self.answer(pdu)
 
-    def recv(self, *, deadline: float) -> Pdu:
+    def send_parts(self, bhs: bytes, data: Buffer, *, deadline: float) -> None:
+        self.send(Pdu(bhs, b"", bytes(data)), deadline=deadline)
+
+    def recv(self, *, deadline: float, sink: Sink | None = None) -> Pdu:
         if not self.queue:
             raise TransportError("the target closed the connection")
-        return self.queue.pop(0)
+        return deliver(self.queue.pop(0), sink)
 
     def close(self) -> None:
         pass

@@ -209,11 +209,13 @@ def test_negotiation_result_functions() -> None:
     assert params.immediate_data is False
     assert reply == []
     with pytest.raises(ProtocolError):  # minimum function violated
-        negotiate(offered, [("MaxBurstLength", "999999")])
+        negotiate(offered, [("MaxBurstLength", "2000000")])
     with pytest.raises(ProtocolError):  # digest we did not offer
         negotiate(offered, [("HeaderDigest", "CRC32C")])
-    with pytest.raises(ProtocolError):
-        negotiate(offered, [("InitialR2T", "No")])  # OR with our Yes must be Yes
+    with pytest.raises(ProtocolError):  # OR with a Yes must be Yes
+        negotiate({**offered, "InitialR2T": "Yes"}, [("InitialR2T", "No")])
+    with pytest.raises(ProtocolError):  # AND with a No must be No
+        negotiate({**offered, "ImmediateData": "No"}, [("ImmediateData", "Yes")])
     _, reply = negotiate(offered, [("Unknown", "x")])
     assert reply == [("Unknown", "NotUnderstood")]
 
