@@ -26,14 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from iscsiboot.agent.backends.causes import cause_of_login, cause_of_tcp
 from iscsiboot.agent.backends.result import Cause, LoginResult
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.errors import EnvironmentProblem, IscsibootError
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import (
-    AuthenticationFailed,
     Login,
-    LoginFailed,
     LoginRedirect,
     LoginSettings,
 )
@@ -90,22 +89,11 @@ def cause_of_iferror(kind: int, err: int) -> Cause:
     return _IFERROR.get(err, Cause.OTHER)
 
 
-def cause_of_tcp(err: int | None) -> Cause:
-    if err == errno.ECONNREFUSED:
-        return Cause.REFUSED
-    if err in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL):
-        return Cause.UNREACHABLE
-    if err in (None, errno.ETIMEDOUT):
-        return Cause.TIMEOUT
-    return Cause.OTHER
-
-
 def cause_of_error(exc: BaseException) -> Cause:
     """The plain cause of an exception from one native login attempt."""
-    if isinstance(exc, LoginFailed):
-        return Cause(exc.status.cause.value)  # target errors (offline, out of resources) are OTHER: retry
-    if isinstance(exc, AuthenticationFailed):
-        return Cause.AUTH
+    shared = cause_of_login(exc)
+    if shared is not None:
+        return shared
     if isinstance(exc, nl.NetlinkError):
         return cause_of_iferror(exc.kind, exc.errno)
     if isinstance(exc, ConnectionLost):
