@@ -2,9 +2,11 @@
 
 Forms understood (pure functions, no I/O):
 
-* ``dhcp``, ``on``, ``any``, ``bootp``, ``rarp``, ``both`` (and dracut's
-  ``dhcp6``, ``auto6``): :attr:`NetMode.DHCP`; ``off``, ``none``:
-  :attr:`NetMode.OFF`; ``ibft`` (dracut): :attr:`NetMode.FIRMWARE`.
+* ``dhcp``, ``on``, ``any``, ``bootp``, ``rarp``, ``both``:
+  :attr:`NetMode.DHCP` (IPv4); dracut's ``dhcp6``: :attr:`NetMode.DHCP6` and
+  ``auto6``: :attr:`NetMode.AUTO6` (IPv6, each its own mode: never read as
+  IPv4 DHCP); ``off``, ``none``: :attr:`NetMode.OFF`; ``ibft`` (dracut):
+  :attr:`NetMode.FIRMWARE`.
 * The kernel's long form
   ``<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1>[:<ntp0>]``.
   A client address with autoconf ``off``/``none``/empty is a static
@@ -27,10 +29,12 @@ import re
 from iscsiboot.errors import ParseError, RepresentError, UsageError
 from iscsiboot.model import NetMode, Network
 
-DHCP_WORDS = frozenset({"dhcp", "on", "any", "bootp", "rarp", "both", "dhcp6", "auto6"})
+DHCP_WORDS = frozenset({"dhcp", "on", "any", "bootp", "rarp", "both"})
+#: dracut's IPv6 methods, each its own mode.
+IPV6_WORDS: dict[str, NetMode] = {"dhcp6": NetMode.DHCP6, "auto6": NetMode.AUTO6}
 OFF_WORDS = frozenset({"off", "none"})
 FIRMWARE_WORDS = frozenset({"ibft"})
-AUTOCONF_WORDS = DHCP_WORDS | OFF_WORDS | FIRMWARE_WORDS
+AUTOCONF_WORDS = DHCP_WORDS | OFF_WORDS | FIRMWARE_WORDS | frozenset(IPV6_WORDS)
 _FIX_FORMS = "write ip=dhcp, ip=off or ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>"
 
 
@@ -102,6 +106,8 @@ def parse_ip(value: str) -> Network:
         raise ParseError("empty value", where="ip=", fix=_FIX_FORMS)
     if value in DHCP_WORDS:
         return Network(mode=NetMode.DHCP)
+    if value in IPV6_WORDS:
+        return Network(mode=IPV6_WORDS[value])
     if value in OFF_WORDS:
         return Network(mode=NetMode.OFF)
     if value in FIRMWARE_WORDS:
@@ -162,6 +168,8 @@ def _looks_ip(text: str) -> bool:
 def _mode_of(autoconf: str, address: str | None, where: str) -> NetMode:
     if autoconf in DHCP_WORDS:
         return NetMode.DHCP
+    if autoconf in IPV6_WORDS:
+        return IPV6_WORDS[autoconf]
     if autoconf in FIRMWARE_WORDS:
         return NetMode.FIRMWARE
     if autoconf in OFF_WORDS or autoconf == "":
@@ -237,14 +245,15 @@ def format_ip(net: Network) -> str | None:
                 fix="drop the settings or the firmware mode",
             )
         return "ibft"
+    automatic = {NetMode.DHCP: "dhcp", NetMode.DHCP6: "dhcp6", NetMode.AUTO6: "auto6"}
     if plain:
-        return "dhcp" if net.mode is NetMode.DHCP else "off"
+        return automatic.get(net.mode, "off")
     v6 = net.address is not None and ":" in net.address
     if net.mode is NetMode.OFF and net.address is not None:
         raise RepresentError("an address with the network off", fix="use a static configuration")
-    if net.mode is NetMode.DHCP and net.address is None and not net.dns and net.device and plain_but(net):
-        return f"{_check_field(net.device, 'device')}:dhcp"
-    autoconf = {NetMode.DHCP: "dhcp", NetMode.OFF: "off", NetMode.STATIC: "off"}[net.mode]
+    if net.mode in automatic and net.address is None and not net.dns and net.device and plain_but(net):
+        return f"{_check_field(net.device, 'device')}:{automatic[net.mode]}"
+    autoconf = {**automatic, NetMode.OFF: "off", NetMode.STATIC: "off"}[net.mode]
     if len(net.dns) > 2:
         raise RepresentError(
             f"{len(net.dns)} DNS servers; ip= carries two", fix="keep two (nameserver= takes more)"

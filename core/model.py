@@ -57,17 +57,20 @@ def _utf8_size(text: str) -> int:
         return len(text.encode("utf-8", "surrogatepass"))
 
 
-def iscsi_name_problem(name: str) -> str | None:
+def iscsi_name_problem(name: str, *, at_sign: bool = False) -> str | None:
     """Why ``name`` is not an iSCSI name every generated format carries, or None.
 
-    Length: at most :data:`ISCSI_NAME_MAX` bytes.  Characters: :data:`ISCSI_NAME_CHARS`.
+    Length: at most :data:`ISCSI_NAME_MAX` bytes.  Characters: :data:`ISCSI_NAME_CHARS`,
+    and ``@`` too with ``at_sign``: RFC 3722 refuses it, but dracut reads a target
+    name with ``@`` from its empty-authentication root path (``iscsi:@<server>:...``).
     The model itself checks only the length (and NUL); the generators that write a
     name into another program's syntax check the characters too.
     """
     size = _utf8_size(name)
     if size > ISCSI_NAME_MAX:
         return f"has {size} bytes; iSCSI names have at most {ISCSI_NAME_MAX}"
-    bad = sorted({c for c in name if c not in ISCSI_NAME_CHARS})
+    allowed = ISCSI_NAME_CHARS | {"@"} if at_sign else ISCSI_NAME_CHARS
+    bad = sorted({c for c in name if c not in allowed})
     if bad:
         shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:3])
         return f"has characters outside RFC 3722's letters, digits, '-', '.' and ':' ({shown})"
@@ -202,7 +205,9 @@ class Target:
 
 class NetMode(enum.Enum):
     UNSET = "unset"  # the command line says nothing about the network
-    DHCP = "dhcp"
+    DHCP = "dhcp"  # DHCP for IPv4
+    DHCP6 = "dhcp6"  # DHCP for IPv6 (dracut's ip=dhcp6)
+    AUTO6 = "auto6"  # IPv6 stateless autoconfiguration (dracut's ip=auto6)
     STATIC = "static"
     OFF = "off"
     FIRMWARE = "firmware"  # take the network settings from the iBFT
@@ -259,6 +264,9 @@ class BootConfig:
 
     ``firmware``: targets, initiator and network come from the iBFT (OpenELEC's
     ``ISCSI=auto``, Debian's ``iscsi_auto``, dracut's ``rd.iscsi.firmware``).
+    ``target_from_dhcp``: the boot target is the RFC 4173 root path that the
+    DHCP server sends in option 17 (dracut's ``netroot=dhcp`` and ``root=dhcp``,
+    ``boot=ISCSI=dhcp``); ``targets`` then holds none.
     ``targets[0]`` is the target of ``boot=``; ``storage_on_iscsi`` says that
     ``disk=`` used the ``ISCSI=`` form, naming ``targets[1]`` when there is a
     second target and the boot target otherwise.
@@ -271,10 +279,17 @@ class BootConfig:
     system: Locator | None = None
     storage: Locator | None = None
     storage_on_iscsi: bool = False
+    target_from_dhcp: bool = False
 
     def __post_init__(self) -> None:
         if self.initiator is not None:
             _iscsi_name(self.initiator, "initiator name")
+        if self.target_from_dhcp and (self.targets or self.firmware):
+            raise UsageError(
+                "the target comes from the DHCP root path, and the settings name "
+                + ("targets too" if self.targets else "the iBFT too"),
+                fix="give one source of the target: the DHCP root path, the iBFT or explicit targets",
+            )
 
     def secrets(self) -> tuple[Secret, ...]:
         return tuple(s for t in self.targets for s in t.secrets())
@@ -356,6 +371,7 @@ def to_dict(cfg: BootConfig, *, show_secrets: bool = False) -> dict[str, Any]:
         "system": str(cfg.system) if cfg.system else None,
         "storage": str(cfg.storage) if cfg.storage else None,
         "storage_on_iscsi": cfg.storage_on_iscsi,
+        "target_from_dhcp": cfg.target_from_dhcp,
     }
 
 
@@ -449,6 +465,7 @@ def from_dict(obj: Any) -> BootConfig:
             system=Locator.parse(system) if system is not None else None,
             storage=Locator.parse(storage) if storage is not None else None,
             storage_on_iscsi=bool(_get(obj, "storage_on_iscsi", bool, "storage_on_iscsi", False)),
+            target_from_dhcp=bool(_get(obj, "target_from_dhcp", bool, "target_from_dhcp", False)),
         )
     except ParseError:
         raise
