@@ -167,6 +167,8 @@ def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
         mode = "iSCSI, from the firmware (iBFT)"
         if cfg.targets:
             mode += " and explicit targets"
+    elif cfg.target_from_dhcp:
+        mode = "iSCSI, the target from the DHCP server's root path (option 17)"
     elif cfg.targets:
         mode = "iSCSI, explicit targets"
     else:
@@ -194,11 +196,10 @@ def describe(cfg: BootConfig, *, show_secrets: bool = False) -> str:
     row("network", ", ".join(parts))
     # disk=LABEL=... names no device: the label is looked for on every disk, the LUN included
     where_storage = "on iSCSI" if cfg.storage_on_iscsi else "on any disk, the LUN included"
+    on_iscsi = cfg.targets or cfg.firmware or cfg.target_from_dhcp
     row(
         "system",
-        f"{cfg.system} ({'on iSCSI' if cfg.targets or cfg.firmware else 'on any disk'})"
-        if cfg.system
-        else "(not given)",
+        f"{cfg.system} ({'on iSCSI' if on_iscsi else 'on any disk'})" if cfg.system else "(not given)",
     )
     row("storage", f"{cfg.storage} ({where_storage})" if cfg.storage else "(not given)")
     return "\n".join(lines) + "\n"

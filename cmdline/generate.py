@@ -30,6 +30,13 @@ Choices:
   ``sanboot`` for ever, or ``attempts`` times and then exits with failure.
 * ``dnsmasq``: the root path (option 17) carries no credentials.
 * ``dracut``: ``rd.iscsi.*`` and ``netroot=`` with credentials in the root path.
+* A model that takes its target from the DHCP root path (``target_from_dhcp``)
+  is written ``boot=ISCSI=dhcp,<system>`` with ``iscsi_initiator=`` (the
+  cmdline forms) or ``netroot=dhcp`` (dracut).
+* Names hold RFC 3722's characters only, except that a target name may hold
+  ``@`` (dracut reads it; a warning says RFC 3722 does not allow it): root
+  paths then carry dracut's empty credentials part (``iscsi:@<server>:...``),
+  except iPXE's sanboot URI, which takes the plain form.
 """
 
 from __future__ import annotations
@@ -62,6 +69,11 @@ __all__ = [
 COMMAND_LINE_MAX = 2048
 #: DHCP options hold at most 255 bytes (RFC 2132): the root path (option 17) too.
 DHCP_OPTION_MAX = 255
+AT_SIGN_WARNING = (
+    "the target name {name!r} holds '@', which RFC 3722 does not allow: dracut and this agent read it "
+    "(a root path writes it after dracut's empty credentials part, iscsi:@<server>:...), other "
+    "initiators may refuse it"
+)
 _AUTO_FIX = "use iSCSI firmware instead (an iBFT from iPXE or the NIC: boot=ISCSI=auto)"
 _PROC_WARNING = (
     "the kernel command line carries CHAP secrets: every local user can read them in /proc/cmdline "
@@ -119,26 +131,34 @@ def _chap_items(chap: Chap | None, user_key: str, pass_key: str, what: str) -> l
     ]
 
 
-def _check_name(name: str, what: str) -> None:
-    problem = iscsi_name_problem(name)
+def _check_name(name: str, what: str, *, at_sign: bool = False) -> None:
+    problem = iscsi_name_problem(name, at_sign=at_sign)
     if problem is not None:
         raise RepresentError(
             f"the {what} {problem}", fix="give an iSCSI name such as iqn.2024-01.org.example:disk"
         )
 
 
-def _check_names(cfg: BootConfig) -> None:
-    """Every generated format writes names of RFC 3722's characters only (the storage target's too)."""
+def _check_names(cfg: BootConfig) -> list[str]:
+    """Every generated format writes names of RFC 3722's characters only (the storage target's too).
+
+    A target name may hold ``@`` besides (dracut reads it): the warnings say
+    that RFC 3722 does not allow it.
+    """
     if cfg.initiator is not None:
         _check_name(cfg.initiator, "initiator name (--initiator, JSON initiator)")
+    warnings = []
     for i, target in enumerate(cfg.targets):
-        _check_name(target.name, f"target name (--target-name, JSON targets[{i}].name)")
+        _check_name(target.name, f"target name (--target-name, JSON targets[{i}].name)", at_sign=True)
+        if "@" in target.name:
+            warnings.append(AT_SIGN_WARNING.format(name=target.name))
+    return warnings
 
 
 def spec(initiator: str, target: Target) -> str:
     """The OpenELEC ``key=value`` list (without the locator) for one target."""
     _check_name(initiator, "initiator name (--initiator, JSON initiator)")
-    _check_name(target.name, "target name (--target-name)")
+    _check_name(target.name, "target name (--target-name)", at_sign=True)
     items = [
         f"iscsi_initiator={_spec_value(initiator, 'initiator name')}",
         f"iscsi_target_name={_spec_value(target.name, 'target name')}",
@@ -162,11 +182,12 @@ def _net_tokens(cfg: BootConfig) -> list[str]:
 
 
 def _cmdline_tokens(cfg: BootConfig) -> tuple[list[str], list[str]]:
-    _check_names(cfg)
+    warnings = _check_names(cfg)
     tokens = _net_tokens(cfg)
-    warnings: list[str] = []
     if cfg.storage_on_iscsi and cfg.storage is None:
         raise RepresentError("storage on iSCSI without a storage locator", fix="give --storage LABEL=Storage")
+    if cfg.target_from_dhcp:
+        return tokens + _dhcp_tokens(cfg), warnings
     if cfg.firmware:
         if cfg.targets:
             raise RepresentError(
@@ -224,6 +245,25 @@ def _cmdline_tokens(cfg: BootConfig) -> tuple[list[str], list[str]]:
         else:
             tokens.append(_token("disk", storage))
     return tokens, warnings
+
+
+def _dhcp_tokens(cfg: BootConfig) -> list[str]:
+    """``boot=ISCSI=dhcp,<system>``, ``disk=``, and the initiator as its own ``iscsi_initiator=``."""
+    if cfg.initiator is None:
+        raise RepresentError(
+            "the target from the DHCP root path needs an initiator name on the command line",
+            fix="give --initiator iqn.YYYY-MM.<domain>:<name>",
+        )
+    if cfg.system is None:
+        raise RepresentError("boot=ISCSI=dhcp needs a system locator", fix="give --system LABEL=System")
+    tokens = [
+        _token("boot", f"ISCSI=dhcp,{_locator_text(cfg.system, 'system')}"),
+        f"iscsi_initiator={_spec_value(cfg.initiator, 'initiator name')}",
+    ]
+    if cfg.storage is not None:
+        storage = _locator_text(cfg.storage, "storage")
+        tokens.append(_token("disk", f"ISCSI=dhcp,{storage}" if cfg.storage_on_iscsi else storage))
+    return tokens
 
 
 def _finish_line(tokens: Sequence[str], warnings: list[str], cfg: BootConfig) -> None:
@@ -292,13 +332,14 @@ def dracut(cfg: BootConfig) -> Generated:
     """dracut's form: ``rd.iscsi.*`` and ``netroot=iscsi:...`` (credentials in the root path)."""
     if cfg.storage_on_iscsi:
         raise RepresentError("dracut has no storage-on-iSCSI form", fix="use the cmdline or extlinux form")
-    _check_names(cfg)
+    warnings = _check_names(cfg)
     tokens = _net_tokens(cfg)
-    warnings: list[str] = []
     if cfg.storage is not None:
         warnings.append("dracut has no storage file system; the storage locator is left out")
     if cfg.firmware:
         tokens.append("rd.iscsi.firmware=1")
+    if cfg.target_from_dhcp:
+        tokens.append("netroot=dhcp6" if cfg.network.mode is NetMode.DHCP6 else "netroot=dhcp")
     if cfg.initiator is not None:
         tokens.append(f"rd.iscsi.initiator={_spec_value(cfg.initiator, 'initiator name')}")
     groups = {t.group for t in cfg.targets}
@@ -318,11 +359,15 @@ def dracut(cfg: BootConfig) -> Generated:
 # ---------------------------------------------------------------- RFC 4173 and iPXE
 
 
-def root_path(cfg_or_target: BootConfig | Target, *, credentials: bool = False) -> Generated:
+def root_path(
+    cfg_or_target: BootConfig | Target, *, credentials: bool = False, empty_auth: bool = True
+) -> Generated:
     """The RFC 4173 root path (DHCP option 17) of the boot target.
 
     Without ``credentials`` (the default) it names only the portal, LUN and
     target; with them it uses dracut's ``user:pass[:ruser:rpass]@`` prefix.
+    A target name with ``@`` goes after dracut's empty credentials part
+    (``iscsi:@...``) unless ``empty_auth`` is False (iPXE's form).
     """
     warnings: list[str] = []
     if isinstance(cfg_or_target, Target):
@@ -336,10 +381,12 @@ def root_path(cfg_or_target: BootConfig | Target, *, credentials: bool = False) 
         target = cfg_or_target.targets[0]
         if len(cfg_or_target.targets) > 1:
             warnings.append(f"the root path names the boot target only ({target.name})")
-    _check_name(target.name, "target name (--target-name)")
+    _check_name(target.name, "target name (--target-name)", at_sign=True)
+    if "@" in target.name:
+        warnings.append(AT_SIGN_WARNING.format(name=target.name))
     if target.group != DEFAULT_GROUP:
         warnings.append(f"the portal group {target.group} is not part of a root path")
-    text = format_root_path(target, credentials=credentials)
+    text = format_root_path(target, credentials=credentials, empty_auth=empty_auth)
     secrets = target.secrets() if credentials else ()
     return Generated(text, tuple(warnings), secrets)
 
@@ -377,7 +424,7 @@ def ipxe(
     ``&&`` or ``;`` (the end of a command), hold ``${`` (a setting expansion)
     or end in ``\\`` (a continued line); initiator and target names (the
     storage target's too) hold only RFC 3722's letters, digits, ``-``, ``.``
-    and ``:``.  ``embed_path`` goes into the comment quoted for the shell
+    and ``:`` (a target name ``@`` too).  ``embed_path`` goes into the comment quoted for the shell
     (``make`` is run from one), and is refused when it has a control or
     line-separator character.
     """
@@ -395,11 +442,11 @@ def ipxe(
             "no LUN given: iPXE uses LUN 0, which tgt keeps for its controller (its disks start at LUN 1; "
             "give --lun 1)"
         )
-    _check_names(cfg)
-    uri = root_path(boot)
-    warnings += uri.warnings
+    warnings += _check_names(cfg)
+    uri = root_path(boot, empty_auth=False)
+    warnings += [w for w in uri.warnings if w not in warnings]
     check_word(uri.text, "root path")
-    hooks = [root_path(extra).text for extra in cfg.targets[1:]]
+    hooks = [root_path(extra, empty_auth=False).text for extra in cfg.targets[1:]]
     for hook in hooks:
         check_word(hook, "storage root path")
     embed = _embed_comment_path(embed_path)
@@ -444,6 +491,11 @@ def ipxe(
     return Generated("\n".join(lines) + "\n", tuple(warnings), cfg.secrets())
 
 
+def dnsmasq_root_path_line(text: str) -> str:
+    """The dnsmasq line that sends ``text`` as the root path (option 17)."""
+    return f'dhcp-option=option:root-path,"{text}"'
+
+
 def dnsmasq(
     cfg: BootConfig,
     *,
@@ -469,9 +521,9 @@ def dnsmasq(
             "the DHCP root path needs a target (the model has none)",
             fix="give --target-name and --target-ip",
         )
-    _check_names(cfg)
+    warnings += _check_names(cfg)
     uri = root_path(cfg)
-    warnings += uri.warnings
+    warnings += [w for w in uri.warnings if w not in warnings]
     size = len(uri.text.encode("utf-8"))
     if size > DHCP_OPTION_MAX:
         raise RepresentError(
@@ -515,7 +567,7 @@ def dnsmasq(
         f"dhcp-boot=tag:ipxe,{script}",
         "",
         "# RFC 4173 root path (option 17) of the boot target",
-        f'dhcp-option=option:root-path,"{uri.text}"',
+        dnsmasq_root_path_line(uri.text),
     ]
     if cfg.network.mode is NetMode.FIRMWARE:
         warnings.append("the model takes its network from the iBFT; the DHCP server still serves iPXE")

@@ -11,6 +11,9 @@ One parser for every form in use, all into one :class:`~iscsiboot.model.BootConf
   as separate tokens.
 * RFC 4173 root paths in ``root=iscsi:...`` and ``netroot=iscsi:...``
   (see :mod:`iscsiboot.cmdline.rootpath`), with dracut's ``rd.iscsi.*``.
+* The target from the DHCP server's root path: ``netroot=dhcp``,
+  ``root=dhcp``, ``boot=ISCSI=dhcp,<locator>`` (see
+  :mod:`iscsiboot.cmdline.dhcproot`); dracut's ``root=/dev/root`` names no locator.
 * ``ip=`` (see :mod:`iscsiboot.cmdline.ipconf`), ``BOOTIF=`` (pxelinux, gives
   the MAC) and ``nameserver=``.
 
@@ -45,6 +48,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from iscsiboot.cmdline.dhcproot import dhcp_network, refuse_dracut_keys
 from iscsiboot.cmdline.ipconf import parse_ip
 from iscsiboot.cmdline.rootpath import PREFIX as ROOT_PREFIX
 from iscsiboot.cmdline.rootpath import parse_root_path
@@ -274,6 +278,8 @@ class _Builder:
         self.dracut: dict[str, tuple[str, str]] = {}
         self.root_targets: list[Target] = []
         self.root_locator: Locator | None = None
+        self.dhcp_token: str | None = None  # the first token that takes the target from DHCP
+        self.dhcp6 = False
         self.network: Network | None = None
         self.mac: str | None = None
         self.nameservers: list[str] = []
@@ -395,7 +401,7 @@ class _Builder:
         where = f"{param}=ISCSI="
         head, comma, tail = body.rpartition(",")
         if not comma:
-            if body == "auto" or "=" not in body or body.startswith("iscsi_"):
+            if body in ("auto", "dhcp") or "=" not in body or body.startswith("iscsi_"):
                 raise ParseError(
                     f"no locator after the last comma of {where}", where=redact(token), fix=_LOCATOR_FIX
                 )
@@ -418,6 +424,9 @@ class _Builder:
         if head == "auto":
             self.firmware = True
             return None, None, locator
+        if head == "dhcp":
+            self.dhcp_token = self.dhcp_token or token
+            return None, None, locator
         if not head:
             raise ParseError(
                 f"empty iSCSI options in {where}",
@@ -439,10 +448,14 @@ class _Builder:
             raise ParseError(f"empty value for {param}=", where=token, fix=f"give {param}= a value")
         if value.startswith(ROOT_PREFIX):
             self.root_targets.append(parse_root_path(value, where=redact(token)))
-        elif param == "root":
+            return
+        if param == "root":
             self.once("root", token)
-            if value.startswith(("LABEL=", "UUID=", "/")):
+            if value.startswith(("LABEL=", "UUID=", "/")) and value != "/dev/root":
                 self.root_locator = _locator(value, redact(token))
+        if value in ("dhcp", "dhcp6"):
+            self.dhcp_token = self.dhcp_token or token
+            self.dhcp6 = self.dhcp6 or value == "dhcp6"
 
     # -- the whole line
     def finish(self) -> Parsed:
@@ -480,15 +493,21 @@ class _Builder:
                 )
             except UsageError as exc:
                 raise ParseError(exc.what, where="ip=", fix=exc.fix) from None
-        cfg = BootConfig(
-            firmware=self.firmware,
-            initiator=initiator,
-            targets=tuple(seen),
-            network=network,
-            system=system,
-            storage=self.storage,
-            storage_on_iscsi=self.storage_on_iscsi,
-        )
+        if self.dhcp_token is not None:
+            network = dhcp_network(network, redact(self.dhcp_token), dhcp6=self.dhcp6)
+        try:
+            cfg = BootConfig(
+                firmware=self.firmware,
+                initiator=initiator,
+                targets=tuple(seen),
+                network=network,
+                system=system,
+                storage=self.storage,
+                storage_on_iscsi=self.storage_on_iscsi,
+                target_from_dhcp=self.dhcp_token is not None,
+            )
+        except UsageError as exc:
+            raise ParseError(exc.what, where=redact(self.dhcp_token or ""), fix=exc.fix) from None
         for target in cfg.targets:
             if not target.name.startswith(("iqn.", "eui.", "naa.")):
                 self.warnings.append(
@@ -507,6 +526,8 @@ class _Builder:
             return []
         where = "the rd.iscsi.* keys"
         has_target = "rd.iscsi.target.name" in keys or "rd.iscsi.target.ip" in keys
+        if self.dhcp_token is not None and not has_target:
+            refuse_dracut_keys(keys)
         if has_target or not self.root_targets:
             initiator, target = _target(keys, DRACUT_KEYS, where, require_initiator=False)
             if initiator is not None:

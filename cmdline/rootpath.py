@@ -8,8 +8,12 @@
 * ``<LUN>``: hexadecimal as RFC 4173 says, up to four ``-``-separated levels;
   empty means "not given" (``Target.lun`` None).
 * ``<targetname>``: everything after the fourth colon (IQNs have colons).
-* The credentials prefix is dracut's extension: whatever stands before the
-  ``@`` (iSCSI names and hosts have no ``@``, so a root path has one at most).
+* The credentials prefix is dracut's extension, split off as dracut does:
+  what stands before the first ``@`` is credentials when four colons or more
+  follow that ``@``.  An empty credentials part (``iscsi:@<server>:...``) is
+  dracut's way to write a target name that holds ``@``, which RFC 3722 does
+  not allow but some targets use; :func:`format_root_path` writes that form
+  for such a name.  Elsewhere than in the target name an ``@`` is refused.
   Messages quote a root path through :func:`redact_root_path`: its
   credentials are never shown.
 
@@ -37,9 +41,14 @@ def redact_root_path(text: str) -> str:
     """``text`` for a message: whatever stands before the last ``@`` is credentials, shown masked.
 
     The user names of a ``user:pass`` or ``user:pass:ruser:rpass`` prefix stay;
-    any other prefix is masked whole.  The secrets' text is never searched for.
+    any other prefix is masked whole.  The empty-authentication form
+    (``iscsi:@...``) whose other ``@`` stand in the target name is shown
+    whole.  The secrets' text is never searched for.
     """
     if not text.startswith(PREFIX) or "@" not in text:
+        return text
+    body = text[len(PREFIX) :]
+    if body.startswith("@") and _at_only_in_name(body[1:]):
         return text
     auth, _at, rest = text[len(PREFIX) :].rpartition("@")
     parts = auth.split(":")
@@ -48,6 +57,42 @@ def redact_root_path(text: str) -> str:
     else:
         shown = MASK
     return f"{PREFIX}{shown}@{rest}"
+
+
+def split_credentials(body: str) -> tuple[str | None, str]:
+    """(credentials, the rest) of a root path after ``iscsi:``, split as dracut splits them.
+
+    What stands before the first ``@`` is credentials when four colons or more
+    follow it; an empty credentials part gives ``""``.  Else there are none
+    (``None``) and any ``@`` belongs to the target name.
+    """
+    auth, at, after = body.partition("@")
+    if at and after.count(":") >= 4:
+        return auth, after
+    return None, body
+
+
+def name_start(rest: str) -> int | None:
+    """Where the target name starts in ``rest`` (a root path after its credentials): after the
+    fourth colon outside ``[...]``; None when there are fewer."""
+    depth = 0
+    colons = 0
+    for index, char in enumerate(rest):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        elif char == ":" and depth == 0:
+            colons += 1
+            if colons == 4:
+                return index + 1
+    return None
+
+
+def _at_only_in_name(rest: str) -> bool:
+    """Whether every ``@`` of ``rest`` (after the credentials) stands in the target name."""
+    start = name_start(rest)
+    return start is not None and "@" not in rest[:start]
 
 
 def _unbracketed_ipv6(text: str) -> bool:
@@ -66,28 +111,33 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
     where = where or redact_root_path(text)
     if not text.startswith(PREFIX):
         raise ParseError("a root path starts with 'iscsi:'", where=where, fix=f"write {_FORM}")
-    rest = text[len(PREFIX) :]
     chap: Chap | None = None
     reverse: Chap | None = None
-    at = rest.find("@")
-    if at >= 0:
-        auth, rest = rest[:at], rest[at + 1 :]
+    auth, rest = split_credentials(text[len(PREFIX) :])
+    if auth:
         parts = auth.split(":")
         if len(parts) not in (2, 4) or not all(parts):
             raise ParseError(
                 "the credentials before '@' must be user:password or user:password:ruser:rpassword",
                 where=where,
-                fix="no field may be empty or contain ':'",
-            )
-        if "@" in rest:
-            raise ParseError(
-                "a root path has one '@', after the credentials",
-                where=where,
-                fix="credentials cannot contain '@': choose another secret or use iSCSI firmware (iBFT)",
+                fix="no field may be empty or contain ':'; a target name with '@' needs dracut's "
+                "empty credentials part: iscsi:@<server>:<proto>:<port>:<LUN>:<targetname>",
             )
         chap = Chap(parts[0], Secret(parts[1]))
         if len(parts) == 4:
             reverse = Chap(parts[2], Secret(parts[3]))
+    if name_start(rest) is None and ("@" in rest or rest.count("[") <= rest.count("]")):
+        raise ParseError(
+            f"too few fields ({rest.count(':') + 1} of 5)",
+            where=where,
+            fix=f"write {_FORM}; empty fields take defaults",
+        )
+    if "@" in rest and not _at_only_in_name(rest):
+        raise ParseError(
+            "an '@' stands before the target name: a root path has one '@', after the credentials",
+            where=where,
+            fix="credentials cannot contain '@': choose another secret or use iSCSI firmware (iBFT)",
+        )
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:
@@ -170,13 +220,16 @@ def _field(value: str, what: str) -> str:
     return value
 
 
-def format_root_path(target: Target, *, credentials: bool = False) -> str:
+def format_root_path(target: Target, *, credentials: bool = False, empty_auth: bool = True) -> str:
     """The RFC 4173 string of ``target``; with ``credentials`` in dracut's ``user:pass@`` form.
 
     The port is written only when it is not 3260 and the LUN only when given
-    (in hex).  The portal group is not part of the string.
+    (in hex).  The portal group is not part of the string.  A target name
+    with ``@`` is written after dracut's empty credentials part
+    (``iscsi:@<server>:...``) unless ``empty_auth`` is False (iPXE does not
+    know that form: it reads the plain one, and its credentials come apart).
     """
-    if any(c in _UNSAFE for c in target.name):
+    if any(c in _UNSAFE - {"@"} for c in target.name):
         raise RepresentError(
             f"target name {target.name!r} has a character a root path cannot carry",
             fix="iSCSI names use letters, digits, '.', '-' and ':'",
@@ -196,4 +249,6 @@ def format_root_path(target: Target, *, credentials: bool = False) -> str:
                 _field(target.reverse_chap.password.reveal(), "reverse CHAP secret"),
             ]
         auth = ":".join(parts) + "@"
+    elif "@" in target.name and empty_auth:
+        auth = "@"
     return f"{PREFIX}{auth}{host}::{port}:{lun}:{target.name}"
