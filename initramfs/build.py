@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from iscsiboot.agent.transport import KERNEL_ISCSI_MODULES
 from iscsiboot.errors import EnvironmentProblem, UsageError
 from iscsiboot.initramfs import cpio, elf, modules, pyruntime
 from iscsiboot.initramfs.kernel import KernelTree, default_cache
-from iscsiboot.initramfs.plan import Item, PlanInputs, Variant, make_plan
+from iscsiboot.initramfs.plan import Item, PlanInputs, Variant, absolute_dep, archive_parents, make_plan
+from iscsiboot.initramfs.plan import modules_dir as plan_modules_dir
 from iscsiboot.output import write_atomic
 from iscsiboot.proc import run, which
 
@@ -37,7 +39,7 @@ class Compression(Enum):
     NONE = "none"
 
 
-BUSYBOX = "/bin/busybox"
+BUSYBOX = "/bin/busybox"  # Debian's busybox-static: no loader, so it runs in any base
 E2FSCK = "/sbin/e2fsck"
 ISCSISTART = "/sbin/iscsistart"
 # Loaded with dlopen(), so absent from DT_NEEDED: libgcc_s, which
@@ -255,6 +257,17 @@ def _index_modules(src_dir: Path, version: str, rel_paths: Sequence[str], work: 
     return {name: stage / name for name in INDEX_FILES if (stage / name).is_file()}
 
 
+def _refuse_iscsi(names: Sequence[str]) -> None:
+    """An nbd image carries no kernel iSCSI module (an extra ``--module`` may pull one in)."""
+    found = sorted(set(names) & set(KERNEL_ISCSI_MODULES))
+    if found:
+        raise UsageError(
+            f"the modules asked for pull in kernel iSCSI ({', '.join(found)}), which an nbd image leaves out",
+            where="--module",
+            fix="drop the module, or build with --transport auto",
+        )
+
+
 def _read_item(item: Item, compiled: dict[str, bytes]) -> bytes:
     if item.source is None:
         return item.content
@@ -280,6 +293,7 @@ def build(
     package_stage: Path | None = None,
     lean: bool = True,
     fsck: bool | None = None,
+    transport: str = "auto",
 ) -> BuildResult:
     """Build the initramfs (or overlay) and write it to ``output`` atomically (if given).
 
@@ -294,9 +308,22 @@ def build(
     in ``benchmarks/boot.py``.  ``fsck``: carry e2fsck and its libraries (the agent checks
     Storage with it); by default the full image does and the overlay does not, as the
     distribution initramfs it is appended to has its own (LibreELEC's and Debian's do).
+    ``transport`` (:data:`modules.TRANSPORTS`): ``kernel`` carries kernel iSCSI's modules,
+    ``nbd`` the NBD client's and the agent's NBD daemon but no kernel iSCSI module at all,
+    ``auto`` (the default) both, and the agent picks at boot.
     """
     started = time.monotonic()
     how = Compression(compression) if isinstance(compression, str) else compression
+    if transport not in modules.TRANSPORTS:
+        raise UsageError(
+            f"unknown transport {transport!r}", where="--transport", fix="use auto, kernel or nbd"
+        )
+    if iscsistart and transport == "nbd":
+        raise UsageError(
+            "iscsistart logs in through kernel iSCSI, which an nbd image leaves out",
+            where="--backend iscsistart",
+            fix="use --transport auto or kernel with --backend iscsistart",
+        )
     if kernel is not None:
         kernel_version, src_dir = kernel.version, kernel.modules
     else:
@@ -326,7 +353,7 @@ def build(
         if lean:
             pyruntime.add_lean(stage)
         site = pyruntime.site_packages()
-        wanted = pyruntime.runtime_modules() + pyruntime.ALWAYS
+        wanted = pyruntime.runtime_modules(transport) + pyruntime.ALWAYS
         traced = pyruntime.trace(wanted, stage, site)
         if "iscsiboot.agent.init" in traced.failed:
             warnings.append(f"iscsiboot.agent.init does not import: {traced.failed['iscsiboot.agent.init']}")
@@ -340,10 +367,15 @@ def build(
             fsck = not overlay
         e2fsck = Path(E2FSCK).resolve() if fsck else None
         start = Path(ISCSISTART).resolve() if iscsistart else None
-        busybox = None if overlay else Path(BUSYBOX)
+        busybox = Path(BUSYBOX).resolve()
         for prog in (e2fsck, start, busybox):
             if prog is not None and not prog.is_file():
                 raise EnvironmentProblem(f"{prog} is not installed", fix="see tools/system-packages.txt")
+        if elf.dynamic_info(busybox.read_bytes()).interpreter is not None:
+            raise EnvironmentProblem(
+                f"{BUSYBOX} is linked dynamically: the image runs it without a loader",
+                fix="apt-get install busybox-static",
+            )
         elf_inputs = [python] + [p.source for p in pyfiles if p.kind is pyruntime.Kind.EXTENSION]
         if e2fsck is not None:
             elf_inputs.append(e2fsck)
@@ -356,10 +388,12 @@ def build(
                 raise EnvironmentProblem(f"{soname} is not installed", fix=f"apt-get install {package}")
             dlopened[soname] = hit[0]
             elf_inputs.append(hit[0])
-        _interp, libs = elf.closure(elf_inputs)
+        interp, libs = elf.closure(elf_inputs)
         libraries = [(lib.soname, lib.host_path) for lib in libs]
         known = {s for s, _ in libraries}
         libraries += [(soname, path) for soname, path in dlopened.items() if soname not in known]
+        if interp is not None and Path(interp).name not in known:  # the image's own loader
+            libraries.append((Path(interp).name, Path(interp).resolve()))
         # kernel modules
         index = modules.load_index(src_dir) if (src_dir / "modules.dep").is_file() else None
         if index is None:
@@ -368,9 +402,24 @@ def build(
                 where="--modules-root",
                 fix=f"run depmod -b ROOT {kernel_version}",
             )
-        wanted_mods = list(modules.default_modules(overlay=overlay)) + [m for m in extra_modules if m]
-        closure = modules.resolve(index, wanted_mods)
+        wanted_mods = list(modules.default_modules(overlay=overlay, transport=transport))
+        if transport == "auto":
+            try:
+                modules.lookup(index, "nbd")
+            except UsageError:
+                wanted_mods.remove("nbd")
+                warnings.append(
+                    f"kernel {kernel_version} has no NBD client: the image can boot only over kernel iSCSI"
+                )
+        closure = modules.resolve(index, wanted_mods + [m for m in extra_modules if m])
+        if transport == "nbd":
+            _refuse_iscsi(closure.names)
         index_files = _index_modules(src_dir, kernel_version, closure.paths, tmp / "depmod")
+        if overlay and "modules.dep" in index_files:
+            dep = tmp / "modules.dep"
+            folder = plan_modules_dir(variant, kernel_version)
+            dep.write_text(absolute_dep(index_files["modules.dep"].read_text(), folder))
+            index_files["modules.dep"] = dep
         inputs = PlanInputs(
             kernel_version=kernel_version,
             python=python,
@@ -381,12 +430,12 @@ def build(
             load_order=closure.names,
             crc32c=closure.crc32c,
             busybox=busybox,
-            applets=_applets(busybox) if busybox is not None else (),
+            applets=() if overlay else _applets(busybox),
             e2fsck=e2fsck,
             iscsistart=start,
             variant=variant,
             replace_init=replace_init,
-            extra={"python": "/usr/bin/python3.11"},
+            transport=transport,
             codecache=traced.codecache,
         )
         items = make_plan(inputs)
@@ -400,7 +449,8 @@ def build(
             if item.kind is cpio.Kind.FILE:
                 groups[item.group] = groups.get(item.group, 0) + len(data)
                 sizes.append((item.path, len(data)))
-        archive = cpio.write_newc(entries, mtime=mtime)
+        parents = archive_parents(variant)
+        archive = cpio.write_newc(entries, mtime=mtime, existing_parents=parents)
     with python.open("rb") as handle:
         x86_code = elf.machine(handle.read(20)) in (elf.EM_386, elf.EM_X86_64)
     packed = _cached_compress(cache_root, archive, how, x86_code=x86_code)
@@ -414,7 +464,7 @@ def build(
         kernel_version=kernel_version,
         size=len(packed),
         uncompressed=len(archive),
-        files=len(cpio.canonical(entries)),
+        files=len(cpio.canonical(entries, existing_parents=parents)),
         modules=closure.names,
         groups=dict(sorted(groups.items(), key=lambda kv: -kv[1])),
         largest=tuple(sizes[:15]),

@@ -68,6 +68,16 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "iscsiboot.backend=iscsistart makes the agent use it",
     )
     b.add_argument(
+        "--transport",
+        choices=("auto", "kernel", "nbd"),
+        default="auto",
+        help="how the LUN reaches the kernel: auto (the default) carries kernel iSCSI's modules and the "
+        "NBD client's, and the agent picks at boot (kernel iSCSI where the kernel or the image has it, "
+        "else NBD), so one image boots both kinds of kernel; kernel: only kernel iSCSI; nbd: no kernel "
+        "iSCSI module at all, the agent's initiator serves the LUN as /dev/nbdN (for kernels without "
+        "iSCSI, such as LibreELEC's)",
+    )
+    b.add_argument(
         "--lean",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -148,6 +158,7 @@ def _build(args: argparse.Namespace) -> int:
         iscsistart=wants_iscsistart(args),
         fsck=args.fsck,
         replace_init=args.replace_init,
+        transport=args.transport,
         lean=args.lean,
         optimize=args.optimize,
     )
@@ -164,7 +175,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.overlay:
         print(
             f"append it to a distribution initramfs: cat BASE {output} > NEW"
-            " (hook mode: see /iscsiboot/README in the image)"
+            " (hook mode: see /usr/lib/iscsiboot/README in the image)"
         )
     if args.verbose:
         print("contributors (uncompressed):")

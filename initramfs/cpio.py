@@ -75,16 +75,26 @@ def _key(path: str) -> tuple[str, ...]:
     return tuple(path.split("/"))
 
 
-def canonical(entries: Iterable[Entry]) -> list[Entry]:
-    """Normalized, de-duplicated (a later entry wins), parents added, in archive order."""
+def canonical(entries: Iterable[Entry], *, existing_parents: frozenset[str] = frozenset()) -> list[Entry]:
+    """Normalized, de-duplicated (a later entry wins), parents added, in archive order.
+
+    ``existing_parents``: folders the archive is unpacked onto (an overlay's base has them):
+    they are not added as parents, and no entry may name one.
+    """
     by_path: dict[str, Entry] = {}
     for entry in entries:
         path = normalize(entry.path)
+        if path in existing_parents:
+            raise UsageError(
+                f"{path!r} is a folder of the base the archive is unpacked onto", where="initramfs entry"
+            )
         by_path[path] = Entry(path, entry.kind, entry.mode & 0o7777, entry.data, entry.rdev)
     for path in list(by_path):
         parts = path.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
+            if parent in existing_parents:
+                continue
             existing = by_path.get(parent)
             if existing is None:
                 by_path[parent] = Entry.directory(parent)
@@ -123,12 +133,14 @@ def _member(
     return head + _pad(len(head)) + data + _pad(len(data))
 
 
-def write_newc(entries: Iterable[Entry], *, mtime: int = 0) -> bytes:
+def write_newc(
+    entries: Iterable[Entry], *, mtime: int = 0, existing_parents: frozenset[str] = frozenset()
+) -> bytes:
     """The newc archive of ``entries`` (see :func:`canonical`), ending with the trailer."""
     if not 0 <= mtime < 2**32:
         raise UsageError(f"timestamp {mtime} does not fit a cpio header", where="SOURCE_DATE_EPOCH")
     chunks: list[bytes] = []
-    for ino, entry in enumerate(canonical(entries), start=1):
+    for ino, entry in enumerate(canonical(entries, existing_parents=existing_parents), start=1):
         data = entry.data if entry.kind in (Kind.FILE, Kind.SYMLINK) else b""
         nlink = 2 if entry.kind is Kind.DIR else 1
         rdev = entry.rdev if entry.kind in (Kind.CHAR, Kind.BLOCK) else (0, 0)

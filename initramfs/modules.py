@@ -21,27 +21,31 @@ from iscsiboot.errors import UsageError
 
 __all__ = ["ModuleIndex", "module_name", "parse_index"]  # the index is the agent's: one reader for both
 
-# What the boot path needs in every image: iSCSI over TCP, the iBFT, disks, file systems, VLANs.
-PATH_MODULES: tuple[str, ...] = (
-    "iscsi_tcp",
-    "iscsi_ibft",
-    "sd_mod",
-    "ext4",
-    "squashfs",
-    "loop",
-    "8021q",
-)
+# What the boot path needs, by transport: file systems, loop and VLANs for every image; kernel
+# iSCSI (and the iBFT, and disks) for ``kernel``; the kernel's NBD client for ``nbd`` (a module
+# on Debian's kernel, built in on LibreELEC's); ``auto`` carries both and the agent picks at boot.
+COMMON_MODULES: tuple[str, ...] = ("ext4", "squashfs", "loop", "8021q")
+ISCSI_MODULES: tuple[str, ...] = ("iscsi_tcp", "iscsi_ibft", "sd_mod")
+NBD_MODULES: tuple[str, ...] = ("nbd",)
+PATH_MODULES: tuple[str, ...] = ISCSI_MODULES + COMMON_MODULES
+TRANSPORTS: tuple[str, ...] = ("auto", "kernel", "nbd")
 # NIC drivers are the hardware's business.  The full image stands alone and carries the
 # virtual machines' NICs (QEMU's virtio and its default e1000, also VirtualBox's and
 # VMware's); an overlay carries none by default: the distribution initramfs it is
 # appended to brings the drivers of its hardware (the agent reads the base's module
 # index too), or its kernel has them built in.  ``--module`` adds any.
 VM_NIC_MODULES: tuple[str, ...] = ("virtio_net", "virtio_pci", "e1000")
-DEFAULT_MODULES: tuple[str, ...] = PATH_MODULES + VM_NIC_MODULES  # the full image's
+DEFAULT_MODULES: tuple[str, ...] = PATH_MODULES + VM_NIC_MODULES  # the full image's, for kernel iSCSI
 
 
-def default_modules(*, overlay: bool) -> tuple[str, ...]:
-    return PATH_MODULES if overlay else DEFAULT_MODULES
+def default_modules(*, overlay: bool, transport: str = "kernel") -> tuple[str, ...]:
+    """The modules an image for ``transport`` (auto, kernel or nbd) asks for."""
+    path = {
+        "kernel": PATH_MODULES,
+        "auto": ISCSI_MODULES + NBD_MODULES + COMMON_MODULES,
+        "nbd": NBD_MODULES + COMMON_MODULES,
+    }[transport]
+    return path if overlay else path + VM_NIC_MODULES
 
 
 CRC32C_ALIAS = "crypto-crc32c"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import pkgutil
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -21,11 +22,13 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from iscsiboot.agent import layout
 from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.proc import run
 
-PYTHON = "/usr/bin/python3.11"
-STDLIB = "/usr/lib/python3.11"
+PYTHON = "/usr/bin/python3.11"  # the host's: traces, compiles, and is copied into the image
+STDLIB = "/usr/lib/python3.11"  # the host's standard library
+IMAGE_STDLIB = layout.STDLIB  # where the image keeps it
 THIRD_PARTY = ("pyroute2", "construct")
 # Imported by the interpreter on demand (codecs looked up by name), not visible to a trace.
 ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.aliases")
@@ -146,14 +149,44 @@ def add_lean(stage: Path) -> None:
         shutil.copyfile(standin, out)
 
 
-def runtime_modules() -> tuple[str, ...]:
-    """The modules to import in the trace: the agent's list (``RUNTIME_MODULES``) and launchers."""
+# The NBD transport's side of the agent: the daemon that serves the LUN as /dev/nbdN and the
+# user-space initiator it logs in with.  Packages: every module in them (found on disk).
+NBD_RUNTIME: tuple[str, ...] = ("iscsiboot.agent.backends.nbd", "iscsiboot.agent.layout")
+NBD_PACKAGES: tuple[str, ...] = ("iscsiboot.agent.nbd", "iscsiboot.iscsi")
+
+
+def package_modules(package: str) -> list[str]:
+    """``package`` and every module below it, or just its name when it does not exist (the trace says so)."""
+    names = [package]
+    try:
+        spec = importlib.util.find_spec(package)
+    except ImportError:
+        spec = None
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for info in pkgutil.iter_modules(folders, f"{package}."):
+        names.extend(package_modules(info.name) if info.ispkg else [info.name])
+    return names
+
+
+def transport_modules(transport: str) -> tuple[str, ...]:
+    """What an image for ``transport`` (auto, kernel, nbd) imports besides the agent's own list."""
+    if transport == "kernel":
+        return ()
+    names = list(NBD_RUNTIME)
+    for package in NBD_PACKAGES:
+        names.extend(package_modules(package))
+    return tuple(names)
+
+
+def runtime_modules(transport: str = "auto") -> tuple[str, ...]:
+    """The modules the trace imports: the agent's list (``RUNTIME_MODULES``), the transport's, launchers."""
     names: list[str] = ["iscsiboot.agent.init"]
     try:
         agent = importlib.import_module("iscsiboot.agent")
         names.extend(str(n) for n in getattr(agent, "RUNTIME_MODULES", ()))
     except ImportError:
         pass
+    names.extend(transport_modules(transport))
     names.extend(LAUNCHERS)
     names.extend(LIBRARIES)
     return tuple(dict.fromkeys(names))
@@ -218,7 +251,7 @@ class PyFile:
 NOT_DATA = frozenset({"py.typed"})
 
 
-def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = STDLIB) -> list[PyFile]:
+def place(files: Iterable[str], stage: Path, site: Path, *, prefix: str = IMAGE_STDLIB) -> list[PyFile]:
     """Map traced file paths to image paths under ``prefix`` (pure apart from path arithmetic).
 
     The data files of the iscsiboot package (any file that is not Python, in a folder whose

@@ -19,7 +19,7 @@ from iscsiboot.errors import UsageError
 from iscsiboot.initramfs import cpio, elf, modules, pyruntime
 from iscsiboot.initramfs.build import Compression, compress, decompress, xz_filters
 from iscsiboot.initramfs.cli import register
-from iscsiboot.initramfs.plan import PlanInputs, Variant, make_plan, normalize_applet
+from iscsiboot.initramfs.plan import PlanInputs, Variant, absolute_dep, make_plan, normalize_applet
 
 NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12).filter(
     lambda s: s not in (".", "..")
@@ -261,7 +261,7 @@ def _inputs(variant: Variant, replace_init: bool = False) -> PlanInputs:
     return PlanInputs(
         kernel_version="6.1.0-56-amd64",
         python=here,
-        python_files=[("usr/lib/python3.11/os.pyc", Path("/usr/lib/python3.11/os.py"), True)],
+        python_files=[("usr/lib/iscsiboot/lib/python3.11/os.pyc", Path("/usr/lib/python3.11/os.py"), True)],
         libraries=[("libc.so.6", here)],
         modules=[("kernel/fs/ext4/ext4.ko", here)],
         module_index=[("modules.dep", here)],
@@ -278,27 +278,34 @@ def _inputs(variant: Variant, replace_init: bool = False) -> PlanInputs:
 
 def test_plan_full_layout() -> None:
     items = {i.path: i for i in make_plan(_inputs(Variant.FULL))}
-    assert items["init"].content.startswith(b"#!/usr/bin/python3.11 -S\n")
-    assert b"iscsiboot.agent.init" in items["init"].content
+    init = items["init"].content
+    assert init.startswith(b"#!/usr/lib/iscsiboot/bin/busybox sh\n")
+    assert b"/usr/lib/iscsiboot/lib/ld-linux-x86-64.so.2 --library-path /usr/lib/iscsiboot/lib" in init
+    assert b"iscsiboot.agent.init" in items["usr/lib/iscsiboot/libexec/init"].content
     assert items["bin"].kind is cpio.Kind.SYMLINK and items["bin"].content == b"usr/bin"
     assert items["lib64"].content == b"usr/lib64"
-    assert items["usr/bin/sh"].content == b"busybox"
-    assert items["usr/sbin/ifconfig"].content == b"../bin/busybox"
+    assert items["usr/bin/sh"].content == b"../lib/iscsiboot/bin/busybox"
+    assert items["usr/sbin/ifconfig"].content == b"../lib/iscsiboot/bin/busybox"
+    assert items["usr/bin/python3.11"].content == b"../lib/iscsiboot/bin/python3.11"
     assert items["dev/console"].rdev == (5, 1)
     assert "usr/lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko" in items
-    assert "usr/sbin/iscsistart" not in items
-    assert items["usr/lib/python3.11/os.pyc"].compile_pyc
+    assert "usr/lib/iscsiboot/bin/iscsistart" not in items
+    assert "usr/lib/iscsiboot/libexec/e2fsck" in items and "usr/lib/iscsiboot/bin/e2fsck" in items
+    assert items["usr/lib/iscsiboot/lib/python3.11/os.pyc"].compile_pyc
+    assert not any(p.startswith(("lib64/", "usr/lib/x86_64-linux-gnu")) for p in items)  # no standard loader
 
 
 def test_plan_packs_the_agents_data_files_beside_its_modules(tmp_path: Path) -> None:
     package = pyruntime.stage_package(tmp_path)
     traced = [str(package / "__init__.py"), str(package / "agent" / "phases" / "network.py")]
     files = {f.archive: f for f in pyruntime.place(traced, tmp_path, tmp_path / "site")}
-    folder = "usr/lib/python3.11/iscsiboot/agent/phases"
+    folder = "usr/lib/iscsiboot/lib/python3.11/iscsiboot/agent/phases"
     script = files[f"{folder}/{Path(network.UDHCPC_SCRIPT).name}"]
     assert script.kind is pyruntime.Kind.DATA
     assert files[f"{folder}/network.pyc"].kind is pyruntime.Kind.MODULE
-    assert "usr/lib/python3.11/iscsiboot/py.typed" not in files  # a type checkers' marker, not data
+    assert (
+        "usr/lib/iscsiboot/lib/python3.11/iscsiboot/py.typed" not in files
+    )  # a type checkers' marker, not data
     python_files = [(f.archive, f.source, f.kind is pyruntime.Kind.MODULE) for f in files.values()]
     plan = make_plan(dataclasses.replace(_inputs(Variant.FULL), python_files=python_files))
     items = {i.path: i for i in plan}
@@ -306,19 +313,26 @@ def test_plan_packs_the_agents_data_files_beside_its_modules(tmp_path: Path) -> 
     assert network.udhcpc_script("/bin/sh").startswith("#!/bin/sh\n")
 
 
-def test_plan_overlay_adds_without_replacing() -> None:
+def test_plan_overlay_writes_only_under_its_prefix() -> None:
     items = {i.path: i for i in make_plan(_inputs(Variant.OVERLAY))}
-    assert "init" not in items and "init.iscsiboot" in items
-    assert "usr/bin/busybox" not in items and "usr/bin/sh" not in items
-    assert "bin" not in items and "lib" not in items
-    assert items["lib64"].kind is cpio.Kind.DIR
-    # the module files go where the base keeps its own; their index does not replace the base's
-    assert "lib/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko" in items
-    assert not any(p.startswith("lib/modules/6.1.0-56-amd64/modules.") for p in items)
+    outside = sorted(p for p in items if not p.startswith("usr/lib/iscsiboot/"))
+    assert outside == []
+    assert "init" not in items and "usr/lib/iscsiboot/init" in items
+    assert "usr/lib/iscsiboot/bin/busybox" in items
+    # the modules and their index under the prefix: the base's index stays as it was
+    assert "usr/lib/iscsiboot/modules/6.1.0-56-amd64/kernel/fs/ext4/ext4.ko" in items
     assert "usr/lib/iscsiboot/modules/6.1.0-56-amd64/modules.dep" in items
-    assert "iscsiboot/bin/iscsiboot" in items and b"--hook" in items["iscsiboot/README"].content
+    assert b"--hook" in items["usr/lib/iscsiboot/README"].content
     replaced = {i.path for i in make_plan(_inputs(Variant.OVERLAY, replace_init=True))}
     assert "init" in replaced
+
+
+def test_absolute_dep_points_at_the_overlay() -> None:
+    text = "kernel/a.ko: kernel/b.ko kernel/c.ko\nkernel/b.ko:\n"
+    assert absolute_dep(text, "usr/lib/iscsiboot/modules/6") == (
+        "/usr/lib/iscsiboot/modules/6/kernel/a.ko: /usr/lib/iscsiboot/modules/6/kernel/b.ko"
+        " /usr/lib/iscsiboot/modules/6/kernel/c.ko\n/usr/lib/iscsiboot/modules/6/kernel/b.ko:\n"
+    )
 
 
 def test_normalize_applet() -> None:
