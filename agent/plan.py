@@ -136,8 +136,14 @@ class NetResult:
     dhcp_client: str | None = None
     vlan: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """JSON-ready; the root path's credentials masked unless ``secrets`` (for PID 1's network worker)."""
+        data = asdict(self)
+        if self.root_path and not secrets:
+            from iscsiboot.cmdline.rootpath import redact_root_path  # noqa: PLC0415  (only with a root path)
+
+            data["root_path"] = redact_root_path(self.root_path)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetResult:

@@ -294,13 +294,18 @@ class Agent:
         else:
             background.ensure_now(names, deadline)
 
-    def login(self, config: ConfigResult, modules: ModulesResult, deadline: Deadline) -> LoginsResult:
+    def login(
+        self, config: ConfigResult, modules: ModulesResult, network: NetworkResult, deadline: Deadline
+    ) -> LoginsResult:
+        from iscsiboot.agent.phases.config import target_from_lease
         from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
 
         # ext4 may still be loading meanwhile
         self._modules_ready(modules, deadline, MODULES[self.transport()].login)
         cfg = config.config
+        if cfg.target_from_dhcp:  # netroot=dhcp: the target is the lease's root path (option 17)
+            cfg = target_from_lease(cfg, network.net, self.reporter.add_secrets)
         backend = make_backend(self.options.login_backend, self.reporter.debug)
         self.backend = backend.name
         try:
@@ -507,7 +512,12 @@ PHASE_TABLE: tuple[Phase, ...] = (
     Phase("network", lambda a, r, d: replace(r, network=a.network(need(r.config, "config"), d))),
     Phase(
         "login",
-        lambda a, r, d: replace(r, login=a.login(need(r.config, "config"), need(r.modules, "modules"), d)),
+        lambda a, r, d: replace(
+            r,
+            login=a.login(
+                need(r.config, "config"), need(r.modules, "modules"), need(r.network, "network"), d
+            ),
+        ),
     ),
     Phase(
         "disk",

@@ -1,5 +1,10 @@
 # ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
-"""Phase config: the boot model from the kernel command line, and from the iBFT for ``auto``."""
+"""Phase config: the boot model from the kernel command line, and from the iBFT for ``auto``.
+
+A command line that takes the target from the DHCP root path (``netroot=dhcp``)
+is complete only once the network is up: :func:`target_from_lease` adds the
+lease's target before the login.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,11 @@ from iscsiboot.model import BootConfig
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from iscsiboot.agent.plan import NetResult
     from iscsiboot.cmdline.parse import Parsed
+    from iscsiboot.secret import Secret
 
 Parse = Callable[[str], "Parsed"]
 ReadFirmware = Callable[[], BootConfig]
@@ -73,7 +82,14 @@ def load_config(
                 "or give the iSCSI options on the command line",
             ) from None
         cfg = merge_firmware(cfg, fw)
-    if not cfg.targets and not cfg.firmware:
+    if cfg.target_from_dhcp and cfg.initiator is None:
+        raise PhaseError(
+            "config",
+            "the target comes from the DHCP root path, but the command line names no initiator",
+            cause="cmdline",
+            fix="add rd.iscsi.initiator=<initiator IQN> (or iscsi_initiator=)",
+        )
+    if not cfg.targets and not cfg.firmware and not cfg.target_from_dhcp:
         raise PhaseError(
             "config",
             "the command line names no iSCSI target",
@@ -83,3 +99,26 @@ def load_config(
             "iscsi_target_ip=...,LABEL=System",
         )
     return cfg, warnings
+
+
+def target_from_lease(
+    cfg: BootConfig, net: NetResult, add_secrets: Callable[[Iterable[Secret]], None]
+) -> BootConfig:
+    """``cfg`` (``target_from_dhcp``) with the target of the lease's root path (option 17).
+
+    The credentials of the root path are secrets: ``add_secrets`` gets them
+    before anything shows the model.  A lease without a root path, or with
+    one that does not parse, is a :class:`PhaseError` of the login phase that
+    names the cause (``no-root-path``, ``root-path``) and the fix.
+    """
+    from iscsiboot.cmdline.dhcproot import NO_ROOT_PATH, with_root_path
+
+    evidence = f"DHCP lease of {net.address} on {net.device} from server {net.server or '(unknown)'}"
+    try:
+        done = with_root_path(cfg, net.root_path)
+    except IscsibootError as exc:
+        cause = "no-root-path" if exc.what == NO_ROOT_PATH else "root-path"
+        where = f"; {exc.where}" if exc.where and cause == "root-path" else ""
+        raise PhaseError("login", exc.what, cause=cause, evidence=evidence + where, fix=exc.fix) from None
+    add_secrets(done.secrets())
+    return done

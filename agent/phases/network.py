@@ -34,6 +34,8 @@ IFF_LOOPBACK = 0x8
 RTMGRP_LINK = 1
 
 Say = Callable[[str], None]
+#: The IPv6 methods of ip= that the agent cannot run yet, in words.
+IPV6_AUTOMATIC = {NetMode.DHCP6: "DHCPv6", NetMode.AUTO6: "IPv6 autoconfiguration"}
 
 
 def link_info(msg: Any) -> LinkInfo:
@@ -512,6 +514,14 @@ def bring_up(
             "the network is switched off (ip=off) but the boot needs it",
             cause="config",
             fix="use ip=dhcp or a static ip=",
+        )
+    if plan.mode in IPV6_AUTOMATIC:
+        raise PhaseError(
+            "network",
+            f"ip={plan.mode.value} asks for {IPV6_AUTOMATIC[plan.mode]}, which this agent cannot do yet "
+            "(it does not fall back to IPv4)",
+            cause=plan.mode.value,
+            fix="use ip=dhcp (IPv4 DHCP) or a static ip= (an IPv6 address in brackets)",
         )
     network = Network(plan, deadline, say, resolv_conf=resolv_conf, dhcp_client=dhcp_client)
     return asyncio.run(network.run())

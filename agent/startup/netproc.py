@@ -437,4 +437,4 @@ def _work(rfd: int, wfd: int, *, dhcp: bool, budget: float) -> None:
         send({"error": error, "peak_rss_kib": peak_rss_kib(), "marks": later})
     else:
         later.append(("network up", boottime()))
-        send({"result": net.to_dict(), "peak_rss_kib": peak_rss_kib(), "marks": later})
+        send({"result": net.to_dict(secrets=True), "peak_rss_kib": peak_rss_kib(), "marks": later})
