@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from iscsiboot.initramfs import cpio
 from iscsiboot.initramfs.build import BuildResult, build
 from iscsiboot.initramfs.kernel import KernelTree, fetch_kernel
 
@@ -68,3 +70,121 @@ def unpack(archive: bytes, dest: Path) -> None:
         check=True,
         capture_output=True,
     )
+
+
+@dataclass(frozen=True)
+class Node:
+    """One file of an unpacked tree: its kind, permission bits and content (a link's target)."""
+
+    kind: cpio.Kind
+    mode: int
+    data: bytes = b""
+
+
+class KernelUnpack:
+    """An in-memory root filled the way the kernel unpacks initramfs archives (init/initramfs.c).
+
+    Archives are unpacked in order onto one root.  Every component of a member's path but
+    the last is looked up following symbolic links, an absolute target from the root (so a
+    member ``lib/x`` lands in ``usr/lib/x`` when ``lib -> usr/lib``).  Then, as the kernel's
+    ``clean_path()``: an existing last component of another type is removed (a folder only
+    when empty).  A folder member on an existing folder sets its mode; a file is
+    (re)written; a symbolic link or device node on an existing one is refused.  A member
+    whose parent folder does not exist is lost (the kernel creates no parents).
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {"": Node(cpio.Kind.DIR, 0o755)}
+        self.lost: list[str] = []
+        self.mode_changes: list[str] = []
+
+    def resolve(self, path: str, *, depth: int = 0) -> str | None:
+        """``path`` with the symbolic links among its folders followed (None: a loop or a missing folder)."""
+        if depth > 40:
+            return None
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        for index, part in enumerate(parts[:-1]):
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = "/".join([*done, part])
+            node = self.nodes.get(here)
+            if node is None:
+                return None
+            if node.kind is cpio.Kind.SYMLINK:
+                target = node.data.decode()
+                base = "" if target.startswith("/") else "/".join(done)
+                rest = "/".join(parts[index + 1 :])
+                return self.resolve(f"{base}/{target}/{rest}", depth=depth + 1)
+            if node.kind is not cpio.Kind.DIR:
+                return None
+            done.append(part)
+        return "/".join([*done, parts[-1]]) if parts else ""
+
+    def unpack(self, archive: bytes) -> None:
+        for member in cpio.read_newc(archive):
+            self.add(member.entry)
+
+    def _children(self, path: str) -> bool:
+        return any(p.startswith(f"{path}/") for p in self.nodes)
+
+    def add(self, entry: cpio.Entry) -> None:
+        path = self.resolve(entry.path)
+        parent = path.rpartition("/")[0] if path else None
+        if (
+            path is None
+            or parent is None
+            or self.nodes.get(parent, Node(cpio.Kind.FILE, 0)).kind is not cpio.Kind.DIR
+        ):
+            self.lost.append(entry.path)
+            return
+        old = self.nodes.get(path)
+        removable = old is not None and (old.kind is not cpio.Kind.DIR or not self._children(path))
+        if old is not None and old.kind is not entry.kind and removable:  # clean_path()
+            del self.nodes[path]
+            old = None
+        if entry.kind is cpio.Kind.DIR:
+            if old is None:
+                self.nodes[path] = Node(cpio.Kind.DIR, entry.mode)
+            elif old.kind is cpio.Kind.DIR and old.mode != entry.mode:
+                self.nodes[path] = Node(cpio.Kind.DIR, entry.mode)
+                self.mode_changes.append(path)
+        elif entry.kind is cpio.Kind.FILE:
+            if old is None or old.kind is cpio.Kind.FILE:
+                self.nodes[path] = Node(cpio.Kind.FILE, entry.mode, entry.data)
+            else:
+                self.lost.append(entry.path)
+        elif old is None:  # a link or device node: refused when the path exists
+            self.nodes[path] = Node(entry.kind, entry.mode, entry.data)
+        else:
+            self.lost.append(entry.path)
+
+    def follow(self, path: str) -> Node | None:
+        """The node ``path`` names, its last component's links followed too."""
+        for _ in range(40):
+            real = self.resolve(path)
+            node = self.nodes.get(real) if real is not None else None
+            if node is None or node.kind is not cpio.Kind.SYMLINK:
+                return node
+            target = node.data.decode()
+            assert real is not None
+            path = target if target.startswith("/") else f"{real.rpartition('/')[0]}/{target}"
+        return None
+
+
+# A LibreELEC-shaped base (its initramfs is usr-merged, with its own C library in /usr/lib).
+LIBREELEC_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib"}
+LIBREELEC_FOLDERS = ("dev", "proc", "sys", "etc", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/modules")
+
+
+def libreelec_base(files: dict[str, bytes], *, mode: int = 0o755) -> bytes:
+    """An uncompressed newc archive shaped like LibreELEC's initramfs, holding ``files`` (path -> content).
+
+    ``files`` should name paths as the base ships them (``usr/lib/libc.so.6``, ``init``).
+    """
+    entries = [cpio.Entry.directory(d) for d in LIBREELEC_FOLDERS]
+    entries += [cpio.Entry.symlink(link, target) for link, target in LIBREELEC_LINKS.items()]
+    entries += [cpio.Entry.file(path, data, mode) for path, data in files.items()]
+    return cpio.write_newc(entries)
