@@ -24,7 +24,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from iscsiboot.agent.backends.causes import cause_of_login
@@ -107,7 +107,7 @@ class Counters:
     errors: int = 0
     reconnects: int = 0
     logins_refused: int = 0
-    by_type: dict[str, int] = field(default_factory=dict)
+    polls: int = 0  # times the target sent something unasked (pings) while no request waited
 
 
 class _KernelGone(Exception):
@@ -253,6 +253,7 @@ class Server:
             if self.sock.fileno() in ready:
                 return
             if target is not None and target in ready:
+                self.counters.polls += 1
                 try:
                     self.backend.poll()
                 except BROKEN as exc:

@@ -1,0 +1,124 @@
+"""The NBD server's backend over the project's initiator: bytes to LBAs, one iSCSI session.
+
+Reads and writes become READ/WRITE on the LUN, FLUSH becomes SYNCHRONIZE
+CACHE, TRIM becomes UNMAP (offered to the kernel only when the LUN's block
+limits say UNMAP is supported).  :meth:`IscsiBackend.reconnect` logs in again
+with the session's ISID, so the target reinstates the session (RFC 7143
+§6.3.5: same initiator name, same ISID, TSIH 0) and drops the broken one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from iscsiboot.agent.nbd.protocol import Geometry
+from iscsiboot.iscsi import scsi
+from iscsiboot.iscsi.session import Session
+from iscsiboot.model import Chap
+
+POLL_SECONDS = 0.5  # at most this long to read what the target sent unasked (a ping)
+
+
+@dataclass(frozen=True)
+class Portal:
+    """Where and as whom to log in, and which LUN to serve."""
+
+    host: str  # an address: the daemon resolves a name once, before the root it serves is mounted
+    port: int
+    target: str
+    lun: int
+    initiator: str
+    chap: Chap | None = None
+    reverse_chap: Chap | None = None
+    timeout: float = 10.0
+
+
+LoginFn = Callable[[Portal, "bytes | None"], Session]
+
+
+def login(portal: Portal, isid: bytes | None) -> Session:
+    """A logged-in session to ``portal`` (``isid``: None for a new session's random one)."""
+    return Session.login(
+        portal.host,
+        portal.port,
+        initiator=portal.initiator,
+        target=portal.target,
+        chap=portal.chap,
+        reverse_chap=portal.reverse_chap,
+        timeout=portal.timeout,
+        isid=isid,
+    )
+
+
+class IscsiBackend:
+    """One LUN through one session; :meth:`open` first, then :meth:`probe`."""
+
+    def __init__(self, portal: Portal, *, isid: bytes | None = None, connect: LoginFn = login) -> None:
+        self.portal = portal
+        self.isid = isid
+        self.connect = connect
+        self._session: Session | None = None
+        self.capacity: scsi.Capacity | None = None
+        self.limits: scsi.BlockLimits | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the backend is not logged in")
+        return self._session
+
+    @property
+    def block_size(self) -> int:
+        assert self.capacity is not None, "probe() first"
+        return self.capacity.block_size
+
+    def open(self) -> None:
+        """The first login; its ISID is the one every later login reuses."""
+        self._session = self.connect(self.portal, self.isid)
+        self.isid = self._session.isid
+
+    def probe(self) -> Geometry:
+        """READ CAPACITY and the block limits of the LUN (no check of the values here)."""
+        lun = self.portal.lun
+        self.capacity = self.session.read_capacity(lun)
+        self.limits = self.session.block_limits(lun)
+        return Geometry(size=self.capacity.bytes, block_size=self.capacity.block_size, trim=self.limits.unmap)
+
+    # ------------------------------------------------------------ the server's Backend
+
+    def read(self, offset: int, length: int) -> bytes:
+        bs = self.block_size
+        return self.session.read(self.portal.lun, offset // bs, length // bs, block_size=bs)
+
+    def write(self, offset: int, data: bytes) -> None:
+        bs = self.block_size
+        self.session.write(self.portal.lun, offset // bs, data, block_size=bs)
+
+    def flush(self) -> None:
+        self.session.synchronize_cache(self.portal.lun)
+
+    def trim(self, offset: int, length: int) -> None:
+        bs = self.block_size
+        self.session.unmap(self.portal.lun, offset // bs, length // bs)
+
+    def reconnect(self) -> None:
+        old, self._session = self._session, None
+        if old is not None:
+            old.close()
+        self._session = self.connect(self.portal, self.isid)
+
+    def fileno(self) -> int | None:
+        if self._session is None:
+            return None
+        return self._session.transport.sock.fileno()
+
+    def poll(self) -> None:
+        self.session.idle(POLL_SECONDS, until_pings=1)
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.logout()
