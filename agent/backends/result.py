@@ -22,6 +22,8 @@ class Cause(enum.Enum):
     NO_DRIVER = "no-iscsi-driver"
     NO_CRC32C = "no-crc32c"
     NO_FIRMWARE = "no-ibft"
+    NO_NBD = "no-nbd-device"
+    UNUSABLE_LUN = "unusable-lun"
     OTHER = "other"
 
 
@@ -38,6 +40,8 @@ MEANING: dict[Cause, str] = {
     Cause.NO_DRIVER: "the kernel has no iSCSI transport (iscsi_tcp)",
     Cause.NO_CRC32C: "the kernel lacks the crc32c algorithm that iscsi_tcp needs",
     Cause.NO_FIRMWARE: "there is no iBFT to log in from",
+    Cause.NO_NBD: "the kernel has no free NBD device (nbd module)",
+    Cause.UNUSABLE_LUN: "the LUN cannot be served as a block device",
     Cause.OTHER: "the login failed",
 }
 
