@@ -10,8 +10,9 @@ import pytest
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import parse_options
+from iscsiboot.agent.plan import NetResult
 from iscsiboot.agent.report import Reporter
-from iscsiboot.agent.results import ConfigResult, ModulesResult
+from iscsiboot.agent.results import ConfigResult, ModulesResult, NetworkResult
 from iscsiboot.agent.runner import Agent
 from iscsiboot.model import BootConfig, Chap, Target
 from iscsiboot.secret import Secret
@@ -47,7 +48,9 @@ def test_failed_login_is_explained_by_the_target(tmp_path: Path) -> None:
         # iscsistart cannot log in on this host (no iscsi_tcp): its own error is the
         # phase's cause; the target's answer to a test login is the diagnosis.
         with pytest.raises(PhaseError) as info:
-            agent.login(config, ModulesResult(), Deadline(3))
+            agent.login(
+                config, ModulesResult(), NetworkResult(NetResult("lo", None, None, "static")), Deadline(3)
+            )
     error = info.value
     assert error.phase == "login"
     assert error.evidence is not None and "authentication failure" in error.evidence
