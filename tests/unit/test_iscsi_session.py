@@ -9,47 +9,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from iscsiboot.iscsi.login import LoginResult
 from iscsiboot.iscsi.pdu import RESERVED_TAG, Op, Pdu, PduReader, ProtocolError, encode, make_bhs
-from iscsiboot.iscsi.session import ScsiError, Session
-from iscsiboot.iscsi.text import Params
-from iscsiboot.iscsi.transport import Transport, TransportError
-from peer_support import PeerSocket
-
-
-class Peer(PeerSocket):
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock, stat_sn=100)
-
-    def target_pdu(
-        self, op: int, itt: int, *, flags: int = 0x80, data: bytes = b"", max_cmd_sn: int = 50
-    ) -> bytearray:
-        bhs = make_bhs(op, flags=flags)
-        struct.pack_into(">I", bhs, 16, itt)
-        struct.pack_into(">III", bhs, 24, self.stat_sn, 1, max_cmd_sn)
-        return bhs
-
-    def data_in(self, itt: int, data_sn: int, offset: int, data: bytes, *, status: bool = False,
-                residual: int = 0) -> None:  # fmt: skip
-        flags = 0x80 | (0x01 if status else 0) | (0x02 if residual else 0)
-        bhs = self.target_pdu(Op.DATA_IN, itt, flags=flags if status else 0)
-        struct.pack_into(">III", bhs, 36, data_sn, offset, residual)
-        if status:
-            self.stat_sn += 1
-        self.send(Pdu(bytes(bhs), b"", data))
-
-    def response(self, itt: int, status: int = 0, sense: bytes = b"") -> None:
-        bhs = self.target_pdu(Op.SCSI_RESPONSE, itt)
-        bhs[3] = status
-        self.stat_sn += 1
-        self.send(Pdu(bytes(bhs), b"", struct.pack(">H", len(sense)) + sense if sense else b""))
-
-
-Script = Callable[[Peer], None]
+from iscsiboot.iscsi.session import ScsiError
+from iscsiboot.iscsi.transport import TransportError
+from peer_support import ScriptedTarget, finish, run_target, session_on
 
 
 @pytest.fixture
@@ -60,36 +26,10 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     b.close()
 
 
-def _session(sock: socket.socket, *, max_cmd_sn: int = 10) -> Session:
-    result = LoginResult(Params(), tsih=1, cmd_sn=1, exp_stat_sn=100, max_cmd_sn=max_cmd_sn, auth="None")
-    return Session(Transport(sock, "peer"), result, timeout=5, portal="peer")
-
-
-def _run_peer(sock: socket.socket, script: Script) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            script(Peer(sock))
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread, errors
-
-
-def _finish(thread: threading.Thread, errors: list[BaseException]) -> None:
-    thread.join(10)
-    assert not thread.is_alive()
-    if errors:
-        raise errors[0]
-
-
 def test_data_in_at_offsets_with_underflow(pair: tuple[socket.socket, socket.socket]) -> None:
     seen: list[Pdu] = []
 
-    def script(peer: Peer) -> None:
+    def script(peer: ScriptedTarget) -> None:
         cmd = peer.recv()
         seen.append(cmd)
         itt = cmd.itt
@@ -97,10 +37,10 @@ def test_data_in_at_offsets_with_underflow(pair: tuple[socket.socket, socket.soc
         peer.data_in(itt, 1, 100, b"B" * 100)
         peer.data_in(itt, 2, 200, b"C" * 36, status=True, residual=255 - 236)
 
-    thread, errors = _run_peer(pair[1], script)
-    session = _session(pair[0])
+    thread, errors = run_target(pair[1], script)
+    session = session_on(pair[0])
     data = session.command(3, bytes([0x12, 0, 0, 0, 255, 0]), 255)
-    _finish(thread, errors)
+    finish(thread, errors)
     assert data == b"A" * 100 + b"B" * 100 + b"C" * 36
     cmd = seen[0]
     assert cmd.opcode == Op.SCSI_COMMAND and cmd.flags == 0xC1  # F, R, simple
@@ -115,25 +55,25 @@ def test_unit_attention_is_retried_and_check_condition_reported(
     ua = bytes([0x70, 0, 0x06]) + bytes(9) + bytes([0x29, 0]) + bytes(4)
     bad = bytes([0x70, 0, 0x05]) + bytes(9) + bytes([0x24, 0]) + bytes(4)
 
-    def script(peer: Peer) -> None:
+    def script(peer: ScriptedTarget) -> None:
         peer.response(peer.recv().itt, status=2, sense=ua)
         cmd = peer.recv()
         peer.data_in(cmd.itt, 0, 0, b"x" * 8, status=True)
         peer.response(peer.recv().itt, status=2, sense=bad)
 
-    thread, errors = _run_peer(pair[1], script)
-    session = _session(pair[0])
+    thread, errors = run_target(pair[1], script)
+    session = session_on(pair[0])
     assert session.command(1, bytes(10), 8) == b"x" * 8
     with pytest.raises(ScsiError, match="illegal request") as failed:
         session.command(1, bytes(10), 8)
-    _finish(thread, errors)
+    finish(thread, errors)
     assert failed.value.sense is not None and failed.value.sense.asc == 0x24
 
 
 def test_closed_window_waits_and_pings_are_answered(pair: tuple[socket.socket, socket.socket]) -> None:
     got: dict[str, Pdu] = {}
 
-    def script(peer: Peer) -> None:
+    def script(peer: ScriptedTarget) -> None:
         # Had the initiator sent its command into the closed window, it would arrive before the NOP-Out.
         bhs = peer.target_pdu(Op.NOP_IN, RESERVED_TAG, max_cmd_sn=1)
         struct.pack_into(">I", bhs, 20, 0x1234)  # a ping: the initiator must answer
@@ -143,10 +83,10 @@ def test_closed_window_waits_and_pings_are_answered(pair: tuple[socket.socket, s
         got["cmd"] = cmd
         peer.response(cmd.itt)
 
-    thread, errors = _run_peer(pair[1], script)
-    session = _session(pair[0], max_cmd_sn=0)  # CmdSN 1 > MaxCmdSN 0: window closed
+    thread, errors = run_target(pair[1], script)
+    session = session_on(pair[0], max_cmd_sn=0)  # CmdSN 1 > MaxCmdSN 0: window closed
     assert session.command(0, bytes(6), 0) == b""
-    _finish(thread, errors)
+    finish(thread, errors)
     nop = got["nop"]
     assert nop.opcode == Op.NOP_OUT and nop.immediate and nop.itt == RESERVED_TAG
     assert nop.u32(20) == 0x1234 and nop.data == b"ping"
@@ -154,7 +94,7 @@ def test_closed_window_waits_and_pings_are_answered(pair: tuple[socket.socket, s
 
 
 def test_async_logout_request_and_bad_data_sn(pair: tuple[socket.socket, socket.socket]) -> None:
-    def script(peer: Peer) -> None:
+    def script(peer: ScriptedTarget) -> None:
         cmd = peer.recv()
         peer.data_in(cmd.itt, 1, 0, b"late")  # DataSN must start at 0
         cmd = peer.recv()
@@ -162,17 +102,17 @@ def test_async_logout_request_and_bad_data_sn(pair: tuple[socket.socket, socket.
         bhs[36] = 1  # the target requests a logout
         peer.send(Pdu(bytes(bhs)))
 
-    thread, errors = _run_peer(pair[1], script)
-    session = _session(pair[0])
+    thread, errors = run_target(pair[1], script)
+    session = session_on(pair[0])
     with pytest.raises(ProtocolError, match="DataSN"):
         session.command(1, bytes(10), 4)
     with pytest.raises(ProtocolError, match="ending the session"):
         session.command(1, bytes(10), 4)
-    _finish(thread, errors)
+    finish(thread, errors)
 
 
 def test_peer_closing_is_a_transport_error(pair: tuple[socket.socket, socket.socket]) -> None:
-    session = _session(pair[0])
+    session = session_on(pair[0])
     pair[1].close()
     with pytest.raises(TransportError, match=r"closed the connection|broke"):
         session.command(1, bytes(10), 4)
@@ -190,7 +130,7 @@ def test_reader_for_initiator_pdus() -> None:
 def test_send_targets_continued_and_logout(pair: tuple[socket.socket, socket.socket]) -> None:
     got: list[Pdu] = []
 
-    def script(peer: Peer) -> None:
+    def script(peer: ScriptedTarget) -> None:
         first = peer.recv()
         got.append(first)
         bhs = peer.target_pdu(Op.TEXT_RESPONSE, first.itt, flags=0x40)  # C: more to come
@@ -207,11 +147,11 @@ def test_send_targets_continued_and_logout(pair: tuple[socket.socket, socket.soc
         peer.stat_sn += 1
         peer.send(Pdu(bytes(peer.target_pdu(Op.LOGOUT_RESPONSE, logout.itt))))
 
-    thread, errors = _run_peer(pair[1], script)
-    session = _session(pair[0])
+    thread, errors = run_target(pair[1], script)
+    session = session_on(pair[0])
     found = session.send_targets()
     session.logout()
-    _finish(thread, errors)
+    finish(thread, errors)
     assert [(t.name, t.addresses) for t in found] == [
         ("iqn.a:one", ("10.0.0.1:3260,1", "[fd00::1]:3260,1")),
         ("iqn.a:two", ()),
