@@ -386,9 +386,13 @@ def compare_append(
         if expected.source != "ibft" and not want.firmware:
             diffs.append("the APPEND line takes the target from the iBFT, the settings name one directly")
         return diffs
-    if not found.targets:
+    if found.target_from_dhcp and not expected.from_dhcp:
+        diffs.append(
+            "the APPEND line takes the target from the DHCP root path, the settings name one directly"
+        )
+    elif not found.targets and not found.target_from_dhcp:
         return ["the APPEND line names no iSCSI target"]
-    if want.targets:
+    if want.targets and found.targets:
         a, b = want.targets[0], found.targets[0]
         for what, x, y in (
             ("target name", a.name, b.name),

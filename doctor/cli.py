@@ -20,6 +20,8 @@ from iscsiboot.cliargs import (
     chap_from_args,
     positive_timeout,
 )
+from iscsiboot.cmdline.dhcproot import with_root_path
+from iscsiboot.cmdline.generate import DHCP_OPTION_MAX
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.disk.inspect import parse_extlinux
 from iscsiboot.doctor.checks import login_cause, run_checks
@@ -62,6 +64,12 @@ def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentPars
         "--ibft",
         metavar="SOURCE",
         help="an iBFT: a table file, a /sys/firmware/ibft tree, or 'auto' (this machine)",
+    )
+    doctor.add_argument(
+        "--dhcp-root-path",
+        metavar="STRING",
+        help="the RFC 4173 root path the DHCP server sends (option 17), checked as a box with "
+        "netroot=dhcp would use it (with --cmdline/--extlinux: that line must take its target from DHCP)",
     )
     _target_options(doctor, with_target=True)
     doctor.add_argument("--system", metavar="LOCATOR", help="the System file system (default LABEL=System)")
@@ -152,13 +160,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     elif args.ibft is not None:
         config = _config_from_ibft(args.ibft)
         source = "ibft"
+    elif args.dhcp_root_path is not None:
+        config = BootConfig(target_from_dhcp=True)
     else:
         if args.portal is None or args.target is None:
             raise UsageError(
                 "say where the settings come from",
-                fix="give --cmdline, --extlinux, --ibft, or --portal and --target",
+                fix="give --cmdline, --extlinux, --ibft, --dhcp-root-path, or --portal and --target",
             )
         config = BootConfig()
+    config = _with_dhcp_root_path(config, args.dhcp_root_path)
     targets = list(config.targets)
     if args.portal is not None or args.target is not None:
         if not targets and (args.portal is None or args.target is None):
@@ -212,7 +223,30 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         storage=storage,
         storage_on_iscsi=config.storage_on_iscsi,
     )
-    return Settings(config, source=source)
+    return Settings(config, source=source, from_dhcp=args.dhcp_root_path is not None)
+
+
+def _with_dhcp_root_path(config: BootConfig, root_path: str | None) -> BootConfig:
+    """``config`` with the target of ``root_path``, as the box's agent takes it from its lease."""
+    if root_path is None:
+        if config.target_from_dhcp:
+            raise UsageError(
+                "the settings take the target from the DHCP root path (netroot=dhcp)",
+                fix="give --dhcp-root-path STRING: what the DHCP server sends in option 17",
+            )
+        return config
+    if not config.target_from_dhcp:
+        raise UsageError(
+            "--dhcp-root-path given, but the settings do not take their target from DHCP",
+            fix="the box uses the root path with netroot=dhcp, root=dhcp or boot=ISCSI=dhcp only",
+        )
+    size = len(root_path.encode("utf-8", "surrogateescape"))
+    if size > DHCP_OPTION_MAX:
+        warn(f"the root path has {size} bytes; DHCP option 17 holds at most {DHCP_OPTION_MAX}")
+    config = with_root_path(config, root_path)
+    if config.secrets():
+        warn("the root path carries CHAP credentials: DHCP sends them in clear to every client")
+    return config
 
 
 # ---------------------------------------------------------------- doctor

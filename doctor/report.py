@@ -111,6 +111,7 @@ class Settings:
 
     config: BootConfig
     source: str = "options"  # "cmdline" | "extlinux" | "ibft" | "options"
+    from_dhcp: bool = False  # the target is a DHCP root path's (--dhcp-root-path)
 
     @property
     def target(self) -> Target:
