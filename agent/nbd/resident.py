@@ -90,6 +90,8 @@ class StatusPipe:
         fd, self.fd = self.fd, None
         if fd is None:
             return
+        if isinstance(status, Failed):
+            self.log(f"{status.what} ({status.fix})")
         try:
             os.write(fd, (status.to_json() + "\n").encode())
         except OSError as exc:
@@ -109,6 +111,23 @@ def refusal(geometry: Geometry, where: str) -> Failed | None:
     if geometry.size <= 0:
         return Failed(Problem.EMPTY, f"{where} has a size of 0 bytes", "map a LUN with storage on the target")
     return None
+
+
+def resident_kib() -> int | None:
+    """The process's resident memory (VmRSS; with mlockall, all it has)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_text() -> str:
+    kib = resident_kib()
+    return "resident memory unknown" if kib is None else f"{kib / 1024:.1f} MiB resident"
 
 
 def resolve(host: str, port: int) -> str:
@@ -165,6 +184,7 @@ def run(
         return 1
     log(f"{where}: {geometry.size} bytes in {geometry.block_size}-byte blocks, trim {geometry.trim}")
     if not config.attach:
+        log(f"not attaching, as configured; {memory_text()}")
         status.send(Ready(None, geometry.size, geometry.block_size, geometry.trim, isid))
         backend.close()
         return 0
@@ -197,7 +217,7 @@ def run(
         except Exception as exc:
             status.send(Failed(Problem.ATTACH, what(exc), "see the kernel log"))
             return
-        log(f"{attached.path} ready, partitions: {' '.join(found) or 'none'}")
+        log(f"{attached.path} ready, partitions: {' '.join(found) or 'none'}; {memory_text()}")
         status.send(Ready(str(attached.path), geometry.size, geometry.block_size, geometry.trim, isid, found))
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

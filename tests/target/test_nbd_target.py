@@ -4,6 +4,7 @@ daemon started through the agent's NBD backend up to the point of attaching."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -224,6 +225,8 @@ def test_the_daemon_logs_in_and_reports_the_lun(lab: Lab, tmp_path: Path) -> Non
     assert len(disk.isid) == 12
     text = log.read_text()
     assert "iscsiboot-nbd: logged in to" in text
+    resident = re.search(r"([0-9.]+) MiB resident", text)
+    assert resident is not None and float(resident.group(1)) <= 40.0  # the memory target, all of it locked
     assert USER.password.reveal() not in text
 
 

@@ -15,15 +15,15 @@ GEO = p.Geometry(size=1024 * 1024, block_size=512, trim=True)
 
 def test_ioctl_numbers_are_the_uapi_header_s() -> None:
     # _IO(0xab, n): no direction, no size: type in bits 8-15, number in bits 0-7
-    assert p.Ioctl.SET_SOCK == 0xAB00
-    assert p.Ioctl.SET_BLKSIZE == 0xAB01
-    assert p.Ioctl.DO_IT == 0xAB03
-    assert p.Ioctl.CLEAR_SOCK == 0xAB04
-    assert p.Ioctl.CLEAR_QUE == 0xAB05
-    assert p.Ioctl.SET_SIZE_BLOCKS == 0xAB07
-    assert p.Ioctl.DISCONNECT == 0xAB08
-    assert p.Ioctl.SET_TIMEOUT == 0xAB09
-    assert p.Ioctl.SET_FLAGS == 0xAB0A
+    assert int(p.Ioctl.SET_SOCK) == 0xAB00
+    assert int(p.Ioctl.SET_BLKSIZE) == 0xAB01
+    assert int(p.Ioctl.DO_IT) == 0xAB03
+    assert int(p.Ioctl.CLEAR_SOCK) == 0xAB04
+    assert int(p.Ioctl.CLEAR_QUE) == 0xAB05
+    assert int(p.Ioctl.SET_SIZE_BLOCKS) == 0xAB07
+    assert int(p.Ioctl.DISCONNECT) == 0xAB08
+    assert int(p.Ioctl.SET_TIMEOUT) == 0xAB09
+    assert int(p.Ioctl.SET_FLAGS) == 0xAB0A
     assert p.BLKRRPART == 0x125F
 
 
