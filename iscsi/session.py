@@ -269,11 +269,12 @@ class Session:
         got = self._retrying(lambda: self._execute(lun, cdb, into=memoryview(buf)))
         return bytes(buf[:got])
 
-    def command_out(self, lun: int, cdb: bytes, data: Buffer) -> None:
-        """Run a write-direction CDB on ``lun`` with ``data`` as its Data-Out; a UNIT
-        ATTENTION is retried (the same data is sent again)."""
+    def command_out(self, lun: int, cdb: bytes, data: Buffer) -> int:
+        """Run a write-direction CDB on ``lun`` with ``data`` as its Data-Out; the bytes the
+        target took (less a residual it reported).  A UNIT ATTENTION is retried (the
+        same data is sent again)."""
         out = memoryview(data).cast("B")
-        self._retrying(lambda: self._execute(lun, cdb, out=out))
+        return self._retrying(lambda: self._execute(lun, cdb, out=out))
 
     def _retrying(self, run: Callable[[], T]) -> T:
         """``run()``, again after each UNIT ATTENTION (reported once after the target's
@@ -290,7 +291,8 @@ class Session:
         self, lun: int, cdb: bytes, *, into: memoryview | None = None, out: memoryview | None = None
     ) -> int:
         """One SCSI task: Data-In goes into ``into``, ``out`` is the Data-Out.  Returns
-        the bytes of Data-In received (less a residual the target reported)."""
+        the bytes of Data-In received, or of Data-Out taken, less a residual the
+        target reported."""
         total = len(into) if into is not None else len(out) if out is not None else 0
         params = self.params
         plan = task.unsolicited(len(out), params) if out is not None else task.Unsolicited(0, 0)
@@ -363,12 +365,7 @@ class Session:
                         status=status,
                         sense=sense,
                     )
-                if out is not None and pdu.flags & 0x02 and pdu.u32(44):
-                    raise ProtocolError(
-                        f"the target took {len(out) - pdu.u32(44)} of {len(out)} bytes of command "
-                        f"0x{cdb[0]:02x} on LUN {lun} (residual underflow)"
-                    )
-                return self._received(pdu, received, total)
+                return self._received(pdu, received if out is None else total, total)
             raise ProtocolError(f"unexpected {pdu.name()} during a SCSI command")
 
     def _data_out(
@@ -451,7 +448,14 @@ class Session:
             raise ValueError(f"{len(view)} bytes are not whole blocks of {block_size}")
         for start, n in self._transfers(lba, len(view) // block_size, block_size):
             cdb = scsi.write10_cdb(start, n) if scsi.fits_10(start, n) else scsi.write16_cdb(start, n)
-            self.command_out(lun, cdb, view[(start - lba) * block_size : (start - lba + n) * block_size])
+            took = self.command_out(
+                lun, cdb, view[(start - lba) * block_size : (start - lba + n) * block_size]
+            )
+            if took != n * block_size:
+                raise ProtocolError(
+                    f"the target took {took} of {n * block_size} bytes "
+                    f"for blocks {start}-{start + n - 1} of LUN {lun} (residual underflow)"
+                )
 
     def synchronize_cache(self, lun: int) -> None:
         """SYNCHRONIZE CACHE(10) over the whole LUN (written data reaches the medium),
@@ -504,6 +508,7 @@ class Session:
             )
         for ranges in scsi.unmap_plan(lba, blocks, limits):
             parameters = scsi.unmap_parameters(ranges)
+            # (tgt reports the whole parameter list as a residual: the status is what counts)
             self.command_out(lun, scsi.unmap_cdb(len(parameters)), parameters)
 
     def idle(self, seconds: float, *, until_pings: int | None = None) -> int:

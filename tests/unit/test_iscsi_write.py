@@ -254,7 +254,7 @@ def test_a_residual_on_a_write_is_an_error(pair: tuple[socket.socket, socket.soc
         peer.response(peer.recv().itt, residual=512)
 
     thread, errors = run_target(pair[1], script)
-    with pytest.raises(ProtocolError, match="took 512 of 1024 bytes"):
+    with pytest.raises(ProtocolError, match="took 512 of 1024 bytes for blocks 0-1"):
         session_on(pair[0]).write(0, 0, bytes(1024), block_size=512)
     finish(thread, errors)
 
