@@ -70,6 +70,8 @@ def minimal_initramfs() -> bytes:
         Entry.directory("sys"),
         Entry.directory("run"),
         Entry.directory("tmp"),
+        Entry.directory("usr"),  # every base has /usr/lib: an overlay's files go below it
+        Entry.directory("usr/lib"),
         Entry.char("dev/console", 5, 1),
         Entry.char("dev/null", 1, 3, 0o666),
         Entry.file("bin/busybox", busybox, 0o755),

@@ -7,16 +7,18 @@ within one test session.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from iscsiboot.initramfs import cpio
+from iscsiboot.initramfs import cpio, elf
 from iscsiboot.initramfs.build import BuildResult, build
-from iscsiboot.initramfs.kernel import KernelTree, fetch_kernel
+from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
 
 _built: dict[tuple[object, ...], BuildResult] = {}
 
@@ -179,7 +181,7 @@ LIBREELEC_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib6
 LIBREELEC_FOLDERS = ("dev", "proc", "sys", "etc", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib/modules")
 
 
-def libreelec_base(files: dict[str, bytes], *, mode: int = 0o755) -> bytes:
+def libreelec_base(files: dict[str, bytes], *, mode: int = 0o755, extra: Iterable[cpio.Entry] = ()) -> bytes:
     """An uncompressed newc archive shaped like LibreELEC's initramfs, holding ``files`` (path -> content).
 
     ``files`` should name paths as the base ships them (``usr/lib/libc.so.6``, ``init``).
@@ -187,4 +189,63 @@ def libreelec_base(files: dict[str, bytes], *, mode: int = 0o755) -> bytes:
     entries = [cpio.Entry.directory(d) for d in LIBREELEC_FOLDERS]
     entries += [cpio.Entry.symlink(link, target) for link, target in LIBREELEC_LINKS.items()]
     entries += [cpio.Entry.file(path, data, mode) for path, data in files.items()]
+    entries += list(extra)
     return cpio.write_newc(entries)
+
+
+# Appended to the base's copies of the C library: an overlay that overwrote them, even with the
+# same build of glibc, changes their digest (data after an ELF file's sections is never loaded).
+BASE_MARK = b"\0a LibreELEC-shaped base\0"
+BASE_APPLETS = ("sh", "sha256sum", "readlink", "echo", "mount")
+
+
+@dataclass(frozen=True)
+class ShapedBase:
+    """A LibreELEC-shaped base: usr-merged, a dynamic busybox with its own C library in /usr/lib."""
+
+    archive: bytes  # uncompressed newc
+    digests: dict[str, str]  # path -> sha256 of each file it carries (what must survive an overlay)
+
+
+def dynamic_busybox(cache: Path | None = None) -> Path:
+    """Debian's dynamically linked busybox (package ``busybox``), fetched once with apt-get."""
+    folder = (cache or default_cache()) / "packages" / "busybox"
+    program = folder / "tree" / "bin" / "busybox"
+    if program.is_file():
+        return program
+    need_root()
+    download = folder / "download"
+    shutil.rmtree(folder, ignore_errors=True)
+    download.mkdir(parents=True)
+    subprocess.run(["apt-get", "download", "-q", "busybox"], cwd=download, check=True, capture_output=True)
+    (deb,) = download.glob("busybox_*.deb")
+    subprocess.run(["dpkg", "-x", str(deb), str(folder / "tree")], check=True)
+    return program
+
+
+def libreelec_shaped(init: bytes, cache: Path | None = None) -> ShapedBase:
+    """A base with ``init`` as /init, busybox at /usr/bin with its applets, glibc (marked) in /usr/lib."""
+    busybox = dynamic_busybox(cache)
+    _interp, libs = elf.closure([busybox])
+    files = {"init": init, "usr/bin/busybox": busybox.read_bytes(), "etc/os-release": b"NAME=LibreELEC\n"}
+    for lib in libs:
+        files[f"usr/lib/{lib.soname}"] = lib.host_path.read_bytes() + BASE_MARK
+    extra = [cpio.Entry.symlink(f"usr/bin/{a}", "busybox") for a in BASE_APPLETS]
+    extra += [cpio.Entry.directory(d) for d in ("run", "tmp", "flash", "storage", "sysroot")]
+    extra.append(cpio.Entry.char("dev/console", 5, 1))
+    digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+    return ShapedBase(libreelec_base(files, extra=extra), digests)
+
+
+def materialize(tree: KernelUnpack, dest: Path) -> None:
+    """Write an unpacked tree to ``dest`` (folders, files, links; device nodes left out)."""
+    for path, node in sorted(tree.nodes.items()):
+        target = dest / path if path else dest
+        if node.kind is cpio.Kind.DIR:
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(node.mode)
+        elif node.kind is cpio.Kind.FILE:
+            target.write_bytes(node.data)
+            target.chmod(node.mode)
+        elif node.kind is cpio.Kind.SYMLINK:
+            target.symlink_to(node.data.decode())

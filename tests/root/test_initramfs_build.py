@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from initramfs_support import built_image, need_root, test_kernel, unpack
+from iscsiboot.agent.transport import KERNEL_ISCSI_MODULES
+from iscsiboot.errors import UsageError
 from iscsiboot.initramfs import cpio, modules, pyruntime
 from iscsiboot.initramfs.build import build
 
@@ -69,8 +71,8 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     unpack(raw, root)
     names = {m.entry.path: m.entry for m in cpio.read_newc(raw)}
     assert names["dev/console"].kind is cpio.Kind.CHAR and names["dev/console"].rdev == (5, 1)
-    assert (root / "init").read_text().startswith("#!/usr/bin/python3.11 -S")
-    manifest = json.loads((root / "etc/iscsiboot/initramfs.json").read_text())
+    assert (root / "init").read_text().startswith("#!/usr/lib/iscsiboot/bin/busybox sh")
+    manifest = json.loads((root / "usr/lib/iscsiboot/initramfs.json").read_text())
     assert manifest["kernel"] == result.kernel_version
     assert manifest["modules_index"] == manifest["modules_dir"]  # the full image has one index
     dep = (root / manifest["modules_index"].lstrip("/") / "modules.dep").read_text().splitlines()
@@ -79,16 +81,15 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     # modules frozen into the interpreter (codecs, importlib.util, ...) are not packed again; os.pyc
     # stays: Python finds its standard library by it (else a warning at every start)
     for frozen in ("codecs", "_collections_abc", "importlib/util", "importlib/_bootstrap_external"):
-        assert f"usr/lib/python3.11/{frozen}.pyc" not in names, frozen
-    assert "usr/lib/python3.11/importlib/__init__.pyc" in names  # a package that is not frozen
-    assert "usr/lib/python3.11/os.pyc" in names
+        assert f"usr/lib/iscsiboot/lib/python3.11/{frozen}.pyc" not in names, frozen
+    assert "usr/lib/iscsiboot/lib/python3.11/importlib/__init__.pyc" in names  # a package that is not frozen
+    assert "usr/lib/iscsiboot/lib/python3.11/os.pyc" in names
     bare = _inside(root, "/usr/bin/python3.11", "-S", "-c", "import sys; print(sys.prefix)")
-    assert (bare.returncode, bare.stdout.strip(), bare.stderr) == (0, "/usr", "")
+    assert (bare.returncode, bare.stdout.strip(), bare.stderr) == (0, "/usr/lib/iscsiboot", "")
     # nothing of the build host's configuration (iscsid.conf may hold CHAP secrets) is packed
-    assert sorted(p for p in names if p.startswith("etc/")) == [
-        "etc/iscsiboot",
-        "etc/iscsiboot/initramfs.json",
-    ]
+    assert sorted(p for p in names if p.startswith("etc/")) == []
+    # the runtime runs through its own loader: nothing sits at the standard loader's path
+    assert not any(p.startswith(("lib64/", "usr/lib64/", "usr/lib/x86_64-linux-gnu/")) for p in names)
     agent_init = importlib.util.find_spec("iscsiboot.agent.init") is not None
     target = "iscsiboot.agent.init" if agent_init else "iscsiboot.agent"
     done = _inside(root, "/usr/bin/python3.11", "-S", "-c", f"import {target}; import construct; print('ok')")
@@ -113,9 +114,9 @@ def test_full_image_runs_python_agent_and_tools_in_chroot(tmp_path_factory: pyte
     assert positions.stdout.split() == ["True", "True"], positions.stderr
     assert "/work/" not in raw.decode("latin-1"), "a build path leaked into the image"
     assert _inside(root, "/bin/sh", "-c", "echo shell-ok").stdout.strip() == "shell-ok"
-    version = _inside(root, "/usr/sbin/e2fsck", "-V")
+    version = _inside(root, "/usr/lib/iscsiboot/bin/e2fsck", "-V")
     assert version.returncode == 0, version.stderr
-    start = _inside(root, "/usr/sbin/iscsistart", "--version")
+    start = _inside(root, "/usr/lib/iscsiboot/bin/iscsistart", "--version")
     assert start.returncode == 0 and "iscsistart" in start.stdout, start.stderr
     (root / "tmp" / "cmdline").write_text(
         "console=ttyS0 boot=ISCSI=iscsi_initiator=iqn.2024-01.test:c,"
@@ -153,26 +154,48 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     assert all(m.mtime == 0 for m in cpio.read_newc(raw))
 
 
-def test_overlay_carries_agent_without_busybox_or_init(tmp_path: Path) -> None:
+def test_overlay_lives_under_its_prefix(tmp_path: Path) -> None:
     result = built_image(tmp_path, overlay=True, compression="zstd")
     raw = subprocess.run(["zstd", "-d", "-c", str(result.output)], capture_output=True, check=True).stdout
     paths = {m.entry.path for m in cpio.read_newc(raw)}
-    assert "init.iscsiboot" in paths and "init" not in paths
-    assert "usr/bin/busybox" not in paths and "bin" not in paths
-    assert "usr/bin/python3.11" in paths and "usr/sbin/iscsistart" in paths
-    own_index = f"usr/lib/iscsiboot/modules/{result.kernel_version}"
-    assert {p for p in paths if p.startswith(own_index + "/")} == {
-        f"{own_index}/{name}" for name in ("modules.dep", "modules.alias", "modules.builtin")
+    assert not [p for p in paths if not p.startswith("usr/lib/iscsiboot")], "a path outside the prefix"
+    assert "usr/lib/iscsiboot/init" in paths and "init" not in paths
+    assert "usr/lib/iscsiboot/bin/busybox" in paths and "usr/lib/iscsiboot/libexec/iscsistart" in paths
+    own = f"usr/lib/iscsiboot/modules/{result.kernel_version}"
+    assert {p for p in paths if p.startswith(own + "/modules.")} == {
+        f"{own}/{name}" for name in ("modules.dep", "modules.alias", "modules.builtin")
     }
-    assert not any(p.startswith(f"lib/modules/{result.kernel_version}/modules.") for p in paths)
+    assert f"{own}/kernel/drivers/scsi/iscsi_tcp.ko" in paths
     print(f"overlay zstd: {result.size} bytes")
     noiscsi = build(kernel=test_kernel(), overlay=True, compression="none", iscsistart=False)
     lean = {m.entry.path for m in cpio.read_newc(noiscsi.archive)}
-    assert "usr/sbin/iscsistart" not in lean
+    assert "usr/lib/iscsiboot/libexec/iscsistart" not in lean
     # the base initramfs brings its own e2fsck (LibreELEC's and Debian's do) unless --fsck
-    assert "usr/sbin/e2fsck" not in lean and not any("libext2fs" in p for p in lean)
+    assert "usr/lib/iscsiboot/libexec/e2fsck" not in lean and not any("libext2fs" in p for p in lean)
     checked = build(kernel=test_kernel(), overlay=True, compression="none", fsck=True)
-    assert "usr/sbin/e2fsck" in {m.entry.path for m in cpio.read_newc(checked.archive)}
+    assert "usr/lib/iscsiboot/bin/e2fsck" in {m.entry.path for m in cpio.read_newc(checked.archive)}
+
+
+def test_nbd_image_has_no_kernel_iscsi(tmp_path: Path) -> None:
+    kernel = test_kernel()
+    result = build(
+        kernel=kernel, compression="zstd", transport="nbd", iscsistart=False, output=tmp_path / "n.zst"
+    )
+    assert not set(result.modules) & set(KERNEL_ISCSI_MODULES), result.modules
+    assert "nbd" in result.modules and "sd_mod" not in result.modules
+    raw = subprocess.run(["zstd", "-d", "-c", str(result.output)], capture_output=True, check=True).stdout
+    paths = {m.entry.path for m in cpio.read_newc(raw)}
+    assert not any("iscsi" in Path(p).name for p in paths if p.endswith(".ko"))
+    assert "usr/lib/iscsiboot/lib/python3.11/iscsiboot/agent/backends/nbd.pyc" in paths or any(
+        "agent/backends/nbd" in w for w in result.warnings
+    )
+    manifest = json.loads(
+        next(m.entry.data for m in cpio.read_newc(raw) if m.entry.path.endswith("initramfs.json"))
+    )
+    assert manifest["transport"] == "nbd"
+    print(f"full nbd zstd: {result.size} bytes")
+    with pytest.raises(UsageError):
+        build(kernel=kernel, compression="none", transport="nbd", iscsistart=True)
 
 
 def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
@@ -193,7 +216,7 @@ def test_cli_build_json_and_verbose(tmp_path: Path) -> None:
     assert (
         "MiB" in verbose.stdout
         and "largest files:" in verbose.stdout
-        and "/usr/bin/python3.11" in verbose.stdout
+        and "/usr/lib/iscsiboot/libexec/python3.11" in verbose.stdout
     )
     bad_out = tmp_path / "bad.cpio"
     bad_args = [*common[:-1], str(bad_out), "--module", "no_such_module"]
@@ -209,13 +232,13 @@ def test_lean_image_drops_tls_and_unused_modules_and_still_runs_pyroute2(tmp_pat
     assert not any("libssl" in p or "libcrypto" in p or "_ssl." in p or "_hashlib" in p for p in paths)
     dropped = ("_lzma", "_bz2", "liblzma", "libbz2", "udev")  # no xz/bzip2 archives, no pyudev
     assert not any(word in p for p in paths for word in dropped)
-    assert "usr/lib/python3.11/ssl.pyc" in paths  # the stand-in
+    assert "usr/lib/iscsiboot/lib/python3.11/ssl.pyc" in paths  # the stand-in
     for name in ("pdb", "pickle", "multiprocessing"):  # stand-ins in place of the real modules
-        assert f"usr/lib/python3.11/{name}.pyc" in paths
-    assert "usr/lib/python3.11/unittest/mock.pyc" in paths
-    gone = ("usr/lib/python3.11/multiprocessing/", "usr/lib/python3.11/bdb")
+        assert f"usr/lib/iscsiboot/lib/python3.11/{name}.pyc" in paths
+    assert "usr/lib/iscsiboot/lib/python3.11/unittest/mock.pyc" in paths
+    gone = ("usr/lib/iscsiboot/lib/python3.11/multiprocessing/", "usr/lib/iscsiboot/lib/python3.11/bdb")
     assert not any(p.startswith(gone) for p in paths)
-    assert "usr/lib/python3.11/unittest/case.pyc" not in paths
+    assert "usr/lib/iscsiboot/lib/python3.11/unittest/case.pyc" not in paths
     root = tmp_path / "root"
     unpack(result.archive, root)
     script = (

@@ -39,8 +39,8 @@ NOT_SOURCE = frozenset(
 NOT_PACKAGED = ("tests", "benchmarks", "tools", ".venv")
 DEPENDENCIES = ("construct", "pyroute2")
 MARK = "installed-copy-of-the-agent"
-AGENT_PYC = "usr/lib/python3.11/iscsiboot/agent/__init__.pyc"
-PHASES = "usr/lib/python3.11/iscsiboot/agent/phases"
+AGENT_PYC = "usr/lib/iscsiboot/lib/python3.11/iscsiboot/agent/__init__.pyc"
+PHASES = "usr/lib/iscsiboot/lib/python3.11/iscsiboot/agent/phases"
 
 
 def _ignore_top(folder: str, names: list[str]) -> set[str]:

@@ -18,7 +18,7 @@ mount -t devtmpfs dev /dev
 T=iscsi_target
 I=iqn.2024-01.test
 echo "console=ttyS0 boot=ISCSI=iscsi_initiator=$I:c,${T}_name=$I:t,${T}_ip=10.0.2.2,LABEL=System" > /cmdline
-/iscsiboot/bin/iscsiboot agent run --cmdline-file /cmdline --hook /run/hook.env --last modules
+/usr/lib/iscsiboot/bin/iscsiboot agent run --cmdline-file /cmdline --hook /run/hook.env --last modules
 echo "HOOK-RC=$?"
 . /run/hook.env
 echo "HOOK-OK=$ISCSIBOOT_OK HOOK-PHASE=$ISCSIBOOT_PHASE"
@@ -48,7 +48,7 @@ def test_overlay_appended_to_busybox_initramfs_runs_agent_hook(tmp_path: Path) -
     busybox = Path("/bin/busybox").read_bytes()
     base = [cpio.Entry.file("bin/busybox", busybox, 0o755), cpio.Entry.file("init", BASE_INIT, 0o755)]
     base += [cpio.Entry.symlink(f"bin/{a}", "busybox") for a in ("sh", "mount", "echo", "poweroff")]
-    base += [cpio.Entry.directory(d) for d in ("proc", "sys", "dev", "run")]
+    base += [cpio.Entry.directory(d) for d in ("proc", "sys", "dev", "run", "usr", "usr/lib")]
     base.append(cpio.Entry.char("dev/console", 5, 1))
     moddir = kernel.root / "lib" / "modules" / kernel.version
     base_dir = f"lib/modules/{kernel.version}"

@@ -76,9 +76,9 @@ def members(image: Path) -> set[str]:
 
 def test_image_without_iscsistart_is_smaller(images: dict[str, Artifacts]) -> None:
     with_tool, without = images["iscsistart"].initrd, images["native"].initrd
-    assert "usr/sbin/iscsistart" in members(with_tool)
+    assert "usr/lib/iscsiboot/libexec/iscsistart" in members(with_tool)
     names = members(without)
-    assert "usr/sbin/iscsistart" not in names
+    assert "usr/lib/iscsiboot/libexec/iscsistart" not in names
     assert any(n.endswith("iscsiboot/iscsi/netlink.pyc") for n in names), sorted(names)[:50]
     assert without.stat().st_size < with_tool.stat().st_size
 
@@ -183,7 +183,8 @@ def test_wrong_password(backend: str, images: dict[str, Artifacts], log_dir: Pat
 def test_overlay_image(backend: str, images: dict[str, Artifacts], log_dir: Path) -> None:
     """The overlay appended to a minimal busybox initramfs, built for each backend."""
     overlay = prepare(overlay=True, iscsistart=backend == "iscsistart")
-    assert ("usr/sbin/iscsistart" in members_of_overlay(overlay.initrd)) is (backend == "iscsistart")
+    carried = "usr/lib/iscsiboot/libexec/iscsistart" in members_of_overlay(overlay.initrd)
+    assert carried is (backend == "iscsistart")
     outcome = run("overlay ibft mutual", backend, mutual(backend), {backend: overlay}, log_dir)
     expect_success(outcome, "overlay")
     # the minimal base has no e2fsck, and the overlay brings none: the agent says so
@@ -231,5 +232,5 @@ def test_cli_backend_iscsistart(images: dict[str, Artifacts], tmp_path: Path) ->
     log = Path(result["harness"]["console_log"]).read_text()
     assert "iscsiboot.backend=iscsistart" in log, why
     assert result["backend"] == "iscsistart", why
-    assert "usr/sbin/iscsistart" in members(images["iscsistart"].initrd)
+    assert "usr/lib/iscsiboot/libexec/iscsistart" in members(images["iscsistart"].initrd)
     assert PASSWORD not in log + done.stdout + done.stderr
