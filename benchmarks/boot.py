@@ -49,13 +49,16 @@ from iscsiboot.initramfs import elf, modules
 from iscsiboot.initramfs.build import BUSYBOX, ISCSISTART, Compression, build, compress
 from iscsiboot.initramfs.cpio import Entry, write_newc
 from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
-from iscsiboot.initramfs.plan import LOADER, MULTIARCH
 from iscsiboot.output import write_atomic
 from iscsiboot.qemu.harness import Artifacts, run_scenario
 from iscsiboot.qemu.outcome import find_result
 from iscsiboot.qemu.scenario import ScenarioOptions
 from iscsiboot.qemu.system import cached_system
 from iscsiboot.secret import Secret
+
+# The baseline shell image's own layout (a standard Debian one; the agent's image uses a private prefix).
+MULTIARCH = "usr/lib/x86_64-linux-gnu"
+LOADER = "ld-linux-x86-64.so.2"
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
