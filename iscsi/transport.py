@@ -90,8 +90,8 @@ class Transport:
     def send_parts(self, bhs: bytes, data: Buffer, *, deadline: float, ahs: bytes = b"") -> None:
         """One PDU whose data segment is ``data`` (a byte-format buffer, sent without a copy)."""
         parts = frame(bhs, ahs, data, header_digest=self.header_digest, data_digest=self.data_digest)
-        self._settimeout(deadline, "send to")
         try:
+            self._settimeout(deadline, "send to")
             sent = self.sock.sendmsg(parts)
             for part in parts:
                 size = len(part)
@@ -155,8 +155,8 @@ class Transport:
             have += self._recv_into(target[have:], deadline)
 
     def _recv_into(self, view: memoryview, deadline: float) -> int:
-        self._settimeout(deadline, "hear from")
         try:
+            self._settimeout(deadline, "hear from")
             got = self.sock.recv_into(view)
         except TimeoutError:
             raise TransportError(f"timed out waiting for {self.peer}") from None

@@ -319,6 +319,55 @@ def test_scsi_reads(data: st.DataObject) -> None:
     clean(session.report_luns)
 
 
+@budget(60, deadline_ms=5000)
+@given(st.data())
+def test_scsi_limits_and_blocks(data: st.DataObject) -> None:
+    """The block limits (four commands) and a read, answered as in :func:`test_scsi_reads`."""
+
+    def answer(request: Pdu) -> list[Pdu]:
+        payload = data.draw(st.binary(max_size=64))
+        data_in = _reply(request, Op.DATA_IN, 0x81, payload)
+        response = _reply(request, Op.SCSI_RESPONSE, 0x80, data.draw(st.binary(max_size=24)))
+        return [data.draw(_spoiled(p) | st.just(p)) for p in (data_in, response)]
+
+    session = _session(answer)
+    clean(lambda: session.block_limits(0))
+    clean(lambda: session.read(0, 0, 1))
+
+
+@budget(100, deadline_ms=5000)
+@given(st.data(), st.booleans(), st.booleans(), st.integers(512, 4096), st.integers(1, 24))
+def test_scsi_writes(
+    data: st.DataObject, immediate: bool, initial_r2t: bool, segment: int, blocks: int
+) -> None:
+    """A write answered with R2Ts at drawn offsets and lengths (some beyond the data), spoiled
+    R2Ts and responses: the initiator sends, fails with the project's error, or hangs up."""
+    params = Params(immediate_data=immediate, initial_r2t=initial_r2t, first_burst_length=2048,
+                    max_burst_length=4096, max_xmit_data_segment_length=segment)  # fmt: skip
+
+    def answer(request: Pdu) -> list[Pdu]:
+        if request.opcode != Op.SCSI_COMMAND:
+            return []
+        out: list[Pdu] = []
+        for sn in range(data.draw(st.integers(0, 3))):
+            r2t = _reply(request, Op.R2T, 0x80, b"")
+            fields = (data.draw(st.integers(0, 8)), sn, data.draw(st.integers(0, 16384)),
+                      data.draw(st.integers(0, 8192)))  # fmt: skip
+            bhs = bytearray(r2t.bhs)
+            struct.pack_into(">I", bhs, 20, fields[0])
+            struct.pack_into(">III", bhs, 36, *fields[1:])
+            out.append(Pdu(bytes(bhs)))
+        out.append(_reply(request, Op.SCSI_RESPONSE, 0x80, data.draw(st.binary(max_size=24)),
+                          status=data.draw(st.sampled_from((0, 2)))))  # fmt: skip
+        return [data.draw(_spoiled(p) | st.just(p)) for p in out]
+
+    session = _session(answer)
+    session.params = params
+    clean(lambda: session.write(0, 0, bytes(blocks * 512), block_size=512))
+    clean(lambda: session.unmap(0, 0, blocks))
+    clean(lambda: session.synchronize_cache(0))
+
+
 @budget(300)
 @given(st.binary(max_size=120))
 def test_scsi_data(raw: bytes) -> None:
@@ -330,6 +379,9 @@ def test_scsi_data(raw: bytes) -> None:
         scsi.parse_read_capacity10,
         scsi.parse_read_capacity16,
         scsi.parse_sense,
+        scsi.parse_supported_pages,
+        scsi.parse_block_limits_page,
+        scsi.parse_provisioning_page,
     ):
         result = clean(lambda p=parser: p(raw))  # type: ignore[misc]
         assert not isinstance(result, IscsibootError) or str(result)

@@ -462,3 +462,15 @@ def test_unsolicited_plan_and_segments() -> None:
     assert plan(4096, immediate_data=True, first_burst_length=512, max_burst_length=512) == (512, 512)
     assert list(task.segments(10, 30, 8)) == [(10, 8), (18, 8), (26, 4)]
     assert list(task.segments(5, 5, 8)) == []
+
+
+def test_silence_and_a_closed_socket_are_transport_errors(pair: tuple[socket.socket, socket.socket]) -> None:
+    session = session_on(pair[0], Params(immediate_data=False, initial_r2t=True))
+    session.timeout = 0.2
+    with pytest.raises(TransportError, match="timed out"):
+        session.write(0, 0, bytes(512), block_size=512)  # no R2T ever comes
+    session.close()
+    with pytest.raises(TransportError, match="broke"):
+        session.write(0, 0, bytes(512), block_size=512)
+    with pytest.raises(TransportError, match="broke"):
+        session.read(0, 0, 1)
