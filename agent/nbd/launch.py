@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
+from iscsiboot.agent import layout
+
 MODULE = "iscsiboot.agent.nbd.daemon"
 
 
@@ -35,4 +37,7 @@ def daemon_command(argv0: str) -> tuple[str, list[str]]:
     if dirs:
         code += "import site\n" + "".join(f"site.addsitedir({d!r})\n" for d in dirs)
     code += f"from {MODULE} import main\nsys.exit(main())\n"
+    if sys.executable == layout.PYTHON:  # the image's interpreter: only its own loader runs it
+        program, argv = layout.python_exec(argv0)
+        return program, [*argv, "-c", code]
     return sys.executable, [argv0, "-S", "-c", code]
