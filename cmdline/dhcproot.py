@@ -31,10 +31,13 @@ EXAMPLE_ROOT_PATH = "iscsi:<server>::<port>:<LUN>:<target name>"
 _TARGET_KEYS = ("rd.iscsi.initiator",)
 
 
+def dnsmasq_root_path_line(root_path: str) -> str:
+    """The dnsmasq line that sends ``root_path`` as option 17 (``iscsiboot generate dnsmasq`` writes it)."""
+    return f'dhcp-option=option:root-path,"{root_path}"'
+
+
 def no_root_path_fix() -> str:
     """How to make the DHCP server send the root path: the dnsmasq line ``generate dnsmasq`` writes."""
-    from iscsiboot.cmdline.generate import dnsmasq_root_path_line  # noqa: PLC0415  (only a failure needs it)
-
     return (
         f"add '{dnsmasq_root_path_line(EXAMPLE_ROOT_PATH)}' to the dnsmasq configuration "
         "(iscsiboot generate dnsmasq writes it), option root-path to ISC dhcpd's, "

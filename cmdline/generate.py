@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from iscsiboot.cmdline.chap import CHAP_MIN_ADVISED, check_credential
+from iscsiboot.cmdline.dhcproot import dnsmasq_root_path_line
 from iscsiboot.cmdline.ipconf import format_ip
 from iscsiboot.cmdline.ipxescript import check_word
 from iscsiboot.cmdline.rootpath import format_root_path
@@ -59,6 +60,7 @@ __all__ = [
     "Generated",
     "cmdline",
     "dnsmasq",
+    "dnsmasq_root_path_line",
     "dracut",
     "extlinux",
     "ipxe",
@@ -489,11 +491,6 @@ def ipxe(
         tries = " || ".join([f"sanboot {uri.text}"] * attempts)
         lines += [f"{tries} || goto sanboot_failed", ":sanboot_failed", "echo sanboot failed", "exit 1"]
     return Generated("\n".join(lines) + "\n", tuple(warnings), cfg.secrets())
-
-
-def dnsmasq_root_path_line(text: str) -> str:
-    """The dnsmasq line that sends ``text`` as the root path (option 17)."""
-    return f'dhcp-option=option:root-path,"{text}"'
 
 
 def dnsmasq(

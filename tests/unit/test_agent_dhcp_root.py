@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from iscsiboot.agent.backends.result import Cause, LoginResult
@@ -128,3 +130,22 @@ def test_ipv6_methods_end_in_a_named_cause_not_in_ipv4(value: str, words: str) -
     assert info.value.phase == "network" and info.value.cause == network.mode.value
     assert words in info.value.what and "IPv4" in info.value.what
     assert net_plan(Network(mode=NetMode.DHCP6)).to_dict()["mode"] == "dhcp6"
+
+
+def test_the_named_cause_needs_no_module_outside_the_image() -> None:
+    """The image packs what the agent imports (not the generators): the fix is written without them."""
+    code = (
+        "import sys\n"
+        "from iscsiboot.agent.phases.config import target_from_lease\n"
+        "from iscsiboot.agent.plan import NetResult\n"
+        "from iscsiboot.agent.errors import PhaseError\n"
+        "from iscsiboot.cmdline.parse import parse\n"
+        "try:\n"
+        "    target_from_lease(parse('netroot=dhcp').config, NetResult('eth0', None, None, 'dhcp'), print)\n"
+        "except PhaseError as exc:\n"
+        "    print(exc.cause, 'iscsiboot.cmdline.generate' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["no-root-path", "False"], done.stderr
