@@ -82,9 +82,12 @@ def register(
     )
     boot.add_argument(
         "--mode",
-        choices=["ibft", "cmdline"],
+        choices=["ibft", "cmdline", "dhcp"],
         default="ibft",
-        help="ibft: iPXE sanboot and the iBFT; cmdline: direct kernel boot with explicit boot=ISCSI= options",
+        help="ibft: iPXE sanboot and the iBFT; cmdline: direct kernel boot with explicit boot=ISCSI= "
+        "options; "
+        "dhcp: direct kernel boot with netroot=dhcp, the target from dnsmasq's root path (option 17) "
+        "in a network namespace of its own",
     )
     boot.add_argument("--target-name", default=None, metavar="IQN")
     boot.add_argument("--initiator", default=None, metavar="IQN")
@@ -104,6 +107,9 @@ def register(
         help="start the target this long after the guest's network is up",
     )
     faults.add_argument("--acpi-ibft", action="store_true", help="inject the iBFT with -acpitable (no iPXE)")
+    faults.add_argument(
+        "--no-root-path", action="store_true", help="--mode dhcp: dnsmasq sends no root path (option 17)"
+    )
     faults.add_argument(
         "--disk-storage-label",
         metavar="LABEL",
@@ -142,6 +148,7 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
         client_password=_secret(args.client_password),
         target_delay=args.target_delay,
         acpi_ibft=args.acpi_ibft,
+        no_root_path=args.no_root_path,
         disk_storage_label=args.disk_storage_label,
         kvm=args.kvm,
         memory_mb=args.memory,

@@ -3,6 +3,7 @@
 :func:`run_scenario` takes a :class:`~iscsiboot.qemu.scenario.ScenarioOptions`
 and the session's :class:`Artifacts` (kernel, initramfs, SYSTEM) and returns an
 :class:`~iscsiboot.qemu.outcome.Outcome`.  Everything it starts (tgtd, QEMU)
+(and, in dhcp mode, dnsmasq and the network namespace of :mod:`iscsiboot.qemu.netlab`)
 is stopped and its work folder removed on every path: success, failure,
 timeout and Ctrl-C.  The console log of a failed run is kept (masked) in
 ``log_dir``.
@@ -25,8 +26,10 @@ from iscsiboot.disk.install import install_image
 from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.ibft.build import build_table
 from iscsiboot.ibft.mapping import model_to_table
+from iscsiboot.model import DEFAULT_PORT
 from iscsiboot.output import write_atomic
 from iscsiboot.proc import which
+from iscsiboot.qemu.netlab import SERVER_ADDRESS, LabNames, NetLab
 from iscsiboot.qemu.outcome import RESULT_PREFIX, Outcome, finished, judge
 from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
 from iscsiboot.qemu.scenario import (
@@ -34,6 +37,7 @@ from iscsiboot.qemu.scenario import (
     GUEST_MAC,
     WRAPPER_SCRIPT,
     Boot,
+    Mode,
     Plan,
     ScenarioOptions,
     network_is_up,
@@ -126,6 +130,8 @@ def check_host(options: ScenarioOptions) -> str:
         raise EnvironmentProblem("boot scenarios need root (tgtd, loop devices)", fix="run as root")
     if options.boot is Boot.SANBOOT and not Path("/usr/lib/ipxe/qemu").is_dir():
         raise EnvironmentProblem("QEMU's iPXE ROMs are missing", fix="install ipxe-qemu")
+    if options.mode is Mode.DHCP:
+        NetLab.check_host()
     if options.kvm and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         raise EnvironmentProblem("--kvm needs /dev/kvm", fix="drop --kvm (TCG is the default)")
     return qemu
@@ -158,12 +164,18 @@ def run_scenario(
     workdir = Path(tempfile.mkdtemp(prefix="iscsiboot-qemu-", dir=workdir_parent))
     qemu: Qemu | None = None
     tgtd = Tgtd(workdir / "tgt")
+    lab: NetLab | None = None
     follower: ConsoleFollower | None = None
     p: Plan | None = None
     outcome: Outcome | None = None
     try:
-        port = free_tcp_port()
-        tgtd = Tgtd(workdir / "tgt", port=port)
+        names = LabNames.fresh() if options.mode is Mode.DHCP else None
+        if names is not None:
+            port = DEFAULT_PORT  # the namespace is the lab's own: the standard port is free
+            tgtd = Tgtd(workdir / "tgt", host=SERVER_ADDRESS, port=port, netns=names.namespace)
+        else:
+            port = free_tcp_port()
+            tgtd = Tgtd(workdir / "tgt", port=port)
         p = plan(
             options,
             port=port,
@@ -171,6 +183,7 @@ def run_scenario(
             kernel=artifacts.kernel,
             initrd=artifacts.initrd,
             qemu=qemu_bin,
+            lab=names,
         )
         p.files.tftp.mkdir(parents=True, exist_ok=True)
         if options.disk is None or not options.disk.exists():
@@ -184,15 +197,21 @@ def run_scenario(
         if options.acpi_ibft:
             say("iBFT for -acpitable")
             write_table(p)
+        if p.lab is not None and p.dnsmasq_config is not None:
+            lab = NetLab(workdir / "lab", p.lab)
+            served = "no root path" if options.no_root_path else "the root path in option 17"
+            say(f"network namespace {p.lab.namespace}: bridge {SERVER_ADDRESS}, dnsmasq ({served})")
+            lab.start()
+            lab.start_dnsmasq(p.dnsmasq_config)
         target_up = False
         anchor: float | None = None  # when the guest's network came up (the delay counts from there)
         if options.target_delay <= 0:
-            say(f"target {p.target.iqn} on 127.0.0.1:{port}")
+            say(f"target {p.target.iqn} on {p.portal_text}")
             _configure_target(tgtd, p)
             target_up = True
         else:
             say(
-                f"target {p.target.iqn} on 127.0.0.1:{port} {options.target_delay:g} s"
+                f"target {p.target.iqn} on {p.portal_text} {options.target_delay:g} s"
                 " after the guest's network is up"
             )
 
@@ -235,6 +254,8 @@ def run_scenario(
         text = mask(follower.text(), hidden)
         if qemu_err and status not in (0, None) and waited.reason == "exited":
             text += "\n--- qemu ---\n" + qemu_err
+        if lab is not None:
+            text += "\n--- dnsmasq ---\n" + mask(lab.dhcp_log(), hidden).strip()
         outcome = judge(
             follower.lines,
             reason=waited.reason,
@@ -255,6 +276,8 @@ def run_scenario(
         if qemu is not None:
             qemu.stop()
         tgtd.stop()
+        if lab is not None:
+            lab.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     keep = keep_log if keep_log is not None else not outcome.ok
     if keep:
@@ -275,6 +298,7 @@ def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 6553
         workdir=Path(tempfile.gettempdir()) / "iscsiboot-qemu-XXXX",
         kernel=artifacts.kernel,
         initrd=artifacts.initrd,
+        lab=LabNames("iscsiboot-NS") if options.mode is Mode.DHCP else None,
     )
     return p.describe().replace(str(port), "PORT") + "\n(PORT: a free port picked at run time)"
 

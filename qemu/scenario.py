@@ -18,9 +18,17 @@ Modes:
 ``cmdline``
     A direct kernel boot with explicit ``boot=ISCSI=iscsi_initiator=...``
     options and ``ip=dhcp``; no iBFT at all.
+``dhcp``
+    A direct kernel boot with dracut's ``netroot=dhcp``: the target is the
+    root path (option 17) that a real dnsmasq sends, with the configuration
+    ``iscsiboot generate dnsmasq`` writes (``no_root_path``: without that
+    line).  Guest, dnsmasq and tgtd share a network namespace of their own
+    (:mod:`iscsiboot.qemu.netlab`): the guest's tap is on a bridge that holds
+    the server's address, 10.77.0.1, and the target listens there on 3260.
 
-Guest view of the host: QEMU's user network maps 10.0.2.2 to the host's
-loopback, so a ``tgtd`` on 127.0.0.1:PORT is the guest's 10.0.2.2:PORT.
+Guest view of the host (the other modes): QEMU's user network maps 10.0.2.2
+to the host's loopback, so a ``tgtd`` on 127.0.0.1:PORT is the guest's
+10.0.2.2:PORT.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from iscsiboot.model import (
     Network,
     Target,
 )
+from iscsiboot.qemu.netlab import DHCP_RANGE, SERVER_ADDRESS, LabNames, exec_prefix
 from iscsiboot.qemu.scripts import script
 from iscsiboot.secret import Secret, mask
 
@@ -81,6 +90,7 @@ def network_is_up(line: str) -> bool:
 class Mode(enum.Enum):
     IBFT = "ibft"
     CMDLINE = "cmdline"
+    DHCP = "dhcp"
 
 
 class Boot(enum.Enum):
@@ -109,6 +119,7 @@ class ScenarioOptions:
     acpi_ibft: bool = False  # inject the iBFT through -acpitable instead of iPXE
     vlan: int | None = None  # the injected iBFT's NIC is on this 802.1Q VLAN (acpi_ibft only)
     disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
+    no_root_path: bool = False  # dhcp mode: dnsmasq sends no root path (option 17)
     # machine
     kvm: bool = False
     memory_mb: int = 1024
@@ -148,6 +159,13 @@ class ScenarioOptions:
             raise UsageError("--target-delay must not be negative")
         if self.acpi_ibft and self.mode is not Mode.IBFT:
             raise UsageError("--acpi-ibft belongs to --mode ibft", fix="use --mode ibft --acpi-ibft")
+        if self.no_root_path and self.mode is not Mode.DHCP:
+            raise UsageError("--no-root-path belongs to --mode dhcp", fix="use --mode dhcp --no-root-path")
+        if self.mode is Mode.DHCP and self.username is not None:
+            raise UsageError(
+                "the DHCP root path that dnsmasq sends carries no CHAP credentials",
+                fix="drop --username/--password with --mode dhcp",
+            )
         if self.vlan is not None and not self.acpi_ibft:
             raise UsageError("a VLAN needs the injected iBFT", fix="add --acpi-ibft")
         if self.vlan is not None and not 1 <= self.vlan <= 4094:
@@ -252,6 +270,15 @@ class Plan:
     ipxe_script: str | None  # sanboot only
     table_config: BootConfig | None  # acpi_ibft only: the model of the injected iBFT
     qemu_argv: tuple[str, ...] = field(default=())
+    lab: LabNames | None = None  # dhcp only: the network namespace of guest, dnsmasq and target
+    dnsmasq_config: str | None = None  # dhcp only
+
+    @property
+    def portal_text(self) -> str:
+        """Where the target listens, as the harness sees it."""
+        if self.lab is not None:
+            return f"{SERVER_ADDRESS}:{self.port} (namespace {self.lab.namespace})"
+        return f"127.0.0.1:{self.port} (guest: {HOST_ADDRESS}:{self.port})"
 
     @property
     def boot(self) -> Boot:
@@ -270,8 +297,7 @@ class Plan:
             + (", iBFT through -acpitable" if self.options.acpi_ibft else "")
             + (f" on VLAN {self.options.vlan}" if self.options.vlan is not None else "")
             + ")",
-            f"target: {self.target.iqn} LUN {self.target.lun} on 127.0.0.1:{self.port}"
-            + f" (guest: {HOST_ADDRESS}:{self.port})",
+            f"target: {self.target.iqn} LUN {self.target.lun} on {self.portal_text}",
             f"append: {self.masked(self.append)}",
             "qemu: " + self.masked(shlex.join(self.qemu_argv)),
         ]
@@ -297,7 +323,7 @@ def client_config(options: ScenarioOptions, port: int) -> BootConfig:
         reverse = Chap(options.reverse_username, options.reverse_password)
     target = Target(
         name=options.target_name,
-        address=HOST_ADDRESS,
+        address=SERVER_ADDRESS if options.mode is Mode.DHCP else HOST_ADDRESS,
         port=port,
         lun=LUN,
         chap=chap,
@@ -322,6 +348,8 @@ def kernel_config(options: ScenarioOptions, client: BootConfig) -> BootConfig:
     """
     if options.mode is Mode.IBFT:
         return BootConfig(firmware=True, system=client.system, storage=client.storage)
+    if options.mode is Mode.DHCP:
+        return replace(client, targets=(), target_from_dhcp=True)
     return replace(client, targets=tuple(replace(t, lun=None) for t in client.targets))
 
 
@@ -348,9 +376,27 @@ def boot_options(cfg: BootConfig) -> list[str]:
     return list(tokenize(generate.cmdline(cfg).text))
 
 
+def dracut_options(cfg: BootConfig) -> list[str]:
+    """dracut's form for ``cfg`` (``iscsiboot generate dracut``), and ``disk=`` for its Storage."""
+    words = list(tokenize(generate.dracut(replace(cfg, storage=None)).text))
+    return words + ([f"disk={cfg.storage}"] if cfg.storage is not None else [])
+
+
+def dnsmasq_config(options: ScenarioOptions, client: BootConfig, files: Files, lab: LabNames) -> str:
+    """``iscsiboot generate dnsmasq`` for the lab's bridge (without the root path for ``no_root_path``)."""
+    text = generate.dnsmasq(
+        client, interface=lab.bridge, dhcp_range=DHCP_RANGE, tftp_root=str(files.tftp), dns=False
+    ).text
+    if options.no_root_path:
+        line = generate.dnsmasq_root_path_line(generate.root_path(client).text)
+        text = "".join(kept for kept in text.splitlines(keepends=True) if kept.rstrip("\n") != line)
+    return text
+
+
 def append_line(options: ScenarioOptions, client: BootConfig) -> str:
     words = ["console=ttyS0,115200", "panic=1"]
-    words += boot_options(kernel_config(options, client))
+    kernel = kernel_config(options, client)
+    words += dracut_options(kernel) if kernel.target_from_dhcp else boot_options(kernel)
     words += [FAILURE_OPTION, *options.extra_append]
     return " ".join(words)
 
@@ -389,8 +435,13 @@ def qemu_argv(
     kernel: Path | None,
     initrd: Path | None,
     qemu: str = "qemu-system-x86_64",
+    lab: LabNames | None = None,
 ) -> tuple[str, ...]:
+    netdev = f"user,id=n0,tftp={files.tftp},bootfile={BOOTFILE}"
+    if lab is not None:
+        netdev = f"tap,id=n0,ifname={lab.tap},script=no,downscript=no"
     argv = [
+        *(exec_prefix(lab.namespace) if lab is not None else ()),
         qemu,
         "-machine",
         "pc",
@@ -412,7 +463,7 @@ def qemu_argv(
         "chardev:c0",
         "-no-reboot",
         "-netdev",
-        f"user,id=n0,tftp={files.tftp},bootfile={BOOTFILE}",
+        netdev,
         "-device",
         f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}",
     ]
@@ -451,8 +502,11 @@ def plan(
     kernel: Path | None = None,
     initrd: Path | None = None,
     qemu: str = "qemu-system-x86_64",
+    lab: LabNames | None = None,
 ) -> Plan:
-    """Everything a scenario does, computed without I/O."""
+    """Everything a scenario does, computed without I/O (``lab``: the dhcp mode's namespace)."""
+    if (lab is not None) != (options.mode is Mode.DHCP):
+        raise UsageError("the dhcp mode, and it alone, boots in a network namespace of its own")
     files = Files(workdir)
     client = client_config(options, port)
     append = append_line(options, client)
@@ -465,5 +519,7 @@ def plan(
         target=target_spec(options, files),
         ipxe_script=ipxe_script(client) if options.boot is Boot.SANBOOT else None,
         table_config=table_config(client, options.vlan) if options.acpi_ibft else None,
-        qemu_argv=qemu_argv(options, files, append=append, kernel=kernel, initrd=initrd, qemu=qemu),
+        qemu_argv=qemu_argv(options, files, append=append, kernel=kernel, initrd=initrd, qemu=qemu, lab=lab),
+        lab=lab,
+        dnsmasq_config=dnsmasq_config(options, client, files, lab) if lab is not None else None,
     )

@@ -7,6 +7,10 @@ all its state in memory, so :meth:`Tgtd.stop` kills it with SIGKILL.
 
 Every ``tgtadm`` call goes through :func:`iscsiboot.proc.run`; CHAP passwords
 are passed as ``secrets=`` so that a failure message masks them.
+
+With ``netns=`` the daemon runs inside that network namespace (its portal
+address lives there); its control socket is a file, so ``tgtadm`` reaches it
+from here.
 """
 
 from __future__ import annotations
@@ -87,9 +91,11 @@ class Tgtd:
         host: str = "127.0.0.1",
         port: int | None = None,
         control_port: int | None = None,
+        netns: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host
+        self.netns = netns
         self._want_port = port
         self._want_control = control_port
         self.port = port or 0
@@ -117,9 +123,13 @@ class Tgtd:
         tgtd = which("tgtd", hint="install the Debian package tgt")
         which("tgtadm", hint="install the Debian package tgt")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.netns is not None and self._want_port is None:
+            raise UsageError("a tgtd in a network namespace needs its port given")
         self.port = self._want_port or free_tcp_port(self.host)
         self.control_port = self._want_control or free_control_port(self.port)
         argv = [tgtd, "-f", "-C", str(self.control_port), "--iscsi", f"portal={self.portal}"]
+        if self.netns is not None:
+            argv[:0] = ["ip", "netns", "exec", self.netns]
         with open(self.log_path, "ab") as log:
             # A daemon runs in the background: proc.run cannot hold it, so Popen here.
             self._proc = subprocess.Popen(
@@ -155,6 +165,11 @@ class Tgtd:
             delay = min(delay * 2, 0.2)
 
     def _portal_open(self) -> bool:
+        if self.netns is not None:
+            from iscsiboot.qemu.netlab import listening  # noqa: PLC0415  (only a namespace needs it)
+
+            assert self._proc is not None
+            return listening(self._proc.pid, self.port)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
