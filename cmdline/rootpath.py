@@ -40,7 +40,7 @@ _UNSAFE = frozenset('"@') | frozenset(" \t\n\r\v\f")
 def redact_root_path(text: str) -> str:
     """``text`` for a message: whatever stands before the last ``@`` is credentials, shown masked.
 
-    The user names of a ``user:pass`` or ``user:pass:ruser:rpass`` prefix stay;
+    The user names of a well-formed ``user:pass`` or ``user:pass:ruser:rpass`` prefix stay;
     any other prefix is masked whole.  The empty-authentication form
     (``iscsi:@...``) whose other ``@`` stand in the target name is shown
     whole.  The secrets' text is never searched for.
@@ -52,7 +52,7 @@ def redact_root_path(text: str) -> str:
         return text
     auth, _at, rest = text[len(PREFIX) :].rpartition("@")
     parts = auth.split(":")
-    if len(parts) in (2, 4):
+    if len(parts) in (2, 4) and all(parts) and "@" not in auth:
         shown = ":".join(MASK if i % 2 else part for i, part in enumerate(parts))
     else:
         shown = MASK
@@ -138,6 +138,21 @@ def parse_root_path(text: str, *, where: str | None = None, group: int = 1) -> T
             where=where,
             fix="credentials cannot contain '@': choose another secret or use iSCSI firmware (iBFT)",
         )
+    try:
+        return _fields(rest, where, group, chap, reverse)
+    except ParseError as exc:
+        if "@" not in rest:
+            raise
+        # an '@' after the credentials may be part of a secret: no field of such a root path is quoted
+        raise ParseError(
+            "the root path does not parse (with an '@' after the credentials, its fields are not shown)",
+            where=where,
+            fix=exc.fix or f"write {_FORM}",
+        ) from None
+
+
+def _fields(rest: str, where: str, group: int, chap: Chap | None, reverse: Chap | None) -> Target:
+    """The target of the root path's fields after its credentials (raise ParseError)."""
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:

@@ -187,6 +187,12 @@ def test_empty_authentication_allows_at_in_the_target_name() -> None:
         f"iscsi:u:{SECRET}@h@192.168.50.1::::{TARGET0}",
         f"iscsi:{SECRET}@192.168.50.1:6::",
         f"iscsi:192.168.50.1::{SECRET}@3260::{TARGET0}",
+        # fewer than four colons after the '@': no credentials for dracut, yet the fields hold secrets
+        f"iscsi:u:{SECRET}:x:ruser:rsecret@[fec0::",
+        f"iscsi:u:p@{SECRET}:x:y:z@10.0.2.2:::1:{TARGET0}",
+        # credentials that do not parse: none of their fields is shown as a user name
+        f"iscsi:user:p:{SECRET}:@192.168.50.1::::{TARGET0}",
+        f"iscsi:u:p:{SECRET}@h:x@192.168.50.1::::{TARGET0}",
     ],
 )
 def test_at_before_the_target_name_is_refused_without_the_secret(text: str) -> None:
