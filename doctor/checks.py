@@ -22,6 +22,7 @@ from iscsiboot.cmdline.parse import parse
 from iscsiboot.disk.ext4 import Ext4
 from iscsiboot.disk.inspect import parse_extlinux
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table
+from iscsiboot.doctor.products import Product, identify, identify_any, lun_fix
 from iscsiboot.doctor.report import (
     ESP_GUID,
     EXT_FS,
@@ -241,13 +242,13 @@ def _luns(run: _Run, session: Session) -> None:
             run.fail(
                 "luns",
                 f"LUN {lun_to_text(wanted)} does not exist; the target has LUN {listing}",
-                "use a LUN the target has (tgt's disk is LUN 1; LUN 0 is its controller)",
+                lun_fix(identify_any(lun.vendor for lun in run.luns), (lun.lun for lun in disks)),
             )
         if not any(lun.lun == wanted for lun in disks):
             run.fail(
                 "luns",
                 f"LUN {lun_to_text(wanted)} is not a disk; the target has LUN {listing}",
-                "point the settings at the disk LUN (tgt: LUN 1)",
+                lun_fix(identify_any(lun.vendor for lun in run.luns), (lun.lun for lun in disks)),
             )
     elif not disks:
         run.fail(
@@ -273,9 +274,14 @@ def _capacity(run: _Run, lun: LunReport) -> None:
     run.add(
         "capacity",
         True,
-        f"LUN {lun.lun}: {lun.vendor} {lun.product}, {size_text(lun.capacity_bytes)} "
+        f"LUN {lun.lun}: {lun.vendor} {lun.product}{_named(lun.vendor)}, {size_text(lun.capacity_bytes)} "
         f"({lun.capacity_bytes} bytes, {lun.block_size}-byte blocks)",
     )
+
+
+def _named(vendor: str) -> str:
+    product = identify(vendor)
+    return "" if product is Product.UNKNOWN else f" ({product.value})"
 
 
 def _table(run: _Run, lun: LunReport) -> None:
