@@ -27,9 +27,9 @@ REPORT_PATH = "/run/iscsiboot/report.json"
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """One iSCSI session the kernel has after the login."""
+    """One iSCSI session after the login: the kernel's, or the NBD device that serves its LUN."""
 
-    session: str  # session1
+    session: str  # session1 (kernel iSCSI) or nbd0 (the NBD transport)
     target: str  # the target's IQN
 
 

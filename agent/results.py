@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from iscsiboot.agent.backends.nbd import NbdDisk
     from iscsiboot.agent.backends.result import LoginResult
     from iscsiboot.agent.phases.disk import ReadyDisk
     from iscsiboot.agent.phases.label import Candidate
@@ -52,8 +53,9 @@ class NetworkResult:
 
 @dataclass(frozen=True)
 class LoginsResult:
-    backend: str  # native or iscsistart
+    backend: str  # native, iscsistart or nbd
     logins: tuple[tuple[Target | None, LoginResult], ...]  # None: the iBFT's targets (iscsistart -b)
+    nbd: tuple[NbdDisk, ...] = ()  # the NBD transport: the devices its daemons serve
 
     def targets(self) -> frozenset[str]:
         """The names of the targets logged in to."""

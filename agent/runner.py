@@ -277,7 +277,9 @@ class Agent:
             import iscsiboot.agent.phases.mount
             import iscsiboot.proc  # subprocess, for e2fsck in the mount phase
 
-            if self.options.login_backend == "native":
+            if self.transport() is Transport.NBD:
+                import iscsiboot.agent.backends.nbd
+            elif self.options.login_backend == "native":
                 import iscsiboot.agent.backends.kernel  # noqa: F401
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
@@ -297,6 +299,7 @@ class Agent:
     def login(
         self, config: ConfigResult, modules: ModulesResult, network: NetworkResult, deadline: Deadline
     ) -> LoginsResult:
+        from iscsiboot.agent.backends.nbd import NbdBackend
         from iscsiboot.agent.phases.config import target_from_lease
         from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
@@ -306,7 +309,7 @@ class Agent:
         cfg = config.config
         if cfg.target_from_dhcp:  # netroot=dhcp: the target is the lease's root path (option 17)
             cfg = target_from_lease(cfg, network.net, self.reporter.add_secrets)
-        backend = make_backend(self.options.login_backend, self.reporter.debug)
+        backend = make_backend(self.options.login_backend, self.reporter.debug, transport=self.transport())
         self.backend = backend.name
         try:
             done = login_all(
@@ -320,7 +323,8 @@ class Agent:
             raise
         for target, res in done:
             self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
-        return LoginsResult(backend.name, tuple(done))
+        served = backend.disks if isinstance(backend, NbdBackend) else ()
+        return LoginsResult(backend.name, tuple(done), served)
 
     def _explain_login(self, targets: Sequence[Target], initiator: str | None) -> str | None:
         """Ask the target itself why the login failed (a test login of our own, random ISID).
@@ -346,6 +350,8 @@ class Agent:
         from iscsiboot.agent.phases.disk import Uevents, list_sessions, wait_for_disks
 
         self._modules_ready(modules, deadline, MODULES[self.transport()].disk)
+        if logins.nbd:
+            return self._nbd_disks(logins, deadline)
         logged = logins.targets()
         # one login per target, but boot= and disk= may name different LUNs of it
         wanted = (
@@ -360,6 +366,24 @@ class Agent:
             events.close()
         sessions = tuple(SessionInfo(s.sid, s.target) for s in list_sessions(self.env.sysfs))
         return DiskResult(tuple(disks), sessions)
+
+    def _nbd_disks(self, logins: LoginsResult, deadline: Deadline) -> DiskResult:
+        """The devices the NBD daemons serve, once the kernel shows their size and partitions."""
+        from iscsiboot.agent.phases.disk import ScsiDisk, Uevents, wait_for_nbd_disks
+
+        served = [
+            ScsiDisk(os.path.basename(d.device), "nbd", d.lun, f"nbd daemon {d.pid}", d.target)
+            for d in logins.nbd
+            if d.device is not None
+        ]
+        events = Uevents()
+        try:
+            disks = wait_for_nbd_disks(
+                served, deadline, sysfs=self.env.sysfs, dev=self.env.dev, wait=events.wait, say=self.say
+            )
+        finally:
+            events.close()
+        return DiskResult(tuple(disks), tuple(SessionInfo(d.name, d.target) for d in served))
 
     def label(self, config: ConfigResult, disk: DiskResult, deadline: Deadline) -> LabelResult:
         from iscsiboot.agent.phases.label import Candidate, candidates_of_disk, resolve

@@ -35,9 +35,12 @@ DEVICE_TYPES = {
     0x05: "cd/dvd",
     0x07: "optical",
     0x0C: "controller",
+    0x0E: "simplified disk",
     0x0D: "enclosure",
     0x1F: "unknown",
 }
+# The peripheral device types a block device is made of: direct access and simplified direct access.
+DISK_TYPES = frozenset({0x00, 0x0E})
 
 
 def inquiry_cdb(*, page: int | None = None, length: int = 255) -> bytes:

@@ -406,6 +406,18 @@ class Session:
             data = self.command(0, scsi.report_luns_cdb(need), need)
         return scsi.parse_report_luns(data)
 
+    def disk_luns(self) -> tuple[int, ...]:
+        """The LUNs that are disks (INQUIRY: a direct-access or simplified direct-access device there)."""
+        out: list[int] = []
+        for number in self.report_luns():
+            try:
+                inq = self.inquiry(number)
+            except ScsiError:
+                continue
+            if inq.connected and inq.device_type in scsi.DISK_TYPES:
+                out.append(number)
+        return tuple(out)
+
     def read_capacity(self, lun: int) -> scsi.Capacity:
         """READ CAPACITY(16), or (10) when the device does not know (16)."""
         try:

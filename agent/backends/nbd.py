@@ -33,6 +33,7 @@ EXIT_WAIT = 2.0  # seconds to collect the exit status of a daemon that closed it
 PROBLEM_CAUSE: dict[Problem, Cause] = {
     Problem.BLOCK_SIZE: Cause.UNUSABLE_LUN,
     Problem.EMPTY: Cause.UNUSABLE_LUN,
+    Problem.NO_DISK: Cause.UNUSABLE_LUN,
     Problem.CAPACITY: Cause.OTHER,  # a LUN not ready yet: worth another try
     Problem.NO_DEVICE: Cause.NO_NBD,
     Problem.ATTACH: Cause.NO_NBD,
@@ -118,10 +119,6 @@ def read_status(fd: int, deadline: Deadline) -> Status | None:
     return parse_status(bytes(data).partition(b"\n")[0])
 
 
-def lun_of(target: Target) -> int:
-    return target.lun if target.lun is not None else 0
-
-
 def config_for(
     target: Target, initiator: str, *, isid: bytes | None, device: int | None, attach: bool, timeout: float
 ) -> DaemonConfig:
@@ -129,7 +126,7 @@ def config_for(
         host=target.address,
         port=target.port,
         target=target.name,
-        lun=lun_of(target),
+        lun=target.lun,
         initiator=initiator,
         chap=target.chap,
         reverse_chap=target.reverse_chap,
@@ -170,7 +167,7 @@ class NbdBackend:
 
     def disk_for(self, target: Target) -> NbdDisk | None:
         for disk in self._disks:
-            if disk.target == target.name and disk.lun == lun_of(target):
+            if disk.target == target.name and target.lun in (None, disk.lun):
                 return disk
         return None
 
@@ -211,7 +208,7 @@ class NbdBackend:
         if isinstance(status, Ready):
             disk = NbdDisk(
                 target.name,
-                lun_of(target),
+                status.lun,
                 status.device,
                 status.size,
                 status.block_size,

@@ -161,6 +161,11 @@ def attach(
     return attached
 
 
+def disconnect(attached: Attached, *, ioctl: Ioctl_ = _ioctl) -> None:
+    """Ask the kernel to end the device: it sends NBD_CMD_DISC after the requests it holds."""
+    ioctl(attached.fd, Ioctl.DISCONNECT, 0)
+
+
 def has_partition_table(first_sector: bytes) -> bool:
     """An MBR or a protective MBR (GPT) ends sector 0 with 0x55 0xAA."""
     return len(first_sector) >= 512 and first_sector[510:512] == b"\x55\xaa"

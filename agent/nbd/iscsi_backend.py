@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from iscsiboot.agent.nbd.protocol import Geometry
+from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import scsi
 from iscsiboot.iscsi.session import Session
 from iscsiboot.model import Chap
@@ -28,11 +29,15 @@ class Portal:
     host: str  # an address: the daemon resolves a name once, before the root it serves is mounted
     port: int
     target: str
-    lun: int
+    lun: int | None  # None: the target's lowest disk LUN
     initiator: str
     chap: Chap | None = None
     reverse_chap: Chap | None = None
     timeout: float = 10.0
+
+
+class NoDiskLun(IscsibootError):
+    """No LUN was named and the target maps no disk LUN to this initiator."""
 
 
 LoginFn = Callable[[Portal, "bytes | None"], Session]
@@ -60,6 +65,7 @@ class IscsiBackend:
         self.isid = isid
         self.connect = connect
         self._session: Session | None = None
+        self._lun = portal.lun
         self.capacity: scsi.Capacity | None = None
         self.limits: scsi.BlockLimits | None = None
 
@@ -70,6 +76,13 @@ class IscsiBackend:
         return self._session
 
     @property
+    def lun(self) -> int:
+        """The LUN served: the one named, or the lowest disk LUN the first login found."""
+        if self._lun is None:
+            raise RuntimeError("the backend has not chosen its LUN: open() first")
+        return self._lun
+
+    @property
     def block_size(self) -> int:
         assert self.capacity is not None, "probe() first"
         return self.capacity.block_size
@@ -78,10 +91,23 @@ class IscsiBackend:
         """The first login; its ISID is the one every later login reuses."""
         self._session = self.connect(self.portal, self.isid)
         self.isid = self._session.isid
+        if self._lun is None:
+            disks = self._session.disk_luns()
+            if not disks:
+                raise NoDiskLun(f"{self.portal.target} maps no disk LUN to {self.portal.initiator}")
+            self._lun = disks[0]
+        else:  # a named LUN must be a disk (tgt's LUN 0 is its controller)
+            inq = self._session.inquiry(self._lun)
+            if not inq.connected or inq.device_type not in scsi.DISK_TYPES:
+                found = ", ".join(str(n) for n in self._session.disk_luns()) or "none"
+                raise NoDiskLun(
+                    f"LUN {self._lun} of {self.portal.target} is a {inq.type_name}, not a disk "
+                    f"(disk LUNs: {found})"
+                )
 
     def probe(self) -> Geometry:
         """READ CAPACITY and the block limits of the LUN (no check of the values here)."""
-        lun = self.portal.lun
+        lun = self.lun
         self.capacity = self.session.read_capacity(lun)
         self.limits = self.session.block_limits(lun)
         return Geometry(size=self.capacity.bytes, block_size=self.capacity.block_size, trim=self.limits.unmap)
@@ -90,18 +116,18 @@ class IscsiBackend:
 
     def read(self, offset: int, length: int) -> bytes:
         bs = self.block_size
-        return self.session.read(self.portal.lun, offset // bs, length // bs, block_size=bs)
+        return self.session.read(self.lun, offset // bs, length // bs, block_size=bs)
 
     def write(self, offset: int, data: bytes) -> None:
         bs = self.block_size
-        self.session.write(self.portal.lun, offset // bs, data, block_size=bs)
+        self.session.write(self.lun, offset // bs, data, block_size=bs)
 
     def flush(self) -> None:
-        self.session.synchronize_cache(self.portal.lun)
+        self.session.synchronize_cache(self.lun)
 
     def trim(self, offset: int, length: int) -> None:
         bs = self.block_size
-        self.session.unmap(self.portal.lun, offset // bs, length // bs)
+        self.session.unmap(self.lun, offset // bs, length // bs)
 
     def reconnect(self) -> None:
         old, self._session = self._session, None

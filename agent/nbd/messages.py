@@ -53,7 +53,7 @@ class DaemonConfig:
     host: str
     port: int
     target: str
-    lun: int
+    lun: int | None  # None: the target's lowest disk LUN, as the kernel path picks it
     initiator: str
     chap: Chap | None = None
     reverse_chap: Chap | None = None
@@ -86,11 +86,12 @@ class DaemonConfig:
         try:
             isid = data.get("isid")
             device = data.get("device")
+            lun = data.get("lun")
             return cls(
                 host=str(data["host"]),
                 port=int(data["port"]),
                 target=str(data["target"]),
-                lun=int(data["lun"]),
+                lun=None if lun is None else int(lun),
                 initiator=str(data["initiator"]),
                 chap=_chap_in(data.get("chap")),
                 reverse_chap=_chap_in(data.get("reverse_chap")),
@@ -111,6 +112,7 @@ class Problem(enum.Enum):
 
     BLOCK_SIZE = "block-size"  # neither 512 nor 4096 bytes
     EMPTY = "empty-lun"  # READ CAPACITY says 0 bytes
+    NO_DISK = "no-disk-lun"  # no LUN named, and the target maps no disk LUN
     CAPACITY = "capacity"  # READ CAPACITY or the block limits failed
     NO_DEVICE = "no-nbd-device"  # no /dev/nbdN (no nbd module) or none free
     ATTACH = "attach"  # the kernel refused the device's set-up
@@ -135,11 +137,13 @@ class Ready:
     trim: bool
     isid: str  # hex: the session's identity, kept over reconnects
     partitions: tuple[str, ...] = ()  # nbdNp1 ... as the kernel showed them
+    lun: int = 0  # the LUN served (the one named, or the lowest disk LUN)
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "status": "ready",
+                "lun": self.lun,
                 "device": self.device,
                 "size": self.size,
                 "block_size": self.block_size,
@@ -179,6 +183,7 @@ def status_from_json(text: str | bytes) -> Status:
                 trim=bool(data["trim"]),
                 isid=str(data["isid"]),
                 partitions=tuple(str(p) for p in data.get("partitions", ())),
+                lun=int(data.get("lun", 0)),
             )
         if kind == "failed":
             return Failed(Problem(data["cause"]), str(data["what"]), str(data["fix"]))

@@ -5,7 +5,8 @@ module the daemon will ever need, so nothing is read from the served root
 later.  One status line goes back to the agent (:mod:`.messages`); after it,
 the daemon only logs (to kmsg).  SIGTERM and SIGINT are ignored while it
 serves: the shutdown must not kill the root's server.  It ends after
-NBD_CMD_DISC (flush, log out) or when the device is torn down.
+NBD_CMD_DISC (flush, log out) or when the device is torn down; SIGUSR1, the
+last step of a clean power-off, asks the kernel for that NBD_CMD_DISC.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from iscsiboot.agent.backends.causes import cause_of_login
 from iscsiboot.agent.backends.result import Cause
 from iscsiboot.agent.nbd import device
-from iscsiboot.agent.nbd.iscsi_backend import IscsiBackend, Portal
+from iscsiboot.agent.nbd.iscsi_backend import IscsiBackend, NoDiskLun, Portal
 from iscsiboot.agent.nbd.messages import (
     MAX_LINE,
     DaemonConfig,
@@ -143,7 +144,6 @@ def run(
     sysfs: Path = Path("/sys"),
     dev: Path = Path("/dev"),
 ) -> int:
-    where = f"LUN {config.lun} of {config.target}"
     try:
         host = resolve(config.host, config.port)
     except OSError as exc:
@@ -162,6 +162,11 @@ def run(
     backend = IscsiBackend(portal, isid=config.isid)
     try:
         backend.open()
+    except NoDiskLun as exc:
+        log(exc.what)
+        status.send(Failed(Problem.NO_DISK, exc.what, "map a disk LUN to this initiator, or name the LUN"))
+        backend.close()
+        return 1
     except Exception as exc:  # every failure becomes a cause for the agent
         cause = cause_of_login(exc) or Cause.OTHER
         log(f"login to {config.target} at {host}:{config.port} failed ({cause.value}): {what(exc)}")
@@ -170,6 +175,7 @@ def run(
     assert backend.isid is not None
     isid = backend.isid.hex()
     log(f"logged in to {config.target} at {host}:{config.port} (ISID {isid})")
+    where = f"LUN {backend.lun} of {config.target}"
     try:
         geometry = backend.probe()
     except Exception as exc:
@@ -185,7 +191,7 @@ def run(
     log(f"{where}: {geometry.size} bytes in {geometry.block_size}-byte blocks, trim {geometry.trim}")
     if not config.attach:
         log(f"not attaching, as configured; {memory_text()}")
-        status.send(Ready(None, geometry.size, geometry.block_size, geometry.trim, isid))
+        status.send(Ready(None, geometry.size, geometry.block_size, geometry.trim, isid, lun=backend.lun))
         backend.close()
         return 0
     try:
@@ -218,10 +224,20 @@ def run(
             status.send(Failed(Problem.ATTACH, what(exc), "see the kernel log"))
             return
         log(f"{attached.path} ready, partitions: {' '.join(found) or 'none'}; {memory_text()}")
-        status.send(Ready(str(attached.path), geometry.size, geometry.block_size, geometry.trim, isid, found))
+        path = str(attached.path)
+        status.send(Ready(path, geometry.size, geometry.block_size, geometry.trim, isid, found, backend.lun))
+
+    def leave(_signum: int, _frame: object) -> None:
+        """The end of the shutdown: the kernel disconnects, the server flushes and logs out."""
+        log(f"asked to disconnect {attached.path} (SIGUSR1)")
+        try:
+            device.disconnect(attached)
+        except OSError as exc:
+            log(f"NBD_DISCONNECT on {attached.path} failed: {exc.strerror or exc}")
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, leave)
     threading.Thread(target=settle, name="nbd-settle", daemon=True).start()
     rng = random.Random()
     retry = Retry(fast=lambda: backoff(rng=rng), slow=lambda: backoff(first=15.0, cap=120.0, rng=rng))

@@ -3,7 +3,8 @@
 
 The backend is native (the default, :mod:`iscsiboot.agent.backends.kernel`: the
 agent hands the session to the kernel over NETLINK_ISCSI) or open-iscsi's
-``iscsistart`` (:mod:`iscsiboot.agent.backends.iscsistart`).  :func:`login_all`
+``iscsistart`` (:mod:`iscsiboot.agent.backends.iscsistart`); with the NBD
+transport it is :mod:`iscsiboot.agent.backends.nbd`.  :func:`login_all`
 logs in once per distinct target and retries retryable failures with
 exponential backoff and jitter until the deadline; an authentication failure
 is never retried.
@@ -19,6 +20,7 @@ from iscsiboot.agent.backends.result import MEANING, Cause, LoginBackend, LoginR
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.plan import backoff
+from iscsiboot.agent.transport import Transport
 from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.model import Target
 
@@ -47,7 +49,11 @@ def fix_for(cause: Cause, target: Target | None) -> str:
         "to the initramfs",
         Cause.NO_FIRMWARE: "no iBFT was found: boot through iPXE sanboot or an iSCSI-capable NIC, "
         "or give the targets on the command line instead of auto",
-        Cause.OTHER: "run with debugging to see the iscsistart output",
+        Cause.NO_NBD: "load the kernel's nbd module (CONFIG_BLK_DEV_NBD), or boot a kernel with "
+        "iSCSI and an image built with --transport kernel",
+        Cause.UNUSABLE_LUN: "map a disk LUN with 512- or 4096-byte blocks and a size above zero "
+        "(the evidence says what the target reported)",
+        Cause.OTHER: "run with debugging to see the backend's output",
     }.get(cause, "see the evidence")
 
 
@@ -134,8 +140,26 @@ def login_all(
     return done
 
 
-def make_backend(name: str, log: Callable[[str], None] = lambda _text: None) -> LoginBackend:
-    """The backend called ``name``: ``native`` (the default) or ``iscsistart``."""
+def make_backend(
+    name: str, log: Callable[[str], None] = lambda _text: None, *, transport: Transport = Transport.KERNEL
+) -> LoginBackend:
+    """The backend called ``name`` (``native``, the default, or ``iscsistart``) for ``transport``.
+
+    The NBD transport has one backend, the project's own initiator in user space
+    (:mod:`iscsiboot.agent.backends.nbd`); ``iscsistart`` needs kernel iSCSI.
+    """
+    if transport is Transport.NBD:
+        if name == "iscsistart":
+            raise PhaseError(
+                "login",
+                "iscsistart needs kernel iSCSI, but the transport is nbd",
+                cause="config",
+                fix="drop iscsiboot.backend=iscsistart, or boot with iscsiboot.transport=kernel "
+                "on a kernel with iSCSI",
+            )
+        from iscsiboot.agent.backends.nbd import NbdBackend
+
+        return NbdBackend(log)
     if name == "iscsistart":
         from iscsiboot.proc import which
 

@@ -246,3 +246,20 @@ def test_an_unknown_target_and_a_closed_port(lab: Lab) -> None:
     assert unknown.cause is Cause.NOT_FOUND
     closed = Target(name=OPEN, address="127.0.0.1", port=1, lun=1)
     assert backend.login(closed, ME, Deadline(30)).cause is Cause.REFUSED
+
+
+def test_no_lun_named_serves_the_lowest_disk_lun(lab: Lab) -> None:
+    """tgt's LUN 0 is its controller: the daemon serves LUN 1, the disk, as the kernel path picks it."""
+    backend = NbdBackend(attach=False)
+    unnamed = Target(name=OPEN, address="127.0.0.1", port=lab.port)
+    result = backend.login(unnamed, ME, Deadline(30))
+    assert result.cause is Cause.OK, result
+    (disk,) = backend.disks
+    assert (disk.lun, disk.size) == (1, SIZE)
+    assert "LUN 1" in result.evidence
+    # LUN 0 named: the controller is refused at once with what the disk LUNs are (no retries)
+    controller = Target(name=OPEN, address="127.0.0.1", port=lab.port, lun=0)
+    refused = NbdBackend(attach=False).login(controller, ME, Deadline(30))
+    assert refused.cause is Cause.UNUSABLE_LUN and not refused.retryable
+    assert "LUN 0" in refused.evidence and "controller" in refused.evidence
+    assert "disk LUNs: 1" in refused.evidence

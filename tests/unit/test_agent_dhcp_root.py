@@ -102,7 +102,7 @@ class _Backend:
 
 def _agent(monkeypatch: pytest.MonkeyPatch) -> tuple[Agent, _Backend]:
     backend = _Backend()
-    monkeypatch.setattr(login_phase, "make_backend", lambda _name, _log=None: backend)
+    monkeypatch.setattr(login_phase, "make_backend", lambda _name, _log=None, **_kw: backend)
     agent = Agent(LINE, parse_options(LINE), Reporter(io.StringIO(), kmsg=None, report_path=None))
     agent._transport = Transport.KERNEL
     return agent, backend

@@ -62,7 +62,7 @@ def test_a_bad_configuration_is_a_parse_error(text: str) -> None:
     "status",
     [
         LoginFailed(Cause.AUTH, "login refused: authentication failure"),
-        Ready("/dev/nbd0", 1 << 30, 512, True, "80aabbccddee", ("nbd0p1", "nbd0p2")),
+        Ready("/dev/nbd0", 1 << 30, 512, True, "80aabbccddee", ("nbd0p1", "nbd0p2"), 3),
         Ready(None, 4096, 4096, False, "80aabbccddee"),
         Failed(Problem.BLOCK_SIZE, "1024-byte blocks", "use 512"),
     ],
@@ -282,7 +282,7 @@ TARGET = Target(name=IQN, address="10.0.0.1", port=3260, lun=2, chap=CHAP)
 
 
 def test_a_ready_daemon_gives_a_disk() -> None:
-    seen, start = scripted(Ready("/dev/nbd1", 1 << 30, 4096, True, "80aabbccddee", ("nbd1p1",)).to_json())
+    seen, start = scripted(Ready("/dev/nbd1", 1 << 30, 4096, True, "80aabbccddee", ("nbd1p1",), 2).to_json())
     backend = NbdBackend(start=start)  # type: ignore[arg-type]
     result = backend.login(TARGET, ME, Deadline(10))
     assert result.cause is Cause.OK and "/dev/nbd1" in result.evidence
@@ -339,3 +339,21 @@ def test_a_silent_daemon_times_out_and_is_ended() -> None:
 
 def test_the_daemon_name_marks_a_root_storage_daemon() -> None:
     assert backend_mod.ARGV0.startswith("@")
+
+
+def test_a_target_without_a_lun_gets_the_lun_the_daemon_chose() -> None:
+    """No LUN named: the daemon serves the lowest disk LUN and says which; the disk carries it."""
+    seen, start = scripted(Ready("/dev/nbd0", 1 << 20, 512, False, "80aabbccddee", (), 1).to_json())
+    backend = NbdBackend(start=start)  # type: ignore[arg-type]
+    unnamed = Target(name=IQN, address="10.0.0.1", port=3260)
+    assert backend.login(unnamed, ME, Deadline(10)).ok
+    assert seen[0].lun is None and DaemonConfig.from_json(seen[0].to_json()).lun is None
+    (disk,) = backend.disks
+    assert disk.lun == 1 and backend.disk_for(unnamed) == disk
+    assert backend.disk_for(Target(name=IQN, address="10.0.0.1", port=3260, lun=2)) is None
+
+
+def test_no_disk_lun_is_an_unusable_lun() -> None:
+    _seen, start = scripted(Failed(Problem.NO_DISK, f"{IQN} maps no disk LUN to {ME}", "map one").to_json())
+    result = NbdBackend(start=start).login(TARGET, ME, Deadline(10))  # type: ignore[arg-type]
+    assert result.cause is Cause.UNUSABLE_LUN and "maps no disk LUN" in result.evidence
