@@ -20,6 +20,7 @@ from pathlib import Path
 
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.iscsi.scsi import DISK_TYPES
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def session_disks(session: Session) -> list[ScsiDisk]:
             kind = (lun_dir / "type").read_text().strip()
         except OSError:
             kind = "0"
-        if kind not in ("0", "14"):
+        if not kind.isdigit() or int(kind) not in DISK_TYPES:
             continue
         for block in sorted((lun_dir / "block").glob("*")):
             out.append(
@@ -209,6 +210,60 @@ def partition_numbers(node: str, size: int) -> list[int] | None:
     return None if table is None else [p.number for p in table.partitions]
 
 
+Look = Callable[[], tuple[list[ReadyDisk], list[str]]]  # (the disks ready, what is still missing)
+
+
+def _wait(
+    look: Look, deadline: Deadline, wait: Callable[[float], bool], say: Callable[[str], None]
+) -> tuple[list[ReadyDisk], list[str]]:
+    """Look again at each uevent until nothing is missing or the deadline passes."""
+    last_say = -1
+    while True:
+        ready, missing = look()
+        if not missing or deadline.expired():
+            return ready, missing
+        elapsed = int(deadline.elapsed())
+        if elapsed >= 1 and elapsed != last_say:
+            last_say = elapsed
+            say(f"waiting for the disk of {', '.join(missing)} ({elapsed} s of {deadline.seconds:.0f})")
+        wait(min(1.0, deadline.remaining()))
+
+
+def wait_for_nbd_disks(
+    served: list[ScsiDisk],
+    deadline: Deadline,
+    *,
+    sysfs: str = "/sys",
+    dev: str = "/dev",
+    wait: Callable[[float], bool],
+    say: Callable[[str], None] = lambda _t: None,
+    table_of: Callable[[str, int], list[int] | None] = partition_numbers,
+) -> list[ReadyDisk]:
+    """Wait until each device an NBD daemon serves has its size, node and partitions."""
+
+    def look() -> tuple[list[ReadyDisk], list[str]]:
+        ready: list[ReadyDisk] = []
+        missing: list[str] = []
+        for disk in served:
+            found = disk_ready(disk, sysfs, dev, table_of)
+            if found is None:
+                missing.append(f"{disk.target} LUN {disk.lun} ({dev}/{disk.name})")
+            else:
+                ready.append(found)
+        return ready, missing
+
+    ready, missing = _wait(look, deadline, wait, say)
+    if not missing:
+        return ready
+    raise PhaseError(
+        "disk",
+        f"no disk appeared for {', '.join(missing)} within {deadline.seconds:.0f} s",
+        cause="no-disk",
+        evidence="the NBD daemon reported the device ready, but the kernel shows no size or partitions",
+        fix="see the kernel log (dmesg) for nbd errors",
+    )
+
+
 def wait_for_disks(
     wanted: list[tuple[str, int | None]] | None,
     deadline: Deadline,
@@ -220,8 +275,8 @@ def wait_for_disks(
     table_of: Callable[[str, int], list[int] | None] = partition_numbers,
 ) -> list[ReadyDisk]:
     """Wait until each (target, LUN) has a ready disk; ``None`` means every session's disks."""
-    last_say = -1
-    while True:
+
+    def look() -> tuple[list[ReadyDisk], list[str]]:
         sessions = list_sessions(sysfs)
         ready: list[ReadyDisk] = []
         missing: list[str] = []
@@ -249,15 +304,11 @@ def wait_for_disks(
                     missing.append(f"{target}{lun_text}")
                 else:
                     ready.append(found)
-        if not missing:
-            return ready
-        if deadline.expired():
-            break
-        elapsed = int(deadline.elapsed())
-        if elapsed >= 1 and elapsed != last_say:
-            last_say = elapsed
-            say(f"waiting for the disk of {', '.join(missing)} ({elapsed} s of {deadline.seconds:.0f})")
-        wait(min(1.0, deadline.remaining()))
+        return ready, missing
+
+    ready, missing = _wait(look, deadline, wait, say)
+    if not missing:
+        return ready
     sessions_text = (
         ", ".join(f"{s.sid}={s.target}" for s in list_sessions(sysfs)) or "no iSCSI session in sysfs"
     )

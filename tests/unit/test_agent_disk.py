@@ -16,6 +16,7 @@ from iscsiboot.agent.phases.disk import (
     pick_disk,
     session_disks,
     wait_for_disks,
+    wait_for_nbd_disks,
 )
 from iscsiboot.agent.phases.label import Candidate, candidates_of_disk, resolve
 from iscsiboot.disk.readers import file_reader
@@ -194,3 +195,51 @@ def test_parse_uevent_reads_kernel_events_only() -> None:
     assert parse_uevent(b"") is None and parse_uevent(b"no header\0A=b\0") is None
     odd = parse_uevent(b"change@/x\0EMPTY=\0NOEQUALS\0=novalue\0NAME=caf\xc3\xa9\0")
     assert odd == {"EMPTY": "", "NAME": "caf\u00e9"}
+
+
+def nbd_sysfs(root: Path, name: str, size: int, parts: list[int]) -> Path:
+    """/sys/class/block/nbdN as the kernel shows a served device: its size and nbdNpM partitions."""
+    sysfs = root / "sys"
+    block = sysfs / "class/block" / name
+    block.mkdir(parents=True)
+    (block / "size").write_text(f"{size // 512}\n")
+    for number in parts:
+        part = block / f"{name}p{number}"
+        part.mkdir()
+        (part / "partition").write_text(f"{number}\n")
+    return sysfs
+
+
+def test_an_nbd_device_is_ready_with_its_partitions(tmp_path: Path) -> None:
+    sysfs = nbd_sysfs(tmp_path, "nbd0", 64 * MIB, [1, 2])
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nbd0", "nbd0p1", "nbd0p2"):
+        (dev / name).write_bytes(b"")
+    served = [ScsiDisk("nbd0", "nbd", 1, "nbd daemon 42", T0)]
+    ready = wait_for_nbd_disks(
+        served, Deadline(2), sysfs=str(sysfs), dev=str(dev), wait=lambda _t: False,
+        table_of=lambda _n, _s: [1, 2],
+    )  # fmt: skip
+    assert ready[0].disk == served[0] and ready[0].partitions == {1: "nbd0p1", 2: "nbd0p2"}
+    assert ready[0].size == 64 * MIB
+
+
+def test_an_nbd_device_without_its_partitions_times_out_with_the_cause(tmp_path: Path) -> None:
+    sysfs = nbd_sysfs(tmp_path, "nbd0", 64 * MIB, [1])  # the table says 2 partitions, sysfs shows 1
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nbd0", "nbd0p1"):
+        (dev / name).write_bytes(b"")
+    clock = [0.0]
+
+    def wait(timeout: float) -> bool:
+        clock[0] += timeout
+        return False
+
+    with pytest.raises(PhaseError) as info:
+        wait_for_nbd_disks(
+            [ScsiDisk("nbd0", "nbd", 1, "nbd daemon 42", T0)], Deadline(3, lambda: clock[0]),
+            sysfs=str(sysfs), dev=str(dev), wait=wait, table_of=lambda _n, _s: [1, 2],
+        )  # fmt: skip
+    assert info.value.cause == "no-disk" and f"{T0} LUN 1" in info.value.what and "nbd0" in info.value.what
