@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     from iscsiboot.cmdline.options import add_model_options  # noqa: PLC0415 (lazy: only for install)
-    from iscsiboot.disk.install import DEFAULT_IMAGE_SIZE, DEFAULT_SYSTEM_SIZE  # noqa: PLC0415
-    from iscsiboot.disk.layout import format_size  # noqa: PLC0415
+    from iscsiboot.disk.install import DEFAULT_IMAGE_SIZE, DEFAULT_SIZES  # noqa: PLC0415
+    from iscsiboot.disk.layout import LayoutKind, format_size  # noqa: PLC0415
 
     parser = add_command(
         sub,
@@ -24,8 +24,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         parent,
         "partition and fill a LUN or image with System and Storage",
         (
-            "Write an MBR with syslinux boot code, a bootable ext4 System partition holding KERNEL, "
-            "SYSTEM and extlinux.conf (extlinux installed), and an ext4 Storage partition over the rest. "
+            "--layout libreelec (the default) writes what LibreELEC's installer writes, one disk for BIOS "
+            "and UEFI: GPT with syslinux's gptmbr.bin, a FAT16 System (EFI System partition, "
+            "legacy-BIOS-bootable) holding KERNEL, SYSTEM, syslinux.cfg, ldlinux.sys and "
+            "EFI/BOOT/bootx64.efi, filled with mtools (no mount), and an ext4 Storage over the rest. "
+            "--layout seed writes an MBR with syslinux boot code, a bootable ext4 System holding KERNEL, "
+            "SYSTEM and extlinux.conf (extlinux installed), and an ext4 Storage. "
             "Writes a device, or an image file that holds data (whatever its format), only with --wipe; "
             "never writes over one of its own input files."
         ),
@@ -55,9 +59,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "--size", metavar="SIZE", help=f"size of a new image (default {format_size(DEFAULT_IMAGE_SIZE)})"
     )
     parser.add_argument(
-        "--system-size", metavar="SIZE", default=format_size(DEFAULT_SYSTEM_SIZE),
-        help="size of the System partition (default %(default)s)",
+        "--layout", choices=[k.value for k in LayoutKind], default=LayoutKind.LIBREELEC.value,
+        help="libreelec: GPT, FAT16 System, boots BIOS and UEFI (the default); seed: MBR, ext4 System, BIOS",
     )  # fmt: skip
+    sizes = ", ".join(f"{format_size(size)} for {kind.value}" for kind, size in DEFAULT_SIZES.items())
+    parser.add_argument(
+        "--system-size", metavar="SIZE", help=f"size of the System partition (default {sizes})"
+    )
     parser.add_argument("--serial", action="store_true", help="boot console on ttyS0 (115200 baud)")
     parser.add_argument("--append", metavar="ARGS", help="extra kernel arguments (default: quiet)")
     parser.add_argument(
@@ -91,19 +99,22 @@ def handle(args: argparse.Namespace) -> int:
 
 def _install(args: argparse.Namespace) -> InstallReport:
     from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
-    from iscsiboot.disk.install import install  # noqa: PLC0415
-    from iscsiboot.disk.layout import parse_size  # noqa: PLC0415
+    from iscsiboot.disk.install import DEFAULT_SIZES, install  # noqa: PLC0415
+    from iscsiboot.disk.layout import LayoutKind, parse_size  # noqa: PLC0415
 
     if args.model_system is None and getattr(args, "model_from_json", None) is None:
         args.model_system = f"LABEL={args.label_system}"
     config = model_from_args(args)
+    layout = LayoutKind(args.layout)
     return install(
         kernel=args.kernel,
         system=args.system_file,
         image=args.image,
         device=args.device,
         size=parse_size(args.size, what="--size") if args.size is not None else None,
-        system_size=parse_size(args.system_size, what="--system-size"),
+        system_size=parse_size(args.system_size, what="--system-size")
+        if args.system_size is not None
+        else DEFAULT_SIZES[layout],
         config=config,
         append=args.append,
         initrd=args.initrd,
@@ -111,4 +122,5 @@ def _install(args: argparse.Namespace) -> InstallReport:
         label_system=args.label_system,
         label_storage=args.label_storage,
         wipe=args.wipe,
+        layout=layout,
     )

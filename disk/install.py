@@ -1,7 +1,9 @@
 """``iscsiboot install``: partition and fill a LUN or a disk image.
 
 The layout comes from :func:`iscsiboot.disk.layout.plan_layout`; this module
-only carries it out: an MBR written by ``sfdisk`` with syslinux's ``mbr.bin``
+only carries it out.  ``libreelec`` (GPT, FAT16 System filled with mtools,
+no mount and no loop device) is done by :mod:`iscsiboot.disk.esp`.
+``seed``: an MBR written by ``sfdisk`` with syslinux's ``mbr.bin``
 as boot code, a bootable System ext4 holding KERNEL, SYSTEM, the optional
 initrd and extlinux.conf (``extlinux --install``), and a Storage ext4 over the
 rest.  Each partition is reached through its own loop device
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from iscsiboot.cmdline.syntax import check_text
-from iscsiboot.disk.ext4 import Ext4, Ext4Error
-from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, MiB, format_size, plan_layout
+from iscsiboot.disk import esp
+from iscsiboot.disk.fat import open_filesystem
+from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, LayoutKind, MiB, format_size, plan_layout
 from iscsiboot.disk.probe import (
     FsInfo,
     probe_filesystem,
@@ -34,7 +37,7 @@ from iscsiboot.disk.probe import (
 from iscsiboot.disk.readers import file_reader
 from iscsiboot.disk.target import device_size, mounted_from, refuse_overwrite
 from iscsiboot.disk.undo import Undo
-from iscsiboot.errors import EnvironmentProblem, IscsibootError, UsageError
+from iscsiboot.errors import EnvironmentProblem, IscsibootError, ParseError, UsageError
 from iscsiboot.model import BootConfig
 from iscsiboot.output import warn
 from iscsiboot.proc import run, which
@@ -44,6 +47,7 @@ MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
 BOOT_CODE_SIZE = 440
 DEFAULT_IMAGE_SIZE = 4 * GiB
 DEFAULT_SYSTEM_SIZE = 256 * MiB
+DEFAULT_SIZES = {LayoutKind.LIBREELEC: 1024 * MiB, LayoutKind.SEED: DEFAULT_SYSTEM_SIZE}  # of System
 SECRET_WARNING = "extlinux.conf holds CHAP secrets, so it is written with mode 0600"
 SECRET_READABLE = (
     "CHAP secrets on the kernel command line are readable by every local user of the booted "
@@ -106,7 +110,8 @@ class InstallReport:
         }
 
     def lines(self) -> list[str]:
-        out = [f"{self.kind} {self.target}: {format_size(self.size)}, MBR with syslinux boot code"]
+        table = "GPT with syslinux's gptmbr.bin" if self.boot_code == str(esp.GPTMBR_BIN) else "MBR"
+        out = [f"{self.kind} {self.target}: {format_size(self.size)}, {table} boot code"]
         for p in self.partitions:
             flag = ", bootable" if p.bootable else ""
             out.append(
@@ -311,24 +316,32 @@ def install(
     wipe: bool = False,
     secrets: Iterable[Secret | str] = (),
     mbr_bin: Path = MBR_BIN,
+    layout: LayoutKind = LayoutKind.SEED,
 ) -> InstallReport:
     """Partition and fill ``image`` (a file, created sparse when missing) or ``device``.
 
     With ``config`` the kernel command line comes from the boot model (as
     ``iscsiboot generate extlinux`` writes it) plus ``append``; without it
     ``append`` is the whole command line, and ``secrets`` names the values in
-    it that must stay hidden.
+    it that must stay hidden.  ``layout`` picks LibreELEC's own disk layout
+    (GPT, FAT16 System, one disk for BIOS and UEFI) or the seed's (MBR, ext4).
     """
+    fat = layout is LayoutKind.LIBREELEC
+    if fat:
+        mbr_bin = esp.GPTMBR_BIN
     if (image is None) == (device is None):
         raise UsageError("give exactly one of --device and --image")
     for path, what in ((kernel, "KERNEL"), (system, "SYSTEM"), (initrd, "initrd")):
         if path is not None and not path.is_file():
             raise UsageError(f"{what} file {path} does not exist or is not a regular file")
-    if not mbr_bin.is_file():
+    if fat:
+        esp.check_host()
+    elif not mbr_bin.is_file():
         raise EnvironmentProblem(f"{mbr_bin} is missing", fix="install syslinux-common")
     for program, package in (("sfdisk", "fdisk"), ("mkfs.ext4", "e2fsprogs"), ("extlinux", "extlinux")):
-        which(program, hint=f"install {package}")
-    if os.geteuid() != 0:
+        if not fat:
+            which(program, hint=f"install {package}")
+    if not fat and os.geteuid() != 0:
         raise EnvironmentProblem("installing needs root (loop devices and mounts)", fix="run it as root")
 
     if config is not None:
@@ -344,7 +357,8 @@ def install(
     with Undo() as undo:
         plan = _prepare(undo, image=image, device=device, size=size, system_size=system_size,
                         label_system=label_system, label_storage=label_storage, wipe=wipe,
-                        inputs=[(what, path) for what, path in inputs if path is not None])  # fmt: skip
+                        inputs=[(what, path) for what, path in inputs if path is not None],
+                        kind=layout)  # fmt: skip
         plan.warnings.extend(mask(w, conf.secrets) for w in conf.warnings)
         if config is not None and not config.firmware and not config.targets:
             plan.warnings.append(
@@ -352,7 +366,7 @@ def install(
                 "(give --auto for the iBFT, or --target-name and --target-ip)"
             )
         if carries_secret:
-            plan.warnings.append(SECRET_WARNING)
+            plan.warnings.append(esp.FAT_SECRET_WARNING if fat else SECRET_WARNING)
             if not any("/proc/cmdline" in w for w in plan.warnings):
                 plan.warnings.append(SECRET_READABLE)
         files = _execute(plan, undo, kernel=kernel, system=system, initrd=initrd, conf=conf,
@@ -376,6 +390,7 @@ def install_image(
     serial: bool = False,
     wipe: bool = False,
     secrets: Iterable[Secret | str] = (),
+    layout: LayoutKind = LayoutKind.SEED,
 ) -> InstallReport:
     """Build a boot disk image from a finished kernel command line (the QEMU harness's way)."""
     system_mb = system_size_mb if system_size_mb is not None else max(8, size_mb // 2)
@@ -392,6 +407,7 @@ def install_image(
         serial=serial,
         wipe=wipe,
         secrets=secrets,
+        layout=layout,
     )
 
 
@@ -406,6 +422,7 @@ def _prepare(
     label_storage: str,
     wipe: bool,
     inputs: list[tuple[str, Path]],
+    kind: LayoutKind = LayoutKind.SEED,
 ) -> _Plan:
     """Check the target and plan the layout; create a missing image (sparse).
 
@@ -430,9 +447,11 @@ def _prepare(
         current = image.stat().st_size if image.exists() else 0
         disk_size = size if size is not None else current or DEFAULT_IMAGE_SIZE
     before = refuse_overwrite(target, is_image=is_image, wipe=wipe, inputs=inputs)
-    layout = plan_layout(disk_size, system_size, system_label=label_system, storage_label=label_storage)
+    layout = plan_layout(
+        disk_size, system_size, system_label=label_system, storage_label=label_storage, kind=kind
+    )
     plan = _Plan(target, is_image, disk_size, layout)
-    if disk_size > MBR_LIMIT:
+    if kind is LayoutKind.SEED and disk_size > MBR_LIMIT:
         plan.warnings.append(
             f"an MBR reaches {format_size(MBR_LIMIT)}: "
             f"the {format_size(disk_size - MBR_LIMIT)} beyond stay unused"
@@ -504,6 +523,11 @@ def _execute(
         ]:
             raise IscsibootError(f"the partition table sfdisk wrote on {plan.target} is not the planned one")
         _write_boot_code(plan.target, mbr_bin)
+    if layout.kind is LayoutKind.LIBREELEC:
+        with undo.interruptible():
+            written = esp.fill(plan.target, layout, esp.FatFiles(kernel, system, initrd, conf.text))
+            _flush(plan.target)
+        return written
     files: list[str] = []
     with undo.scope():
         sys_loop = _attach(undo, plan.target, layout.system.start, layout.system.size, "System")
@@ -545,23 +569,25 @@ def _verify(plan: _Plan, files: list[str], mbr_bin: Path) -> InstallReport:
     """Read back what was written with the project's own readers."""
     code = mbr_bin.read_bytes()[:BOOT_CODE_SIZE]
     if file_reader(plan.target)(0, len(code)) != code:
-        raise IscsibootError(f"the boot code on {plan.target} is not syslinux's mbr.bin")
+        raise IscsibootError(f"the boot code on {plan.target} is not syslinux's {mbr_bin.name}")
     parts: list[WrittenPartition] = []
     written: list[WrittenFile] = []
     for part in plan.layout.partitions:
         reader = file_reader(plan.target, part.start, part.size)
         info: FsInfo | None = probe_filesystem(reader)
-        if info is None or info.label != part.label:
-            raise IscsibootError(f"partition {part.number} does not hold the ext4 labelled {part.label!r}")
+        if info is None or info.label != part.label or info.fs != part.fs:
+            raise IscsibootError(
+                f"partition {part.number} does not hold the {part.fs} labelled {part.label!r}"
+            )
         parts.append(WrittenPartition(part.number, part.start, part.size, info.fs, info.label,
                                       info.uuid, part.bootable))  # fmt: skip
         if part is plan.layout.system:
             try:
-                fs = Ext4(reader)
+                fs = open_filesystem(reader, part.fs)
                 for name in files:
                     st = fs.stat(name)
                     written.append(WrittenFile(name, st.size, stat.S_IMODE(st.mode)))
-            except Ext4Error as exc:
+            except ParseError as exc:
                 raise IscsibootError(f"System does not read back: {exc}") from None
     return InstallReport(
         target=str(plan.target),

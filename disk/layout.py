@@ -1,12 +1,20 @@
-"""The disk layout ``iscsiboot install`` writes, planned without I/O.
+"""The disk layouts ``iscsiboot install`` writes, planned without I/O.
 
-An MBR with two primary partitions, both aligned to 1 MiB: a bootable System
-partition (type 83) of the requested size for KERNEL, SYSTEM and
-extlinux.conf, and a Storage partition (type 83) over the rest of the disk.
+``libreelec`` (what LibreELEC's own installer writes, one disk for BIOS and
+UEFI): a GPT whose protective MBR carries syslinux's ``gptmbr.bin``; System
+from sector 8192, an EFI System partition named ``System`` with the
+legacy-BIOS-bootable attribute, FAT16, for KERNEL, SYSTEM, syslinux.cfg and
+both syslinux loaders; Storage (ext4) over the rest but the last 1024
+sectors, which LibreELEC leaves free (the backup GPT lies there).
+
+``seed`` (the seed how-to's): an MBR with two primary partitions aligned to
+1 MiB, a bootable System (type 83, ext4 with extlinux) and Storage (type 83)
+over the rest of the disk.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
@@ -21,6 +29,21 @@ MIN_SYSTEM = 8 * MiB
 MIN_STORAGE = 8 * MiB
 MBR_LIMIT = (1 << 32) * SECTOR  # an MBR addresses 2^32 sectors
 LABEL_MAX = 16  # bytes in the ext4 superblock
+FAT_LABEL_MAX = 11  # bytes in a FAT volume label
+FAT_LABEL_REFUSED = '*?.,;:/\\|+=<>[]"'  # characters FAT tools refuse in a label
+LIBREELEC_START = 8192 * 512  # LibreELEC's System starts at sector 8192
+LIBREELEC_TAIL = 1024 * 512  # and Storage ends 1024 sectors before the end of the disk
+MAX_FAT16 = 2 * GiB  # FAT16 clusters of 32 KiB: larger ones are not portable
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"  # EFI System partition
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"  # Linux file system data
+
+
+class LayoutKind(enum.Enum):
+    """The disk layouts ``iscsiboot install --layout`` writes (values are the CLI spellings)."""
+
+    LIBREELEC = "libreelec"
+    SEED = "seed"
+
 
 _UNITS = {"": 1, "B": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB * 1024}
 SIZE_MAX = (1 << 63) - 1  # the largest file offset, beyond any disk
@@ -58,8 +81,10 @@ class PartitionPlan:
     start: int  # bytes, a multiple of ALIGN
     size: int  # bytes, a multiple of the sector size
     label: str
-    bootable: bool
+    bootable: bool  # MBR: the active flag; GPT: the legacy-BIOS-bootable attribute
     type: str = "83"
+    fs: str = "ext4"
+    name: str | None = None  # GPT partition name
 
     @property
     def end(self) -> int:
@@ -79,25 +104,42 @@ class Layout:
     disk_size: int
     system: PartitionPlan
     storage: PartitionPlan
+    kind: LayoutKind = LayoutKind.SEED
 
     @property
     def partitions(self) -> tuple[PartitionPlan, PartitionPlan]:
         return (self.system, self.storage)
 
+    @property
+    def scheme(self) -> str:
+        """The partition table: ``gpt`` or ``mbr`` (as the probe names it)."""
+        return "gpt" if self.kind is LayoutKind.LIBREELEC else "mbr"
+
     def sfdisk_script(self) -> str:
         """The input for ``sfdisk`` (sectors of 512 bytes)."""
-        lines = ["label: dos", "unit: sectors", ""]
+        lines = [f"label: {'gpt' if self.scheme == 'gpt' else 'dos'}", "unit: sectors", ""]
         for part in self.partitions:
-            boot = ", bootable" if part.bootable else ""
-            lines.append(f"start={part.start_sector}, size={part.sectors}, type={part.type}{boot}")
+            line = f"start={part.start_sector}, size={part.sectors}, type={part.type}"
+            if self.scheme == "gpt":
+                line += f', name="{part.name or part.label}"'
+                line += ', attrs="LegacyBIOSBootable"' if part.bootable else ""
+            elif part.bootable:
+                line += ", bootable"
+            lines.append(line)
         return "\n".join(lines) + "\n"
 
 
-def check_label(label: str, what: str) -> str:
+def check_label(label: str, what: str, *, fat: bool = False) -> str:
+    """``label`` when it fits its file system (FAT: 11 bytes of ASCII, ext4: 16 bytes)."""
     raw = label.encode()
-    if not label or len(raw) > LABEL_MAX:
+    limit = FAT_LABEL_MAX if fat else LABEL_MAX
+    if not label or len(raw) > limit:
+        kind = "a FAT label holds at most 11 characters" if fat else "choose a shorter label"
+        raise UsageError(f"{what} label {label!r} must have 1 to {limit} bytes", fix=kind)
+    if fat and (not label.isascii() or any(c in FAT_LABEL_REFUSED for c in label)):
         raise UsageError(
-            f"{what} label {label!r} must have 1 to {LABEL_MAX} bytes", fix="choose a shorter label"
+            f"{what} label {label!r} holds a character a FAT label cannot carry",
+            fix="use letters, digits, '-' and '_'",
         )
     if any(c in label for c in "\0\n/= \t\"'"):
         raise UsageError(
@@ -113,9 +155,15 @@ def plan_layout(
     *,
     system_label: str = "System",
     storage_label: str = "Storage",
+    kind: LayoutKind = LayoutKind.SEED,
 ) -> Layout:
-    """System from 1 MiB, Storage from the next MiB boundary to the end of the disk."""
-    check_label(system_label, "System")
+    """``seed``: System from 1 MiB, Storage from the next MiB boundary to the end of the disk.
+
+    ``libreelec``: System from sector 8192, Storage from the next MiB boundary
+    to 1024 sectors before the end.
+    """
+    fat = kind is LayoutKind.LIBREELEC
+    check_label(system_label, "System", fat=fat)
     check_label(storage_label, "Storage")
     if system_label == storage_label:
         raise UsageError(f"System and Storage both have the label {system_label!r}")
@@ -124,9 +172,19 @@ def plan_layout(
             f"System size {format_size(system_size)} is below the minimum of {format_size(MIN_SYSTEM)}",
             fix="give --system-size 256M or so",
         )
-    usable = min(size, MBR_LIMIT) // SECTOR * SECTOR
+    if fat and system_size > MAX_FAT16:
+        raise UsageError(
+            f"System size {format_size(system_size)} is above FAT16's {format_size(MAX_FAT16)}",
+            fix="give --system-size 1024M (LibreELEC's own size)",
+        )
+    if fat:
+        usable = (size // SECTOR * SECTOR) - LIBREELEC_TAIL
+        start = LIBREELEC_START
+    else:
+        usable = min(size, MBR_LIMIT) // SECTOR * SECTOR
+        start = ALIGN
     system_size = -(-system_size // ALIGN) * ALIGN
-    storage_start = ALIGN + system_size
+    storage_start = start + system_size
     storage_size = usable - storage_start
     if storage_size < MIN_STORAGE:
         raise UsageError(
@@ -134,6 +192,14 @@ def plan_layout(
             f" and a Storage of at least {format_size(MIN_STORAGE)}",
             fix="give a larger --size or a smaller --system-size",
         )
+    if fat:
+        return Layout(
+            disk_size=size,
+            system=PartitionPlan(1, start, system_size, system_label, True, ESP_TYPE, "vfat", "System"),
+            storage=PartitionPlan(2, storage_start, storage_size, storage_label, False, LINUX_TYPE, "ext4",
+                                  "Storage"),
+            kind=kind,
+        )  # fmt: skip
     return Layout(
         disk_size=size,
         system=PartitionPlan(1, ALIGN, system_size, system_label, bootable=True),

@@ -38,8 +38,9 @@ def _install(
     image: Path, kernel: Path, system: Path, scratch: Path, *, size: str = "64M", system_size: str = "40M"
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "iscsiboot", "install", "--image", str(image), "--size", size,
-         "--system-size", system_size, "--kernel", str(kernel), "--system", str(system), "--auto"],
+        [sys.executable, "-m", "iscsiboot", "install", "--layout", "seed", "--image", str(image),
+         "--size", size, "--system-size", system_size, "--kernel", str(kernel), "--system", str(system),
+         "--auto"],
         env={**os.environ, "TMPDIR": str(scratch)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -64,7 +64,7 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 def cli(*args: str | Path, tmpdir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TMPDIR": str(tmpdir)}
     return subprocess.run(
-        [sys.executable, "-m", "iscsiboot", "install", *map(str, args)],
+        [sys.executable, "-m", "iscsiboot", "install", "--layout", "seed", *map(str, args)],
         capture_output=True,
         text=True,
         env=env,

@@ -22,7 +22,7 @@ def _need_root() -> None:
 
 def cli(*args: str | Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "iscsiboot", "install", *map(str, args)],
+        [sys.executable, "-m", "iscsiboot", "install", "--layout", "seed", *map(str, args)],
         capture_output=True, text=True, check=False, timeout=300,
         env={**os.environ, "TMPDIR": str(tmp)},
     )  # fmt: skip
