@@ -44,9 +44,18 @@ class PortalUnreachable(TransportError):
     """No TCP connection to the portal."""
 
 
+def host_arg(host: str) -> str | bytes:
+    """``host`` for getaddrinfo: bytes when it is ASCII (an address or a plain name).
+
+    A ``str`` host goes through Python's idna codec on every lookup, even an
+    address; the boot image carries no idna codec (nor the unicodedata it needs).
+    """
+    return host.encode("ascii") if host.isascii() else host
+
+
 def connect(host: str, port: int, *, timeout: float) -> Transport:
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host_arg(host), port), timeout=timeout)  # type: ignore[arg-type]
     except TimeoutError:
         raise PortalUnreachable(
             f"no answer from {host}:{port} within {timeout:g} s",

@@ -102,7 +102,8 @@ class IscsistartBackend:
         address = target.address
         if address_kind(address) == "hostname":
             try:
-                address = str(socket.getaddrinfo(address, target.port, type=socket.SOCK_STREAM)[0][4][0])
+                from iscsiboot.iscsi.transport import host_arg
+                address = str(socket.getaddrinfo(host_arg(address), target.port, type=socket.SOCK_STREAM)[0][4][0])
             except OSError as exc:
                 return LoginResult(Cause.UNREACHABLE, f"cannot resolve {target.address}: {exc}")
         argv = self.argv(self.program, target, initiator, address)

@@ -254,7 +254,8 @@ class NativeBackend:
     ) -> LoginResult:
         if address_kind(address) == "hostname":
             try:
-                address = str(socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][4][0])
+                from iscsiboot.iscsi.transport import host_arg  # noqa: PLC0415  (names only)
+                address = str(socket.getaddrinfo(host_arg(address), port, type=socket.SOCK_STREAM)[0][4][0])
             except OSError as exc:
                 return LoginResult(Cause.UNREACHABLE, f"cannot resolve {address}: {exc}")
         handle = nl.read_transport_handle(self.sysfs / "class" / "iscsi_transport" / "tcp" / "handle")

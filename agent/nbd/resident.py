@@ -40,6 +40,7 @@ from iscsiboot.agent.nbd.protocol import BLOCK_SIZES, Geometry
 from iscsiboot.agent.nbd.server import Retry, Server, what
 from iscsiboot.agent.plan import backoff
 from iscsiboot.errors import IscsibootError
+from iscsiboot.iscsi.transport import host_arg
 
 Log = Callable[[str], None]
 
@@ -133,7 +134,7 @@ def memory_text() -> str:
 
 def resolve(host: str, port: int) -> str:
     """The address of ``host``, resolved once now (after the switch, no resolver is at hand)."""
-    return str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    return str(socket.getaddrinfo(host_arg(host), port, type=socket.SOCK_STREAM)[0][4][0])
 
 
 def run(
