@@ -103,7 +103,9 @@ class IscsistartBackend:
         if address_kind(address) == "hostname":
             try:
                 from iscsiboot.iscsi.transport import host_arg
-                address = str(socket.getaddrinfo(host_arg(address), target.port, type=socket.SOCK_STREAM)[0][4][0])
+
+                found = socket.getaddrinfo(host_arg(address), target.port, type=socket.SOCK_STREAM)
+                address = str(found[0][4][0])
             except OSError as exc:
                 return LoginResult(Cause.UNREACHABLE, f"cannot resolve {target.address}: {exc}")
         argv = self.argv(self.program, target, initiator, address)

@@ -255,6 +255,7 @@ class NativeBackend:
         if address_kind(address) == "hostname":
             try:
                 from iscsiboot.iscsi.transport import host_arg  # noqa: PLC0415  (names only)
+
                 address = str(socket.getaddrinfo(host_arg(address), port, type=socket.SOCK_STREAM)[0][4][0])
             except OSError as exc:
                 return LoginResult(Cause.UNREACHABLE, f"cannot resolve {address}: {exc}")
