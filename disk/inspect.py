@@ -2,9 +2,9 @@
 
 Pure: ``iscsiboot doctor`` runs :func:`inspect_disk` over iSCSI reads of the
 LUN, the install tests over image files.  It finds the partitions and their
-file systems, reads System (KERNEL, SYSTEM, extlinux.conf, ldlinux.sys) with
-the ext reader, parses extlinux.conf, and lists every problem in words with a
-fix.
+file systems, reads System (KERNEL, SYSTEM, extlinux.conf or syslinux.cfg,
+ldlinux.sys, and on FAT the EFI loader) with the ext or the FAT reader, parses
+the boot configuration, and lists every problem in words with a fix.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from iscsiboot.disk.ext4 import Ext4, Ext4Error
+from iscsiboot.disk.esp import EFI_LOADER
+from iscsiboot.disk.fat import FileSystem, open_filesystem
 from iscsiboot.disk.probe import (
     FsInfo,
     Partition,
@@ -23,9 +24,21 @@ from iscsiboot.disk.probe import (
     read_partition_table,
 )
 from iscsiboot.disk.readers import window
+from iscsiboot.errors import ParseError
 
 EXT_FS = ("ext2", "ext3", "ext4")
-EXTLINUX_CONF_NAMES = ("/extlinux.conf", "/boot/extlinux/extlinux.conf", "/extlinux/extlinux.conf")
+SYSTEM_FS = (*EXT_FS, "vfat")  # what System may be: the readers of both are here
+EXTLINUX_CONF_NAMES = ("/extlinux.conf", "/boot/extlinux/extlinux.conf", "/extlinux/extlinux.conf",
+                       "/syslinux.cfg")  # fmt: skip
+# syslinux (BIOS) and syslinux.efi on FAT: one root syslinux.cfg serves both; the EFI loader
+# looks in its own folder first
+SYSLINUX_CONF_NAMES = ("/syslinux.cfg", "/boot/syslinux/syslinux.cfg", "/syslinux/syslinux.cfg",
+                       "/EFI/BOOT/syslinux.cfg", "/extlinux.conf")  # fmt: skip
+
+
+def conf_names(fs: str) -> tuple[str, ...]:
+    """Where the loader of a System of file system ``fs`` looks for its configuration, in order."""
+    return SYSLINUX_CONF_NAMES if fs == "vfat" else EXTLINUX_CONF_NAMES
 
 
 @dataclass(frozen=True)
@@ -159,10 +172,10 @@ def cached(read: ReadAt, *, chunk: int = 64 * 1024, capacity: int = 256) -> Read
     return inner
 
 
-def _file(fs: Ext4, path: str) -> FileView:
+def _file(fs: FileSystem, path: str) -> FileView:
     try:
         st = fs.stat(path)
-    except Ext4Error:
+    except ParseError:
         return FileView(path, None, None)
     return FileView(path, st.kind, st.size)
 
@@ -229,34 +242,43 @@ def _inspect_system(
         problems.append(
             Problem(f"System (partition {part.number}) is not marked bootable", "sfdisk --activate DISK N")
         )
-    if info.fs not in EXT_FS:
-        problems.append(Problem(f"System is {info.fs}, not ext2/3/4", "format System as ext4"))
+    if info.fs not in SYSTEM_FS:
+        problems.append(
+            Problem(f"System is {info.fs}, not FAT or ext2/3/4", "format System as FAT16 or ext4")
+        )
         return None
+    fat = info.fs == "vfat"
     try:
-        fs = Ext4(window(read, part.start, part.size))
-    except Ext4Error as exc:
-        problems.append(Problem(f"System cannot be read: {exc}", "run e2fsck on it"))
+        fs = open_filesystem(window(read, part.start, part.size), info.fs)
+    except ParseError as exc:
+        problems.append(Problem(f"System cannot be read: {exc}", "run fsck on it"))
         return None
-    files = [_file(fs, p) for p in ("/KERNEL", "/SYSTEM", "/ldlinux.sys", "/ldlinux.c32")]
+    names = ["/KERNEL", "/SYSTEM", "/ldlinux.sys", *([EFI_LOADER] if fat else ["/ldlinux.c32"])]
+    files = [_file(fs, p) for p in names]
     conf: ExtlinuxConf | None = None
     conf_path: str | None = None
-    for candidate in EXTLINUX_CONF_NAMES:
+    for candidate in conf_names(info.fs):
         found = _file(fs, candidate)
         if found.kind == "file":
             conf_path = candidate
             try:
                 conf = parse_extlinux(fs.read_file(candidate, limit=1 << 20).decode("utf-8", "replace"))
-            except Ext4Error as exc:
+            except ParseError as exc:
                 problems.append(Problem(f"{candidate} cannot be read: {exc}"))
             break
-    for f in files[:3]:
+    installer = "syslinux --install" if fat else "extlinux --install on System"
+    for f in files[: 4 if fat else 3]:
         if f.kind != "file":
-            fix = (
-                "run extlinux --install on System" if "ldlinux" in f.path else f"copy {f.path[1:]} to System"
-            )
+            if f.path == EFI_LOADER:
+                fix = (
+                    f"copy syslinux.efi to System{EFI_LOADER} for UEFI (iscsiboot install --layout libreelec)"
+                )
+            else:
+                fix = f"run {installer}" if "ldlinux" in f.path else f"copy {f.path[1:]} to System"
             problems.append(Problem(f"System has no {f.path[1:]}", fix))
     if conf_path is None:
-        problems.append(Problem("System has no extlinux.conf", "iscsiboot generate extlinux > extlinux.conf"))
+        name = "syslinux.cfg" if fat else "extlinux.conf"
+        problems.append(Problem(f"System has no {name}", f"iscsiboot generate extlinux > {name}"))
     elif conf is not None:
         entry = conf.entry()
         if entry is None or entry.kernel is None:

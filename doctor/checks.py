@@ -2,8 +2,10 @@
 
 portal reachable (TCP) -> discovery lists the target -> login (CHAP, mutual)
 -> LUNs present -> capacity -> partition table -> a bootable partition ->
-file systems match the System/Storage locators -> System holds KERNEL, SYSTEM
-and an extlinux.conf whose APPEND line matches the settings.
+file systems match the System/Storage locators -> System (ext4, or FAT as
+LibreELEC's installer writes it) holds KERNEL, SYSTEM and an extlinux.conf or
+syslinux.cfg whose APPEND line matches the settings, and on FAT the EFI
+loader EFI/BOOT/bootx64.efi.
 
 Each check is a :class:`~iscsiboot.doctor.report.Check` (ok, detail, fix).  When a check fails that the
 next ones need (no TCP, no login, no disk), the run stops there.  The doctor
@@ -19,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from iscsiboot.cmdline.parse import parse
-from iscsiboot.disk.ext4 import Ext4
-from iscsiboot.disk.inspect import parse_extlinux
+from iscsiboot.disk.esp import EFI_LOADER
+from iscsiboot.disk.fat import open_filesystem
+from iscsiboot.disk.inspect import SYSTEM_FS, conf_names, parse_extlinux
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table
 from iscsiboot.doctor.products import Product, identify, identify_any, lun_fix
 from iscsiboot.doctor.report import (
     ESP_GUID,
-    EXT_FS,
-    EXTLINUX_NAMES,
     Check,
     LunReport,
     PartitionReport,
@@ -435,24 +436,32 @@ def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> No
     if at is None:
         run.fail("system files", "the System file system was not found", "see the file systems check")
     lun, part = at
-    if part.fs not in EXT_FS:
+    if part.fs not in SYSTEM_FS:
         run.fail(
-            "system files", f"System is {part.fs}, which this check cannot read", "format System as ext4"
+            "system files",
+            f"System is {part.fs}, which this check cannot read",
+            "format System as FAT16 (iscsiboot install) or ext4",
         )
+    fat = part.fs == "vfat"
     reader = run.readers[lun.lun].at(part.start)
     try:
-        fs = Ext4(reader)
+        fs = open_filesystem(reader, part.fs or "")
         missing = [name for name in ("KERNEL", "SYSTEM") if not fs.exists(f"/{name}")]
-        conf_path = next((p for p in EXTLINUX_NAMES if fs.exists(p)), None)
+        conf_path = next((p for p in conf_names(part.fs or "") if fs.exists(p)), None)
         text = fs.read_file(conf_path, limit=1 << 20).decode("utf-8", "replace") if conf_path else None
+        efi = fs.exists(EFI_LOADER) if fat else False
     except IscsibootError as exc:
-        run.fail("system files", f"System cannot be read: {exc}", "run e2fsck on the System file system")
+        run.fail("system files", f"System cannot be read: {exc}", "run fsck on the System file system")
     problems: list[str] = [f"/{name} is missing" for name in missing]
     fixes: list[str] = [f"copy {name} to System" for name in missing]
+    if fat and not efi:
+        problems.append(f"{EFI_LOADER} is missing, so System does not boot under UEFI")
+        fixes.append(f"copy syslinux.efi to System{EFI_LOADER} (iscsiboot install --layout libreelec does)")
     append = None
+    conf_name = "syslinux.cfg" if fat else "extlinux.conf"
     if conf_path is None or text is None:
-        problems.append("there is no extlinux.conf")
-        fixes.append("write extlinux.conf (iscsiboot generate extlinux)")
+        problems.append(f"there is no {conf_name}")
+        fixes.append(f"write {conf_name} (iscsiboot generate extlinux)")
     else:
         entry = parse_extlinux(text).entry()
         append = entry.append if entry else None
@@ -469,10 +478,12 @@ def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> No
     if problems:
         run.add("system files", False, "on System: " + "; ".join(problems), "; ".join(fixes))
         return
+    loader = f", {EFI_LOADER} (UEFI)" if fat else ""
     run.add(
         "system files",
         True,
-        f"System has KERNEL, SYSTEM and {conf_path}, whose APPEND line matches the settings",
+        f"System ({part.fs}) has KERNEL, SYSTEM{loader} and {conf_path}, "
+        "whose APPEND line matches the settings",
     )
 
 

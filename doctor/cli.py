@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[Any], parent: argparse.ArgumentPars
         "check every link of an iSCSI boot from any Linux machine",
         "Check, in order: portal reachable, discovery lists the target, login (CHAP, mutual), "
         "LUNs, capacity, partition table, a bootable partition, file systems matching the System/Storage "
-        "locators, and that System holds KERNEL, SYSTEM and an extlinux.conf whose APPEND line matches. "
+        "locators, and that System (ext4 or FAT) holds KERNEL, SYSTEM and an extlinux.conf or syslinux.cfg "
+        "whose APPEND line matches (on FAT also EFI/BOOT/bootx64.efi, for UEFI). "
         "Read-only: it never writes to the target. Exit 0 when all pass, 1 when one fails, 2 on bad input.",
     )
     src = doctor.add_mutually_exclusive_group()

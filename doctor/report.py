@@ -16,13 +16,6 @@ DEFAULT_INITIATOR = "iqn.2026-11.org.iscsiboot:doctor"
 DEFAULT_SYSTEM = Locator(LocatorKind.LABEL, "System")
 DEFAULT_STORAGE = Locator(LocatorKind.LABEL, "Storage")
 ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-EXT_FS = ("ext2", "ext3", "ext4")
-EXTLINUX_NAMES = (
-    "/extlinux.conf",
-    "/extlinux/extlinux.conf",
-    "/boot/extlinux/extlinux.conf",
-    "/syslinux.cfg",
-)
 
 #: The plan: every check in order.
 CHECKS = (
