@@ -23,6 +23,9 @@ FS_MODULES: dict[str, str] = {
     "xfs": "xfs",
     "squashfs": "squashfs",
 }
+# Modules a file system's mount asks the kernel for by name (no modprobe in the image to answer):
+# vfat loads its code page and I/O character set when mounted.
+FS_HELPERS: dict[str, tuple[str, ...]] = {"vfat": ("nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8")}
 
 
 def merge_firmware(cmdline: BootConfig, firmware: BootConfig) -> BootConfig:

@@ -24,7 +24,11 @@ __all__ = ["ModuleIndex", "module_name", "parse_index"]  # the index is the agen
 # What the boot path needs, by transport: file systems, loop and VLANs for every image; kernel
 # iSCSI (and the iBFT, and disks) for ``kernel``; the kernel's NBD client for ``nbd`` (a module
 # on Debian's kernel, built in on LibreELEC's); ``auto`` carries both and the agent picks at boot.
-COMMON_MODULES: tuple[str, ...] = ("ext4", "squashfs", "loop", "8021q")
+# A FAT System (LibreELEC's own layout) needs vfat and the code pages its mount asks for:
+# cp437 for the short names and the kernel's default I/O character set (ascii on Debian,
+# iso8859-1 upstream, utf8 with utf8=1).
+FAT_MODULES: tuple[str, ...] = ("vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8")
+COMMON_MODULES: tuple[str, ...] = ("ext4", "squashfs", "loop", "8021q", *FAT_MODULES)
 ISCSI_MODULES: tuple[str, ...] = ("iscsi_tcp", "iscsi_ibft", "sd_mod")
 NBD_MODULES: tuple[str, ...] = ("nbd",)
 PATH_MODULES: tuple[str, ...] = ISCSI_MODULES + COMMON_MODULES

@@ -74,7 +74,8 @@ def resolve(role: str, locator: Locator, candidates: list[Candidate]) -> Candida
             f"no file system with {locator} for {role}",
             cause="not-found",
             evidence=_seen(candidates),
-            fix=f"label the {role} partition (e2label DEVICE {role}) or correct the command line",
+            fix=f"label the {role} partition (e2label DEVICE {role}, FAT: fatlabel DEVICE {role}) "
+            "or correct the command line",
         )
     raise PhaseError(
         "label",

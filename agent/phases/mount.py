@@ -1,7 +1,7 @@
 # ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
 """Mount System read-only at /flash, its SYSTEM squashfs as the new root, Storage read-write.
 
-As OpenELEC/LibreELEC's init: System (``boot=``) at ``/flash`` read-only, which
+As OpenELEC/LibreELEC's init: System (``boot=``, ext4 or FAT) at ``/flash`` read-only, which
 must hold ``KERNEL`` and ``SYSTEM``; ``/flash/SYSTEM`` loop-mounted (squashfs,
 read-only) at the new root; Storage (``disk=``) checked with ``e2fsck -p``
 (started at once, so it runs while System and SYSTEM are mounted) and mounted
@@ -79,15 +79,17 @@ class Mounter:
             elif step.check:
                 self.say(f"{source} is not checked: the initramfs has no e2fsck")
             self.ensure_fs(step.fstype)
+            self._helpers(step.fstype)
             flags, data = sysc.split_options(step.options)
             sysc.mount(source, target, step.fstype, flags, data)
         except OSError as exc:
+            pages = "(with nls_cp437 and its I/O character set) " if step.fstype == "vfat" else ""
             raise PhaseError(
                 "mount",
                 f"cannot mount {step.source} ({step.fstype}) on {step.target}",
                 cause="mount",
                 evidence=exc.strerror or str(exc),
-                fix=f"check that {step.fstype} is in the kernel or the initramfs "
+                fix=f"check that {step.fstype} is in the kernel or the initramfs {pages}"
                 "and the file system is intact",
             ) from None
         finally:
@@ -110,6 +112,20 @@ class Mounter:
                     fix="copy KERNEL and SYSTEM of the OpenELEC/LibreELEC release onto System, "
                     "or point boot= at the right partition",
                 )
+
+    def _helpers(self, fstype: str) -> None:
+        """Load what the mount of ``fstype`` asks for by name; the kernel's own default needs only one.
+
+        Each is optional: a kernel has them built in, or lacks the ones its default does not
+        use; a missing one shows as the mount's own error.
+        """
+        from iscsiboot.agent.plan import FS_HELPERS
+
+        for helper in FS_HELPERS.get(fstype, ()):
+            try:
+                self.ensure_fs(helper)
+            except PhaseError as exc:
+                self.say(f"{helper} for {fstype}: {exc.what}")
 
     def _fsck(self, device: str, deadline: Deadline) -> None:
         from iscsiboot.proc import run
