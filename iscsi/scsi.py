@@ -217,7 +217,7 @@ def report_luns_length(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class Capacity:
-    last_lba: int
+    last_lba: int  # -1: the LUN has no blocks
     block_size: int
     provisioned: bool = False  # LBPME: thin provisioning (logical block provisioning management)
     zeroes_unmapped: bool = False  # LBPRZ: unmapped blocks read as zeroes
@@ -231,6 +231,9 @@ class Capacity:
         return self.blocks * self.block_size
 
 
+EMPTY_LAST_LBA = 0xFFFF_FFFF_FFFF_FFFF  # READ CAPACITY(16) of a 0-byte LUN from tgt: no block at all
+
+
 def parse_read_capacity10(data: bytes) -> Capacity:
     if len(data) < 8:
         raise ProtocolError("READ CAPACITY(10) data shorter than 8 bytes")
@@ -242,6 +245,8 @@ def parse_read_capacity16(data: bytes) -> Capacity:
     if len(data) < 12:
         raise ProtocolError("READ CAPACITY(16) data shorter than 12 bytes")
     last, size = struct.unpack_from(">QI", data, 0)
+    if last == EMPTY_LAST_LBA:  # an empty LUN, whose "last block" some targets compute as 0 - 1
+        last = -1
     flags = data[14] if len(data) > 14 else 0
     return Capacity(last, size, provisioned=bool(flags & 0x80), zeroes_unmapped=bool(flags & 0x40))
 

@@ -231,8 +231,11 @@ class Tgtd:
         *,
         initiators: Sequence[str] | None = None,
         initiator_addresses: Sequence[str] | None = None,
+        block_size: int | None = None,
     ) -> None:
         """Target ``tid`` named ``iqn``; LUN ``i+1`` is ``luns[i]`` (LUN 0 is tgt's controller).
+
+        ``block_size``: the LUNs' logical block size (tgt's default is 512).
 
         Access: tgt admits an initiator that matches ANY of the bound addresses or
         names.  So ``initiator_addresses`` defaults to ``("ALL",)`` only when no
@@ -257,6 +260,7 @@ class Tgtd:
                     str(number),
                     "--backing-store",
                     str(Path(path).resolve()),
+                    *(["--blocksize", str(block_size)] if block_size is not None else []),
                 ],
                 f"add LUN {number} ({path}) to target {iqn}",
             )

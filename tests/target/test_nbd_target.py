@@ -28,6 +28,8 @@ from tgt_support import MIB, tgtd_missing
 OPEN = "iqn.2026-11.org.iscsiboot.test:nbd-open"
 CHAPPED = "iqn.2026-11.org.iscsiboot.test:nbd-chap"
 ME = "iqn.2026-11.org.iscsiboot.test:nbd-initiator"
+ODD_BLOCKS = "iqn.2026-11.org.iscsiboot.test:nbd-1k-blocks"
+EMPTY = "iqn.2026-11.org.iscsiboot.test:nbd-empty"
 USER = Chap("nbduser", Secret("nbd-secret-0123"))
 SIZE = 8 * MIB
 
@@ -53,6 +55,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with Tgtd(work / "tgtd") as tgtd:
         tgtd.add_target(1, OPEN, [image])
         tgtd.add_target(2, CHAPPED, [image])
+        empty = work / "empty.img"
+        empty.write_bytes(b"")
+        tgtd.add_target(3, ODD_BLOCKS, [image], block_size=1024)
+        tgtd.add_target(4, EMPTY, [empty])
         tgtd.add_account(USER.username, USER.password)
         tgtd.bind_account(2, USER.username)
         yield Lab(tgtd, image)
@@ -263,3 +269,21 @@ def test_no_lun_named_serves_the_lowest_disk_lun(lab: Lab) -> None:
     assert refused.cause is Cause.UNUSABLE_LUN and not refused.retryable
     assert "LUN 0" in refused.evidence and "controller" in refused.evidence
     assert "disk LUNs: 1" in refused.evidence
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [(ODD_BLOCKS, "has 1024-byte blocks"), (EMPTY, "has a size of 0 bytes"), (OPEN, None)],
+)
+def test_a_lun_the_kernel_cannot_take_is_refused_at_once(lab: Lab, name: str, said: str | None) -> None:
+    """1024-byte blocks and a 0-byte LUN (tgt says its last block is 0 - 1) end the login, unretried;
+    the same target with a 512-byte LUN is the control."""
+    backend = NbdBackend(attach=False)
+    started = time.monotonic()
+    result = backend.login(target(lab, name), ME, Deadline(30))
+    if said is None:
+        assert result.cause is Cause.OK, result
+        return
+    assert result.cause is Cause.UNUSABLE_LUN and not result.retryable, result
+    assert said in result.evidence and backend.disks == ()
+    assert time.monotonic() - started < 10  # one login, no waiting for the deadline
