@@ -478,9 +478,7 @@ def test_login_continued_response_and_extra_operational_round() -> None:
 
 def test_read_capacity16_of_an_empty_lun_has_no_blocks() -> None:
     """tgt answers a 0-byte LUN with a last LBA of 0 - 1: no blocks, not 2**64 of them."""
-    from iscsiboot.iscsi.scsi import parse_read_capacity16
-
-    empty = parse_read_capacity16(struct.pack(">QI", 2**64 - 1, 512) + bytes(20))
+    empty = scsi.parse_read_capacity16(struct.pack(">QI", 2**64 - 1, 512) + bytes(20))
     assert (empty.blocks, empty.bytes) == (0, 0)
-    one = parse_read_capacity16(struct.pack(">QI", 0, 512) + bytes(20))
+    one = scsi.parse_read_capacity16(struct.pack(">QI", 0, 512) + bytes(20))
     assert (one.blocks, one.bytes) == (1, 512)
