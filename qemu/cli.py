@@ -13,6 +13,7 @@ from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import describe, run_scenario, stderr_progress
 from iscsiboot.qemu.outcome import timeline_text
 from iscsiboot.qemu.scenario import DEFAULT_INITIATOR, DEFAULT_TARGET, Mode, ScenarioOptions
+from iscsiboot.qemu.targets import TargetKind
 from iscsiboot.secret import Secret
 
 DEMO_USER = "htpc"
@@ -89,6 +90,13 @@ def register(
         "dhcp: direct kernel boot with netroot=dhcp, the target from dnsmasq's root path (option 17) "
         "in a network namespace of its own",
     )
+    boot.add_argument(
+        "--target",
+        choices=[kind.value for kind in TargetKind],
+        default=TargetKind.TGT.value,
+        help="the target that serves the disk: tgt (the default: tgtd on 127.0.0.1), lio (the Linux "
+        "kernel's target, set up through configfs in a small target VM) or istgt (on 127.0.0.1)",
+    )
     boot.add_argument("--target-name", default=None, metavar="IQN")
     boot.add_argument("--initiator", default=None, metavar="IQN")
     boot.add_argument("--username", help="one-way CHAP user (the target checks it)")
@@ -137,6 +145,7 @@ def _secret(value: str | None) -> Secret | None:
 def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
     return ScenarioOptions(
         mode=Mode(args.mode),
+        target=TargetKind(args.target),
         target_name=args.target_name or DEFAULT_TARGET,
         initiator=args.initiator or DEFAULT_INITIATOR,
         username=args.username,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from iscsiboot.disk.install import install_image
-from iscsiboot.errors import EnvironmentProblem
+from iscsiboot.errors import EnvironmentProblem, UsageError
 from iscsiboot.ibft.build import build_table
 from iscsiboot.ibft.mapping import model_to_table
 from iscsiboot.model import DEFAULT_PORT
@@ -43,6 +43,7 @@ from iscsiboot.qemu.scenario import (
     network_is_up,
     plan,
 )
+from iscsiboot.qemu.targets import TargetKind, TargetServer, TgtServer, disk_lun, make_server
 from iscsiboot.qemu.tgt import Tgtd, free_tcp_port
 from iscsiboot.secret import mask
 
@@ -105,13 +106,9 @@ def write_table(p: Plan) -> Path:
     return p.files.table
 
 
-def _configure_target(tgtd: Tgtd, p: Plan) -> None:
-    spec = p.target
-    tgtd.start()
-    tgtd.add_target(spec.tid, spec.iqn, [spec.image])
-    for account in spec.accounts:
-        tgtd.add_account(account.username, account.password)
-        tgtd.bind_account(spec.tid, account.username, outgoing=account.outgoing)
+def _configure_target(server: TargetServer, p: Plan) -> None:
+    server.start()
+    server.serve(p.target, initiator=p.options.initiator)
 
 
 def _keep_log(text: str, log_dir: Path, options: ScenarioOptions) -> Path:
@@ -146,8 +143,14 @@ def run_scenario(
     log_dir: Path | None = None,
     keep_log: bool | None = None,
     workdir_parent: Path | None = None,
+    target: TargetServer | None = None,
 ) -> Outcome:
     """Boot ``options`` once and say how it ended.
+
+    ``target``: a running server of ``options.target`` that several scenarios
+    share (the LIO VM of a test module); it serves this scenario's disk, which
+    must then be ``options.disk``, and is left running.  Without it the
+    scenario starts its own server and stops it at the end.
 
     ``progress`` gets one line per step; ``console`` (a stream) gets the
     guest's console lines as they appear, secrets masked.  The console log
@@ -163,7 +166,7 @@ def run_scenario(
 
     workdir = Path(tempfile.mkdtemp(prefix="iscsiboot-qemu-", dir=workdir_parent))
     qemu: Qemu | None = None
-    tgtd = Tgtd(workdir / "tgt")
+    server: TargetServer | None = target
     lab: NetLab | None = None
     follower: ConsoleFollower | None = None
     p: Plan | None = None
@@ -173,9 +176,13 @@ def run_scenario(
         if names is not None:
             port = DEFAULT_PORT  # the namespace is the lab's own: the standard port is free
             tgtd = Tgtd(workdir / "tgt", host=SERVER_ADDRESS, port=port, netns=names.namespace)
+            server = TgtServer(workdir / "tgt", tgtd=tgtd)
+        elif target is not None:
+            if options.disk is None or target.kind is not options.target:
+                raise UsageError("a shared target serves its own disk", fix="pass that disk as options.disk")
+            port = target.port
         else:
             port = free_tcp_port()
-            tgtd = Tgtd(workdir / "tgt", port=port)
         p = plan(
             options,
             port=port,
@@ -191,12 +198,10 @@ def run_scenario(
             build_disk(p, artifacts)
         else:
             say(f"disk image {options.disk} (kept from an earlier boot)")
-        if p.ipxe_script is not None:
-            write_atomic(p.files.scenario_script, p.ipxe_script, mode=0o600)
-            write_atomic(p.files.script, WRAPPER_SCRIPT)
-        if options.acpi_ibft:
-            say("iBFT for -acpitable")
-            write_table(p)
+        if server is None:
+            if options.target is TargetKind.LIO:
+                say("LIO target VM (busybox, configfs) with the disk")
+            server = make_server(options.target, workdir / "target", port=port, image=p.target.image)
         if p.lab is not None and p.dnsmasq_config is not None:
             lab = NetLab(workdir / "lab", p.lab)
             served = "no root path" if options.no_root_path else "the root path in option 17"
@@ -206,9 +211,11 @@ def run_scenario(
         target_up = False
         anchor: float | None = None  # when the guest's network came up (the delay counts from there)
         if options.target_delay <= 0:
-            say(f"target {p.target.iqn} on {p.portal_text}")
-            _configure_target(tgtd, p)
+            say(f"target {p.target.iqn} on {p.portal_text} ({options.target.value})")
+            _configure_target(server, p)
             target_up = True
+            if p.lab is None:
+                p = _with_disk_lun(p, artifacts, say)
         else:
             say(
                 f"target {p.target.iqn} on {p.portal_text} {options.target_delay:g} s"
@@ -223,9 +230,15 @@ def run_scenario(
             if late >= options.target_delay:
                 target_up = True
                 say(f"target up {late:.1f} s after the guest's network ({elapsed:.1f} s after QEMU start)")
-                assert p is not None
-                _configure_target(tgtd, p)
+                assert p is not None and server is not None
+                _configure_target(server, p)
 
+        if p.ipxe_script is not None:
+            write_atomic(p.files.scenario_script, p.ipxe_script, mode=0o600)
+            write_atomic(p.files.script, WRAPPER_SCRIPT)
+        if options.acpi_ibft:
+            say("iBFT for -acpitable")
+            write_table(p)
         hidden = p.secrets()
 
         def line(text: str) -> None:
@@ -256,6 +269,8 @@ def run_scenario(
             text += "\n--- qemu ---\n" + qemu_err
         if lab is not None:
             text += "\n--- dnsmasq ---\n" + mask(lab.dhcp_log(), hidden).strip()
+        if server is not None and options.target is not TargetKind.TGT:
+            text += f"\n--- {options.target.value} ---\n" + mask(server.log_text(), hidden).strip()
         outcome = judge(
             follower.lines,
             reason=waited.reason,
@@ -275,7 +290,8 @@ def run_scenario(
     finally:
         if qemu is not None:
             qemu.stop()
-        tgtd.stop()
+        if server is not None and target is None:
+            server.stop()
         if lab is not None:
             lab.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -284,6 +300,24 @@ def run_scenario(
         kept = _keep_log(outcome.console, log_dir or default_log_dir(), options)
         outcome = _with_log(outcome, kept)
     return outcome
+
+
+def _with_disk_lun(p: Plan, artifacts: Artifacts, say: Progress) -> Plan:
+    """``p`` with the disk's LUN as the running target reports it (REPORT LUNS and INQUIRY)."""
+    lun = disk_lun(p.target, port=p.port, initiator=p.options.initiator)
+    say(f"the target serves the disk at LUN {lun} (REPORT LUNS, INQUIRY)")
+    if lun == p.target.lun:
+        return p
+    return plan(
+        p.options,
+        port=p.port,
+        workdir=p.files.workdir,
+        kernel=artifacts.kernel,
+        initrd=artifacts.initrd,
+        qemu=p.qemu_argv[0],
+        lab=p.lab,
+        lun=lun,
+    )
 
 
 def _with_log(outcome: Outcome, path: Path) -> Outcome:

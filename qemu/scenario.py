@@ -52,6 +52,7 @@ from iscsiboot.model import (
 )
 from iscsiboot.qemu.netlab import DHCP_RANGE, SERVER_ADDRESS, LabNames, exec_prefix
 from iscsiboot.qemu.scripts import script
+from iscsiboot.qemu.targets import TargetKind
 from iscsiboot.secret import Secret, mask
 
 GUEST_MAC = "52:54:00:12:34:56"
@@ -61,7 +62,6 @@ GUEST_ADDRESS = "10.0.2.15"
 GUEST_PREFIX = 24
 HOST_ADDRESS = "10.0.2.2"  # the host's loopback as the guest sees it
 GUEST_DNS = "10.0.2.3"
-LUN = 1  # tgt's LUN 0 is its controller; the disk is LUN 1
 TID = 1
 MIN_SECRET = 12  # tgt refuses shorter CHAP secrets for some initiators
 MAX_SECRET = 16
@@ -105,6 +105,7 @@ class ScenarioOptions:
     """One scenario: what the target offers, what the client is told, which fault."""
 
     mode: Mode = Mode.IBFT
+    target: TargetKind = TargetKind.TGT  # which implementation serves the disk
     target_name: str = DEFAULT_TARGET
     initiator: str = DEFAULT_INITIATOR
     username: str | None = None
@@ -161,6 +162,8 @@ class ScenarioOptions:
             raise UsageError("--acpi-ibft belongs to --mode ibft", fix="use --mode ibft --acpi-ibft")
         if self.no_root_path and self.mode is not Mode.DHCP:
             raise UsageError("--no-root-path belongs to --mode dhcp", fix="use --mode dhcp --no-root-path")
+        if self.mode is Mode.DHCP and self.target is not TargetKind.TGT:
+            raise UsageError("--mode dhcp serves the disk from tgt", fix="drop --target or use another mode")
         if self.mode is Mode.DHCP and self.username is not None:
             raise UsageError(
                 "the DHCP root path that dnsmasq sends carries no CHAP credentials",
@@ -309,11 +312,12 @@ class Plan:
 # ---------------------------------------------------------------- planning
 
 
-def client_config(options: ScenarioOptions, port: int) -> BootConfig:
+def client_config(options: ScenarioOptions, port: int, lun: int | None = None) -> BootConfig:
     """What the client is given: the target (at the host as the guest sees it), CHAP, initiator.
 
     This is the model of the iPXE script and of the injected iBFT; the
-    kernel command line is :func:`kernel_config`.
+    kernel command line is :func:`kernel_config`.  ``lun``: the disk's LUN as
+    the running target reported it (before that, the target kind's usual one).
     """
     chap = None
     reverse = None
@@ -325,7 +329,7 @@ def client_config(options: ScenarioOptions, port: int) -> BootConfig:
         name=options.target_name,
         address=SERVER_ADDRESS if options.mode is Mode.DHCP else HOST_ADDRESS,
         port=port,
-        lun=LUN,
+        lun=options.target.usual_lun if lun is None else lun,
         chap=chap,
         reverse_chap=reverse,
     )
@@ -478,7 +482,7 @@ def qemu_argv(
     return tuple(argv)
 
 
-def target_spec(options: ScenarioOptions, files: Files) -> TargetSpec:
+def target_spec(options: ScenarioOptions, files: Files, lun: int | None = None) -> TargetSpec:
     accounts: list[Account] = []
     if options.username is not None and options.password is not None:
         accounts.append(Account(options.username, options.password, outgoing=False))
@@ -487,7 +491,7 @@ def target_spec(options: ScenarioOptions, files: Files) -> TargetSpec:
     return TargetSpec(
         tid=TID,
         iqn=options.target_name,
-        lun=LUN,
+        lun=options.target.usual_lun if lun is None else lun,
         image=options.disk or files.disk,
         accounts=tuple(accounts),
         delay=options.target_delay,
@@ -503,12 +507,14 @@ def plan(
     initrd: Path | None = None,
     qemu: str = "qemu-system-x86_64",
     lab: LabNames | None = None,
+    lun: int | None = None,
 ) -> Plan:
-    """Everything a scenario does, computed without I/O (``lab``: the dhcp mode's namespace)."""
+    """Everything a scenario does, computed without I/O (``lab``: the dhcp mode's namespace;
+    ``lun``: the disk's LUN once the running target has said it)."""
     if (lab is not None) != (options.mode is Mode.DHCP):
         raise UsageError("the dhcp mode, and it alone, boots in a network namespace of its own")
     files = Files(workdir)
-    client = client_config(options, port)
+    client = client_config(options, port, lun)
     append = append_line(options, client)
     return Plan(
         options=options,
@@ -516,7 +522,7 @@ def plan(
         files=files,
         client=client,
         append=append,
-        target=target_spec(options, files),
+        target=target_spec(options, files, lun),
         ipxe_script=ipxe_script(client) if options.boot is Boot.SANBOOT else None,
         table_config=table_config(client, options.vlan) if options.acpi_ibft else None,
         qemu_argv=qemu_argv(options, files, append=append, kernel=kernel, initrd=initrd, qemu=qemu, lab=lab),

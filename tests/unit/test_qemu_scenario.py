@@ -18,7 +18,6 @@ from iscsiboot.qemu.outcome import Outcome, find_result, finished, judge, timeli
 from iscsiboot.qemu.scenario import (
     GUEST_MAC,
     HOST_ADDRESS,
-    LUN,
     SANBOOT_ATTEMPTS,
     WRAPPER_SCRIPT,
     Boot,
@@ -30,6 +29,7 @@ from iscsiboot.qemu.scenario import (
     plan,
 )
 from iscsiboot.qemu.system import MOUNTS_BEGIN, MOUNTS_END, SYSTEM_MARKER, parse_report
+from iscsiboot.qemu.targets import TargetKind
 from iscsiboot.secret import Secret
 
 PW = "secret-pass-12"
@@ -77,7 +77,7 @@ def test_ibft_sanboot_plan() -> None:
     # the client model and the iPXE script
     assert "iscsi_target" not in p.append and "ip=" not in p.append
     t = p.client.targets[0]
-    assert (t.address, t.port, t.lun) == (HOST_ADDRESS, 40123, LUN)
+    assert (t.address, t.port, t.lun) == (HOST_ADDRESS, 40123, TargetKind.TGT.usual_lun)
     assert p.ipxe_script is not None and p.ipxe_script.startswith("#!ipxe")
     assert "sanboot" in p.ipxe_script and "iqn.2026-11.org.iscsiboot:htpc" in p.ipxe_script
     assert PW in p.ipxe_script and RPW in p.ipxe_script  # iPXE needs the real credentials
