@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from iscsiboot.disk.ext4 import Stat
-from iscsiboot.disk.probe import ReadAt, le16, le32
+from iscsiboot.disk.probe import ReadAt, cp437, le16, le32, utf16le
 from iscsiboot.errors import ParseError
 
 MiB = 1 << 20
@@ -86,7 +86,7 @@ def _short_name(raw: bytes, case: int) -> tuple[str, str]:
     ext = raw[8:11].rstrip(b" ")
     if base[:1] == b"\x05":
         base = b"\xe5" + base[1:]
-    b_text, e_text = base.decode("cp437"), ext.decode("cp437")
+    b_text, e_text = cp437(base), cp437(ext)
     upper = b_text + (f".{e_text}" if e_text else "")
     shown_base = b_text.lower() if case & 0x08 else b_text
     shown_ext = e_text.lower() if case & 0x10 else e_text
@@ -94,8 +94,7 @@ def _short_name(raw: bytes, case: int) -> tuple[str, str]:
 
 
 def _lfn_part(entry: bytes) -> str:
-    raw = entry[1:11] + entry[14:26] + entry[28:32]
-    return raw.decode("utf-16-le", errors="replace")
+    return utf16le(entry[1:11] + entry[14:26] + entry[28:32])
 
 
 def parse_directory(data: bytes) -> list[FatEntry]:
@@ -121,8 +120,7 @@ def parse_directory(data: bytes) -> list[FatEntry]:
         long_name: str | None = None
         complete = sorted(parts) == list(range(1, len(parts) + 1))
         if parts and complete and checksum == short_checksum(entry[0:11]):
-            text = "".join(parts[i] for i in sorted(parts))
-            long_name = text.split("\0", 1)[0]
+            long_name = "".join(parts[i] for i in sorted(parts))
         parts, checksum = {}, None
         if attr & ATTR_VOLUME:
             continue
@@ -178,7 +176,7 @@ class Fat:
         self.root_cluster = le32(bs, 44) & 0x0FFFFFFF if self.bits == 32 else 0
         ext = 64 if self.bits == 32 else 36
         label = bs[ext + 7 : ext + 18] if bs[ext + 2] == 0x29 else b""
-        self.boot_label = label.decode("cp437", errors="replace").rstrip(" ") or None
+        self.boot_label = cp437(label).rstrip(" ") or None
         self._fat: bytes | None = None
 
     # ------------------------------------------------------------- low level

@@ -70,6 +70,37 @@ def _read(read: ReadAt, offset: int, length: int) -> bytes | None:
     return bytes(data[:length])
 
 
+# Text on disk, decoded without the codecs of the encodings package: the boot agent's lean
+# Python carries ASCII, Latin-1 and UTF-8 only.
+CP437_HIGH = (  # code page 437, bytes 0x80-0xFF (FAT short names and labels)
+    "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐"
+    "└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\xa0"
+)
+
+
+def cp437(raw: bytes) -> str:
+    """``raw.decode("cp437")``."""
+    return "".join(chr(b) if b < 0x80 else CP437_HIGH[b - 0x80] for b in raw)
+
+
+def utf16le(raw: bytes) -> str:
+    """``raw.decode("utf-16-le", errors="replace")``, up to the first NUL (GPT and VFAT names)."""
+    units = [raw[i] | raw[i + 1] << 8 for i in range(0, len(raw) - 1, 2)]
+    out: list[str] = []
+    i = 0
+    while i < len(units):
+        unit = units[i]
+        if unit == 0:
+            break
+        if 0xD800 <= unit < 0xDC00 and i + 1 < len(units) and 0xDC00 <= units[i + 1] < 0xE000:
+            out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (units[i + 1] - 0xDC00)))
+            i += 2
+            continue
+        out.append("\ufffd" if 0xD800 <= unit < 0xE000 else chr(unit))
+        i += 1
+    return "".join(out)
+
+
 def le16(data: bytes, offset: int) -> int:
     value: int = struct.unpack_from("<H", data, offset)[0]
     return value
@@ -243,7 +274,7 @@ def _read_gpt_at(read: ReadAt, lba: int, *, size: int, sector_size: int) -> Part
         first, last, attrs = le64(entry, 32), le64(entry, 40), le64(entry, 48)
         if last < first or (last + 1) * sector_size > size:
             raise ProbeError(f"partition {index + 1} has bad extent {first}-{last}")
-        name = entry[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
+        name = utf16le(entry[56:128])
         parts.append(
             Partition(
                 number=index + 1,
@@ -362,7 +393,7 @@ def _probe_vfat(read: ReadAt) -> FsInfo | None:
     raw = root_label if root_label is not None else boot_label
     label = None
     if raw is not None:
-        text = raw.decode("cp437", errors="replace").rstrip(" \0")
+        text = cp437(raw).rstrip(" \0")
         label = None if text in ("", "NO NAME") else text
     return FsInfo("vfat", label, uid)
 

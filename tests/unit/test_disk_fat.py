@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from iscsiboot.disk.fat import Fat, FatError, FatNotFound, open_filesystem, parse_directory, short_checksum
 from iscsiboot.disk.install import install_image
 from iscsiboot.disk.layout import ESP_TYPE, LayoutKind, MiB, plan_layout
-from iscsiboot.disk.probe import probe_filesystem, read_partition_table, reader_of
+from iscsiboot.disk.probe import cp437, probe_filesystem, read_partition_table, reader_of, utf16le
 from iscsiboot.disk.readers import file_reader, window
 from iscsiboot.errors import UsageError
 
@@ -175,3 +175,17 @@ def test_install_warns_of_secrets_on_fat(tmp_path: Path) -> None:
     )  # fmt: skip
     assert any("FAT has no permissions" in w and "--auto" in w for w in report.warnings)
     assert not any("verysecret123" in w for w in report.warnings)
+
+
+# ------------------------------------------------------------------ text without codecs
+
+
+@given(st.binary(max_size=64))
+def test_cp437_is_the_codec(raw: bytes) -> None:
+    assert cp437(raw) == raw.decode("cp437")
+
+
+@given(st.text(max_size=36).filter(lambda t: "\0" not in t))
+def test_utf16le_is_the_codec(text: str) -> None:
+    raw = text.encode("utf-16-le", errors="surrogatepass")
+    assert utf16le(raw + b"\0\0\xff\xff") == raw.decode("utf-16-le", errors="replace")
