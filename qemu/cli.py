@@ -12,7 +12,7 @@ from iscsiboot.output import print_json
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import describe, run_scenario, stderr_progress
 from iscsiboot.qemu.outcome import timeline_text
-from iscsiboot.qemu.scenario import DEFAULT_INITIATOR, DEFAULT_TARGET, Mode, ScenarioOptions
+from iscsiboot.qemu.scenario import DEFAULT_INITIATOR, DEFAULT_TARGET, Firmware, Mode, ScenarioOptions
 from iscsiboot.qemu.targets import TargetKind
 from iscsiboot.secret import Secret
 
@@ -53,6 +53,13 @@ def _machine_options(p: argparse.ArgumentParser) -> None:
         help="the image's transport: auto (the default: kernel iSCSI and NBD, the agent picks kernel "
         "iSCSI when it can), kernel, or nbd (no kernel iSCSI module at all: the agent serves the LUN "
         "as /dev/nbdN, as on a stock LibreELEC kernel)",
+    )
+    g.add_argument(
+        "--firmware",
+        choices=[f.value for f in Firmware],
+        default=Firmware.BIOS.value,
+        help="bios (the default: SeaBIOS, iPXE's legacy ROM, an MBR disk with ext4 System) or uefi "
+        "(OVMF, iPXE's EFI driver, LibreELEC's own layout: GPT, FAT System, EFI/BOOT/bootx64.efi)",
     )
     g.add_argument("--log-dir", type=Path, metavar="DIR", help="where a failed run's console log is kept")
     g.add_argument("--keep-log", action="store_true", help="keep the console log also when the boot works")
@@ -163,6 +170,7 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
         memory_mb=args.memory,
         timeout=args.timeout,
         extra_append=backend_append(args.backend),
+        firmware=Firmware(args.firmware),
     )
 
 
@@ -213,7 +221,11 @@ def _run(args: argparse.Namespace, options: ScenarioOptions, *, demo: bool) -> i
         if outcome.log_path is not None:
             out.write(f"console log: {outcome.log_path}\n")
         if demo and outcome.ok:
-            out.write("demo: iPXE sanboot, iBFT, mutual CHAP: System and Storage mounted, SYSTEM started\n")
+            firmware = "UEFI (OVMF), " if options.firmware is Firmware.UEFI else ""
+            out.write(
+                f"demo: {firmware}iPXE sanboot, iBFT, mutual CHAP: "
+                "System and Storage mounted, SYSTEM started\n"
+            )
     return EXIT_OK if outcome.ok else EXIT_FAILURE
 
 
@@ -232,5 +244,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         memory_mb=args.memory,
         timeout=args.timeout,
         extra_append=backend_append(args.backend),
+        firmware=Firmware(args.firmware),
     )
     return _run(args, options, demo=True)

@@ -34,9 +34,12 @@ from iscsiboot.qemu.outcome import RESULT_PREFIX, Outcome, finished, judge
 from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
 from iscsiboot.qemu.scenario import (
     AGENT_PREFIX,
+    EFI_ROM,
     GUEST_MAC,
+    OVMF,
     WRAPPER_SCRIPT,
     Boot,
+    Firmware,
     Mode,
     Plan,
     ScenarioOptions,
@@ -95,6 +98,7 @@ def build_disk(p: Plan, artifacts: Artifacts, *, size_mb: int | None = None) -> 
         size_mb=size_mb,
         serial=True,
         secrets=p.secrets(),
+        layout=p.options.disk_layout,
     )
     return p.target.image
 
@@ -127,6 +131,10 @@ def check_host(options: ScenarioOptions) -> str:
         raise EnvironmentProblem("boot scenarios need root (tgtd, loop devices)", fix="run as root")
     if options.boot is Boot.SANBOOT and not Path("/usr/lib/ipxe/qemu").is_dir():
         raise EnvironmentProblem("QEMU's iPXE ROMs are missing", fix="install ipxe-qemu")
+    if options.firmware is Firmware.UEFI:
+        for path, package in ((OVMF, "ovmf"), (EFI_ROM, "ipxe-qemu")):
+            if not path.is_file():
+                raise EnvironmentProblem(f"{path} is missing (UEFI)", fix=f"install {package}")
     if options.mode is Mode.DHCP:
         NetLab.check_host()
     if options.kvm and not os.access("/dev/kvm", os.R_OK | os.W_OK):

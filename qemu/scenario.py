@@ -40,6 +40,7 @@ from pathlib import Path
 
 from iscsiboot.cmdline import generate
 from iscsiboot.cmdline.parse import tokenize
+from iscsiboot.disk.layout import LayoutKind
 from iscsiboot.errors import UsageError
 from iscsiboot.model import (
     BootConfig,
@@ -62,6 +63,12 @@ GUEST_ADDRESS = "10.0.2.15"
 GUEST_PREFIX = 24
 HOST_ADDRESS = "10.0.2.2"  # the host's loopback as the guest sees it
 GUEST_DNS = "10.0.2.3"
+# UEFI: Debian's OVMF, and iPXE's EFI driver on the NIC (the ROM also holds the legacy PXE one)
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
+EFI_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+# OVMF's own PXE and HTTP boot clients: off, so that the NIC's iPXE driver is the one that boots
+OVMF_NET_OFF = tuple(f"name=opt/org.tianocore/{knob},string=n"
+                     for knob in ("IPv4PXESupport", "IPv6PXESupport", "HttpBootSupport"))  # fmt: skip
 TID = 1
 MIN_SECRET = 12  # tgt refuses shorter CHAP secrets for some initiators
 MAX_SECRET = 16
@@ -100,6 +107,13 @@ class Boot(enum.Enum):
     DIRECT = "direct"  # -kernel/-initrd/-append
 
 
+class Firmware(enum.Enum):
+    """The guest's firmware (values are the CLI spellings)."""
+
+    BIOS = "bios"  # SeaBIOS, iPXE's legacy ROM, the MBR's boot code, syslinux
+    UEFI = "uefi"  # OVMF, iPXE's EFI driver, EFI/BOOT/bootx64.efi (syslinux.efi) on a FAT System
+
+
 @dataclass(frozen=True)
 class ScenarioOptions:
     """One scenario: what the target offers, what the client is told, which fault."""
@@ -121,6 +135,8 @@ class ScenarioOptions:
     vlan: int | None = None  # the injected iBFT's NIC is on this 802.1Q VLAN (acpi_ibft only)
     disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
     no_root_path: bool = False  # dhcp mode: dnsmasq sends no root path (option 17)
+    firmware: Firmware = Firmware.BIOS
+    layout: LayoutKind | None = None  # the disk's layout; None: libreelec under UEFI, seed under BIOS
     # machine
     kvm: bool = False
     memory_mb: int = 1024
@@ -180,6 +196,10 @@ class ScenarioOptions:
             )
         if self.timeout <= 0:
             raise UsageError("--timeout must be positive")
+        if self.firmware is Firmware.UEFI and self.disk_layout is LayoutKind.SEED:
+            raise UsageError(
+                "an ext4 System with extlinux does not boot under UEFI", fix="use the libreelec layout (FAT)"
+            )
         for label in (self.system_label, self.storage_label, self.disk_storage_label):
             if label is not None and (not label or len(label) > 16 or any(c in label for c in " ,=")):
                 raise UsageError(
@@ -195,6 +215,13 @@ class ScenarioOptions:
         if self.mode is Mode.IBFT and not self.acpi_ibft:
             return Boot.SANBOOT
         return Boot.DIRECT
+
+    @property
+    def disk_layout(self) -> LayoutKind:
+        """The layout of the disk to build: the one asked for, else the one the firmware boots."""
+        if self.layout is not None:
+            return self.layout
+        return LayoutKind.LIBREELEC if self.firmware is Firmware.UEFI else LayoutKind.SEED
 
     @property
     def written_storage_label(self) -> str:
@@ -298,6 +325,7 @@ class Plan:
         lines = [
             f"mode: {self.options.mode.value} ({self.boot.value}"
             + (", iBFT through -acpitable" if self.options.acpi_ibft else "")
+            + f", {self.options.firmware.value}, {self.options.disk_layout.value} layout"
             + (f" on VLAN {self.options.vlan}" if self.options.vlan is not None else "")
             + ")",
             f"target: {self.target.iqn} LUN {self.target.lun} on {self.portal_text}",
@@ -444,11 +472,15 @@ def qemu_argv(
     netdev = f"user,id=n0,tftp={files.tftp},bootfile={BOOTFILE}"
     if lab is not None:
         netdev = f"tap,id=n0,ifname={lab.tap},script=no,downscript=no"
+    uefi = options.firmware is Firmware.UEFI
+    nic = f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}"
+    if uefi:
+        nic += f",romfile={EFI_ROM},bootindex=1"  # straight to iPXE, not the firmware's boot menu
     argv = [
         *(exec_prefix(lab.namespace) if lab is not None else ()),
         qemu,
         "-machine",
-        "pc",
+        "q35" if uefi else "pc",
         "-accel",
         "kvm" if options.kvm else "tcg",
         "-cpu",
@@ -469,10 +501,15 @@ def qemu_argv(
         "-netdev",
         netdev,
         "-device",
-        f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}",
+        nic,
     ]
+    if uefi:
+        argv += ["-bios", str(OVMF)]
+        for knob in OVMF_NET_OFF:
+            argv += ["-fw_cfg", knob]
     if options.boot is Boot.SANBOOT:
-        argv += ["-boot", "n"]
+        if not uefi:  # under UEFI the NIC's bootindex picks it
+            argv += ["-boot", "n"]
     else:
         if kernel is None or initrd is None:
             raise UsageError("a direct kernel boot needs a kernel and an initramfs")
