@@ -24,7 +24,8 @@ Choices:
   the real text into ``-o FILE`` (mode 0600, atomically) and shows ``***`` on
   stdout unless ``--show-secrets``, with a warning on stderr.
 * ``ipxe``: the sanboot URI is the RFC 4173 root path of ``targets[0]`` with
-  its LUN (tgt serves the disk at LUN 1, so a missing LUN is warned about);
+  its LUN (iPXE's default is LUN 0: LIO and istgt serve the disk there, tgt at
+  LUN 1, so a missing LUN is warned about);
   credentials go in iPXE settings, which iPXE also copies into the iBFT.  A
   second target (storage) is attached with ``sanhook``.  The script retries
   ``sanboot`` for ever, or ``attempts`` times and then exits with failure.
@@ -441,8 +442,9 @@ def ipxe(
     warnings: list[str] = []
     if boot.lun is None:
         warnings.append(
-            "no LUN given: iPXE uses LUN 0, which tgt keeps for its controller (its disks start at LUN 1; "
-            "give --lun 1)"
+            "no LUN given: iPXE uses LUN 0, the disk on LIO (Synology, QNAP, TrueNAS SCALE) and istgt, "
+            "but tgt's controller (tgt serves its disk at LUN 1); iscsiboot doctor lists the target's "
+            "LUNs: give --lun"
         )
     warnings += _check_names(cfg)
     uri = root_path(boot, empty_auth=False)

@@ -21,9 +21,10 @@ while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1));
 ip link set eth0 up
 ip addr add @ADDRESS@ dev eth0
 ip route add default via @GATEWAY@
-echo "@READY@ $(cat /sys/block/@DEVICE@/size) sectors"
+# the request port is open (and raw) before the ready line: a closed tty drops what arrives
 stty -F /dev/ttyS1 raw -echo
 exec 3<> /dev/ttyS1
+echo "@READY@ $(cat /sys/block/@DEVICE@/size) sectors"
 while true; do
     IFS= read -r line <&3 || { sleep 1; continue; }
     set --
