@@ -5,6 +5,11 @@ line; the tag and the schema are the agent's (:data:`~iscsiboot.agent.report.RES
 :class:`~iscsiboot.agent.report.RunResult`), and the JSON is read back through them.
 The test SYSTEM then prints its own marker (see :mod:`iscsiboot.qemu.system`).  A boot succeeded only when the
 agent said ``ok`` and the SYSTEM root was reached.
+
+Before the kernel there is only the firmware.  Under UEFI, OVMF copies its
+console (iPXE's messages among it) to the serial port, so a failed
+``sanboot`` is read from iPXE's own error line (:func:`sanboot_failure`);
+under SeaBIOS iPXE writes to the screen only and the console stays silent.
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ from iscsiboot.agent.report import RESULT_TAG, RunResult
 from iscsiboot.qemu.system import MOUNTS_END, SystemReport, parse_report
 
 RESULT_PREFIX = f"{RESULT_TAG} "  # the agent's console contract (iscsiboot.agent.report)
+SANBOOT_FAILED = "iscsiboot: sanboot failed"  # what the wrapper script echoes (qemu/wrapper.ipxe)
+# iPXE's error lines end in its error page: (http://ipxe.org/XXXXXXXX)
+_IPXE_ERROR = re.compile(
+    r"^(?P<what>Could not [^:]+): (?P<text>.*?) \(http://ipxe\.org/(?P<code>[0-9a-f]{8})\)"
+)
+IPXE_EPERM = 0x41  # iPXE's POSIX code byte (bits 31-24) of "Operation not permitted"
+# iPXE's iSCSI login failures under EPERM, by their disambiguator (bits 12-8; iPXE's iscsi.c)
+IPXE_ISCSI_EPERM = {
+    1: ("auth", "the target refused the login: initiator authentication failed (the CHAP user or secret)"),
+    2: ("acl", "the target refused the login: this initiator is not authorised (the target's ACL)"),
+}
 
 
 _KERNEL_STAMP = re.compile(r"\[\s*\d+\.\d+\] ")
@@ -67,6 +83,35 @@ def finished(lines: Sequence[str]) -> bool:
 
 
 @dataclass(frozen=True)
+class SanbootFailure:
+    """How iPXE's ``sanboot`` failed, from its own error line."""
+
+    cause: str  # "auth", "acl" or "sanboot"
+    error: str
+    ipxe: str  # iPXE's line, as printed
+
+
+def sanboot_failure(lines: Sequence[str]) -> SanbootFailure | None:
+    """The failure of iPXE's ``sanboot`` when the console shows one (UEFI: OVMF's console is serial)."""
+    if not any(SANBOOT_FAILED in line for line in lines):
+        return None
+    found: re.Match[str] | None = None
+    for line in lines:
+        clean = re.sub(r"\x1b\[[0-9;=]*[A-Za-z]", "", line).strip()
+        match = _IPXE_ERROR.match(clean)
+        if match is not None and match["what"] != "Could not boot":
+            found = match
+    if found is None:
+        return SanbootFailure("sanboot", "iPXE's sanboot failed without an error line", SANBOOT_FAILED)
+    code = int(found["code"], 16)
+    shown = found.group(0)
+    if code >> 24 == IPXE_EPERM and (code >> 8) & 0x1F in IPXE_ISCSI_EPERM:
+        cause, error = IPXE_ISCSI_EPERM[(code >> 8) & 0x1F]
+        return SanbootFailure(cause, f"iPXE's sanboot: {error}", shown)
+    return SanbootFailure("sanboot", f"iPXE's sanboot failed: {found['what']}: {found['text']}", shown)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """One scenario's result."""
 
@@ -83,10 +128,24 @@ class Outcome:
     sanboot: bool = True  # iPXE sanboot (else a direct kernel boot)
 
     @property
+    def sanboot_failure(self) -> SanbootFailure | None:
+        return sanboot_failure(self.console.splitlines()) if self.sanboot and self.result is None else None
+
+    @property
     def phase(self) -> str:
         if self.result is not None:
             return self.result.phase
+        if self.sanboot_failure is not None:
+            return "sanboot"
         return "firmware" if not self.console.strip() else "kernel"
+
+    @property
+    def cause(self) -> str | None:
+        """The named cause: the agent's, or that of iPXE's failed sanboot."""
+        if self.result is not None:
+            return self.result.cause
+        failure = self.sanboot_failure
+        return failure.cause if failure is not None else None
 
     @property
     def error(self) -> str | None:
@@ -94,6 +153,9 @@ class Outcome:
             return self.result.error
         if self.ok:
             return None
+        failure = self.sanboot_failure
+        if failure is not None:
+            return f"{failure.error} ({failure.ipxe})"
         silent = not self.console.strip()
         if silent and self.sanboot:
             limit = " before the time limit" if self.reason == "timeout" else ""
@@ -120,6 +182,7 @@ class Outcome:
                 "ok": False,
                 "phase": self.phase,
                 "error": self.error,
+                "cause": self.cause,
                 "timeline": {},
                 "system": None,
                 "storage": None,

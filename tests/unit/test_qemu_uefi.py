@@ -9,6 +9,7 @@ from iscsiboot.cli import build_parser
 from iscsiboot.disk.layout import LayoutKind
 from iscsiboot.errors import UsageError
 from iscsiboot.qemu.cli import options_from_args
+from iscsiboot.qemu.outcome import judge, sanboot_failure
 from iscsiboot.qemu.scenario import EFI_ROM, OVMF, Firmware, Mode, ScenarioOptions, plan
 
 WORK = Path("/tmp/iscsiboot-test-work")
@@ -61,3 +62,31 @@ def test_cli_firmware_option() -> None:
     assert options_from_args(args).firmware is Firmware.UEFI
     assert parser.parse_args(["qemu", "demo", "--firmware", "uefi"]).firmware == "uefi"
     assert options_from_args(parser.parse_args(["qemu", "boot"])).firmware is Firmware.BIOS
+
+
+# OVMF's serial console after a sanboot with a wrong CHAP secret (Debian's iPXE 1.0.0+git-20190125)
+WRONG_SECRET_CONSOLE = """\x1b[2J\x1b[01;01HiPXE 1.0.0+git-20190125.36a4c85-5.1 -- Open Source Network Boot
+Ready for iSCSI boot
+Could not open SAN device: Operation not permitted (http://ipxe.org/410d618f)
+Could not open SAN device: Operation not permitted (http://ipxe.org/410d618f)
+sanboot failed
+Could not boot: Error 0x00000001 (http://ipxe.org/00000001)
+iscsiboot: sanboot failed
+poweroff: command not found
+"""
+
+
+def test_a_refused_sanboot_names_its_cause() -> None:
+    failure = sanboot_failure(WRONG_SECRET_CONSOLE.splitlines())
+    assert failure is not None and failure.cause == "auth"
+    assert "CHAP" in failure.error and "410d618f" in failure.ipxe
+    acl = WRONG_SECRET_CONSOLE.replace("410d618f", "410d628f")
+    assert sanboot_failure(acl.splitlines()).cause == "acl"  # type: ignore[union-attr]
+    other = WRONG_SECRET_CONSOLE.replace("Operation not permitted (http://ipxe.org/410d618f)",
+                                         "No such device (http://ipxe.org/2c0d6039)")  # fmt: skip
+    assert sanboot_failure(other.splitlines()).cause == "sanboot"  # type: ignore[union-attr]
+    assert sanboot_failure(["iPXE", "Ready for iSCSI boot"]) is None
+    outcome = judge(WRONG_SECRET_CONSOLE.splitlines(), reason="exited", boot_seconds=8.0, total_seconds=9.0,
+                    console=WRONG_SECRET_CONSOLE)  # fmt: skip
+    assert (outcome.phase, outcome.cause) == ("sanboot", "auth")
+    assert outcome.to_json()["cause"] == "auth" and "initiator authentication failed" in (outcome.error or "")
