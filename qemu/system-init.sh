@@ -48,7 +48,8 @@ for t in $(echo "$tests" | $bb tr ',' ' '); do
     daemon)  # the root storage daemons (argv[0] starting with @) and their memory
         for pid in $(storage_daemons); do
             rss=$($bb awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
-            say "daemon $pid $($bb tr '\0' ' ' < /proc/$pid/cmdline | $bb cut -c1-40 | $bb tr ' ' '_') $rss"
+            argv0=$($bb tr '\0' '\n' < /proc/$pid/cmdline | $bb head -n 1)
+            say "daemon $pid ${argv0:-unknown} ${rss:-unknown}"
         done
         ;;
     seqread)  # 64 MiB straight from the disk, past the page cache

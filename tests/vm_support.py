@@ -14,6 +14,11 @@ from iscsiboot.qemu.scenario import ScenarioOptions
 BOOT_TIMEOUT = 150.0  # seconds per boot; QEMU is killed after it
 CONSOLE_TAIL = 80  # console lines attached to a failure message
 TIMINGS: list[tuple[str, float]] = []  # (scenario, boot seconds), printed at the end of the session
+# Faults that end in the same phase and named cause on every transport: fault -> (phase, cause).
+SAME_CAUSES: dict[str, tuple[str, str]] = {
+    "wrong password": ("login", "auth"),
+    "missing label": ("label", "not-found"),
+}
 
 
 def missing_prerequisite() -> str | None:

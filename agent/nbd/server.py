@@ -209,6 +209,8 @@ class Server:
             self.backend.close()
         except Exception as exc:
             self.log(f"logout failed: {what(exc)}")
+        else:
+            self.log("flushed and logged out" if not error else "logged out")
 
     # ------------------------------------------------------------ the connection to the target
 

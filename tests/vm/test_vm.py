@@ -25,6 +25,7 @@ from iscsiboot.qemu.scenario import Mode, ScenarioOptions
 from iscsiboot.secret import Secret
 from vm_support import (
     BOOT_TIMEOUT,
+    SAME_CAUSES,
     TIMINGS,
     boot,
     expect_failure,
@@ -148,7 +149,7 @@ def test_wrong_password_fails_in_login(artifacts: Artifacts, log_dir: Path) -> N
     assert outcome.result is not None
     error = str(outcome.result.error or "").lower()
     assert "authentication" in error, why  # the agent names the authentication failure
-    assert outcome.result.cause in (None, "auth"), why
+    assert (outcome.result.phase, outcome.result.cause) == SAME_CAUSES["wrong password"], why
     assert not outcome.result.mounts, why
     assert outcome.result.system is None and outcome.result.storage is None, why
     assert outcome.log_path is not None
@@ -174,6 +175,7 @@ def test_missing_storage_label(artifacts: Artifacts, log_dir: Path) -> None:
     why = explain(outcome, "missing label")
     assert outcome.result is not None
     assert "Storage" in str(outcome.result.error), why
+    assert (outcome.result.phase, outcome.result.cause) == SAME_CAUSES["missing label"], why
 
 
 def test_ibft_injected_through_acpi(artifacts: Artifacts, log_dir: Path) -> None:
