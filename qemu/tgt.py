@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -325,6 +326,23 @@ class Tgtd:
                 ["--mode", "target", "--op", "update", "--tid", str(tid), "--name", name, "--value", value],
                 f"redirect target {tid} to {address}:{port}",
             )
+
+    def close_connections(self, tid: int) -> int:
+        """Close every connection of target ``tid`` from the target's side (as a restart does); how many."""
+        nexus = re.findall(r"^\s*I_T nexus: (\d+)$", self._target_text(tid), flags=re.M)
+        for sid in nexus:
+            self._tgtadm(
+                ["--mode", "conn", "--op", "delete", "--tid", str(tid), "--sid", sid, "--cid", "0"],
+                f"close connection {sid} of target {tid}",
+                check=False,  # it may have ended meanwhile
+            )
+        return len(nexus)
+
+    def _target_text(self, tid: int) -> str:
+        """The ``show`` block of target ``tid`` alone."""
+        text = self.show()
+        found = re.search(rf"^Target {tid}: .*?(?=^Target \d+: |\Z)", text, flags=re.M | re.S)
+        return found.group(0) if found else ""
 
     def show(self) -> str:
         """``tgtadm --op show`` text (for diagnostics in tests)."""

@@ -287,3 +287,21 @@ def test_a_lun_the_kernel_cannot_take_is_refused_at_once(lab: Lab, name: str, sa
     assert result.cause is Cause.UNUSABLE_LUN and not result.retryable, result
     assert said in result.evidence and backend.disks == ()
     assert time.monotonic() - started < 10  # one login, no waiting for the deadline
+
+
+def test_the_target_closing_mid_transfer_is_ridden_out(lab: Lab, kernel: Kernel) -> None:
+    """tgtd closes the session's connection while reads are queued: every reply comes, right, once."""
+    data = pattern(20, 1 * MIB)
+    kernel.write(2 * MIB, data)
+    kernel.flush()
+    handles = [kernel.send(p.Cmd.READ, 2 * MIB, len(data)) for _ in range(24)]
+    first, got = kernel.reply(len(data))
+    assert first == p.Reply(handles[0]) and got == data
+    closed = lab.tgtd.close_connections(1)  # the others are still queued or being read
+    assert closed >= 1  # control: the target really dropped a connection
+    for handle in handles[1:]:
+        reply, got = kernel.reply(len(data))
+        assert reply == p.Reply(handle) and got == data
+    assert kernel.server.counters.reconnects >= 1, kernel.log
+    assert any("logged in again" in line for line in kernel.log), kernel.log
+    assert kernel.read(2 * MIB, 4096) == data[:4096]
