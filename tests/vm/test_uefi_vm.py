@@ -91,3 +91,17 @@ def test_wrong_password_under_uefi_names_the_cause(artifacts: Artifacts, tmp_pat
     assert outcome.boot_seconds < BOOT_TIMEOUT / 2, why
     for secret in (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD):
         assert secret not in outcome.console, "a CHAP secret leaked\n" + why
+
+
+@pytest.fixture(scope="module")
+def nbd_artifacts(artifacts: Artifacts) -> Artifacts:
+    return prepare(transport="nbd")
+
+
+def test_uefi_sanboot_over_nbd(nbd_artifacts: Artifacts, tmp_path: Path) -> None:
+    """No kernel iSCSI in the image: the agent reads the iBFT from ACPI and serves the LUN over NBD."""
+    outcome = boot("uefi ibft mutual, nbd", mutual(firmware=Firmware.UEFI), nbd_artifacts, tmp_path)
+    expect_fat_system(outcome, "uefi ibft mutual, nbd")
+    why = explain(outcome, "uefi ibft mutual, nbd")
+    assert outcome.result is not None and outcome.result.transport == "nbd", why
+    assert (outcome.result.system or "").startswith("/dev/nbd"), why
