@@ -142,7 +142,8 @@ def login_cause(exc: BaseException, target: Target, initiator: str) -> tuple[str
             return (
                 f"the target answered: no target named {target.name} at {target.portal} for this initiator "
                 f"name; either the name is wrong or the target's ACL does not include {initiator} "
-                "(tgt answers 'not found' to initiators its ACL refuses)",
+                "(tgt and istgt answer 'not found' to an initiator their ACL refuses; "
+                "LIO answers 'not authorized')",
                 f"check the target name against discovery, and that the target's ACL includes {initiator}",
             )
         return f"{answered}: {status.text}", status.fix or None
