@@ -31,7 +31,7 @@ from iscsiboot.files import TEXT_LIMIT, read_bytes
 from iscsiboot.ibft import sources
 from iscsiboot.ibft.mapping import table_to_model
 from iscsiboot.iscsi.login import parse_target_address
-from iscsiboot.iscsi.session import Session
+from iscsiboot.iscsi.session import DiscoveredTarget, Session
 from iscsiboot.model import (
     DEFAULT_PORT,
     BootConfig,
@@ -284,6 +284,8 @@ def run_discover(args: argparse.Namespace) -> int:
         probe = Target(name="(discovery)", address=host, port=port, chap=chap, reverse_chap=reverse)
         cause, fix = login_cause(exc, probe, initiator)
         raise IscsibootError(mask(f"discovery at {probe.portal} failed: {cause}", hidden), fix=fix) from None
+    for line in elsewhere(found, host, port):
+        warn(line)
     if args.json:
         print_json(
             {
@@ -297,6 +299,25 @@ def run_discover(args: argparse.Namespace) -> int:
         for address in t.addresses or (f"{host}:{port},1",):
             write_text(f"{printable(address)} {printable(t.name)}\n")
     return EXIT_OK
+
+
+def elsewhere(found: tuple[DiscoveredTarget, ...], host: str, port: int) -> list[str]:
+    """Warnings for targets listed only at addresses other than the portal asked.
+
+    LIO lists the address its portal listens on as it sees it, so a target
+    behind NAT or port forwarding (LIO in a VM, a NAS behind a router) names an
+    address the client may not reach; the portal that answered is the one to use.
+    """
+    asked = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    out: list[str] = []
+    for t in found:
+        listed = [a.rsplit(",", 1)[0] for a in t.addresses]
+        if listed and asked not in listed:
+            out.append(
+                f"{printable(t.name)} is listed at {printable(', '.join(listed))}, not at {asked}, "
+                f"where discovery answered: if the client cannot reach the listed address, use {asked}"
+            )
+    return out
 
 
 __all__ = ["DEFAULT_PORT", "parse_portal", "register", "settings_from_args"]

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from iscsiboot.cli import main
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import Artifacts, build_disk, run_scenario
 from iscsiboot.qemu.lio import LioVm
@@ -184,6 +185,11 @@ def test_doctor_on_lio_matches_libiscsi(
     code, report = doctor_json(capsys, *base, "--lun", "1", "--username", USER, "--password-file", str(pw))
     luns = next(c for c in report["checks"] if c["name"] == "luns")  # type: ignore[attr-defined]
     assert code == 1 and "the disk here is LUN 0" in luns["fix"] and "LIO" in luns["fix"], luns
+    # discovery lists LIO at its own address inside the VM: discover says which portal answered
+    code = main(["discover", "--portal", f"127.0.0.1:{lio.port}", "--initiator", initiator])
+    out, err = capsys.readouterr()
+    assert code == 0 and f"10.0.2.15:3260,1 {iqn}" in out, out + err
+    assert f"not at 127.0.0.1:{lio.port}" in err, err
     # an initiator outside the ACL: LIO answers "not authorized" (tgt: "not found")
     code, report = doctor_json(
         capsys,
