@@ -1,8 +1,10 @@
 # ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
 """PID 1 of the initramfs: mount the kernel file systems, run the phases, switch_root.
 
-The initramfs ``/init`` is ``#!/usr/bin/python3.11 -S`` plus the lines that put
-the agent on sys.path and call :func:`main`.  On failure the console shows one
+The image's ``/init`` (an overlay's ``/usr/lib/iscsiboot/init``) is a busybox
+script that runs the image's own interpreter through the image's own loader
+(:mod:`iscsiboot.agent.layout`) on a few lines that put the agent on sys.path
+and call :func:`main`.  On failure the console shows one
 paragraph (phase, cause, evidence, fix); then a debug shell when a console is
 attached, else a reboot or power-off after ``iscsiboot.reboot_delay`` seconds
 (``iscsiboot.on_failure=poweroff|reboot|shell`` chooses).

@@ -37,6 +37,8 @@ from iscsiboot.model import Target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from iscsiboot.agent.backends.nbd import NbdDisk
+    from iscsiboot.agent.backends.result import LoginBackend
     from iscsiboot.agent.netup import NetworkUp
     from iscsiboot.agent.phases.modules import Loader
     from iscsiboot.agent.startup.early import Early
@@ -299,7 +301,6 @@ class Agent:
     def login(
         self, config: ConfigResult, modules: ModulesResult, network: NetworkResult, deadline: Deadline
     ) -> LoginsResult:
-        from iscsiboot.agent.backends.nbd import NbdBackend
         from iscsiboot.agent.phases.config import target_from_lease
         from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
@@ -323,8 +324,15 @@ class Agent:
             raise
         for target, res in done:
             self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
-        served = backend.disks if isinstance(backend, NbdBackend) else ()
-        return LoginsResult(backend.name, tuple(done), served)
+        return LoginsResult(backend.name, tuple(done), self._served(backend))
+
+    def _served(self, backend: LoginBackend) -> tuple[NbdDisk, ...]:
+        """The devices the NBD backend's daemons serve (an image for kernel iSCSI has no NBD code)."""
+        if self.transport() is not Transport.NBD:
+            return ()
+        from iscsiboot.agent.backends.nbd import NbdBackend
+
+        return backend.disks if isinstance(backend, NbdBackend) else ()
 
     def _explain_login(self, targets: Sequence[Target], initiator: str | None) -> str | None:
         """Ask the target itself why the login failed (a test login of our own, random ISID).

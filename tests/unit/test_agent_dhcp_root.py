@@ -149,3 +149,13 @@ def test_the_named_cause_needs_no_module_outside_the_image() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.split() == ["no-root-path", "False"], done.stderr
+
+
+def test_the_kernel_transport_s_login_needs_no_nbd_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image built for kernel iSCSI carries no NBD modules: the login phase must not import them."""
+    agent, _backend = _agent(monkeypatch)
+    monkeypatch.setitem(sys.modules, "iscsiboot.agent.backends.nbd", None)  # import fails, as in that image
+    config = ConfigResult(parse(LINE).config)
+    lease = NetworkResult(_lease(f"iscsi:192.168.50.1:::1:{TARGET0}"))
+    done = agent.login(config, ModulesResult(), lease, Deadline(5.0))
+    assert done.nbd == () and done.targets() == frozenset({TARGET0})
