@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from disk_support import sh, sparse, tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from iscsiboot.cli import main
 from iscsiboot.disk.fat import Fat, FatError, FatNotFound, open_filesystem, parse_directory, short_checksum
 from iscsiboot.disk.install import install_image
 from iscsiboot.disk.layout import ESP_TYPE, LayoutKind, MiB, plan_layout
@@ -189,3 +191,22 @@ def test_cp437_is_the_codec(raw: bytes) -> None:
 def test_utf16le_is_the_codec(text: str) -> None:
     raw = text.encode("utf-16-le", errors="surrogatepass")
     assert utf16le(raw + b"\0\0\xff\xff") == raw.decode("utf-16-le", errors="replace")
+
+
+def test_install_cli_defaults_to_libreelec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("mkfs.vfat", "mcopy", "syslinux"):
+        tool(name)
+    kernel = tmp_path / "KERNEL"
+    kernel.write_bytes(b"k" * 4096)
+    image = tmp_path / "disk.img"
+    code = main(["install", "--image", str(image), "--size", "64M", "--system-size", "32M",
+                 "--kernel", str(kernel), "--system", str(kernel), "--auto", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [(p["fs"], p["label"]) for p in report["partitions"]] == [("vfat", "System"), ("ext4", "Storage")]
+    assert report["partitions"][0]["start"] == 8192 * 512 and report["boot_code"].endswith("gptmbr.bin")
+    assert {"/syslinux.cfg", "/EFI/BOOT/bootx64.efi", "/ldlinux.sys"} <= {f["path"] for f in report["files"]}
+    other = tmp_path / "other.img"
+    too_long = main(["install", "--image", str(other), "--size", "64M", "--kernel", str(kernel),
+                     "--system", str(kernel), "--auto", "--label-system", "LibreELEC-Sys"])  # fmt: skip
+    assert too_long == 2 and "11 characters" in capsys.readouterr().err
