@@ -1,7 +1,8 @@
 """Boots from the targets NAS boxes run: LIO (in a target VM) and istgt, beside tgt.
 
 For each: iPXE sanboot with the iBFT and mutual CHAP, the explicit command
-line with one-way CHAP, and a wrong password that ends in the named cause.
+line with one-way CHAP, a wrong password that ends in the named cause, and
+the NBD transport (mutual CHAP, the command line).
 The LIO target VM starts once for this module and serves every LIO scenario
 (it is re-configured through configfs between them); its disk is built once.
 tgt's own runs of the same three are in test_vm.py.  The doctor against the
@@ -155,6 +156,26 @@ def test_wrong_password_names_the_cause(
     assert "authentication" in str(outcome.result.error or "").lower(), why
     assert outcome.result.cause in (None, "auth"), why
     assert not outcome.result.mounts, why
+    no_secret_in(outcome, why)
+
+
+@pytest.fixture(scope="module")
+def nbd_artifacts() -> Artifacts:
+    require_vm()
+    return prepare(transport="nbd")
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.value for k in KINDS])
+def test_nbd_transport_cmdline_mutual_chap(
+    kind: TargetKind, nbd_artifacts: Artifacts, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The NBD transport (an image without kernel iSCSI) logs in with mutual CHAP and boots."""
+    name = f"{kind.value} nbd cmdline mutual"
+    options = mutual(kind, mode=Mode.CMDLINE, extra_append=("iscsiboot.transport=nbd",))
+    outcome = boot(name, options, nbd_artifacts, tmp_path, _server(kind, request))
+    expect_success(outcome, name)
+    why = explain(outcome, name)
+    assert outcome.result is not None and outcome.result.transport == "nbd", why
     no_secret_in(outcome, why)
 
 
