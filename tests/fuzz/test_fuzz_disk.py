@@ -17,6 +17,7 @@ from fuzz_support import budget, clean, text_mutants
 from hypothesis import given
 from hypothesis import strategies as st
 from iscsiboot.disk.ext4 import Ext4
+from iscsiboot.disk.fat import Fat
 from iscsiboot.disk.inspect import inspect_disk, parse_extlinux
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table, reader_of
 
@@ -188,3 +189,44 @@ def test_extlinux(text: str) -> None:
     result = clean(lambda: parse_extlinux(text))
     if not isinstance(result, Exception):
         clean(result.entry)
+
+
+def fat_image() -> bytes:
+    """A 4 MiB FAT16 System as LibreELEC's layout holds it (mkfs.vfat and mtools, built once)."""
+    if "fat" not in _IMAGES:
+        with tempfile.TemporaryDirectory(prefix="disk-fuzz-") as folder:
+            image = sparse(Path(folder) / "fat.img", 4 * MiB)
+            mkfs = [tool("mkfs.vfat"), "-F", "16", "-s", "1", "-n", "System", "-i", "12345678", str(image)]
+            subprocess.run(mkfs, check=True, capture_output=True)
+            env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+            files = {"KERNEL": bytes(range(256)) * 40, "syslinux.cfg": EXTLINUX.read_bytes(),
+                     "a long file name.bin": b"\x01" * 900}  # fmt: skip
+            subprocess.run([tool("mmd"), "-i", str(image), "::/EFI", "::/EFI/BOOT"], check=True, env=env)
+            for name, content in files.items():
+                (Path(folder) / "src").write_bytes(content)
+                subprocess.run([tool("mcopy"), "-i", str(image), str(Path(folder) / "src"), f"::/{name}"],
+                               check=True, env=env)  # fmt: skip
+            _IMAGES["fat"] = image.read_bytes()
+    return _IMAGES["fat"]
+
+
+def _read_fat(fs: Fat) -> None:
+    todo = ["/"]
+    while todo and len(todo) < 64:
+        folder = todo.pop()
+        for entry in fs.listdir(folder):
+            path = f"{folder.rstrip('/')}/{entry.name}"
+            if entry.kind == "dir":
+                todo.append(path)
+            else:
+                fs.read_file(path, limit=64 * KiB)
+
+
+@budget(150, deadline_ms=4000)
+@given(st.data())
+def test_mutated_fat(data: st.DataObject) -> None:
+    """A FAT System with its boot sector, tables or directories changed: the reader and the probe."""
+    regions = st.integers(0, 512) | st.integers(0, 64 * KiB) | st.integers(0, 4 * MiB - 1)
+    read = reader_of(bytes(data.draw(_edited(fat_image(), regions))))
+    clean(lambda: probe_filesystem(read))
+    clean(lambda: _read_fat(Fat(read)))
