@@ -114,9 +114,11 @@ class IscsiBackend:
 
     # ------------------------------------------------------------ the server's Backend
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> bytearray:
         bs = self.block_size
-        return self.session.read(self.lun, offset // bs, length // bs, block_size=bs)
+        buf = bytearray(length)
+        self.session.read_into(self.lun, offset // bs, memoryview(buf), block_size=bs)
+        return buf
 
     def write(self, offset: int, data: bytes) -> None:
         bs = self.block_size

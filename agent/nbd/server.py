@@ -53,7 +53,7 @@ DISCARD_CHUNK = 1024 * 1024
 class Backend(Protocol):
     """A block device in bytes (offsets and lengths already checked against the geometry)."""
 
-    def read(self, offset: int, length: int) -> bytes: ...
+    def read(self, offset: int, length: int) -> bytes | bytearray: ...
 
     def write(self, offset: int, data: bytes) -> None: ...
 
@@ -174,9 +174,9 @@ class Server:
             self.counters.errors += 1
             self._send(Reply(request.handle, error).encode())
         else:
-            self._send(Reply(request.handle).encode() + payload)
+            self._send(Reply(request.handle).encode(), payload)  # the data as read: no copy
 
-    def _run(self, request: Request, data: bytes) -> tuple[int, bytes]:
+    def _run(self, request: Request, data: bytes) -> tuple[int, bytes | bytearray]:
         """(errno, data read) of one request, logged in again as often as the connection breaks."""
         b = self.backend
         while True:
@@ -280,8 +280,13 @@ class Server:
         while n > 0:
             n -= len(self._recv_exact(min(n, DISCARD_CHUNK)))
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, head: bytes, payload: bytes | bytearray = b"") -> None:
         try:
-            self.sock.sendall(data)
+            sent = self.sock.sendmsg([head, payload]) if payload else self.sock.send(head)
+            if sent < len(head):
+                self.sock.sendall(memoryview(head)[sent:])
+                sent = len(head)
+            if sent < len(head) + len(payload):
+                self.sock.sendall(memoryview(payload)[sent - len(head) :])
         except OSError:
             raise _KernelGone() from None
