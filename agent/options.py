@@ -14,6 +14,10 @@ same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 (the DHCP client; udhcpc is also the fallback when pyroute2's client is missing),
 ``iscsiboot.transport=auto|kernel|nbd`` (how the LUN reaches the kernel:
 :mod:`iscsiboot.agent.transport`),
+``iscsiboot.keeper=yes|no`` (the kernel transport leaves a session keeper,
+:mod:`iscsiboot.agent.keeper`, that logs the sessions in again after a connection loss),
+``iscsiboot.recovery_timeout=SECONDS|never`` (how long the kernel queues I/O while a session
+is down: 600 s with a keeper, 120 s without),
 ``iscsiboot.worker=yes|no`` (PID 1 brings the network up in a worker process of its own,
 :mod:`iscsiboot.agent.startup.netproc`; ``no`` keeps it in PID 1), ``iscsiboot.sysroot=DIR`` and
 ``init=PATH`` (the init of the new root).
@@ -25,6 +29,7 @@ import enum
 from dataclasses import dataclass, field
 
 from iscsiboot.agent import PHASES
+from iscsiboot.agent.keeper.config import parse_timeout
 from iscsiboot.agent.transport import CHOICES as TRANSPORTS
 from iscsiboot.cmdline.parse import tokenize
 from iscsiboot.errors import ParseError
@@ -66,6 +71,14 @@ class AgentOptions:
     sysroot: str = "/sysroot"
     init: str | None = None
     warnings: tuple[str, ...] = ()
+    keeper: bool = True  # a session keeper recovers the kernel sessions after the switch
+    recovery_timeout: int | None = None  # None: 600 s with a keeper, 120 s without; -1: never
+
+    def session_timeout(self) -> int:
+        """The sessions' recovery timeout: the option, else 600 s with a keeper, else 120 s."""
+        if self.recovery_timeout is not None:
+            return self.recovery_timeout
+        return 600 if self.keeper else 120
 
     def timeout(self, phase: str) -> float:
         return self.timeouts.get(phase, DEFAULT_TIMEOUTS.get(phase, 30.0))
@@ -94,6 +107,8 @@ def parse_options(text: str) -> AgentOptions:
     dhcp_client = "pyroute2"
     worker = True
     sysroot = "/sysroot"
+    keeper = True
+    recovery_timeout: int | None = None
     warnings: list[str] = []
     ips: list[str] = []
     for token in tokenize(text):
@@ -146,6 +161,15 @@ def parse_options(text: str) -> AgentOptions:
             if value not in ("yes", "no"):
                 raise ParseError(f"{value!r} is not yes or no", where=key, fix="use yes or no")
             worker = value == "yes"
+        elif key == "iscsiboot.keeper":
+            if value not in ("yes", "no"):
+                raise ParseError(f"{value!r} is not yes or no", where=key, fix="use yes or no")
+            keeper = value == "yes"
+        elif key == "iscsiboot.recovery_timeout":
+            try:
+                recovery_timeout = parse_timeout(value)
+            except ValueError as exc:
+                raise ParseError(str(exc), where=key, fix="give 1-86400 seconds, or never") from None
         elif key == "iscsiboot.sysroot" and value.startswith("/"):
             sysroot = value
         elif key == "init" and value.startswith("/"):
@@ -166,4 +190,6 @@ def parse_options(text: str) -> AgentOptions:
         sysroot=sysroot,
         init=init,
         warnings=tuple(warnings),
+        keeper=keeper,
+        recovery_timeout=recovery_timeout,
     )

@@ -25,6 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iscsiboot.agent.backends.nbd import NbdDisk
     from iscsiboot.agent.backends.result import LoginResult
+    from iscsiboot.agent.keeper.config import KeptSession
     from iscsiboot.agent.phases.disk import ReadyDisk
     from iscsiboot.agent.phases.label import Candidate
     from iscsiboot.agent.phases.modules import Background
@@ -56,6 +57,7 @@ class LoginsResult:
     backend: str  # native, iscsistart or nbd
     logins: tuple[tuple[Target | None, LoginResult], ...]  # None: the iBFT's targets (iscsistart -b)
     nbd: tuple[NbdDisk, ...] = ()  # the NBD transport: the devices its daemons serve
+    kept: tuple[KeptSession, ...] = ()  # the native backend's kernel sessions, for the keeper
 
     def targets(self) -> frozenset[str]:
         """The names of the targets logged in to."""

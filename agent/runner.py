@@ -310,7 +310,13 @@ class Agent:
         cfg = config.config
         if cfg.target_from_dhcp:  # netroot=dhcp: the target is the lease's root path (option 17)
             cfg = target_from_lease(cfg, network.net, self.reporter.add_secrets)
-        backend = make_backend(self.options.login_backend, self.reporter.debug, transport=self.transport())
+        backend = make_backend(
+            self.options.login_backend,
+            self.reporter.debug,
+            transport=self.transport(),
+            recovery_timeout=self.options.session_timeout(),
+            ping=self._ping(),
+        )
         self.backend = backend.name
         try:
             done = login_all(
@@ -324,7 +330,16 @@ class Agent:
             raise
         for target, res in done:
             self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
-        return LoginsResult(backend.name, tuple(done), self._served(backend))
+        kept = tuple(getattr(backend, "kept", ()))  # the native backend's sessions
+        return LoginsResult(backend.name, tuple(done), self._served(backend), kept)
+
+    def _ping(self) -> int:
+        """The NOP-Out interval for the kernel sessions: on only when a keeper will recover them."""
+        if self.options.keeper and self.transport() is Transport.KERNEL:
+            from iscsiboot.agent.keeper.config import PING
+
+            return PING
+        return 0
 
     def _served(self, backend: LoginBackend) -> tuple[NbdDisk, ...]:
         """The devices the NBD backend's daemons serve (an image for kernel iSCSI has no NBD code)."""
@@ -452,7 +467,13 @@ class Agent:
         )  # fmt: skip
         return MountResult(tuple(mounter.run(steps, deadline)), mounter)
 
-    def handoff(self, network: NetworkResult | None, deadline: Deadline) -> HandoffResult:
+    def handoff(
+        self,
+        network: NetworkResult | None,
+        deadline: Deadline,
+        logins: LoginsResult | None = None,
+        label: LabelResult | None = None,
+    ) -> HandoffResult:
         from iscsiboot.agent.phases.handoff import choose_init, write_markers
 
         sysroot = os.path.join(self.env.root, self.options.sysroot.lstrip("/"))
@@ -466,7 +487,28 @@ class Agent:
                     fix="use an OpenELEC/LibreELEC SYSTEM image (it has /flash and /storage)",
                 )
         write_markers(self.env.dev, network.net.to_dict() if network else None)
+        if logins is not None and logins.kept and self.options.keeper:
+            self._keep(logins, label)
         return HandoffResult(init)
+
+    def _keep(self, logins: LoginsResult, label: LabelResult | None) -> None:
+        """Start the session keeper for the kernel sessions (a failure is said, the boot goes on)."""
+        from iscsiboot.agent.keeper.config import PING, KeeperConfig
+        from iscsiboot.agent.keeper.launch import KeeperFailed, start_keeper
+
+        volumes = []
+        if label is not None:
+            volumes.append(("System", label.system.device))
+            if label.storage is not None:
+                volumes.append(("Storage", label.storage.device))
+        config = KeeperConfig(logins.kept, self.options.session_timeout(), PING, tuple(volumes))
+        try:
+            started = start_keeper(config)
+        except (KeeperFailed, OSError) as exc:
+            self.say(f"warning: no session keeper ({exc}): a lost connection is not recovered")
+            return
+        sessions = " ".join(f"session{s.sid}" for s in logins.kept)
+        self.say(f"keeper: pid {started.pid} keeps {sessions} ({started.resident_kib} KiB resident)")
 
     # ----------------------------------------------------------------- running
     def steps(self) -> list[Step[Results]]:
@@ -565,7 +607,7 @@ PHASE_TABLE: tuple[Phase, ...] = (
         "mount",
         lambda a, r, d: replace(r, mount=a.mount(need(r.label, "label"), need(r.modules, "modules"), d)),
     ),
-    Phase("handoff", lambda a, r, d: replace(r, handoff=a.handoff(r.network, d))),
+    Phase("handoff", lambda a, r, d: replace(r, handoff=a.handoff(r.network, d, r.login, r.label))),
 )
 
 

@@ -151,8 +151,15 @@ def add_lean(stage: Path) -> None:
 
 # The NBD transport's side of the agent: the daemon that serves the LUN as /dev/nbdN and the
 # user-space initiator it logs in with.  Packages: every module in them (found on disk).
-NBD_RUNTIME: tuple[str, ...] = ("iscsiboot.agent.backends.nbd", "iscsiboot.agent.layout")
+NBD_RUNTIME: tuple[str, ...] = (
+    "iscsiboot.agent.backends.nbd",
+    "iscsiboot.agent.layout",
+    "iscsiboot.agent.daemons",
+)
 NBD_PACKAGES: tuple[str, ...] = ("iscsiboot.agent.nbd", "iscsiboot.iscsi")
+# The kernel transport's session keeper (a root storage daemon like the NBD server).
+KEEPER_RUNTIME: tuple[str, ...] = ("iscsiboot.agent.layout", "iscsiboot.agent.daemons")
+KEEPER_PACKAGES: tuple[str, ...] = ("iscsiboot.agent.keeper",)
 
 
 def package_modules(package: str) -> list[str]:
@@ -170,12 +177,16 @@ def package_modules(package: str) -> list[str]:
 
 def transport_modules(transport: str) -> tuple[str, ...]:
     """What an image for ``transport`` (auto, kernel, nbd) imports besides the agent's own list."""
-    if transport == "kernel":
-        return ()
-    names = list(NBD_RUNTIME)
-    for package in NBD_PACKAGES:
-        names.extend(package_modules(package))
-    return tuple(names)
+    names: list[str] = []
+    if transport != "nbd":
+        names += KEEPER_RUNTIME
+        for package in KEEPER_PACKAGES:
+            names.extend(package_modules(package))
+    if transport != "kernel":
+        names += NBD_RUNTIME
+        for package in NBD_PACKAGES:
+            names.extend(package_modules(package))
+    return tuple(dict.fromkeys(names))
 
 
 def runtime_modules(transport: str = "auto") -> tuple[str, ...]:

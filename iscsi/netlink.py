@@ -207,7 +207,8 @@ R_CONN_ERROR = Padded(16, Struct("sid" / Int32un, "cid" / Int32un, "error" / Int
 R_CONN_LOGIN = Padded(16, Struct("sid" / Int32un, "cid" / Int32un, "state" / Int32un))
 R_DESTROY_SESSION = Padded(16, Struct("host_no" / Int32un, "sid" / Int32un))
 
-STOP_CONN_TERM = 1
+STOP_CONN_TERM = 1  # the connection ends with its session (a logout)
+STOP_CONN_RECOVER = 3  # stop for recovery: clears the kernel's clean-up bit, keeps the session
 CONN_FAILURE = 0xFFFFFFFF
 
 
@@ -349,12 +350,20 @@ def _flag(value: bool) -> str:
 
 
 def session_params(
-    target: Target, initiator: str, *, recovery_timeout: int = 120, boot: tuple[str, str, str] | None = None
+    target: Target,
+    initiator: str,
+    *,
+    recovery_timeout: int = 120,
+    ping: int = 0,
+    boot: tuple[str, str, str] | None = None,
 ) -> list[tuple[Param, str]]:
     """What iscsid sets before the login (its "session params"); empty values are left out.
 
-    ``boot`` = (boot_root, boot_nic, boot_target), e.g. ("ibft", "ethernet0", "target0"), marks a
-    firmware session for later tools.  The credentials let a later iscsid re-log in on its own.
+    ``recovery_timeout``: seconds the kernel queues I/O while the connection is down (negative:
+    for ever).  ``ping``: the NOP-Out interval and answer timeout in seconds (0: no pings, as
+    iscsistart does for boot sessions when no daemon would recover).  ``boot`` = (boot_root,
+    boot_nic, boot_target), e.g. ("ibft", "ethernet0", "target0"), marks a firmware session for
+    later tools.  The credentials let a later iscsid re-log in on its own.
     """
     params: list[tuple[Param, str]] = [
         (Param.TARGET_NAME, target.name),
@@ -374,8 +383,8 @@ def session_params(
         (Param.ABORT_TMO, "15"),
         (Param.LU_RESET_TMO, "30"),
         (Param.TGT_RESET_TMO, "30"),
-        (Param.PING_TMO, "0"),  # no kernel NOP-Outs, as iscsistart does for boot sessions
-        (Param.RECV_TMO, "0"),
+        (Param.PING_TMO, str(ping)),
+        (Param.RECV_TMO, str(ping)),
         (Param.IFACE_NAME, "default"),
         (Param.INITIATOR_NAME, initiator),
     ]

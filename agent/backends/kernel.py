@@ -29,6 +29,7 @@ from pathlib import Path
 from iscsiboot.agent.backends.causes import cause_of_login, cause_of_tcp
 from iscsiboot.agent.backends.result import Cause, LoginResult
 from iscsiboot.agent.deadline import Deadline
+from iscsiboot.agent.keeper.config import KeptSession
 from iscsiboot.errors import EnvironmentProblem, IscsibootError
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import (
@@ -36,6 +37,7 @@ from iscsiboot.iscsi.login import (
     LoginRedirect,
     LoginSettings,
 )
+from iscsiboot.iscsi.login import LoginResult as IscsiLogin
 from iscsiboot.iscsi.pdu import BHS_LEN, Pdu, ProtocolError, encode
 from iscsiboot.model import Target, address_kind
 
@@ -203,6 +205,7 @@ class _Kernel:
     cid: int | None = None
     sock: socket.socket | None = None
     bound: bool = False  # the kernel holds the socket (BIND_CONN succeeded)
+    isid: bytes = b""
     conn_error: bool = False  # the kernel reported CONN_ERROR for this connection
 
 
@@ -216,12 +219,17 @@ class NativeBackend:
         sysfs: Path = Path("/sys"),
         isid: bytes | None = None,
         open_link: Callable[[int], nl.IscsiNetlink] = nl.IscsiNetlink,
+        recovery_timeout: int = 120,
+        ping: int = 0,
     ) -> None:
         self.log = log
+        self.recovery_timeout = recovery_timeout  # seconds the kernel queues I/O without a connection
+        self.ping = ping  # NOP-Out interval and timeout (0: none), when a keeper recovers the session
         self.sysfs = sysfs
         self.open_link = open_link  # the NETLINK_ISCSI socket (a fake kernel in unit tests)
         self.isid = isid
         self.sessions: list[tuple[int, int]] = []  # (sid, host_no) of each session handed over
+        self.kept: list[KeptSession] = []  # what a keeper needs to log each of them in again
 
     def login_firmware(self, deadline: Deadline) -> LoginResult:
         return LoginResult(
@@ -279,7 +287,7 @@ class NativeBackend:
         self, k: _Kernel, target: Target, *, address: str, port: int, initiator: str, deadline: Deadline
     ) -> LoginResult:
         t0 = time.monotonic()
-        k.sock = _connect(address, port, min(10.0, max(1.0, deadline.remaining())))
+        k.sock = connect_tcp(address, port, min(10.0, max(1.0, deadline.remaining())))
         link = k.link
         settings = LoginSettings(
             initiator=initiator,
@@ -289,6 +297,7 @@ class NativeBackend:
         )
         if self.isid is not None:
             settings = replace(settings, isid=self.isid)
+        k.isid = settings.isid
         created = link.call(nl.create_session(link.handle, initial_cmdsn=settings.cmd_sn))
         ids = nl.R_CREATE_SESSION.parse(created.r)
         k.sid, k.host_no = int(ids.sid), int(ids.host_no)
@@ -296,38 +305,42 @@ class NativeBackend:
         if conn.cid == nl.CONN_FAILURE:
             raise nl.NetlinkError(nl.Ev.CREATE_CONN, errno.ENOMEM)
         k.cid = int(conn.cid)
-        bound = link.call(nl.bind_conn(link.handle, k.sid, k.cid, k.sock.fileno()))
-        if bound.retcode() != 0:
-            raise nl.NetlinkError(nl.Ev.BIND_CONN, abs(bound.retcode()))
+        bind(link, k.sid, k.cid, k.sock)
         k.bound = True
-        self._set_params(k, nl.session_params(target, initiator))
+        params = nl.session_params(target, initiator, recovery_timeout=self.recovery_timeout, ping=self.ping)
+        set_params(link, k.sid, k.cid, params, self.log)
         self.log(f"native: session{k.sid} host{k.host_no} bound to {address}:{port}")
-        machine = Login(settings, itt=0)
-        request: Pdu | None = machine.start()
-        while request is not None:
-            self._send_pdu(k, encode(request))
-            until = min(time.monotonic() + PDU_TIMEOUT, time.monotonic() + max(0.5, deadline.remaining()))
-            try:
-                event = link.wait_event(
-                    nl.event_for(k.sid, k.cid, (nl.Ev.K_RECV_PDU, nl.Ev.K_CONN_ERROR)), deadline=until
-                )
-            except TimeoutError:
-                raise TimeoutError(f"no Login Response from {address}:{port}") from None
-            if event.type == nl.Ev.K_CONN_ERROR:
-                k.conn_error = True
-                raise ConnectionLost(int(nl.R_CONN_ERROR.parse(event.r).error))
-            request = machine.receive(response_pdu(event.payload, machine.itt))
-        result = machine.result
-        assert result is not None
-        self._set_params(k, nl.negotiated_params(result.params, result.exp_stat_sn, tpgt=target.group))
-        started = link.call(nl.start_conn(link.handle, k.sid, k.cid))
-        if started.retcode() != 0:
-            raise nl.NetlinkError(nl.Ev.START_CONN, abs(started.retcode()))
+        try:
+            result = kernel_login(
+                link,
+                k.sid,
+                k.cid,
+                settings,
+                where=f"{address}:{port}",
+                budget=deadline.remaining(),
+                log=self.log,
+            )
+        except ConnectionLost:
+            k.conn_error = True
+            raise
+        set_params(
+            link,
+            k.sid,
+            k.cid,
+            nl.negotiated_params(result.params, result.exp_stat_sn, tpgt=target.group),
+            self.log,
+        )
+        start(link, k.sid, k.cid)
         wait_logged_in(self.sysfs, k.sid, time.monotonic() + max(2.0, deadline.remaining()))
         self.log(f"native: sysfs {readback(self.sysfs, k.sid, k.cid)}")
         scan = self.sysfs / "class" / "scsi_host" / f"host{k.host_no}" / "scan"
         scan.write_text(SCAN)
         self.sessions.append((k.sid, k.host_no))
+        self.kept.append(
+            KeptSession(
+                k.sid, k.cid, k.host_no, replace(target, address=address, port=port), initiator, k.isid
+            )
+        )
         took = time.monotonic() - t0
         text = (
             f"session{k.sid} (host{k.host_no}) logged in to {target.name} at {address}:{port}, "
@@ -335,37 +348,6 @@ class NativeBackend:
         )
         self.log(f"native: {text}")
         return LoginResult(Cause.OK, text)
-
-    def _send_pdu(self, k: _Kernel, wire: bytes) -> None:
-        """SEND_PDU, again while the kernel still holds the previous login task (EPERM)."""
-        assert k.sid is not None and k.cid is not None
-        until = time.monotonic() + SEND_RETRY
-        refused = 0
-        while True:
-            code = k.link.call(nl.send_pdu(k.link.handle, k.sid, k.cid, wire)).retcode()
-            if code == 0:
-                if refused:
-                    self.log(f"native: SEND_PDU taken after {refused} refusal(s) (login task busy)")
-                return
-            if code != -errno.EPERM or time.monotonic() >= until:
-                raise nl.NetlinkError(nl.Ev.SEND_PDU, abs(code))
-            refused += 1
-            time.sleep(SEND_RETRY_STEP)
-
-    def _set_params(self, k: _Kernel, params: list[tuple[nl.Param, str]]) -> None:
-        assert k.sid is not None and k.cid is not None
-        for param, value in params:
-            try:
-                k.link.call(nl.set_param(k.link.handle, k.sid, k.cid, param, value))
-            except nl.NetlinkError as exc:
-                if exc.errno == errno.ENOSYS:  # older kernels lack some parameters
-                    self.log(f"native: kernel ignores {param.name.lower()}")
-                    continue
-                raise nl.NetlinkError(
-                    nl.Ev.SET_PARAM,
-                    exc.errno,
-                    f"the kernel refused {nl.shown(param, value)}: {os.strerror(exc.errno)}",
-                ) from None
 
     def _teardown(self, k: _Kernel) -> None:
         """STOP_CONN, DESTROY_CONN, DESTROY_SESSION for whatever this attempt created."""
@@ -415,11 +397,94 @@ class NativeBackend:
         k.conn_error = True
 
 
+# ---------------------------------------------------------------- steps shared with the keeper
+
+
+def bind(link: nl.IscsiNetlink, sid: int, cid: int, sock: socket.socket) -> None:
+    """BIND_CONN of ``sock``: the kernel looks the descriptor up in this process."""
+    bound = link.call(nl.bind_conn(link.handle, sid, cid, sock.fileno()))
+    if bound.retcode() != 0:
+        raise nl.NetlinkError(nl.Ev.BIND_CONN, abs(bound.retcode()))
+
+
+def start(link: nl.IscsiNetlink, sid: int, cid: int) -> None:
+    """START_CONN: the SCSI targets unblock and queued I/O runs."""
+    started = link.call(nl.start_conn(link.handle, sid, cid))
+    if started.retcode() != 0:
+        raise nl.NetlinkError(nl.Ev.START_CONN, abs(started.retcode()))
+
+
+def set_params(
+    link: nl.IscsiNetlink, sid: int, cid: int, params: list[tuple[nl.Param, str]], log: Callable[[str], None]
+) -> None:
+    """SET_PARAM of each; a parameter the kernel does not know (ENOSYS) is logged and skipped."""
+    for param, value in params:
+        try:
+            link.call(nl.set_param(link.handle, sid, cid, param, value))
+        except nl.NetlinkError as exc:
+            if exc.errno == errno.ENOSYS:  # older kernels lack some parameters
+                log(f"native: kernel ignores {param.name.lower()}")
+                continue
+            raise nl.NetlinkError(
+                nl.Ev.SET_PARAM,
+                exc.errno,
+                f"the kernel refused {nl.shown(param, value)}: {os.strerror(exc.errno)}",
+            ) from None
+
+
+def send_pdu(link: nl.IscsiNetlink, sid: int, cid: int, wire: bytes, log: Callable[[str], None]) -> None:
+    """SEND_PDU, again while the kernel still holds the previous login task (EPERM)."""
+    until = time.monotonic() + SEND_RETRY
+    refused = 0
+    while True:
+        code = link.call(nl.send_pdu(link.handle, sid, cid, wire)).retcode()
+        if code == 0:
+            if refused:
+                log(f"native: SEND_PDU taken after {refused} refusal(s) (login task busy)")
+            return
+        if code != -errno.EPERM or time.monotonic() >= until:
+            raise nl.NetlinkError(nl.Ev.SEND_PDU, abs(code))
+        refused += 1
+        time.sleep(SEND_RETRY_STEP)
+
+
+def kernel_login(
+    link: nl.IscsiNetlink,
+    sid: int,
+    cid: int,
+    settings: LoginSettings,
+    *,
+    where: str,
+    budget: float,
+    log: Callable[[str], None],
+) -> IscsiLogin:
+    """The login PDUs through SEND_PDU, the answers as RECV_PDU events (``budget``: seconds left).
+
+    Raises :class:`ConnectionLost` when the kernel reports the connection failed meanwhile.
+    """
+    machine = Login(settings, itt=0)
+    request: Pdu | None = machine.start()
+    while request is not None:
+        send_pdu(link, sid, cid, encode(request), log)
+        until = time.monotonic() + min(PDU_TIMEOUT, max(0.5, budget))
+        try:
+            event = link.wait_event(
+                nl.event_for(sid, cid, (nl.Ev.K_RECV_PDU, nl.Ev.K_CONN_ERROR)), deadline=until
+            )
+        except TimeoutError:
+            raise TimeoutError(f"no Login Response from {where}") from None
+        if event.type == nl.Ev.K_CONN_ERROR:
+            raise ConnectionLost(int(nl.R_CONN_ERROR.parse(event.r).error))
+        request = machine.receive(response_pdu(event.payload, machine.itt))
+    assert machine.result is not None
+    return machine.result
+
+
 def _moved(target: Target, moved: LoginRedirect) -> Target:
     return replace(target, address=moved.address, port=moved.port)
 
 
-def _connect(address: str, port: int, timeout: float) -> socket.socket:
+def connect_tcp(address: str, port: int, timeout: float) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

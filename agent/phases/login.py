@@ -141,9 +141,17 @@ def login_all(
 
 
 def make_backend(
-    name: str, log: Callable[[str], None] = lambda _text: None, *, transport: Transport = Transport.KERNEL
+    name: str,
+    log: Callable[[str], None] = lambda _text: None,
+    *,
+    transport: Transport = Transport.KERNEL,
+    recovery_timeout: int = 120,
+    ping: int = 0,
 ) -> LoginBackend:
     """The backend called ``name`` (``native``, the default, or ``iscsistart``) for ``transport``.
+
+    ``recovery_timeout`` and ``ping`` (NOP-Out interval, 0: none) go to the native backend's
+    kernel sessions.
 
     The NBD transport has one backend, the project's own initiator in user space
     (:mod:`iscsiboot.agent.backends.nbd`); ``iscsistart`` needs kernel iSCSI.
@@ -173,7 +181,7 @@ def make_backend(
     if name == "native":
         from iscsiboot.agent.backends.kernel import NativeBackend
 
-        return NativeBackend(log)
+        return NativeBackend(log, recovery_timeout=recovery_timeout, ping=ping)
     raise PhaseError(
         "login", f"unknown login backend {name!r}", cause="config", fix="use native or iscsistart"
     )

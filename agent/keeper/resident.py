@@ -1,0 +1,97 @@
+"""The keeper's work: read the configuration, open NETLINK_ISCSI, say ready, keep the sessions.
+
+Imported by :mod:`.daemon` after the hardening; imports up front everything the
+keeper will ever need.  One status line goes back to the agent (``ready PID
+RSS_KIB`` or ``failed TEXT``); after it the keeper only logs (to kmsg).
+SIGTERM and SIGINT are ignored: the shutdown must not end the root's keeper.
+SIGUSR1, the last step of a clean power-off, logs the sessions out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import iscsiboot.iscsi.text  # noqa: F401  (the login's key tables, before the switch)
+from iscsiboot.agent.daemons import Log
+from iscsiboot.agent.keeper.config import MAX_CONFIG, KeeperConfig
+from iscsiboot.agent.keeper.recovery import Keeper
+from iscsiboot.errors import IscsibootError
+from iscsiboot.iscsi import netlink as nl
+
+OPTIONS = ("--config-fd", "--status-fd", "--log-fd")
+
+
+def parse_args(argv: list[str]) -> tuple[int, int]:
+    """(config fd, status fd) from ``--config-fd N --status-fd N`` (``--log-fd N`` is :mod:`.daemon`'s)."""
+    found: dict[str, int] = {}
+    words = iter(argv)
+    for word in words:
+        value = next(words, "")
+        if word not in OPTIONS or not (value.isascii() and value.isdigit()):
+            raise IscsibootError(f"unknown option or value: {word} {value}".strip())
+        found[word] = int(value)
+    if "--config-fd" not in found or "--status-fd" not in found:
+        raise IscsibootError("--config-fd and --status-fd are required")
+    return found["--config-fd"], found["--status-fd"]
+
+
+def read_all(fd: int) -> bytes:
+    data = bytearray()
+    try:
+        while len(data) <= MAX_CONFIG:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return bytes(data)
+
+
+def resident_kib() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def tell(fd: int, line: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, (line + "\n").encode())
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def main(argv: list[str], log: Log, *, sysfs: Path = Path("/sys")) -> int:
+    for sig in (signal.SIGHUP, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        config_fd, status_fd = parse_args(argv)
+    except IscsibootError as exc:
+        log(f"cannot start: {exc.what}")
+        return 2
+    try:
+        config = KeeperConfig.from_json(read_all(config_fd))
+        handle = nl.read_transport_handle(sysfs / "class" / "iscsi_transport" / "tcp" / "handle")
+        link = nl.IscsiNetlink(handle)
+    except (IscsibootError, OSError) as exc:
+        text = exc.what if isinstance(exc, IscsibootError) else str(exc)
+        log.error(f"cannot start: {text}")
+        tell(status_fd, f"failed {text}")
+        return 2
+    keeper = Keeper(config, link, log, sysfs=sysfs)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: keeper.stop())
+    kib = resident_kib()
+    log(f"ready; {kib / 1024:.1f} MiB resident")
+    tell(status_fd, f"ready {os.getpid()} {kib}")
+    try:
+        keeper.serve()
+    except Exception as exc:  # said in the log; nothing else would see it
+        log.error(f"internal error: {type(exc).__name__}: {exc}")
+        return 70
+    log("stopped after the sessions' logout")
+    return 0
