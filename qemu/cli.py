@@ -144,6 +144,35 @@ def register(
     _machine_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+    soak = add_command(
+        qsub,
+        "soak",
+        parent,
+        "the target goes away while the guest writes: the session recovers, nothing is lost",
+        "Boot the sanboot scenario (mutual CHAP); the test SYSTEM writes checksummed blocks to "
+        "Storage with fsync while the host takes the target away and brings it back, cycle after "
+        "cycle; then the guest reads every block back.  Exit 0 only when no I/O failed and every "
+        "byte was read back as written.",
+    )
+    soak.add_argument(
+        "--fault",
+        required=True,
+        choices=["target-restart", "link-down"],
+        help="target-restart: kill tgtd (SIGKILL) and start it again with the same target; "
+        "link-down: cut the guest NIC's link (QMP set_link)",
+    )
+    soak.add_argument("--down", type=float, default=15.0, metavar="SECONDS", help="each outage (default 15)")
+    soak.add_argument("--cycles", type=int, default=3, metavar="N", help="outages in a row (default 3)")
+    soak.add_argument(
+        "--append",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more kernel option, e.g. iscsiboot.keeper=no or iscsiboot.recovery_timeout=10",
+    )
+    _machine_options(soak)
+    soak.set_defaults(func=cmd_soak, timeout=150.0)
+
 
 def _secret(value: str | None) -> Secret | None:
     return Secret(value) if value is not None else None
@@ -247,3 +276,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
         firmware=Firmware(args.firmware),
     )
     return _run(args, options, demo=True)
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from iscsiboot.qemu.soak import Cycle, Fault, run_soak, text_report  # noqa: PLC0415
+
+    if args.cycles < 1 or args.down <= 0:
+        raise UsageError("--cycles must be 1 or more and --down above 0")
+    options = ScenarioOptions(
+        mode=Mode.IBFT,
+        username=DEMO_USER,
+        password=Secret(DEMO_PASSWORD),
+        reverse_username=DEMO_REVERSE_USER,
+        reverse_password=Secret(DEMO_REVERSE_PASSWORD),
+        kvm=args.kvm,
+        memory_mb=args.memory,
+        timeout=args.timeout,
+        extra_append=(*backend_append(args.backend), *args.append),
+        firmware=Firmware(args.firmware),
+    )
+    cycles = tuple(Cycle(Fault(args.fault), args.down) for _ in range(args.cycles))
+    with sigterm_interrupts():
+        stderr_progress("preparing kernel, initramfs and SYSTEM (cached)")
+        artifacts = prepare(
+            args.cache, kernel=args.kernel, initrd=args.initrd, overlay=args.overlay, transport=args.transport
+        )
+        if args.show_plan:
+            sys.stderr.write(describe(options, artifacts) + "\n")
+        result, outcome = run_soak(
+            cycles,
+            artifacts,
+            options,
+            progress=stderr_progress,
+            console=sys.stderr if args.console else None,
+            log_dir=args.log_dir,
+            keep_log=True if args.keep_log else None,
+        )
+    if args.json:
+        print_json(result.to_json())
+    else:
+        sys.stdout.write(text_report(result))
+        if outcome.log_path is not None:
+            sys.stdout.write(f"console log: {outcome.log_path}\n")
+    return EXIT_OK if result.ok else EXIT_FAILURE

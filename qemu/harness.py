@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from iscsiboot.disk.install import install_image
 from iscsiboot.errors import EnvironmentProblem, UsageError
@@ -52,6 +52,26 @@ from iscsiboot.secret import mask
 
 Progress = Callable[[str], None]
 DISK_MB = 96
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a :class:`Driver` may act on: the target (stop it, serve the disk again), QMP."""
+
+    stop_target: Callable[[], None]
+    start_target: Callable[[], None]  # the same port, target, disk and accounts
+    qmp: Path | None  # QEMU's QMP socket (ScenarioOptions.qmp)
+    say: Progress
+
+
+class Driver(Protocol):
+    """Acts on a running scenario (faults): attached once QEMU runs, then fed lines and polls."""
+
+    def attach(self, machine: Machine) -> None: ...
+
+    def line(self, text: str) -> None: ...
+
+    def tick(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -152,8 +172,13 @@ def run_scenario(
     keep_log: bool | None = None,
     workdir_parent: Path | None = None,
     target: TargetServer | None = None,
+    driver: Driver | None = None,
 ) -> Outcome:
     """Boot ``options`` once and say how it ended.
+
+    ``driver`` acts on the running machine (:mod:`iscsiboot.qemu.soak`'s faults): it is
+    attached to the target server and the QMP socket once QEMU runs, then sees every
+    console line and every poll.
 
     ``target``: a running server of ``options.target`` that several scenarios
     share (the LIO VM of a test module); it serves this scenario's disk, which
@@ -259,14 +284,32 @@ def run_scenario(
                 say("guest: " + shown[len(AGENT_PREFIX) :])
             if anchor is None and network_is_up(text):
                 anchor = time.monotonic()
+            if driver is not None:
+                driver.line(text)
+
+        def poll(elapsed: float) -> None:
+            tick(elapsed)
+            if driver is not None:
+                driver.tick()
 
         accel = "KVM" if options.kvm else "TCG"
         say(f"boot QEMU ({accel}, {p.boot.value})")
         qemu = Qemu(p.qemu_argv, p.files.qemu_log)
         follower = ConsoleFollower(p.files.console)
         qemu.start()
+        if driver is not None:
+            running, now = server, p
+            assert running is not None
+            driver.attach(
+                Machine(
+                    running.stop,
+                    lambda: _configure_target(running, now),
+                    now.files.qmp if options.qmp else None,
+                    say,
+                )
+            )
         until = _never if options.until_exit else finished
-        waited = follow(qemu, follower, timeout=options.timeout, until=until, on_line=line, on_tick=tick)
+        waited = follow(qemu, follower, timeout=options.timeout, until=until, on_line=line, on_tick=poll)
         status = qemu.stop()
         follower.flush()
         if waited.reason == "timeout":

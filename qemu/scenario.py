@@ -148,6 +148,7 @@ class ScenarioOptions:
     # keep following the console after the agent's result until QEMU exits
     # (to see the guest power off after a failure or a break=)
     until_exit: bool = False
+    qmp: bool = False  # a QMP socket (Files.qmp) for the host to act on the machine (set_link)
 
     def __post_init__(self) -> None:
         if self.password is not None and self.username is None:
@@ -287,6 +288,10 @@ class Files:
     @property
     def tgt(self) -> Path:
         return self.workdir / "tgt"
+
+    @property
+    def qmp(self) -> Path:
+        return self.workdir / "qmp.sock"
 
 
 @dataclass(frozen=True)
@@ -503,6 +508,8 @@ def qemu_argv(
         "-device",
         nic,
     ]
+    if options.qmp:
+        argv += ["-qmp", f"unix:{files.qmp},server=on,wait=off"]
     if uefi:
         argv += ["-bios", str(OVMF)]
         for knob in OVMF_NET_OFF:

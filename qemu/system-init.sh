@@ -24,9 +24,65 @@ storage_daemons() {
     done
 }
 
+# soak: checksummed 16 KiB blocks written to Storage with fsync and a direct read of the disk,
+# over and over for iscsiboot.soak=SECONDS while the host injects faults; then every block is
+# read back past the page cache and the totals and the kernel's log are reported.
+soak() {
+    $bb mount -t tmpfs tmpfs /tmp 2>/dev/null
+    f=/storage/iscsiboot-soak.bin
+    disk=$(disk_of_flash)
+    n=0
+    errs=0
+    : > /tmp/sums
+    t0=$(uptime_s)
+    t0=${t0%.*}
+    say "soak start $1"
+    while :; do
+        now=$(uptime_s)
+        [ $((${now%.*} - t0)) -lt "$1" ] || break
+        $bb dd if=/dev/urandom of=/tmp/b bs=16384 count=1 2>/dev/null
+        sum=$($bb sha256sum < /tmp/b | $bb cut -c1-64)
+        if $bb dd if=/tmp/b of=$f bs=16384 seek=$n count=1 conv=notrunc,fsync 2>/dev/null; then
+            echo "$n $sum" >> /tmp/sums
+            say "soakw $n $sum"
+            n=$((n + 1))
+        else
+            errs=$((errs + 1))
+            say "soakerr write $n"
+            $bb sleep 1
+        fi
+        if ! $bb dd if=/dev/$disk of=/dev/null bs=4096 count=1 skip=$(((n * 7919) % 16384)) iflag=direct 2>/dev/null; then
+            errs=$((errs + 1))
+            say "soakerr read $n"
+        fi
+    done
+    good=0
+    while read -r i sum; do
+        got=$($bb dd if=$f bs=16384 skip=$i count=1 iflag=direct 2>/dev/null | $bb sha256sum | $bb cut -c1-64)
+        [ "$got" = "$sum" ] && good=$((good + 1))
+    done < /tmp/sums
+    say "soak result $((n * 16384)) $((good * 16384)) $errs"
+    $bb dmesg | $bb sed "s/^/@TEST_MARKER@ dmesg /"
+}
+# soakread: the blocks a soak wrote, each one's checksum (a later boot checks what was kept)
+soakread() {
+    f=/storage/iscsiboot-soak.bin
+    [ -f "$f" ] || { say "soakread none"; return; }
+    blocks=$(($($bb stat -c %s "$f") / 16384))
+    i=0
+    while [ $i -lt $blocks ]; do
+        say "soakr $i $($bb dd if=$f bs=16384 skip=$i count=1 2>/dev/null | $bb sha256sum | $bb cut -c1-64)"
+        i=$((i + 1))
+    done
+}
+
 tests=
+soak_s=60
 for word in $($bb cat /proc/cmdline); do
-    case "$word" in iscsiboot.test=*) tests="${word#iscsiboot.test=}" ;; esac
+    case "$word" in
+    iscsiboot.test=*) tests="${word#iscsiboot.test=}" ;;
+    iscsiboot.soak=*) soak_s="${word#iscsiboot.soak=}" ;;
+    esac
 done
 for t in $(echo "$tests" | $bb tr ',' ' '); do
     case "$t" in
@@ -58,6 +114,8 @@ for t in $(echo "$tests" | $bb tr ',' ' '); do
         $bb dd if=/dev/$disk of=/dev/null bs=1048576 count=64 iflag=direct 2>/dev/null
         say "seqread $disk 67108864 $t0 $(uptime_s)"
         ;;
+    soak) soak "$soak_s" ;;
+    soakread) soakread ;;
     randread)  # 4 KiB reads at pseudo-random places of the first 64 MiB, past the page cache
         disk=$(disk_of_flash)
         n=0

@@ -241,7 +241,11 @@ def run(
     signal.signal(signal.SIGUSR1, leave)
     threading.Thread(target=settle, name="nbd-settle", daemon=True).start()
     rng = random.Random()
-    retry = Retry(fast=lambda: backoff(rng=rng), slow=lambda: backoff(first=15.0, cap=120.0, rng=rng))
+    # a lost target is tried again at least every second: the root waits no longer than that
+    retry = Retry(
+        fast=lambda: backoff(first=0.25, cap=1.0, rng=rng),
+        slow=lambda: backoff(first=15.0, cap=120.0, rng=rng),
+    )
     server = Server(ours, backend, geometry, log=log, retry=retry)
     outcome = server.serve()
     c = server.counters
