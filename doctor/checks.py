@@ -137,6 +137,11 @@ def login_cause(exc: BaseException, target: Target, initiator: str) -> tuple[str
                 if target.chap
                 else "the target requires CHAP: add the user name and password to the settings"
             )
+            if target.chap and target.reverse_chap is None:
+                fix += (
+                    "; a target set up for mutual CHAP may refuse one-way CHAP (istgt's AuthMethod "
+                    "CHAP Mutual does): then add the target's own user name and secret"
+                )
             return f"{answered} with {who}", fix
         if status.code is Code.NOT_FOUND:
             return (

@@ -106,6 +106,7 @@ def test_one_way_chap_is_refused_where_mutual_is_set(
     )
     login = next(c for c in report["checks"] if c["name"] == "login")  # type: ignore[attr-defined]
     assert code == 1 and not login["ok"] and "authentication failure" in login["detail"], login
+    assert "CHAP Mutual" in login["fix"], login  # the fix says why one-way CHAP may be refused
 
 
 def test_wrong_secret_names_the_cause(istgt: tuple[Istgt, Path], capsys: pytest.CaptureFixture[str]) -> None:
