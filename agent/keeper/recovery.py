@@ -31,6 +31,7 @@ then ``STOP_CONN`` with ``STOP_CONN_TERM``) and return.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import struct
@@ -101,7 +102,9 @@ class Keeper:
         self.config = config
         self.link = link
         self.say = say
-        self.sysfs = sysfs
+        # sysfs by a descriptor opened now: after switch_root the keeper's own root (the old
+        # initramfs) has an empty /sys, while the descriptor still reaches the moved mount
+        self.sysfs = os.open(sysfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.connect = connect
         self.clock = clock
         self.sleep = sleep
@@ -118,9 +121,15 @@ class Keeper:
 
     def state(self, s: KeptSession) -> str:
         try:
-            return (self.sysfs / "class" / "iscsi_session" / f"session{s.sid}" / "state").read_text().strip()
+            fd = os.open(f"class/iscsi_session/session{s.sid}/state", os.O_RDONLY, dir_fd=self.sysfs)
         except OSError:
             return "missing"
+        try:
+            return os.read(fd, 64).decode("ascii", "replace").strip()
+        except OSError:
+            return "missing"
+        finally:
+            os.close(fd)
 
     def _log(self, text: str, level: int = 6) -> None:
         self.say(text, level)
