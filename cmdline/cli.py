@@ -32,6 +32,8 @@ from iscsiboot.model import BootConfig, Chap, lun_to_text, to_dict
 from iscsiboot.output import check_output, info, print_json, warn, write_output, write_text
 from iscsiboot.secret import MASK, Secret
 
+LOGIN_TIMEOUT = 10.0  # seconds per step of --lun-from-target's login
+
 PROC_CMDLINE = "/proc/cmdline"
 
 
@@ -100,6 +102,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                 type=number_type(),
                 metavar="N",
                 help="try sanboot N times, then exit with failure (default: retry for ever)",
+            )
+            out.add_argument(
+                "--lun-from-target",
+                action="store_true",
+                help="log in to the target as the box would (its initiator name and CHAP) and boot the "
+                "first disk LUN it reports: tgt's LUN 1, LIO's and istgt's LUN 0 (without it or --lun, "
+                "iPXE uses LUN 0)",
             )
         elif kind == "dnsmasq":
             out.add_argument("--interface", help="serve only this interface")
@@ -225,6 +234,11 @@ def _generate_command(args: argparse.Namespace) -> int:
         check_output(args.output)
     cfg = model_from_args(args)
     kind: str = args.kind
+    if getattr(args, "lun_from_target", False):
+        from iscsiboot.doctor.ask import with_target_lun  # noqa: PLC0415  (the one generator that logs in)
+
+        cfg, note = with_target_lun(cfg, timeout=LOGIN_TIMEOUT)
+        info(note)
     makers: dict[str, Callable[[BootConfig], g.Generated]] = {
         "cmdline": g.cmdline,
         "dracut": g.dracut,

@@ -145,7 +145,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         dest="model_lun",
         metavar="LUN",
         type=parse_lun,
-        help="LUN: decimal, 0x hex, or RFC 4173 levels (tgt serves its disk at LUN 1)",
+        help="LUN: decimal, 0x hex, or RFC 4173 levels (tgt serves its disk at LUN 1, LIO and istgt at 0)",
     )
     g.add_argument("--username", dest="model_username", metavar="NAME", help="CHAP user name")
     g.add_argument(
