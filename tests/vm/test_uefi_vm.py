@@ -105,3 +105,5 @@ def test_uefi_sanboot_over_nbd(nbd_artifacts: Artifacts, tmp_path: Path) -> None
     why = explain(outcome, "uefi ibft mutual, nbd")
     assert outcome.result is not None and outcome.result.transport == "nbd", why
     assert (outcome.result.system or "").startswith("/dev/nbd"), why
+    # no iscsi_ibft in this image and no table in low memory under UEFI: the agent read the ACPI table
+    assert ACPI_IBFT in outcome.console and "iBFT found at" not in outcome.console, why
