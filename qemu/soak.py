@@ -29,9 +29,10 @@ from iscsiboot.qemu.outcome import Outcome
 from iscsiboot.qemu.scenario import ScenarioOptions
 from iscsiboot.qemu.system import parse_tests
 
-LEAD = 5.0  # seconds of writing before each fault
-SETTLE = 4.0  # seconds of writing after a recovery before the next fault
-RECOVER_WAIT = 30.0  # seconds a cycle waits for writes to flow again (budget in the guest's time)
+LEAD = 4.0  # seconds of writing before each fault
+SETTLE = 3.0  # seconds of writing after a recovery before the next fault
+RECOVER_BUDGET = 5.0  # seconds the guest's writing time allows each recovery
+RECOVER_WAIT = 30.0  # seconds a cycle waits for writes to flow again before the next one
 TAIL = 6.0  # seconds of writing after the last cycle
 BLOCK = 16384  # the guest's block size
 NETDEV = "n0"  # the guest NIC's netdev id (qemu/scenario.py)
@@ -53,7 +54,7 @@ class Cycle:
 
 def guest_seconds(cycles: tuple[Cycle, ...]) -> int:
     """How long the guest writes: every cycle with its full recovery budget, and a tail."""
-    return int(LEAD + sum(c.down + RECOVER_WAIT / 3 + SETTLE + LEAD for c in cycles) + TAIL)
+    return int(LEAD + sum(c.down + RECOVER_BUDGET + SETTLE + LEAD for c in cycles) + TAIL)
 
 
 def soak_append(cycles: tuple[Cycle, ...]) -> tuple[str, ...]:
@@ -64,6 +65,7 @@ def soak_append(cycles: tuple[Cycle, ...]) -> tuple[str, ...]:
 class CycleResult:
     fault: Fault
     down_s: float
+    blocks_before: int = 0  # blocks the guest said were written (fsync'd) before the fault
     recovered_s: float | None = None  # None: writes never flowed again
 
 
@@ -117,6 +119,7 @@ class SoakDriver:
         self.state = "wait"  # wait, lead, down, recover, settle, done
         self.since = 0.0  # when the state began
         self.writes_since_state = 0
+        self.blocks = 0  # blocks written so far, as the guest said
         self.errors: list[str] = []
 
     def attach(self, machine: Machine) -> None:
@@ -130,6 +133,7 @@ class SoakDriver:
         if "soak start" in text and self.state == "wait":
             self._enter("lead")
         elif "soakw " in text:
+            self.blocks += 1
             self.writes_since_state += 1
             if self.state == "recover":
                 current = self.results[-1]
@@ -161,7 +165,7 @@ class SoakDriver:
 
     def _inject(self) -> None:
         cycle = self.cycles[len(self.results)]
-        self.results.append(CycleResult(cycle.fault, cycle.down))
+        self.results.append(CycleResult(cycle.fault, cycle.down, self.blocks))
         self.say(f"soak: cycle {len(self.results)}: {cycle.fault.value} for {cycle.down:g} s")
         try:
             if cycle.fault is Fault.TARGET_RESTART:
@@ -212,6 +216,7 @@ class SoakReport:
     boot_ok: bool = False
     problems: tuple[str, ...] = field(default=())
     written: tuple[tuple[int, str], ...] = field(default=(), repr=False)  # (block, sha256) in order
+    before_fault: tuple[int, ...] = ()  # per cycle: blocks written before its fault
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -294,6 +299,7 @@ def report(
         boot_ok=outcome.ok,
         problems=tuple(found),
         written=written_blocks(outcome.console),
+        before_fault=tuple(r.blocks_before for r in results),
     )
 
 

@@ -64,6 +64,7 @@ def test_a_target_restart_cycle_is_timed_from_the_target_s_return_to_the_next_wr
     assert "start" in actions
     clock.now += 1.5
     driver.line(f"{TEST_MARKER} soakw 1 {SUM}")
+    assert driver.results[0].blocks_before == 1
     assert driver.results[0].recovered_s is not None and abs(driver.results[0].recovered_s - 1.5) < 1e-9
     clock.now += SETTLE
     driver.tick()
@@ -100,7 +101,7 @@ def test_report_reads_the_guest_s_totals_and_the_kernel_s_errors() -> None:
     )
     outcome = judge(text.splitlines(), reason="exited", boot_seconds=1.0, total_seconds=1.0, console=text)
     cycles = (Cycle(Fault.TARGET_RESTART, 15.0),)
-    r = report(outcome, cycles, [CycleResult(Fault.TARGET_RESTART, 15.0, 1.2)], [])
+    r = report(outcome, cycles, [CycleResult(Fault.TARGET_RESTART, 15.0, 2, 1.2)], [])
     assert (r.bytes_written, r.bytes_verified, r.io_errors) == (32768, 32768, 0)
     assert len(r.kernel_errors) == 1 and "I/O error" in r.kernel_errors[0]
     assert not r.ok  # the kernel said I/O error (and the agent's result is missing)
