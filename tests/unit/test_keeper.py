@@ -14,6 +14,7 @@ from iscsiboot.agent.backends import kernel as native
 from iscsiboot.agent.keeper import launch, recovery
 from iscsiboot.agent.keeper.config import KeeperConfig, KeptSession, parse_timeout
 from iscsiboot.agent.options import parse_options
+from iscsiboot.agent.phases.login import make_backend
 from iscsiboot.errors import ParseError
 from iscsiboot.initramfs.pyruntime import transport_modules
 from iscsiboot.iscsi import netlink as nl
@@ -303,3 +304,9 @@ def test_a_keeper_that_cannot_start_says_why(tmp_path: Path) -> None:
     text = log.read_text()
     assert text.startswith("<") and "iscsiboot-keeper: cannot start" in text
     assert "secret-secret-1" not in text
+
+
+def test_the_native_backend_gets_the_recovery_timeout_and_the_pings() -> None:
+    backend = make_backend("native", recovery_timeout=600, ping=5)
+    assert isinstance(backend, native.NativeBackend)
+    assert (backend.recovery_timeout, backend.ping, backend.kept) == (600, 5, [])
