@@ -526,7 +526,7 @@ def _execute(
     if layout.kind is LayoutKind.LIBREELEC:
         with undo.interruptible():
             written = esp.fill(plan.target, layout, esp.FatFiles(kernel, system, initrd, conf.text))
-            _flush(plan.target)
+            _settle(plan)
         return written
     files: list[str] = []
     with undo.scope():
@@ -557,12 +557,16 @@ def _execute(
                 what="format the Storage partition",
             )
     with undo.interruptible():
-        _flush(plan.target)
-        if not plan.is_image:
-            # let the kernel see the new partitions (/dev/sdX1, /dev/sdX2); not needed by us
-            with contextlib.suppress(IscsibootError):
-                run([which("blockdev"), "--rereadpt", str(plan.target)], what="re-read the partition table")
+        _settle(plan)
     return files
+
+
+def _settle(plan: _Plan) -> None:
+    """Flush what was written; let the kernel see a device's new partitions (not needed by us)."""
+    _flush(plan.target)
+    if not plan.is_image:
+        with contextlib.suppress(IscsibootError):
+            run([which("blockdev"), "--rereadpt", str(plan.target)], what="re-read the partition table")
 
 
 def _verify(plan: _Plan, files: list[str], mbr_bin: Path) -> InstallReport:
