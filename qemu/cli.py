@@ -22,6 +22,16 @@ DEMO_REVERSE_USER = "nas"
 DEMO_REVERSE_PASSWORD = "nas-secret-345"
 
 
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--target",
+        choices=[kind.value for kind in TargetKind],
+        default=TargetKind.TGT.value,
+        help="the target that serves the disk: tgt (the default: tgtd on 127.0.0.1), lio (the Linux "
+        "kernel's target, set up through configfs in a small target VM) or istgt (on 127.0.0.1)",
+    )
+
+
 def _machine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine and output")
     g.add_argument("--kvm", action="store_true", help="use KVM instead of TCG (opt-in; TCG is the default)")
@@ -97,13 +107,7 @@ def register(
         "dhcp: direct kernel boot with netroot=dhcp, the target from dnsmasq's root path (option 17) "
         "in a network namespace of its own",
     )
-    boot.add_argument(
-        "--target",
-        choices=[kind.value for kind in TargetKind],
-        default=TargetKind.TGT.value,
-        help="the target that serves the disk: tgt (the default: tgtd on 127.0.0.1), lio (the Linux "
-        "kernel's target, set up through configfs in a small target VM) or istgt (on 127.0.0.1)",
-    )
+    _target_option(boot)
     boot.add_argument("--target-name", default=None, metavar="IQN")
     boot.add_argument("--initiator", default=None, metavar="IQN")
     boot.add_argument("--username", help="one-way CHAP user (the target checks it)")
@@ -158,7 +162,8 @@ def register(
         "--fault",
         required=True,
         choices=["target-restart", "link-down"],
-        help="target-restart: kill tgtd (SIGKILL) and start it again with the same target; "
+        help="target-restart: stop the target (tgtd: SIGKILL; istgt: SIGTERM; lio: the target VM) and "
+        "start it again with the same target; "
         "link-down: cut the guest NIC's link (QMP set_link)",
     )
     soak.add_argument("--down", type=float, default=15.0, metavar="SECONDS", help="each outage (default 15)")
@@ -170,6 +175,7 @@ def register(
         metavar="OPTION",
         help="one more kernel option, e.g. iscsiboot.keeper=no or iscsiboot.recovery_timeout=10",
     )
+    _target_option(soak)
     _machine_options(soak)
     soak.set_defaults(func=cmd_soak, timeout=150.0)
 
@@ -285,6 +291,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
         raise UsageError("--cycles must be 1 or more and --down above 0")
     options = ScenarioOptions(
         mode=Mode.IBFT,
+        target=TargetKind(args.target),
         username=DEMO_USER,
         password=Secret(DEMO_PASSWORD),
         reverse_username=DEMO_REVERSE_USER,
