@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iscsiboot.agent.nbd.protocol import BLKRRPART, Geometry, Ioctl
+from iscsiboot.agent.nbd.protocol import BLKRRPART, MAX_REQUEST, Geometry, Ioctl
 from iscsiboot.errors import EnvironmentProblem
 
-MAX_SECTORS_KB = 1024  # the largest request the kernel may send (the server holds one in memory)
+MAX_SECTORS_KB = MAX_REQUEST // 1024  # the largest request the kernel may send (the server's buffer)
 THREAD_STACK = 256 * 1024  # every page of a thread's stack is locked (mlockall): keep them small
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from iscsiboot.agent.nbd.protocol import Geometry
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import scsi
+from iscsiboot.iscsi.pdu import Buffer
 from iscsiboot.iscsi.session import Session
 from iscsiboot.model import Chap
 
@@ -114,13 +115,16 @@ class IscsiBackend:
 
     # ------------------------------------------------------------ the server's Backend
 
-    def read(self, offset: int, length: int) -> bytearray:
+    def read_into(self, offset: int, into: memoryview) -> None:
         bs = self.block_size
-        buf = bytearray(length)
-        self.session.read_into(self.lun, offset // bs, memoryview(buf), block_size=bs)
-        return buf
+        self.session.read_into(self.lun, offset // bs, into, block_size=bs)
 
-    def write(self, offset: int, data: bytes) -> None:
+    def read(self, offset: int, length: int) -> bytes:
+        into = memoryview(bytearray(length))
+        self.read_into(offset, into)
+        return into.tobytes()
+
+    def write(self, offset: int, data: Buffer) -> None:
         bs = self.block_size
         self.session.write(self.lun, offset // bs, data, block_size=bs)
 

@@ -26,6 +26,7 @@ REQUEST_SIZE = _REQUEST.size  # 28
 REPLY_SIZE = _REPLY.size  # 16
 # The kernel's NBD queue takes at most 65536 sectors (32 MiB) in one request.
 MAX_LENGTH = 32 * 1024 * 1024
+MAX_REQUEST = 1024 * 1024  # the largest request the kernel is told to send (max_sectors_kb); one buffer
 BLOCK_SIZES = (512, 4096)
 
 

@@ -42,11 +42,11 @@ class Memory:
         if self.fail:
             raise self.fail.pop(0)
 
-    def read(self, offset: int, length: int) -> bytes:
-        self._maybe_fail(f"read {offset} {length}")
-        return bytes(self.data[offset : offset + length])
+    def read_into(self, offset: int, into: memoryview) -> None:
+        self._maybe_fail(f"read {offset} {len(into)}")
+        into[:] = self.data[offset : offset + len(into)]
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: memoryview) -> None:
         self._maybe_fail(f"write {offset} {len(data)}")
         self.data[offset : offset + len(data)] = data
 
