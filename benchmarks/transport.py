@@ -83,7 +83,7 @@ def parse_run(console: str) -> Run:
     run.mounted_s = None if mounted is None else float(mounted)
     tests = parse_tests(console)
     for words in tests.get("seqread", [])[:1]:
-        _disk, size, t0, t1 = words.split()
+        _disk, size, t0, t1, *_requests = words.split()  # then the read requests and max_sectors_kb
         span = seconds(t0, t1)
         run.seq_mib_s = None if span is None else int(size) / span / (1024 * 1024)
     for words in tests.get("randread", [])[:1]:

@@ -110,9 +110,12 @@ for t in $(echo "$tests" | $bb tr ',' ' '); do
         ;;
     seqread)  # 64 MiB straight from the disk, past the page cache
         disk=$(disk_of_flash)
+        ios0=$($bb awk '{ print $1 }' /sys/block/$disk/stat)
         t0=$(uptime_s)
         $bb dd if=/dev/$disk of=/dev/null bs=1048576 count=64 iflag=direct 2>/dev/null
-        say "seqread $disk 67108864 $t0 $(uptime_s)"
+        t1=$(uptime_s)
+        ios1=$($bb awk '{ print $1 }' /sys/block/$disk/stat)
+        say "seqread $disk 67108864 $t0 $t1 $((ios1 - ios0)) $($bb cat /sys/block/$disk/queue/max_sectors_kb)"
         ;;
     soak) soak "$soak_s" ;;
     soakread) soakread ;;
