@@ -56,6 +56,7 @@ class RunResult:
     sessions: list[SessionInfo] = field(default_factory=list)
     backend: str | None = None  # the login backend that ran: native or iscsistart
     transport: str | None = None  # how the LUN reached the kernel: kernel or nbd
+    ibft: str | None = None  # where the iBFT was read (the kernel's view, an ACPI table, low memory)
     devices: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -78,6 +79,7 @@ class RunResult:
             "sessions": [{"session": s.session, "target": s.target} for s in self.sessions],
             "backend": self.backend,
             "transport": self.transport,
+            "ibft": self.ibft,
             "devices": self.devices,
             "mounts": self.mounts,
             "warnings": self.warnings,
@@ -116,6 +118,7 @@ class RunResult:
             ],
             backend=_text(data.get("backend")),
             transport=_text(data.get("transport")),
+            ibft=_text(data.get("ibft")),
             devices={str(k): str(v) for k, v in _mapping(data.get("devices") or {}, "devices").items()},
             mounts=[str(m) for m in _list(data.get("mounts"))],
             warnings=[str(w) for w in _list(data.get("warnings"))],

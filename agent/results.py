@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 class ConfigResult:
     config: BootConfig
     warnings: tuple[str, ...] = ()
+    ibft: str | None = None  # where the iBFT was read, when the configuration uses it
 
 
 @dataclass(frozen=True)

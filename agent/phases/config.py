@@ -34,7 +34,12 @@ def _parse(text: str) -> Parsed:
 
 
 def read_firmware() -> BootConfig:
-    """The iBFT as a boot model.
+    """The iBFT as a boot model (:func:`read_firmware_from`, without the source)."""
+    return read_firmware_from()[0]
+
+
+def read_firmware_from() -> tuple[BootConfig, str]:
+    """The iBFT as a boot model, and where it was read.
 
     The kernel's view (``/sys/firmware/ibft``, from iscsi_ibft) first, as
     dracut and open-iscsi read it: no raw table to parse.  Without it, the
@@ -48,7 +53,7 @@ def read_firmware() -> BootConfig:
     except IscsibootError:
         found = sources.find_auto()
     model, _warnings = table_to_model(found.parsed.table)
-    return model
+    return model, found.source
 
 
 def load_config(

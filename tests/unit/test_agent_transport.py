@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.phases.modules import Loader
 from iscsiboot.agent.plan import needed_modules
+from iscsiboot.agent.report import RunResult
 from iscsiboot.agent.transport import MODULES, NBD_PARAMS, Transport, choose
 from iscsiboot.errors import ParseError
 from iscsiboot.model import BootConfig
@@ -73,3 +75,12 @@ def test_the_nbd_transport_loads_no_iscsi_module_and_no_ibft_driver() -> None:
         assert name not in MODULES[Transport.NBD].base
     _first, rest = needed_modules(BootConfig(firmware=True), (), Transport.KERNEL)
     assert "iscsi_ibft" in rest and "iscsi_tcp" in rest
+
+
+def test_the_result_names_the_transport_and_where_the_ibft_was_read() -> None:
+    acpi = "ACPI table /sys/firmware/acpi/tables/iBFT"
+    result = RunResult(ok=True, phase="done", transport="nbd", ibft=acpi)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert (data["transport"], data["ibft"]) == ("nbd", acpi)
+    assert RunResult.from_dict(data) == result
+    assert RunResult.from_dict({"ok": False, "phase": "config"}).ibft is None  # older results

@@ -120,6 +120,9 @@ def test_sanboot_mutual_chap_over_nbd(boots: Boots) -> None:
     why = expect_nbd(outcome, "nbd ibft mutual")
     assert "boot=ISCSI=auto,LABEL=System" in outcome.console, why  # extlinux on the LUN, no transport=
     assert "iscsiboot-nbd: logged in to" in outcome.console, why
+    # no iscsi_ibft in the image: the agent read the table itself (SeaBIOS: iPXE's copy in low memory)
+    assert outcome.result is not None and outcome.result.ibft is not None, why
+    assert not outcome.result.ibft.startswith("kernel view"), why
 
 
 def test_a_big_read_through_nbd_matches_the_system_image(boots: Boots) -> None:

@@ -107,3 +107,4 @@ def test_uefi_sanboot_over_nbd(nbd_artifacts: Artifacts, tmp_path: Path) -> None
     assert (outcome.result.system or "").startswith("/dev/nbd"), why
     # no iscsi_ibft in this image and no table in low memory under UEFI: the agent read the ACPI table
     assert ACPI_IBFT in outcome.console and "iBFT found at" not in outcome.console, why
+    assert (outcome.result.ibft or "").startswith("ACPI table "), why  # the result names the source
