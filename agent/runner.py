@@ -39,6 +39,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iscsiboot.agent.backends.nbd import NbdDisk
     from iscsiboot.agent.backends.result import LoginBackend
+    from iscsiboot.agent.keeper.launch import Pending
     from iscsiboot.agent.netup import NetworkUp
     from iscsiboot.agent.phases.modules import Loader
     from iscsiboot.agent.startup.early import Early
@@ -162,6 +163,7 @@ class Agent:
     backend: str | None = None  # the login backend that ran (also when the login failed)
     _loader: Loader | None = None
     _transport: Transport | None = None
+    _keeper: Pending | None = None  # the session keeper, started at the login, until the handoff
 
     # ----------------------------------------------------------------- helpers
     def say(self, text: str) -> None:
@@ -195,10 +197,8 @@ class Agent:
 
     # ----------------------------------------------------------------- phases
     def config(self, deadline: Deadline) -> ConfigResult:
-        from iscsiboot.agent.phases.config import load_config, read_firmware_from
+        from iscsiboot.agent.phases.config import load_config, read_firmware
         from iscsiboot.model import BootConfig
-
-        source: list[str] = []  # where the iBFT was read
 
         def firmware() -> BootConfig:
             if self.transport() is Transport.KERNEL:  # else read from ACPI or the memory scan
@@ -206,15 +206,13 @@ class Agent:
                     self.loader().ensure("iscsi_ibft")
                 except PhaseError as exc:
                     self.reporter.debug(f"iscsi_ibft: {exc.what}")
-            model, where = read_firmware_from()
-            source.append(where)
-            return model
+            return read_firmware()
 
         cfg, warnings = load_config(self.text, firmware=firmware)
         self.reporter.add_secrets(cfg.secrets())
         for warning in warnings:
             self.reporter.line(f"warning: {warning}")
-        return ConfigResult(cfg, tuple(warnings), source[0] if source else None)
+        return ConfigResult(cfg, tuple(warnings))
 
     def modules(self, config: ConfigResult, deadline: Deadline) -> ModulesResult:
         from iscsiboot.agent.phases.modules import Background
@@ -335,7 +333,20 @@ class Agent:
         for target, res in done:
             self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
         kept = tuple(getattr(backend, "kept", ()))  # the native backend's sessions
+        if kept and self.options.keeper and self.last == "handoff":
+            self._spawn_keeper()
         return LoginsResult(backend.name, tuple(done), self._served(backend), kept)
+
+    def _spawn_keeper(self) -> None:
+        """Exec the session keeper now: it starts while the disk, label and mount phases run."""
+        from iscsiboot.agent.keeper.launch import spawn_keeper
+
+        try:
+            self._keeper = spawn_keeper()
+        except OSError as exc:
+            self.say(
+                f"warning: no session keeper ({exc.strerror or exc}): a lost connection is not recovered"
+            )
 
     def _ping(self) -> int:
         """The NOP-Out interval for the kernel sessions: on only when a keeper will recover them."""
@@ -498,7 +509,7 @@ class Agent:
     def _keep(self, logins: LoginsResult, label: LabelResult | None) -> None:
         """Start the session keeper for the kernel sessions (a failure is said, the boot goes on)."""
         from iscsiboot.agent.keeper.config import PING, KeeperConfig
-        from iscsiboot.agent.keeper.launch import KeeperFailed, start_keeper
+        from iscsiboot.agent.keeper.launch import KeeperFailed
 
         volumes = []
         if label is not None:
@@ -506,8 +517,11 @@ class Agent:
             if label.storage is not None:
                 volumes.append(("Storage", label.storage.device))
         config = KeeperConfig(logins.kept, self.options.session_timeout(), PING, tuple(volumes))
+        pending, self._keeper = self._keeper, None
+        if pending is None:
+            return  # it could not be started (said at the login)
         try:
-            started = start_keeper(config)
+            started = pending.finish(config)
         except (KeeperFailed, OSError) as exc:
             self.say(f"warning: no session keeper ({exc}): a lost connection is not recovered")
             return
@@ -528,6 +542,9 @@ class Agent:
             self.early.worker.stop()  # the start-up child of a run that ended before the modules phase
         if done.mount is not None:
             done.mount.mounter.rollback()
+        if self._keeper is not None:  # started at the login, never handed its sessions
+            self._keeper.abandon()
+            self._keeper = None
 
     def run(self, on_break: OnBreak = lambda _p: False) -> RunResult:
         for warning in self.options.warnings:
@@ -549,7 +566,6 @@ class Agent:
         result.sessions = list(done.disk.sessions) if done.disk else []
         result.backend = done.login.backend if done.login else self.backend
         result.transport = self._transport.value if self._transport is not None else None
-        result.ibft = done.config.ibft if done.config else None
         if done.mount is not None:
             result.mounts = [
                 f"{source} on {target} ({'rw' if rw else 'ro'})" for target, source, rw in done.mount.mounts

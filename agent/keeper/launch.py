@@ -1,4 +1,9 @@
-"""Start the keeper from the agent (before the switch) and wait for its ``ready`` line."""
+"""Start the keeper from the agent (before the switch) and wait for its ``ready`` line.
+
+The agent execs it right after the login (:func:`spawn_keeper`), so that its start (the
+interpreter, the hardening, the imports) overlaps the disk, label and mount phases; the
+handoff gives it its configuration and waits for it to be ready (:meth:`Pending.finish`).
+"""
 
 from __future__ import annotations
 
@@ -36,10 +41,63 @@ def parse_status(line: str) -> Started:
     raise KeeperFailed(reason)
 
 
-def start_keeper(
-    config: KeeperConfig, *, timeout: float = READY_TIMEOUT, log_fd: int | None = None
-) -> Started:
-    """Exec the keeper with its configuration on a pipe; its status line says it is ready."""
+@dataclass
+class Pending:
+    """A keeper started early: it hardens itself and imports while the boot goes on, then waits
+    for its configuration (:meth:`finish`), or ends when the pipe closes without one (:meth:`abandon`)."""
+
+    process: subprocess.Popen[bytes]
+    config_w: int | None
+    status_r: int | None
+
+    def finish(self, config: KeeperConfig, timeout: float = READY_TIMEOUT) -> Started:
+        """Hand over ``config`` and wait for the ``ready`` line."""
+        config_w, status_r, self.config_w, self.status_r = self.config_w, self.status_r, None, None
+        if config_w is None or status_r is None:
+            raise KeeperFailed("the keeper was already given its configuration")
+        try:
+            os.write(config_w, (config.to_json() + "\n").encode())  # far below a pipe's buffer
+        except OSError as exc:
+            os.close(status_r)
+            raise KeeperFailed(f"it took no configuration: {exc.strerror or exc}") from None
+        finally:
+            os.close(config_w)
+        data = b""
+        until = time.monotonic() + timeout
+        try:
+            while b"\n" not in data:
+                left = until - time.monotonic()
+                if left <= 0 or not select.select([status_r], [], [], left)[0]:
+                    break
+                chunk = os.read(status_r, 4096)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(status_r)
+        try:
+            return parse_status(data.decode("utf-8", "replace").partition("\n")[0])
+        except KeeperFailed:
+            self._end()
+            raise
+
+    def abandon(self) -> None:
+        """No handoff after all: the keeper reads no configuration and ends."""
+        for fd in (self.config_w, self.status_r):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.config_w = self.status_r = None
+
+    def _end(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(2.0)
+
+
+def spawn_keeper(*, log_fd: int | None = None) -> Pending:
+    """Exec the keeper now; its configuration follows through :meth:`Pending.finish`."""
     config_r, config_w = os.pipe()
     status_r, status_w = os.pipe()
     program, argv = daemon_command(ARGV0, MODULE)
@@ -58,28 +116,11 @@ def start_keeper(
         raise
     os.close(config_r)
     os.close(status_w)
-    try:
-        os.write(config_w, (config.to_json() + "\n").encode())
-    finally:
-        os.close(config_w)
-    data = b""
-    until = time.monotonic() + timeout
-    try:
-        while b"\n" not in data:
-            left = until - time.monotonic()
-            if left <= 0 or not select.select([status_r], [], [], left)[0]:
-                break
-            chunk = os.read(status_r, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(status_r)
-    try:
-        return parse_status(data.decode("utf-8", "replace").partition("\n")[0])
-    except KeeperFailed:
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(2.0)
-        raise
+    return Pending(process, config_w, status_r)
+
+
+def start_keeper(
+    config: KeeperConfig, *, timeout: float = READY_TIMEOUT, log_fd: int | None = None
+) -> Started:
+    """Exec the keeper with its configuration; its status line says it is ready."""
+    return spawn_keeper(log_fd=log_fd).finish(config, timeout)

@@ -75,7 +75,12 @@ def main(argv: list[str], log: Log, *, sysfs: Path = Path("/sys")) -> int:
         log(f"cannot start: {exc.what}")
         return 2
     try:
-        config = KeeperConfig.from_json(read_all(config_fd))
+        raw = read_all(config_fd)
+        if not raw:  # the agent closed the pipe: the boot ended before its handoff
+            log("not needed: the agent handed over no session")
+            tell(status_fd, "failed no configuration")
+            return 0
+        config = KeeperConfig.from_json(raw)
         handle = nl.read_transport_handle(sysfs / "class" / "iscsi_transport" / "tcp" / "handle")
         link = nl.IscsiNetlink(handle)
     except (IscsibootError, OSError) as exc:

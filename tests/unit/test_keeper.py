@@ -310,3 +310,14 @@ def test_the_native_backend_gets_the_recovery_timeout_and_the_pings() -> None:
     backend = make_backend("native", recovery_timeout=600, ping=5)
     assert isinstance(backend, native.NativeBackend)
     assert (backend.recovery_timeout, backend.ping, backend.kept) == (600, 5, [])
+
+
+def test_a_keeper_started_early_and_abandoned_ends_quietly(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    with open(log, "wb") as handle:
+        pending = launch.spawn_keeper(log_fd=handle.fileno())
+        pending.abandon()
+        assert pending.process.wait(60) == 0
+    assert "not needed" in log.read_text()
+    with pytest.raises(launch.KeeperFailed):
+        pending.finish(KeeperConfig((SESSION,)))
