@@ -28,8 +28,10 @@ KERNEL_ISCSI_MODULES = ("iscsi_tcp", "libiscsi_tcp", "libiscsi", "scsi_transport
                         "iscsi_boot_sysfs")  # fmt: skip
 # nbd's parameters where it is a module: a few devices, and partitions on them (sda-like nbd0p1)
 NBD_PARAMS = "nbds_max=4 max_part=15"
-# The file systems and loop for SYSTEM: both transports.
-FS_MODULES = ("squashfs", "loop", "ext4")
+# The file systems and loop for SYSTEM: both transports.  ext4 asks for the crc32c algorithm
+# when it mounts a file system with metadata checksums (an alias: modules.dep does not say it);
+# without it the mount fails with ENOENT where the kernel cannot load modules by itself.
+FS_MODULES = ("squashfs", "loop", "ext4", "crypto-crc32c")
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,20 @@ def test_an_image_with_iscsi_tcp_or_a_kernel_with_it_built_in_boots_over_kernel_
 
 
 def test_the_nbd_transport_loads_no_iscsi_module_and_no_ibft_driver() -> None:
-    for name in ("iscsi_tcp", "sd_mod", "crypto-crc32c", "iscsi_ibft"):
+    for name in ("iscsi_tcp", "sd_mod", "iscsi_ibft"):
         _first, rest = needed_modules(BootConfig(firmware=True), ("virtio_net",), Transport.NBD)
         assert name not in rest
         assert name not in MODULES[Transport.NBD].base
     _first, rest = needed_modules(BootConfig(firmware=True), (), Transport.KERNEL)
     assert "iscsi_ibft" in rest and "iscsi_tcp" in rest
+
+
+def test_ext4_gets_its_crc32c_on_both_transports() -> None:
+    """ext4 asks for crc32c at mount time (metadata checksums); without it the mount fails (ENOENT)."""
+    for transport in Transport:
+        _first, rest = needed_modules(BootConfig(firmware=True), (), transport)
+        assert "crypto-crc32c" in rest
+        assert "crypto-crc32c" in MODULES[transport].base
 
 
 def test_the_result_names_the_transport_and_where_the_ibft_was_read() -> None:

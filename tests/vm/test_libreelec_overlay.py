@@ -1,4 +1,4 @@
-"""The overlay (zstd) appended to a LibreELEC-shaped base boots System and Storage over iSCSI.
+"""The NBD overlay (zstd) appended to a LibreELEC-shaped base boots System and Storage over iSCSI.
 
 The base is usr-merged with its own C library in /usr/lib and a dynamic busybox, as
 LibreELEC's initramfs is.  Its /init runs once the kernel has unpacked both archives: it
@@ -39,8 +39,14 @@ def booted(tmp_path_factory: pytest.TempPathFactory) -> tuple[ShapedBase, Outcom
     require_vm()
     folder = tmp_path_factory.mktemp("libreelec")
     base = libreelec_shaped(base_init())
-    # the Debian test kernel has iSCSI: the agent takes it (auto); the base brings no NIC driver
-    overlay = build(kernel=test_kernel(), overlay=True, compression="zstd", extra_modules=GUEST_NIC_MODULES)
+    # as for LibreELEC's kernel: no kernel iSCSI in the overlay, the LUN over NBD; no NIC driver in the base
+    overlay = build(
+        kernel=test_kernel(),
+        overlay=True,
+        compression="zstd",
+        extra_modules=GUEST_NIC_MODULES,
+        transport="nbd",
+    )
     image = folder / "initrd.img"
     image.write_bytes(base.archive + overlay.archive)
     artifacts = prepare(initrd=image)
@@ -51,6 +57,7 @@ def booted(tmp_path_factory: pytest.TempPathFactory) -> tuple[ShapedBase, Outcom
 def test_boot_reaches_system_with_system_and_storage(booted: tuple[ShapedBase, Outcome]) -> None:
     _base, outcome = booted
     expect_success(outcome, "libreelec-shaped base")
+    assert outcome.result is not None and outcome.result.transport == "nbd", outcome.result
 
 
 def test_base_files_are_unchanged_and_its_busybox_runs(booted: tuple[ShapedBase, Outcome]) -> None:
