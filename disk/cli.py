@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iscsiboot.cliargs import add_command, add_json, sigterm_interrupts
-from iscsiboot.errors import EXIT_OK
+from iscsiboot.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from iscsiboot.disk.install import InstallReport
+    from iscsiboot.disk.installreport import InstallReport
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -43,12 +44,25 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     where.add_argument(
         "--image", metavar="FILE", type=Path, help="a disk image file (created sparse if missing)"
     )
+    where.add_argument(
+        "--portal", metavar="HOST[:PORT]",
+        help="write straight onto a LUN of this portal with iscsiboot's own initiator (no root, no "
+        "open-iscsi); with --target, --lun and the CHAP options, which the boot settings default to",
+    )  # fmt: skip
+    parser.add_argument("--target", metavar="IQN", help="with --portal: the target whose LUN is written")
     parser.add_argument(
-        "--kernel", metavar="KERNEL", type=Path, required=True, help="the kernel, copied as /KERNEL"
-    )
+        "--digest", choices=("none", "crc32c"), default="none",
+        help="with --portal: header and data digests on the connection (default none)",
+    )  # fmt: skip
+    parser.add_argument("--kernel", metavar="KERNEL", type=Path, help="the kernel, copied as /KERNEL")
     parser.add_argument(
-        "--system", dest="system_file", metavar="SYSTEM", type=Path, required=True,
+        "--system", dest="system_file", metavar="SYSTEM", type=Path,
         help="the SYSTEM squashfs, copied as /SYSTEM",
+    )  # fmt: skip
+    parser.add_argument(
+        "--release", metavar="FILE", type=Path,
+        help="a LibreELEC release as downloaded, .tar or .img.gz (KERNEL and SYSTEM from it, "
+        "their .md5 files checked); instead of --kernel and --system",
     )  # fmt: skip
     parser.add_argument(
         "--system-locator", dest="model_system", metavar="LOCATOR",
@@ -87,7 +101,7 @@ def handle(args: argparse.Namespace) -> int:
     from iscsiboot.output import print_json, warn  # noqa: PLC0415
 
     with sigterm_interrupts():
-        report = _install(args)
+        report = _install_lun(args) if args.portal is not None else _install(args)
     for message in report.warnings:
         warn(message)
     if args.json:
@@ -97,30 +111,129 @@ def handle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _install(args: argparse.Namespace) -> InstallReport:
-    from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
-    from iscsiboot.disk.install import DEFAULT_SIZES, install  # noqa: PLC0415
+def _inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """KERNEL and SYSTEM: given as files, or taken from ``--release`` (into ``args.workdir``)."""
+    from iscsiboot.disk.release import open_release  # noqa: PLC0415
+
+    if args.release is not None:
+        if args.kernel is not None or args.system_file is not None:
+            raise UsageError(
+                "--release given together with --kernel or --system", fix="give one or the other"
+            )
+        found = open_release(args.release, Path(args.workdir))
+        return found.kernel, found.system
+    if args.kernel is None or args.system_file is None:
+        raise UsageError("install needs --kernel and --system, or --release", fix="give --release FILE")
+    return args.kernel, args.system_file
+
+
+def _system_size(args: argparse.Namespace) -> int:
+    from iscsiboot.disk.install import DEFAULT_SIZES  # noqa: PLC0415
     from iscsiboot.disk.layout import LayoutKind, parse_size  # noqa: PLC0415
 
+    if args.system_size is not None:
+        return parse_size(args.system_size, what="--system-size")
+    return DEFAULT_SIZES[LayoutKind(args.layout)]
+
+
+def _install(args: argparse.Namespace) -> InstallReport:
+    from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
+    from iscsiboot.disk.install import install  # noqa: PLC0415
+    from iscsiboot.disk.layout import LayoutKind, parse_size  # noqa: PLC0415
+
+    if args.target is not None or args.digest != "none":
+        raise UsageError("--target and --digest go with --portal", fix="give --portal HOST[:PORT]")
     if args.model_system is None and getattr(args, "model_from_json", None) is None:
         args.model_system = f"LABEL={args.label_system}"
     config = model_from_args(args)
     layout = LayoutKind(args.layout)
-    return install(
-        kernel=args.kernel,
-        system=args.system_file,
-        image=args.image,
-        device=args.device,
-        size=parse_size(args.size, what="--size") if args.size is not None else None,
-        system_size=parse_size(args.system_size, what="--system-size")
-        if args.system_size is not None
-        else DEFAULT_SIZES[layout],
-        config=config,
-        append=args.append,
-        initrd=args.initrd,
-        serial=args.serial,
-        label_system=args.label_system,
-        label_storage=args.label_storage,
-        wipe=args.wipe,
-        layout=layout,
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-release-") as workdir:
+        args.workdir = workdir
+        kernel, system = _inputs(args)
+        return install(
+            kernel=kernel,
+            system=system,
+            image=args.image,
+            device=args.device,
+            size=parse_size(args.size, what="--size") if args.size is not None else None,
+            system_size=_system_size(args),
+            config=config,
+            append=args.append,
+            initrd=args.initrd,
+            serial=args.serial,
+            label_system=args.label_system,
+            label_storage=args.label_storage,
+            wipe=args.wipe,
+            layout=layout,
+        )
+
+
+LUN_INITIATOR = "iqn.2026-11.org.iscsiboot:install"  # the initiator name without --initiator
+
+
+def _install_lun(args: argparse.Namespace) -> InstallReport:
+    """``--portal``: build the layout for the LUN's size and send it with the project's initiator."""
+    import copy  # noqa: PLC0415
+
+    from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
+    from iscsiboot.disk import lunplan  # noqa: PLC0415
+    from iscsiboot.disk.install import install  # noqa: PLC0415
+    from iscsiboot.disk.layout import LayoutKind  # noqa: PLC0415
+    from iscsiboot.disk.lun import LUN_STORAGE_OPTIONS, LunAccess, install_lun  # noqa: PLC0415
+    from iscsiboot.doctor.cli import parse_portal  # noqa: PLC0415
+    from iscsiboot.model import DEFAULT_PORT  # noqa: PLC0415
+
+    if args.target is None:
+        raise UsageError("--portal needs --target IQN", fix="give the target whose LUN is written")
+    if args.size is not None:
+        raise UsageError("--size applies to --image only", fix="a LUN keeps its own size")
+    if getattr(args, "model_from_json", None) is not None:
+        raise UsageError("--from-json cannot be used with --portal", fix="give the boot settings as options")
+    host, port = parse_portal(args.portal)
+    # the connection: --target, --lun and the CHAP options, as the boot settings would name them
+    conn = copy.copy(args)
+    conn.model_auto = None
+    conn.model_target_name, conn.model_target_ip = args.target, host
+    conn.model_target_port = port
+    conn.model_system = None
+    link = model_from_args(conn).targets[0]
+    initiator = args.model_initiator or LUN_INITIATOR
+    if args.model_auto:  # the iBFT names the target on the box: the login options are the connection's only
+        for dest in ("model_lun", "model_username", "model_password", "model_password_file",
+                     "model_reverse_username", "model_reverse_password", "model_reverse_password_file",
+                     "model_initiator"):  # fmt: skip
+            setattr(args, dest, None)
+    elif args.model_target_name is None and args.model_target_ip is None:
+        args.model_target_name, args.model_target_ip = args.target, host
+        if port != DEFAULT_PORT and args.model_target_port is None:
+            args.model_target_port = port
+    if args.model_system is None:
+        args.model_system = f"LABEL={args.label_system}"
+    config = model_from_args(args)
+    layout = LayoutKind(args.layout)
+    system_size = _system_size(args)
+    access = LunAccess(
+        lunplan.LunName(host, port, args.target, link.lun),
+        initiator,
+        link.chap,
+        link.reverse_chap,
+        digests=args.digest == "crc32c",
     )
+    with tempfile.TemporaryDirectory(prefix="iscsiboot-release-") as workdir:
+        args.workdir = workdir
+        kernel, system = _inputs(args)
+
+        def build(image: Path, size: int) -> InstallReport:
+            return install(
+                kernel=kernel, system=system, image=image, size=size, system_size=system_size,
+                config=config, append=args.append, initrd=args.initrd, serial=args.serial,
+                label_system=args.label_system, label_storage=args.label_storage, layout=layout,
+                storage_options=LUN_STORAGE_OPTIONS,
+            )  # fmt: skip
+
+        def room(name: lunplan.LunName, size: int, block_size: int) -> None:
+            lunplan.check_room(
+                name, capacity=size, block_size=block_size, kind=layout, system_size=system_size
+            )
+
+        return install_lun(access, build, wipe=args.wipe, check_room=room)

@@ -66,8 +66,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, **MTOOLS_ENV}
 
 
-def fill(target: Path, layout: Layout, files: FatFiles) -> list[str]:
-    """Format System (FAT16) and Storage (ext4) of ``layout`` on ``target``; the paths written on System."""
+def fill(
+    target: Path, layout: Layout, files: FatFiles, *, storage_options: tuple[str, ...] = ()
+) -> list[str]:
+    """Format System (FAT16) and Storage (ext4) of ``layout`` on ``target``; the paths written on System.
+
+    ``storage_options``: more extended options (``-E``) for Storage's ``mkfs.ext4``.
+    """
     system, storage = layout.system, layout.storage
     run(
         [which("mkfs.vfat"), "-F", "16", "-n", system.label, "--offset", str(system.start_sector),
@@ -106,8 +111,9 @@ def fill(target: Path, layout: Layout, files: FatFiles) -> list[str]:
     )
     written.append("/ldlinux.sys")
     run(
-        [which("mkfs.ext4"), "-F", "-q", "-L", storage.label, "-E", f"offset={storage.start}",
-         str(target), f"{storage.size // 1024}k"],
+        [which("mkfs.ext4"), "-F", "-q", "-L", storage.label,
+         "-E", ",".join((f"offset={storage.start}", *storage_options)), str(target),
+         f"{storage.size // 1024}k"],
         what="format the Storage partition",
     )  # fmt: skip
     return written

@@ -23,11 +23,11 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from iscsiboot.cmdline.syntax import check_text
 from iscsiboot.disk import esp
 from iscsiboot.disk.fat import open_filesystem
+from iscsiboot.disk.installreport import InstallReport, WrittenFile, WrittenPartition
 from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, LayoutKind, MiB, format_size, plan_layout
 from iscsiboot.disk.probe import (
     FsInfo,
@@ -55,72 +55,6 @@ SECRET_READABLE = (
 )
 # syslinux up to 6.03 (OpenELEC's era) cannot read 64-bit group descriptors; System is small anyway
 SYSTEM_MKFS_OPTIONS = ("-O", "^64bit")
-
-
-@dataclass(frozen=True)
-class WrittenPartition:
-    number: int
-    start: int
-    size: int
-    fs: str
-    label: str | None
-    uuid: str | None
-    bootable: bool
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    path: str  # inside System
-    size: int
-    mode: int
-
-
-@dataclass(frozen=True)
-class InstallReport:
-    target: str
-    kind: str  # "image" | "device"
-    size: int
-    created: bool
-    partitions: tuple[WrittenPartition, ...]
-    files: tuple[WrittenFile, ...]
-    boot_code: str
-    warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.target,
-            "kind": self.kind,
-            "size": self.size,
-            "created": self.created,
-            "partitions": [
-                {
-                    "number": p.number,
-                    "start": p.start,
-                    "size": p.size,
-                    "fs": p.fs,
-                    "label": p.label,
-                    "uuid": p.uuid,
-                    "bootable": p.bootable,
-                }
-                for p in self.partitions
-            ],
-            "files": [{"path": f.path, "size": f.size, "mode": f"{f.mode:04o}"} for f in self.files],
-            "boot_code": self.boot_code,
-            "warnings": list(self.warnings),
-        }
-
-    def lines(self) -> list[str]:
-        table = "GPT with syslinux's gptmbr.bin" if self.boot_code == str(esp.GPTMBR_BIN) else "MBR"
-        out = [f"{self.kind} {self.target}: {format_size(self.size)}, {table} boot code"]
-        for p in self.partitions:
-            flag = ", bootable" if p.bootable else ""
-            out.append(
-                f"  partition {p.number}: {p.fs} LABEL={p.label} UUID={p.uuid} "
-                f"at {p.start} ({format_size(p.size)}{flag})"
-            )
-        for f in self.files:
-            out.append(f"  System{f.path}: {f.size} bytes, mode {f.mode:04o}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -317,13 +251,15 @@ def install(
     secrets: Iterable[Secret | str] = (),
     mbr_bin: Path = MBR_BIN,
     layout: LayoutKind = LayoutKind.SEED,
+    storage_options: tuple[str, ...] = (),
 ) -> InstallReport:
     """Partition and fill ``image`` (a file, created sparse when missing) or ``device``.
 
     With ``config`` the kernel command line comes from the boot model (as
     ``iscsiboot generate extlinux`` writes it) plus ``append``; without it
     ``append`` is the whole command line, and ``secrets`` names the values in
-    it that must stay hidden.  ``layout`` picks LibreELEC's own disk layout
+    it that must stay hidden.  ``storage_options`` are more extended options
+    (``-E``) for Storage's ``mkfs.ext4``.  ``layout`` picks LibreELEC's own disk layout
     (GPT, FAT16 System, one disk for BIOS and UEFI) or the seed's (MBR, ext4).
     """
     fat = layout is LayoutKind.LIBREELEC
@@ -370,7 +306,8 @@ def install(
             if not any("/proc/cmdline" in w for w in plan.warnings):
                 plan.warnings.append(SECRET_READABLE)
         files = _execute(plan, undo, kernel=kernel, system=system, initrd=initrd, conf=conf,
-                         secret_conf=carries_secret, mbr_bin=mbr_bin)  # fmt: skip
+                         secret_conf=carries_secret, mbr_bin=mbr_bin,
+                         storage_options=storage_options)  # fmt: skip
         with undo.interruptible():
             report = _verify(plan, files, mbr_bin)
     return report
@@ -507,6 +444,7 @@ def _execute(
     conf: Extlinux,
     secret_conf: bool,
     mbr_bin: Path,
+    storage_options: tuple[str, ...] = (),
 ) -> list[str]:
     layout = plan.layout
     with undo.interruptible():
@@ -525,7 +463,12 @@ def _execute(
         _write_boot_code(plan.target, mbr_bin)
     if layout.kind is LayoutKind.LIBREELEC:
         with undo.interruptible():
-            written = esp.fill(plan.target, layout, esp.FatFiles(kernel, system, initrd, conf.text))
+            written = esp.fill(
+                plan.target,
+                layout,
+                esp.FatFiles(kernel, system, initrd, conf.text),
+                storage_options=storage_options,
+            )
             _settle(plan)
         return written
     files: list[str] = []
@@ -553,7 +496,15 @@ def _execute(
         store_loop = _attach(undo, plan.target, layout.storage.start, layout.storage.size, "Storage")
         with undo.interruptible():
             run(
-                [which("mkfs.ext4"), "-F", "-q", "-L", layout.storage.label, str(store_loop)],
+                [
+                    which("mkfs.ext4"),
+                    "-F",
+                    "-q",
+                    "-L",
+                    layout.storage.label,
+                    *(["-E", ",".join(storage_options)] if storage_options else []),
+                    str(store_loop),
+                ],
                 what="format the Storage partition",
             )
     with undo.interruptible():
