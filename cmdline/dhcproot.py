@@ -32,8 +32,14 @@ _TARGET_KEYS = ("rd.iscsi.initiator",)
 
 
 def dnsmasq_root_path_line(root_path: str) -> str:
-    """The dnsmasq line that sends ``root_path`` as option 17 (``iscsiboot generate dnsmasq`` writes it)."""
-    return f'dhcp-option=option:root-path,"{root_path}"'
+    """The dnsmasq line that sends ``root_path`` as option 17 (``iscsiboot generate dnsmasq`` writes it).
+
+    Only to clients that are not iPXE (tag ``ipxe``): iPXE given a root path
+    beside a boot file hooks that SAN device before it loads the file, with
+    no CHAP credentials yet (the script sets them), and stops when the
+    target refuses the login; the script never runs.
+    """
+    return f'dhcp-option=tag:!ipxe,option:root-path,"{root_path}"'
 
 
 def no_root_path_fix() -> str:

@@ -506,7 +506,7 @@ def dnsmasq(
     efi_image: str = "ipxe.efi",
     dns: bool = True,
 ) -> Generated:
-    """A dnsmasq configuration: PXE clients get iPXE, iPXE gets the script, all get option 17.
+    """A dnsmasq configuration: PXE clients get iPXE, iPXE gets the script, the rest option 17.
 
     Requests from iPXE are recognised by option 175 or the user class
     ``iPXE``; PXE clients get ``bios_image`` or, by client architecture
@@ -565,7 +565,7 @@ def dnsmasq(
         f"dhcp-boot=tag:!ipxe,tag:efi64,{efi_image}",
         f"dhcp-boot=tag:ipxe,{script}",
         "",
-        "# RFC 4173 root path (option 17) of the boot target",
+        "# RFC 4173 root path (option 17) of the boot target, not for iPXE (its script logs in)",
         dnsmasq_root_path_line(uri.text),
     ]
     if cfg.network.mode is NetMode.FIRMWARE:

@@ -188,7 +188,7 @@ def test_dnsmasq_files_pass_dnsmasq_test(
         return
     assert result.secrets == () and MARK not in result.text
     uri = generate.root_path(cfg).text
-    assert f'dhcp-option=option:root-path,"{uri}"' in result.text.splitlines()
+    assert f'dhcp-option=tag:!ipxe,option:root-path,"{uri}"' in result.text.splitlines()
     assert len(uri.encode()) <= generate.DHCP_OPTION_MAX
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "dnsmasq.conf"

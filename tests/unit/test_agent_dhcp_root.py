@@ -66,7 +66,7 @@ def test_a_lease_without_root_path_is_the_named_cause() -> None:
     assert exc.phase == "login" and exc.cause == "no-root-path"
     assert exc.what == "the DHCP server sent no root path (option 17)"
     assert exc.evidence is not None and "192.168.50.1" in exc.evidence
-    assert exc.fix is not None and 'dhcp-option=option:root-path,"iscsi:' in exc.fix
+    assert exc.fix is not None and 'dhcp-option=tag:!ipxe,option:root-path,"iscsi:' in exc.fix
 
 
 def test_a_root_path_that_does_not_parse_never_shows_its_secret() -> None:

@@ -106,7 +106,9 @@ def test_no_root_path_is_a_named_cause_with_the_dnsmasq_line() -> None:
         with pytest.raises(ParseError) as info:
             with_root_path(cfg, missing)
         assert info.value.what == NO_ROOT_PATH
-        assert info.value.fix is not None and 'dhcp-option=option:root-path,"iscsi:' in info.value.fix
+        assert (
+            info.value.fix is not None and 'dhcp-option=tag:!ipxe,option:root-path,"iscsi:' in info.value.fix
+        )
 
 
 def test_root_path_credentials_are_secrets() -> None:
@@ -211,7 +213,10 @@ def test_generators_write_the_empty_authentication_form() -> None:
     out = generate.root_path(cfg)
     assert out.text == f"iscsi:@192.168.50.1:::1:{name}"
     assert any("RFC 3722" in w for w in out.warnings)
-    assert f'dhcp-option=option:root-path,"iscsi:@192.168.50.1:::1:{name}"' in generate.dnsmasq(cfg).text
+    assert (
+        f'dhcp-option=tag:!ipxe,option:root-path,"iscsi:@192.168.50.1:::1:{name}"'
+        in generate.dnsmasq(cfg).text
+    )
     assert f"sanboot iscsi:192.168.50.1:::1:{name} " in generate.ipxe(cfg).text  # iPXE: the plain form
     dracut = generate.dracut(cfg)
     assert f"netroot=iscsi:@192.168.50.1:::1:{name}" in dracut.text

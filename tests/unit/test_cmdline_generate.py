@@ -109,7 +109,7 @@ def test_dracut_refuses_storage_on_iscsi_and_mixed_groups() -> None:
 def test_dnsmasq_without_range_warns() -> None:
     result = generate.dnsmasq(_model())
     assert any("--dhcp-range" in w for w in result.warnings)
-    assert 'dhcp-option=option:root-path,"iscsi:10.0.2.2:::1:iqn.2024-01.lab:disk"' in result.text
+    assert 'dhcp-option=tag:!ipxe,option:root-path,"iscsi:10.0.2.2:::1:iqn.2024-01.lab:disk"' in result.text
     assert result.secrets == ()
     assert "a-long-chap-secret" not in result.text
 

@@ -14,7 +14,7 @@ from iscsiboot.qemu.scenario import DEFAULT_INITIATOR, DEFAULT_TARGET, Mode, Pla
 from iscsiboot.secret import Secret
 
 LAB = LabNames("iscsiboot-test-ns")
-ROOT_PATH_LINE = f'dhcp-option=option:root-path,"iscsi:{SERVER_ADDRESS}:::1:{DEFAULT_TARGET}"'
+ROOT_PATH_LINE = f'dhcp-option=tag:!ipxe,option:root-path,"iscsi:{SERVER_ADDRESS}:::1:{DEFAULT_TARGET}"'
 
 
 def _plan(**kw: object) -> Plan:

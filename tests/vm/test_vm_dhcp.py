@@ -58,7 +58,7 @@ def test_a_lease_without_root_path_ends_in_the_named_cause(artifacts: Artifacts,
     why = explain(outcome, "dhcp no root path")
     assert outcome.result is not None and outcome.result.cause == "no-root-path", why
     assert outcome.result.error == "the DHCP server sent no root path (option 17)", why
-    assert 'dhcp-option=option:root-path,"iscsi:' in str(outcome.result.fix), why
+    assert 'dhcp-option=tag:!ipxe,option:root-path,"iscsi:' in str(outcome.result.fix), why
     assert not outcome.result.sessions, why
 
 
