@@ -12,7 +12,14 @@ from iscsiboot.output import print_json
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import describe, run_scenario, stderr_progress
 from iscsiboot.qemu.outcome import timeline_text
-from iscsiboot.qemu.scenario import DEFAULT_INITIATOR, DEFAULT_TARGET, Firmware, Mode, ScenarioOptions
+from iscsiboot.qemu.scenario import (
+    DEFAULT_INITIATOR,
+    DEFAULT_TARGET,
+    BootVia,
+    Firmware,
+    Mode,
+    ScenarioOptions,
+)
 from iscsiboot.qemu.targets import TargetKind
 from iscsiboot.secret import Secret
 
@@ -106,6 +113,15 @@ def register(
         "options; "
         "dhcp: direct kernel boot with netroot=dhcp, the target from dnsmasq's root path (option 17) "
         "in a network namespace of its own",
+    )
+    boot.add_argument(
+        "--boot-via",
+        choices=[via.value for via in BootVia],
+        default=BootVia.ROM.value,
+        help="how the guest gets to iPXE (--mode ibft): rom (the default: the NIC's iPXE ROM, QEMU's own "
+        "DHCP and TFTP) or dnsmasq (the PXE chain in a network namespace of its own: the firmware's PXE "
+        "client gets Debian's undionly.kpxe or ipxe.efi from dnsmasq's TFTP, then the script; under UEFI "
+        "the NIC has no ROM)",
     )
     _target_option(boot)
     boot.add_argument("--target-name", default=None, metavar="IQN")
@@ -206,6 +222,7 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
         timeout=args.timeout,
         extra_append=backend_append(args.backend),
         firmware=Firmware(args.firmware),
+        boot_via=BootVia(args.boot_via),
     )
 
 

@@ -34,13 +34,16 @@ from iscsiboot.qemu.outcome import RESULT_PREFIX, Outcome, finished, judge
 from iscsiboot.qemu.runner import ConsoleFollower, Qemu, follow
 from iscsiboot.qemu.scenario import (
     AGENT_PREFIX,
+    BIOS_IMAGE,
+    EFI_IMAGE,
     EFI_ROM,
     GUEST_MAC,
+    IPXE_DIR,
     OVMF,
     WRAPPER_SCRIPT,
     Boot,
+    BootVia,
     Firmware,
-    Mode,
     Plan,
     ScenarioOptions,
     network_is_up,
@@ -155,8 +158,12 @@ def check_host(options: ScenarioOptions) -> str:
         for path, package in ((OVMF, "ovmf"), (EFI_ROM, "ipxe-qemu")):
             if not path.is_file():
                 raise EnvironmentProblem(f"{path} is missing (UEFI)", fix=f"install {package}")
-    if options.mode is Mode.DHCP:
+    if options.in_lab:
         NetLab.check_host()
+    if options.boot_via is BootVia.DNSMASQ:
+        for image in (BIOS_IMAGE, EFI_IMAGE):
+            if not (IPXE_DIR / image).is_file():
+                raise EnvironmentProblem(f"{IPXE_DIR / image} is missing (the PXE chain)", fix="install ipxe")
     if options.kvm and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         raise EnvironmentProblem("--kvm needs /dev/kvm", fix="drop --kvm (TCG is the default)")
     return qemu
@@ -205,7 +212,7 @@ def run_scenario(
     p: Plan | None = None
     outcome: Outcome | None = None
     try:
-        names = LabNames.fresh() if options.mode is Mode.DHCP else None
+        names = LabNames.fresh() if options.in_lab else None
         if names is not None:
             port = DEFAULT_PORT  # the namespace is the lab's own: the standard port is free
             tgtd = Tgtd(workdir / "tgt", host=SERVER_ADDRESS, port=port, netns=names.namespace)
@@ -226,6 +233,9 @@ def run_scenario(
             lab=names,
         )
         p.files.tftp.mkdir(parents=True, exist_ok=True)
+        if options.boot_via is BootVia.DNSMASQ:
+            for image in (BIOS_IMAGE, EFI_IMAGE):  # what dnsmasq's TFTP hands the PXE clients
+                shutil.copyfile(IPXE_DIR / image, p.files.tftp / image)
         if options.disk is None or not options.disk.exists():
             say(f"disk image ({options.system_label}, {options.written_storage_label})")
             build_disk(p, artifacts)
@@ -238,6 +248,8 @@ def run_scenario(
         if p.lab is not None and p.dnsmasq_config is not None:
             lab = NetLab(workdir / "lab", p.lab)
             served = "no root path" if options.no_root_path else "the root path in option 17"
+            if options.boot_via is BootVia.DNSMASQ:
+                served += f", TFTP: {BIOS_IMAGE}, {EFI_IMAGE}, the script"
             say(f"network namespace {p.lab.namespace}: bridge {SERVER_ADDRESS}, dnsmasq ({served})")
             lab.start()
             lab.start_dnsmasq(p.dnsmasq_config)
@@ -267,7 +279,10 @@ def run_scenario(
                 _configure_target(server, p)
 
         if p.ipxe_script is not None:
-            write_atomic(p.files.scenario_script, p.ipxe_script, mode=0o600)
+            # dnsmasq running as root serves only world-readable files over TFTP; the work
+            # folder (mkdtemp: 0700) keeps the script's CHAP secrets from other users
+            mode = 0o644 if options.boot_via is BootVia.DNSMASQ else 0o600
+            write_atomic(p.files.scenario_script, p.ipxe_script, mode=mode)
             write_atomic(p.files.script, WRAPPER_SCRIPT)
         if options.acpi_ibft:
             say("iBFT for -acpitable")
@@ -383,7 +398,7 @@ def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 6553
         workdir=Path(tempfile.gettempdir()) / "iscsiboot-qemu-XXXX",
         kernel=artifacts.kernel,
         initrd=artifacts.initrd,
-        lab=LabNames("iscsiboot-NS") if options.mode is Mode.DHCP else None,
+        lab=LabNames("iscsiboot-NS") if options.in_lab else None,
     )
     return p.describe().replace(str(port), "PORT") + "\n(PORT: a free port picked at run time)"
 

@@ -26,6 +26,21 @@ Modes:
     (:mod:`iscsiboot.qemu.netlab`): the guest's tap is on a bridge that holds
     the server's address, 10.77.0.1, and the target listens there on 3260.
 
+How the guest reaches iPXE in ``ibft`` mode (:class:`BootVia`):
+
+``rom``
+    iPXE in the NIC's option ROM, QEMU's user-mode DHCP and TFTP.
+``dnsmasq``
+    The PXE chain of a real network, in the dhcp mode's namespace: the
+    firmware's own PXE client asks dnsmasq (running ``iscsiboot generate
+    dnsmasq``'s configuration) for a boot file and gets Debian's prebuilt
+    ``undionly.kpxe`` or ``ipxe.efi`` over TFTP; that iPXE asks again, is
+    recognised as iPXE and gets the script.  Under UEFI the NIC has no ROM
+    at all: OVMF's own PXE client starts the chain.  SeaBIOS has no PXE
+    client of its own, and every PXE ROM QEMU ships for its NICs is an iPXE
+    build, so under BIOS the NIC's ROM is the PXE client; it announces
+    itself as iPXE and gets the script directly.
+
 Guest view of the host (the other modes): QEMU's user network maps 10.0.2.2
 to the host's loopback, so a ``tgtd`` on 127.0.0.1:PORT is the guest's
 10.0.2.2:PORT.
@@ -66,6 +81,10 @@ GUEST_DNS = "10.0.2.3"
 # UEFI: Debian's OVMF, and iPXE's EFI driver on the NIC (the ROM also holds the legacy PXE one)
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 EFI_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+# Debian's prebuilt iPXE (package ipxe): what a PXE client chain-loads over TFTP
+IPXE_DIR = Path("/usr/lib/ipxe")
+BIOS_IMAGE = "undionly.kpxe"
+EFI_IMAGE = "ipxe.efi"
 # OVMF's own PXE and HTTP boot clients: off, so that the NIC's iPXE driver is the one that boots
 OVMF_NET_OFF = tuple(f"name=opt/org.tianocore/{knob},string=n"
                      for knob in ("IPv4PXESupport", "IPv6PXESupport", "HttpBootSupport"))  # fmt: skip
@@ -107,6 +126,13 @@ class Boot(enum.Enum):
     DIRECT = "direct"  # -kernel/-initrd/-append
 
 
+class BootVia(enum.Enum):
+    """How the guest gets to iPXE in ibft mode (values are the CLI spellings)."""
+
+    ROM = "rom"  # the NIC's iPXE ROM, QEMU's user-mode DHCP and TFTP
+    DNSMASQ = "dnsmasq"  # the firmware's PXE, dnsmasq's TFTP, Debian's undionly.kpxe / ipxe.efi
+
+
 class Firmware(enum.Enum):
     """The guest's firmware (values are the CLI spellings)."""
 
@@ -136,6 +162,7 @@ class ScenarioOptions:
     disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
     no_root_path: bool = False  # dhcp mode: dnsmasq sends no root path (option 17)
     firmware: Firmware = Firmware.BIOS
+    boot_via: BootVia = BootVia.ROM
     layout: LayoutKind | None = None  # the disk's layout; None: libreelec under UEFI, seed under BIOS
     # machine
     kvm: bool = False
@@ -186,6 +213,12 @@ class ScenarioOptions:
                 "the DHCP root path that dnsmasq sends carries no CHAP credentials",
                 fix="drop --username/--password with --mode dhcp",
             )
+        sanboot_from_tgt = self.boot is Boot.SANBOOT and self.target is TargetKind.TGT
+        if self.boot_via is not BootVia.ROM and not sanboot_from_tgt:
+            raise UsageError(
+                f"--boot-via {self.boot_via.value} is an iPXE sanboot from tgt",
+                fix="use --mode ibft without --acpi-ibft, with --target tgt",
+            )
         if self.vlan is not None and not self.acpi_ibft:
             raise UsageError("a VLAN needs the injected iBFT", fix="add --acpi-ibft")
         if self.vlan is not None and not 1 <= self.vlan <= 4094:
@@ -216,6 +249,11 @@ class ScenarioOptions:
         if self.mode is Mode.IBFT and not self.acpi_ibft:
             return Boot.SANBOOT
         return Boot.DIRECT
+
+    @property
+    def in_lab(self) -> bool:
+        """Whether guest, dnsmasq and target share a network namespace of their own."""
+        return self.mode is Mode.DHCP or self.boot_via is BootVia.DNSMASQ
 
     @property
     def disk_layout(self) -> LayoutKind:
@@ -360,7 +398,7 @@ def client_config(options: ScenarioOptions, port: int, lun: int | None = None) -
         reverse = Chap(options.reverse_username, options.reverse_password)
     target = Target(
         name=options.target_name,
-        address=SERVER_ADDRESS if options.mode is Mode.DHCP else HOST_ADDRESS,
+        address=SERVER_ADDRESS if options.in_lab else HOST_ADDRESS,
         port=port,
         lun=options.target.usual_lun if lun is None else lun,
         chap=chap,
@@ -422,7 +460,14 @@ def dracut_options(cfg: BootConfig) -> list[str]:
 def dnsmasq_config(options: ScenarioOptions, client: BootConfig, files: Files, lab: LabNames) -> str:
     """``iscsiboot generate dnsmasq`` for the lab's bridge (without the root path for ``no_root_path``)."""
     text = generate.dnsmasq(
-        client, interface=lab.bridge, dhcp_range=DHCP_RANGE, tftp_root=str(files.tftp), dns=False
+        client,
+        interface=lab.bridge,
+        dhcp_range=DHCP_RANGE,
+        tftp_root=str(files.tftp),
+        script=BOOTFILE,
+        bios_image=BIOS_IMAGE,
+        efi_image=EFI_IMAGE,
+        dns=False,
     ).text
     if options.no_root_path:
         line = generate.dnsmasq_root_path_line(generate.root_path(client).text)
@@ -479,7 +524,10 @@ def qemu_argv(
         netdev = f"tap,id=n0,ifname={lab.tap},script=no,downscript=no"
     uefi = options.firmware is Firmware.UEFI
     nic = f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}"
-    if uefi:
+    firmware_pxe = uefi and options.boot_via is BootVia.DNSMASQ
+    if firmware_pxe:
+        nic += ",romfile=,bootindex=1"  # no iPXE at all: OVMF's own PXE client boots from the NIC
+    elif uefi:
         nic += f",romfile={EFI_ROM},bootindex=1"  # straight to iPXE, not the firmware's boot menu
     argv = [
         *(exec_prefix(lab.namespace) if lab is not None else ()),
@@ -512,7 +560,7 @@ def qemu_argv(
         argv += ["-qmp", f"unix:{files.qmp},server=on,wait=off"]
     if uefi:
         argv += ["-bios", str(OVMF)]
-        for knob in OVMF_NET_OFF:
+        for knob in () if firmware_pxe else OVMF_NET_OFF:
             argv += ["-fw_cfg", knob]
     if options.boot is Boot.SANBOOT:
         if not uefi:  # under UEFI the NIC's bootindex picks it
@@ -555,8 +603,8 @@ def plan(
 ) -> Plan:
     """Everything a scenario does, computed without I/O (``lab``: the dhcp mode's namespace;
     ``lun``: the disk's LUN once the running target has said it)."""
-    if (lab is not None) != (options.mode is Mode.DHCP):
-        raise UsageError("the dhcp mode, and it alone, boots in a network namespace of its own")
+    if (lab is not None) != options.in_lab:
+        raise UsageError("the dhcp mode and --boot-via dnsmasq, and they alone, boot in a network namespace")
     files = Files(workdir)
     client = client_config(options, port, lun)
     append = append_line(options, client)
