@@ -5,7 +5,7 @@ reads a whole kernel command line (TEXT words are joined with spaces;
 ``--file -`` reads stdin) and prints the model as readable text or, with
 ``--json``, the object of :func:`iscsiboot.model.to_dict` plus ``warnings``.
 
-``generate {cmdline,extlinux,ipxe,dnsmasq,root-path,dracut} [model options |
+``generate {cmdline,extlinux,ipxe,dnsmasq,root-path,dracut,usb} [model options |
 --from-json FILE] [-o FILE]`` writes a format from the model.  Generated text
 that contains a secret is written for real into ``-o FILE`` (mode 0600,
 atomically); on stdout the secret shows as ``***`` unless ``--show-secrets``,
@@ -21,9 +21,11 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, help_handler, number_type
 from iscsiboot.cmdline import generate as g
+from iscsiboot.cmdline import usb
 from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.errors import EXIT_OK, UsageError
@@ -73,6 +75,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "dnsmasq": "a dnsmasq DHCP+TFTP configuration for iPXE boot",
         "root-path": "the RFC 4173 root path (DHCP option 17)",
         "dracut": "dracut's rd.iscsi.*/netroot= form",
+        "usb": "a boot stick image (Debian's ipxe.lkrn, syslinux, the embedded script) to dd",
     }
     for kind, summary in kinds.items():
         k = add_command(gsub, kind, parent, summary)
@@ -122,6 +125,19 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                 "--script", default="boot.ipxe", help="the iPXE script file name (default boot.ipxe)"
             )
             out.add_argument("--no-dns", action="store_true", help="port=0: no DNS service")
+        elif kind == "usb":
+            out.add_argument(
+                "--firmware",
+                choices=[f.value for f in usb.StickFirmware],
+                default=usb.StickFirmware.BIOS.value,
+                help="bios (the default); uefi and both are refused: " + usb.NO_UEFI,
+            )
+            out.add_argument(
+                "--attempts",
+                type=number_type(),
+                metavar="N",
+                help="try sanboot N times, then exit with failure (default: retry for ever)",
+            )
         elif kind == "root-path":
             out.add_argument(
                 "--with-credentials",
@@ -239,6 +255,8 @@ def _generate_command(args: argparse.Namespace) -> int:
 
         cfg, note = with_target_lun(cfg, timeout=LOGIN_TIMEOUT)
         info(note)
+    if kind == "usb":
+        return _usb_command(args, cfg)
     makers: dict[str, Callable[[BootConfig], g.Generated]] = {
         "cmdline": g.cmdline,
         "dracut": g.dracut,
@@ -284,4 +302,22 @@ def _generate_command(args: argparse.Namespace) -> int:
         print_json({"kind": kind, "text": text, "warnings": list(result.warnings)})
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def _usb_command(args: argparse.Namespace, cfg: BootConfig) -> int:
+    """``generate usb -o FILE``: the stick image, mode 0600 (it carries the CHAP secrets)."""
+    if not args.output:
+        raise UsageError("the stick is an image file", where="generate usb", fix="add -o stick.img")
+    script = g.ipxe(cfg, embedded=True, embed_path=usb.SCRIPT_NAME, attempts=args.attempts)
+    for warning in script.warnings:
+        warn(warning)
+    size = usb.write_stick(Path(args.output), usb.stick_files(script.text, usb.StickFirmware(args.firmware)))
+    if args.json:
+        print_json({"kind": "usb", "output": args.output, "bytes": size, "warnings": list(script.warnings)})
+    else:
+        info(f"wrote {args.output} ({size // (1024 * 1024)} MiB, mode 0600)")
+        if script.secrets:
+            info("the stick carries the CHAP secrets in clear: keep it (and the image file) safe")
+        info(f"write it to the stick with: dd if={args.output} of=/dev/sdX bs=4M conv=fsync")
     return EXIT_OK

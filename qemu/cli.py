@@ -121,7 +121,8 @@ def register(
         help="how the guest gets to iPXE (--mode ibft): rom (the default: the NIC's iPXE ROM, QEMU's own "
         "DHCP and TFTP) or dnsmasq (the PXE chain in a network namespace of its own: the firmware's PXE "
         "client gets Debian's undionly.kpxe or ipxe.efi from dnsmasq's TFTP, then the script; under UEFI "
-        "the NIC has no ROM)",
+        "the NIC has no ROM) or usb (BIOS: the stick of generate usb as a USB disk, a NIC without a "
+        "boot ROM)",
     )
     _target_option(boot)
     boot.add_argument("--target-name", default=None, metavar="IQN")

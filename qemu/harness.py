@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from iscsiboot.cmdline import usb
 from iscsiboot.disk.install import install_image
 from iscsiboot.errors import EnvironmentProblem, UsageError
 from iscsiboot.ibft.build import build_table
@@ -160,6 +161,8 @@ def check_host(options: ScenarioOptions) -> str:
                 raise EnvironmentProblem(f"{path} is missing (UEFI)", fix=f"install {package}")
     if options.in_lab:
         NetLab.check_host()
+    if options.boot_via is BootVia.USB:
+        usb.check_host()
     if options.boot_via is BootVia.DNSMASQ:
         for image in (BIOS_IMAGE, EFI_IMAGE):
             if not (IPXE_DIR / image).is_file():
@@ -278,7 +281,10 @@ def run_scenario(
                 assert p is not None and server is not None
                 _configure_target(server, p)
 
-        if p.ipxe_script is not None:
+        if p.ipxe_script is not None and options.boot_via is BootVia.USB:
+            say(f"boot stick {p.files.stick} (generate usb: syslinux, ipxe.lkrn, the embedded script)")
+            usb.write_stick(p.files.stick, usb.stick_files(p.ipxe_script, usb.StickFirmware.BIOS))
+        elif p.ipxe_script is not None:
             # dnsmasq running as root serves only world-readable files over TFTP; the work
             # folder (mkdtemp: 0700) keeps the script's CHAP secrets from other users
             mode = 0o644 if options.boot_via is BootVia.DNSMASQ else 0o600

@@ -40,6 +40,10 @@ How the guest reaches iPXE in ``ibft`` mode (:class:`BootVia`):
     client of its own, and every PXE ROM QEMU ships for its NICs is an iPXE
     build, so under BIOS the NIC's ROM is the PXE client; it announces
     itself as iPXE and gets the script directly.
+``usb``
+    The boot stick of ``iscsiboot generate usb`` (Debian's ``ipxe.lkrn``
+    started by syslinux, the embedded script with its own DHCP) as a USB
+    disk, on a NIC without a boot ROM; BIOS only (:mod:`iscsiboot.cmdline.usb`).
 
 Guest view of the host (the other modes): QEMU's user network maps 10.0.2.2
 to the host's loopback, so a ``tgtd`` on 127.0.0.1:PORT is the guest's
@@ -55,6 +59,7 @@ from pathlib import Path
 
 from iscsiboot.cmdline import generate
 from iscsiboot.cmdline.parse import tokenize
+from iscsiboot.cmdline.usb import NO_UEFI
 from iscsiboot.disk.layout import LayoutKind
 from iscsiboot.errors import UsageError
 from iscsiboot.model import (
@@ -131,6 +136,7 @@ class BootVia(enum.Enum):
 
     ROM = "rom"  # the NIC's iPXE ROM, QEMU's user-mode DHCP and TFTP
     DNSMASQ = "dnsmasq"  # the firmware's PXE, dnsmasq's TFTP, Debian's undionly.kpxe / ipxe.efi
+    USB = "usb"  # generate usb's stick: syslinux, Debian's ipxe.lkrn, the embedded script
 
 
 class Firmware(enum.Enum):
@@ -219,6 +225,8 @@ class ScenarioOptions:
                 f"--boot-via {self.boot_via.value} is an iPXE sanboot from tgt",
                 fix="use --mode ibft without --acpi-ibft, with --target tgt",
             )
+        if self.boot_via is BootVia.USB and self.firmware is not Firmware.BIOS:
+            raise UsageError(f"--boot-via usb: {NO_UEFI}", fix="use --firmware bios")
         if self.vlan is not None and not self.acpi_ibft:
             raise UsageError("a VLAN needs the injected iBFT", fix="add --acpi-ibft")
         if self.vlan is not None and not 1 <= self.vlan <= 4094:
@@ -310,6 +318,10 @@ class Files:
     @property
     def disk(self) -> Path:
         return self.workdir / "disk.img"
+
+    @property
+    def stick(self) -> Path:
+        return self.workdir / "stick.img"
 
     @property
     def console(self) -> Path:
@@ -486,27 +498,27 @@ def append_line(options: ScenarioOptions, client: BootConfig) -> str:
 WRAPPER_SCRIPT = script("wrapper.ipxe", SCENARIO_SCRIPT=SCENARIO_SCRIPT)
 
 
-def ipxe_script(client: BootConfig) -> str:
+def ipxe_script(client: BootConfig, *, embedded: bool = False) -> str:
     """The scenario's iPXE script for sanboot mode (``iscsiboot generate ipxe``).
 
     QEMU's TFTP serves :data:`WRAPPER_SCRIPT` as the boot file; it chains
     this script and powers the machine off when it fails, so a failed
     ``sanboot`` ends QEMU instead of leaving it at the BIOS.
     """
-    text = _generated_ipxe(client)
+    text = _generated_ipxe(client, embedded=embedded)
     if not text.startswith("#!ipxe"):
         text = "#!ipxe\n" + text
     return text if text.endswith("\n") else text + "\n"
 
 
-def _generated_ipxe(client: BootConfig) -> str:
+def _generated_ipxe(client: BootConfig, *, embedded: bool = False) -> str:
     """``iscsiboot generate ipxe`` for ``client`` (chain-loaded form).
 
     The attempts are bounded so that a login iPXE cannot make (a wrong
     password in ibft mode) ends in the wrapper's power-off, not in the
     scenario's timeout.
     """
-    return generate.ipxe(client, embedded=False, attempts=SANBOOT_ATTEMPTS).text
+    return generate.ipxe(client, embedded=embedded, attempts=SANBOOT_ATTEMPTS).text
 
 
 def qemu_argv(
@@ -525,7 +537,9 @@ def qemu_argv(
     uefi = options.firmware is Firmware.UEFI
     nic = f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}"
     firmware_pxe = uefi and options.boot_via is BootVia.DNSMASQ
-    if firmware_pxe:
+    if options.boot_via is BootVia.USB:
+        nic += ",romfile="  # no boot ROM: the stick brings iPXE
+    elif firmware_pxe:
         nic += ",romfile=,bootindex=1"  # no iPXE at all: OVMF's own PXE client boots from the NIC
     elif uefi:
         nic += f",romfile={EFI_ROM},bootindex=1"  # straight to iPXE, not the firmware's boot menu
@@ -562,7 +576,10 @@ def qemu_argv(
         argv += ["-bios", str(OVMF)]
         for knob in () if firmware_pxe else OVMF_NET_OFF:
             argv += ["-fw_cfg", knob]
-    if options.boot is Boot.SANBOOT:
+    if options.boot_via is BootVia.USB:
+        argv += ["-device", "usb-ehci,id=ehci", "-drive", f"if=none,id=stick,format=raw,file={files.stick}"]
+        argv += ["-device", "usb-storage,bus=ehci.0,drive=stick,bootindex=0"]
+    elif options.boot is Boot.SANBOOT:
         if not uefi:  # under UEFI the NIC's bootindex picks it
             argv += ["-boot", "n"]
     else:
@@ -615,7 +632,11 @@ def plan(
         client=client,
         append=append,
         target=target_spec(options, files, lun),
-        ipxe_script=ipxe_script(client) if options.boot is Boot.SANBOOT else None,
+        ipxe_script=(
+            ipxe_script(client, embedded=options.boot_via is BootVia.USB)
+            if options.boot is Boot.SANBOOT
+            else None
+        ),
         table_config=table_config(client, options.vlan) if options.acpi_ibft else None,
         qemu_argv=qemu_argv(options, files, append=append, kernel=kernel, initrd=initrd, qemu=qemu, lab=lab),
         lab=lab,
