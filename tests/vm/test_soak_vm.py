@@ -15,7 +15,7 @@ import pytest
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import Artifacts
 from iscsiboot.qemu.outcome import Outcome
-from iscsiboot.qemu.scenario import ScenarioOptions
+from iscsiboot.qemu.scenario import Mode, ScenarioOptions
 from iscsiboot.qemu.soak import Cycle, Fault, SoakReport, kept_blocks, run_soak
 from iscsiboot.secret import Secret
 from vm_support import BOOT_TIMEOUT, TIMINGS, boot, expect_success, explain, require_vm
@@ -159,12 +159,16 @@ def test_a_target_away_past_the_recovery_timeout_is_named_and_loses_nothing_writ
     assert named and "Storage (/dev/sda2)" in named[0], text
     before = result.written[: result.before_fault[0]]
     assert before, text
-    again = boot(
-        "away: read back",
-        options("iscsiboot.test=soakread", disk=soaks.work / "away-disk.img"),
-        soaks.kernel_artifacts(),
-        soaks.work / "away-read",
+    # a direct kernel boot: its command line is the host's (the disk's own says soak again)
+    read_back = ScenarioOptions(
+        mode=Mode.CMDLINE,
+        username=USER,
+        password=Secret(PASSWORD),
+        timeout=BOOT_TIMEOUT,
+        extra_append=("iscsiboot.test=soakread",),
+        disk=soaks.work / "away-disk.img",
     )
+    again = boot("away: read back", read_back, soaks.kernel_artifacts(), soaks.work / "away-read")
     expect_success(again, "away: read back")
     kept = kept_blocks(again.console)
     lost = [block for block, digest in before if kept.get(block) != digest]
