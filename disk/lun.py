@@ -44,6 +44,7 @@ from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import scsi
 from iscsiboot.iscsi.login import LoginFailed
 from iscsiboot.iscsi.lunreader import LunReader
+from iscsiboot.iscsi.pdu import ProtocolError
 from iscsiboot.iscsi.session import Session
 from iscsiboot.model import Chap
 
@@ -85,6 +86,13 @@ class LunAccess:
             raise IscsibootError(
                 f"cannot log in to {self.name}: {exc.what}; nothing was written",
                 fix=exc.fix or "check --username and --password-file (and the reverse ones for mutual CHAP)",
+            ) from None
+        except ProtocolError as exc:
+            if not self.digests or "Digest" not in exc.what:
+                raise
+            raise IscsibootError(
+                f"cannot log in to {self.name}: {exc.what}; nothing was written",
+                fix="the target does not use CRC32C digests: drop --digest or turn them on at the target",
             ) from None
 
 
