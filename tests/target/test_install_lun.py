@@ -56,10 +56,10 @@ class Lab:
     def backing(self, name: str) -> Path:
         return self.work / f"{name}.img"
 
-    def args(self, name: str, *extra: str, release: Path | None = None) -> list[str]:
+    def args(self, name: str, *extra: str, release: Path | None = None, auto: bool = True) -> list[str]:
         return ["install", "--portal", self.tgtd.portal, "--target", _iqn(name), "--lun", "1",
                 "--initiator", ME, "--release", str(release or self.tar), "--system-size", "16M",
-                "--auto", *extra]  # fmt: skip
+                *(["--auto"] if auto else []), *extra]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,14 @@ def _secret_file(lab: Lab, name: str, value: str) -> str:
     return str(path)
 
 
+def _system_file(backing: Path, path: str) -> bytes:
+    read = file_reader(backing)
+    table = read_partition_table(read, size=backing.stat().st_size)
+    assert table is not None
+    system = table.partitions[0]
+    return open_filesystem(window(read, system.start, system.size), "vfat").read_file(path)
+
+
 def _check_layout(lab: Lab, backing: Path) -> None:
     """The backing file holds a GPT, a FAT System with the release's files, and ext4 Storage."""
     read = file_reader(backing)
@@ -109,9 +117,10 @@ def _check_layout(lab: Lab, backing: Path) -> None:
 
 
 def test_mutual_chap_release_tar(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """No --auto: the boot settings are the connection's (portal, target, LUN, mutual CHAP)."""
     argv = lab.args("mutual", "--json", "--username", USER, "--password-file",
                     _secret_file(lab, "pw", SECRET), "--reverse-username", TUSER,
-                    "--reverse-password-file", _secret_file(lab, "rpw", TSECRET))  # fmt: skip
+                    "--reverse-password-file", _secret_file(lab, "rpw", TSECRET), auto=False)  # fmt: skip
     code, out, err = run_main(capsys, *argv)
     assert code == 0, err
     report = json.loads(out)
@@ -122,7 +131,23 @@ def test_mutual_chap_release_tar(lab: Lab, capsys: pytest.CaptureFixture[str]) -
     assert transfer["sent"] < LUN_MIB * MIB // 4, transfer["sent"]
     assert all(e["offset"] % 512 == 0 and e["length"] % 512 == 0 for e in transfer["extents"])
     assert "reading back" in err and SECRET not in err + out and TSECRET not in err + out
+    assert "syslinux.cfg holds CHAP secrets" in err
     _check_layout(lab, lab.backing("mutual"))
+    conf = _system_file(lab.backing("mutual"), "/syslinux.cfg").decode()
+    assert f"iscsi_target_name={_iqn('mutual')}" in conf and f"iscsi_target_port={lab.tgtd.port}" in conf
+    assert f"iscsi_initiator={ME}" in conf and f"iscsi_in_password={TSECRET}" in conf
+
+
+def test_doctor_passes_on_the_installed_lun(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """After the mutual-CHAP install above: every check of the doctor is ok on that LUN."""
+    code, out, err = run_main(
+        capsys, "doctor", "--json", "--portal", lab.tgtd.portal, "--target", _iqn("mutual"), "--lun", "1",
+        "--initiator", ME, "--username", USER, "--password-file", _secret_file(lab, "pw", SECRET),
+        "--reverse-username", TUSER, "--reverse-password-file", _secret_file(lab, "rpw", TSECRET),
+    )  # fmt: skip
+    report = json.loads(out)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert code == 0 and not failed, json.dumps(failed, indent=1) + err
 
 
 def test_blocks_of_4096_from_img_gz(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
