@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iscsiboot.cliargs import add_command, add_json, add_output, add_show_secrets, help_handler, number_type
+from iscsiboot.cmdline import clients, usb
 from iscsiboot.cmdline import generate as g
-from iscsiboot.cmdline import usb
 from iscsiboot.cmdline.options import add_model_options, model_from_args
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.errors import EXIT_OK, UsageError
@@ -96,7 +96,15 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                 metavar="TOKEN",
                 help="extra kernel parameter (repeatable; default: quiet)",
             )
-        elif kind == "ipxe":
+        if kind in ("ipxe", "dnsmasq"):
+            out.add_argument(
+                "--clients",
+                metavar="FILE",
+                help="several HTPCs: one line each (MAC NAME TARGET-OR-LUN [CREDENTIALS-FILE]); ipxe "
+                "writes NAME.ipxe per client into the folder -o names, dnsmasq one configuration with a "
+                "tag per client",
+            )
+        if kind == "ipxe":
             out.add_argument(
                 "--embedded", action="store_true", help="the form built into a ROM (own dhcp retry)"
             )
@@ -246,6 +254,8 @@ def _masked(cfg: BootConfig) -> BootConfig:
 
 
 def _generate_command(args: argparse.Namespace) -> int:
+    if getattr(args, "clients", None):
+        return _clients_command(args, model_from_args(args))
     if args.output:
         check_output(args.output)
     cfg = model_from_args(args)
@@ -320,4 +330,47 @@ def _usb_command(args: argparse.Namespace, cfg: BootConfig) -> int:
         if script.secrets:
             info("the stick carries the CHAP secrets in clear: keep it (and the image file) safe")
         info(f"write it to the stick with: dd if={args.output} of=/dev/sdX bs=4M conv=fsync")
+    return EXIT_OK
+
+
+def _clients_command(args: argparse.Namespace, cfg: BootConfig) -> int:
+    """``generate ipxe|dnsmasq --clients FILE``: a script per client, or one dnsmasq configuration."""
+    listed = clients.parse_clients(read_text(args.clients), where=args.clients)
+    base = Path(args.clients).parent
+    chaps = {
+        c.credentials: clients.parse_credentials(
+            read_text(base / c.credentials), where=str(base / c.credentials)
+        )
+        for c in listed
+        if c.credentials is not None
+    }
+    configs = clients.client_configs(cfg, listed, chaps)
+    if args.kind == "dnsmasq":
+        result = clients.dnsmasq(
+            configs,
+            interface=args.interface,
+            dhcp_range=args.dhcp_range,
+            tftp_root=args.tftp_root,
+            script=args.script,
+            dns=not args.no_dns,
+        )
+        for warning in result.warnings:
+            warn(warning)
+        if args.output:
+            check_output(args.output)
+            write_output(args.output, result.text)
+            info(f"wrote {args.output} ({len(listed)} clients)")
+        else:
+            sys.stdout.write(result.text)
+        return EXIT_OK
+    if not args.output or not Path(args.output).is_dir():
+        raise UsageError(
+            "a script per client goes into a folder", where="--clients", fix="give -o DIR (it must exist)"
+        )
+    for client, config in configs:
+        script = g.ipxe(config, embedded=args.embedded, attempts=args.attempts)
+        for warning in script.warnings:
+            warn(f"{client.name}: {warning}")
+        write_output(Path(args.output) / client.script, script.text, mode=0o600)
+    info(f"wrote {len(configs)} scripts into {args.output} (mode 0600: they hold the CHAP secrets)")
     return EXIT_OK
