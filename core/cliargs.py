@@ -88,6 +88,21 @@ def _timeout(text: str) -> float:
     return value
 
 
+DIGESTS = ("none", "crc32c")
+
+
+def add_digest(parser: Container) -> None:
+    """``--digest none|crc32c``: ask the target for CRC32C header and data digests."""
+    parser.add_argument(
+        "--digest", choices=DIGESTS, default="none",
+        help="header and data digests on the connection (default none; crc32c: the target must agree)",
+    )  # fmt: skip
+
+
+def digests_from_args(args: argparse.Namespace) -> bool:
+    return getattr(args, "digest", "none") == "crc32c"
+
+
 def add_timeout(parser: Container, default: float, help: str) -> None:
     parser.add_argument("--timeout", type=_timeout, default=default, metavar="SECONDS", help=help)
 

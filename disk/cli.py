@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iscsiboot.cliargs import add_command, add_json, sigterm_interrupts
+from iscsiboot.cliargs import add_command, add_digest, add_json, digests_from_args, sigterm_interrupts
 from iscsiboot.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
@@ -50,10 +50,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "open-iscsi); with --target, --lun and the CHAP options, which the boot settings default to",
     )  # fmt: skip
     parser.add_argument("--target", metavar="IQN", help="with --portal: the target whose LUN is written")
-    parser.add_argument(
-        "--digest", choices=("none", "crc32c"), default="none",
-        help="with --portal: header and data digests on the connection (default none)",
-    )  # fmt: skip
+    add_digest(parser)
     parser.add_argument("--kernel", metavar="KERNEL", type=Path, help="the kernel, copied as /KERNEL")
     parser.add_argument(
         "--system", dest="system_file", metavar="SYSTEM", type=Path,
@@ -217,7 +214,7 @@ def _install_lun(args: argparse.Namespace) -> InstallReport:
         initiator,
         link.chap,
         link.reverse_chap,
-        digests=args.digest == "crc32c",
+        digests=digests_from_args(args),
     )
     with tempfile.TemporaryDirectory(prefix="iscsiboot-release-") as workdir:
         args.workdir = workdir

@@ -53,6 +53,7 @@ class _Stop(Exception):
 class _Run:
     settings: Settings
     timeout: float
+    digests: bool = False
     checks: list[Check] = field(default_factory=list)
     luns: list[LunReport] = field(default_factory=list)
     readers: dict[int, LunReader] = field(default_factory=dict)
@@ -171,6 +172,7 @@ def _login(run: _Run) -> Session:
             chap=t.chap,
             reverse_chap=t.reverse_chap,
             timeout=run.timeout,
+            digests=run.digests,
         )
     except (IscsibootError, OSError) as exc:
         cause, fix = login_cause(exc, t, ini)
@@ -496,11 +498,15 @@ def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> No
 # ---------------------------------------------------------------- runners
 
 
-def run_checks(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT, upto: str | None = None) -> Report:
-    """Run the plan in order (up to and including ``upto``); never raises for what it finds."""
+def run_checks(
+    settings: Settings, *, timeout: float = DEFAULT_TIMEOUT, upto: str | None = None, digests: bool = False
+) -> Report:
+    """Run the plan in order (up to and including ``upto``); never raises for what it finds.
+
+    ``digests``: the session that reads the LUN asks for CRC32C header and data digests."""
     if not settings.config.targets:
         raise IscsibootError("the settings name no iSCSI target", fix="give --portal and --target")
-    run = _Run(settings, timeout)
+    run = _Run(settings, timeout, digests)
     complete = True
     session: Session | None = None
     try:

@@ -14,10 +14,12 @@ from typing import Any
 
 from iscsiboot.cliargs import (
     add_command,
+    add_digest,
     add_json,
     add_login_options,
     add_timeout,
     chap_from_args,
+    digests_from_args,
     positive_timeout,
 )
 from iscsiboot.cmdline.dhcproot import with_root_path
@@ -96,6 +98,7 @@ def _target_options(p: argparse.ArgumentParser, *, with_target: bool) -> None:
         p.add_argument("--target", metavar="IQN", help="the target name")
         p.add_argument("--lun", metavar="LUN", help="the boot LUN (RFC 4173 hex form, e.g. 1)")
     add_login_options(p)
+    add_digest(p)
     add_timeout(p, DEFAULT_TIMEOUT, "per step (default 10)")
 
 
@@ -256,7 +259,7 @@ def _with_dhcp_root_path(config: BootConfig, root_path: str | None) -> BootConfi
 def run_doctor(args: argparse.Namespace) -> int:
     timeout = positive_timeout(args)
     settings = settings_from_args(args)
-    report = run_checks(settings, timeout=timeout)
+    report = run_checks(settings, timeout=timeout, digests=digests_from_args(args))
     hidden = settings.config.secrets()
     if args.json:
         print_json(report.to_dict())
@@ -275,7 +278,13 @@ def run_discover(args: argparse.Namespace) -> int:
     initiator = args.initiator or DEFAULT_INITIATOR
     try:
         session = Session.login(
-            host, port, initiator=initiator, chap=chap, reverse_chap=reverse, timeout=timeout
+            host,
+            port,
+            initiator=initiator,
+            chap=chap,
+            reverse_chap=reverse,
+            timeout=timeout,
+            digests=digests_from_args(args),
         )
         with session:
             found = session.send_targets()

@@ -37,7 +37,7 @@ USER, SECRET = "installer", "install-secret-0042"
 TUSER, TSECRET = "target", "target-secret-0043"
 LUN_MIB = 64
 SIZES = {"mutual": LUN_MIB, "blocks4k": LUN_MIB, "used": LUN_MIB, "small": 16, "stopped": LUN_MIB,
-         "image": LUN_MIB}  # fmt: skip
+         "image": LUN_MIB, "digests": LUN_MIB}  # fmt: skip
 
 
 def _iqn(name: str) -> str:
@@ -82,6 +82,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 subprocess.run(["sfdisk", "-q", str(backing)], input="label: dos\nstart=2048, type=83\n",
                                text=True, check=True, capture_output=True)  # fmt: skip
             tgtd.add_target(tid, _iqn(name), [backing], block_size=4096 if name == "blocks4k" else None)
+        for key in ("HeaderDigest", "DataDigest"):
+            tgtd.set_param(list(SIZES).index("digests") + 1, key, "CRC32C")
         tgtd.add_account(USER, Secret(SECRET))
         tgtd.add_account(TUSER, Secret(TSECRET))
         tgtd.bind_account(1, USER)
@@ -158,6 +160,19 @@ def test_blocks_of_4096_from_img_gz(lab: Lab, capsys: pytest.CaptureFixture[str]
     assert all(e["offset"] % 4096 == 0 and e["length"] % 4096 == 0 for e in transfer["extents"])
     assert "4096-byte blocks" in err  # the partition table's 512-byte sectors are named
     _check_layout(lab, lab.backing("blocks4k"))
+
+
+def test_digests_on_install_and_doctor(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, *lab.args("digests", "--json", "--digest", "crc32c"))
+    assert code == 0, err
+    assert json.loads(out)["transfer"]["digests"] is True
+    _check_layout(lab, lab.backing("digests"))
+    code, out, err = run_main(capsys, "doctor", "--json", "--digest", "crc32c", "--portal", lab.tgtd.portal,
+                              "--target", _iqn("digests"), "--lun", "1", "--initiator", ME)  # fmt: skip
+    assert json.loads(out)["luns"], err  # it logged in with digests and read the LUN
+    # tgtd's discovery sessions take no digests (its keys are per target): discover says so
+    code, _out, err = run_main(capsys, "discover", "--digest", "crc32c", "--portal", lab.tgtd.portal)
+    assert code == 1 and "HeaderDigest" in err, err
 
 
 def test_refuses_a_lun_with_a_partition_table(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
