@@ -116,3 +116,20 @@ def test_release_tar_is_checked(tmp_path: Path) -> None:
     junk.write_bytes(b"not an archive")
     with pytest.raises(UsageError, match="neither"):
         open_release(junk, tmp_path)
+
+
+def test_portal_options_are_checked_before_any_login(capsys: pytest.CaptureFixture[str]) -> None:
+    from doctor_support import run_main  # noqa: PLC0415
+
+    release = ["--release", "/nonexistent.tar"]
+    code, _out, err = run_main(capsys, "install", "--portal", "192.0.2.1", *release)
+    assert code == 2 and "--portal needs --target" in err
+    portal = ["install", "--portal", "192.0.2.1", "--target", "iqn.x"]
+    code, _out, err = run_main(capsys, *portal, "--size", "1G", *release)
+    assert code == 2 and "--size applies to --image only" in err
+    code, _out, err = run_main(
+        capsys, "install", "--image", "/nonexistent/x.img", "--target", "iqn.x", *release
+    )
+    assert code == 2 and "go with --portal" in err
+    code, _out, err = run_main(capsys, *portal, "--kernel", "/k", *release)
+    assert code == 2 and "--release given together with --kernel" in err
