@@ -165,6 +165,23 @@ def register(
     _machine_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+    fleet = add_command(
+        qsub,
+        "fleet",
+        parent,
+        "several HTPCs boot at once from one NAS through the dnsmasq chain",
+        "Boot N guests at the same time from one tgtd (a target, a disk and a CHAP account each), "
+        "each with its own MAC and initiator name, through dnsmasq's per-client tags and scripts "
+        "(generate dnsmasq/ipxe --clients).  Each writes a marker to its Storage; then the host checks "
+        "that every disk holds exactly its own.  Exit 0 only when every client booted its own disk.",
+    )
+    fleet.add_argument("--clients", type=int, default=3, metavar="N", help="how many HTPCs (default 3)")
+    add_timeout(fleet, 300.0, "give up on the clients that have not finished by then")
+    fleet.add_argument("--cache", type=Path, metavar="DIR", help="kernel/initramfs cache")
+    fleet.add_argument("--log-dir", type=Path, metavar="DIR", help="keep every client's console log here")
+    add_json(fleet, "per client ok, time to Storage mounted and own-marker check, and the median")
+    fleet.set_defaults(func=cmd_fleet)
+
     soak = add_command(
         qsub,
         "soak",
@@ -343,4 +360,20 @@ def cmd_soak(args: argparse.Namespace) -> int:
         sys.stdout.write(text_report(result))
         if outcome.log_path is not None:
             sys.stdout.write(f"console log: {outcome.log_path}\n")
+    return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from iscsiboot.qemu.fleet import run_fleet, text_report  # noqa: PLC0415
+
+    with sigterm_interrupts():
+        stderr_progress("preparing kernel, initramfs and SYSTEM (cached)")
+        artifacts = prepare(args.cache)
+        result = run_fleet(
+            args.clients, artifacts, timeout=args.timeout, progress=stderr_progress, keep_dir=args.log_dir
+        )
+    if args.json:
+        print_json(result.to_json())
+    else:
+        sys.stdout.write(text_report(result))
     return EXIT_OK if result.ok else EXIT_FAILURE

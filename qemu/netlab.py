@@ -113,6 +113,12 @@ class NetLab:
             self.stop()
             raise
 
+    def add_tap(self, name: str) -> None:
+        """One more guest's tap device on the bridge (several guests in one lab)."""
+        self._ip("tuntap", "add", "dev", name, "mode", "tap")
+        self._ip("link", "set", name, "master", self.names.bridge)
+        self._ip("link", "set", name, "up")
+
     def start_dnsmasq(self, config: str) -> None:
         """dnsmasq with ``config`` in the namespace, in the foreground of its own process."""
         conf = self.workdir / "dnsmasq.conf"

@@ -169,6 +169,7 @@ class ScenarioOptions:
     no_root_path: bool = False  # dhcp mode: dnsmasq sends no root path (option 17)
     firmware: Firmware = Firmware.BIOS
     boot_via: BootVia = BootVia.ROM
+    mac: str = GUEST_MAC  # the guest NIC's address (several guests on one bridge need their own)
     layout: LayoutKind | None = None  # the disk's layout; None: libreelec under UEFI, seed under BIOS
     # machine
     kvm: bool = False
@@ -535,7 +536,7 @@ def qemu_argv(
     if lab is not None:
         netdev = f"tap,id=n0,ifname={lab.tap},script=no,downscript=no"
     uefi = options.firmware is Firmware.UEFI
-    nic = f"{GUEST_NIC},netdev=n0,mac={GUEST_MAC}"
+    nic = f"{GUEST_NIC},netdev=n0,mac={options.mac}"
     firmware_pxe = uefi and options.boot_via is BootVia.DNSMASQ
     if options.boot_via is BootVia.USB:
         nic += ",romfile="  # no boot ROM: the stick brings iPXE
