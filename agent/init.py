@@ -86,6 +86,39 @@ def read_cmdline(path: str = "/proc/cmdline") -> str:
         return ""
 
 
+def with_client_uid(text: str, *, sysfs: str = "/sys", cpuinfo: str = "/proc/cpuinfo") -> str:
+    """``text`` with LibreELEC's ``@UID@`` in ``boot=``/``disk=`` replaced by this machine's id.
+
+    The id (:mod:`iscsiboot.cmdline.uid`): the CPU serial, else the MAC of the
+    first hardware Ethernet NIC (the boot NIC of a one-NIC HTPC).  Without
+    either, ``text`` stays as it is and the unreplaced value fails where it is used.
+    """
+    if "@UID@" not in text:  # the usual line: nothing more is imported
+        return text
+    from iscsiboot.agent.startup.early import ethernet_links
+    from iscsiboot.cmdline import uid
+    from iscsiboot.errors import ParseError
+
+    if not uid.has_placeholder(text):
+        return text
+    try:
+        with open(cpuinfo) as handle:
+            cpu = handle.read()
+    except OSError:
+        cpu = ""
+    mac = None
+    for name, _ in ethernet_links(sysfs)[:1]:
+        try:
+            with open(f"{sysfs}/class/net/{name}/address") as handle:
+                mac = handle.read().strip()
+        except OSError:
+            pass
+    try:
+        return uid.substitute(text, uid.client_uid(cpu, mac))
+    except ParseError:
+        return text
+
+
 def shell(reporter: Reporter, why: str) -> bool:
     """Run a debug shell on the console; False when there is none."""
     for path in SHELLS:
@@ -287,6 +320,7 @@ def _main(console: TextIO) -> None:
     reporter = Reporter(console, verbose=options.debugging)
     if options.cmdline_file:
         text = read_cmdline(options.cmdline_file) or text
+    text = with_client_uid(text)
     from iscsiboot.agent.runner import Agent, Env
 
     agent = Agent(text, options, reporter, Env(resolv_conf=RESOLV_CONF), early=early, network_up=network)

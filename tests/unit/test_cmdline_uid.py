@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from iscsiboot.agent.init import with_client_uid
 from iscsiboot.cmdline import uid
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.errors import ParseError
@@ -45,3 +48,23 @@ def test_the_initiator_of_an_explicit_boot_value_becomes_the_clients_own() -> No
 def test_a_strange_id_is_refused() -> None:
     with pytest.raises(ParseError):
         uid.substitute(LINE, "a b")
+
+
+def test_the_agent_replaces_it_with_the_first_nics_mac_or_the_serial(tmp_path: Path) -> None:
+    nic = tmp_path / "class" / "net" / "eth0"
+    (nic / "device").mkdir(parents=True)
+    (nic / "type").write_text("1\n")
+    (nic / "ifindex").write_text("2\n")
+    (nic / "address").write_text("52:54:00:00:01:03\n")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(X86)
+    out = with_client_uid(LINE, sysfs=str(tmp_path), cpuinfo=str(cpuinfo))
+    assert "disk=LABEL=Storage-525400000103" in out.split()
+    cpuinfo.write_text(ARM)
+    out = with_client_uid(LINE, sysfs=str(tmp_path), cpuinfo=str(cpuinfo))
+    assert "disk=LABEL=Storage-10000000a1b2c3d4" in out.split()
+    assert with_client_uid("boot=ISCSI=auto", sysfs="/nonexistent") == "boot=ISCSI=auto"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # no id at all: the line stays as it is
+    assert with_client_uid(LINE, sysfs=str(empty), cpuinfo=str(empty / "none")) == LINE
