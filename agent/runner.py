@@ -197,8 +197,10 @@ class Agent:
 
     # ----------------------------------------------------------------- phases
     def config(self, deadline: Deadline) -> ConfigResult:
-        from iscsiboot.agent.phases.config import load_config, read_firmware
+        from iscsiboot.agent.phases.config import load_config, read_firmware_from
         from iscsiboot.model import BootConfig
+
+        source: list[str] = []  # where the iBFT was read
 
         def firmware() -> BootConfig:
             if self.transport() is Transport.KERNEL:  # else read from ACPI or the memory scan
@@ -206,13 +208,15 @@ class Agent:
                     self.loader().ensure("iscsi_ibft")
                 except PhaseError as exc:
                     self.reporter.debug(f"iscsi_ibft: {exc.what}")
-            return read_firmware()
+            model, where = read_firmware_from()
+            source.append(where)
+            return model
 
         cfg, warnings = load_config(self.text, firmware=firmware)
         self.reporter.add_secrets(cfg.secrets())
         for warning in warnings:
             self.reporter.line(f"warning: {warning}")
-        return ConfigResult(cfg, tuple(warnings))
+        return ConfigResult(cfg, tuple(warnings), source[0] if source else None)
 
     def modules(self, config: ConfigResult, deadline: Deadline) -> ModulesResult:
         from iscsiboot.agent.phases.modules import Background
@@ -566,6 +570,7 @@ class Agent:
         result.sessions = list(done.disk.sessions) if done.disk else []
         result.backend = done.login.backend if done.login else self.backend
         result.transport = self._transport.value if self._transport is not None else None
+        result.ibft = done.config.ibft if done.config else None
         if done.mount is not None:
             result.mounts = [
                 f"{source} on {target} ({'rw' if rw else 'ro'})" for target, source, rw in done.mount.mounts
