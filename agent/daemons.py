@@ -24,10 +24,17 @@ daemon never reads a file of the root.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
+from dataclasses import dataclass
 
 from iscsiboot.agent import layout
+from iscsiboot.errors import IscsibootError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
 
 KMSG = "/dev/kmsg"
 KMSG_MAX = 900  # a kmsg record holds about 1 KiB
@@ -37,6 +44,7 @@ PR_SET_IO_FLUSHER = 57
 INFO = 6
 WARNING = 4
 ERROR = 3
+PIPE_OPTIONS = ("--config-fd", "--status-fd", "--log-fd")
 
 
 class Log:
@@ -54,6 +62,51 @@ class Log:
 
     def error(self, text: str) -> None:
         self(text, ERROR)
+
+
+@dataclass(frozen=True)
+class Pipes:
+    """The descriptors a daemon is started with: its configuration in, its one status line out."""
+
+    config_fd: int
+    status_fd: int
+
+
+def parse_pipes(argv: list[str]) -> Pipes:
+    """``--config-fd N --status-fd N`` (and ``--log-fd N``, read by :func:`log_fd`)."""
+    found: dict[str, int] = {}
+    words = iter(argv)
+    for word in words:
+        value = next(words, "")
+        if word not in PIPE_OPTIONS or not (value.isascii() and value.isdigit()):
+            raise IscsibootError(f"unknown option or value: {word} {value}".strip())
+        found[word] = int(value)
+    if "--config-fd" not in found or "--status-fd" not in found:
+        raise IscsibootError("--config-fd and --status-fd are required")
+    return Pipes(found["--config-fd"], found["--status-fd"])
+
+
+def read_all(fd: int, limit: int) -> bytes:
+    """Everything until the writer closes (at most about ``limit`` bytes); the descriptor is closed."""
+    data = bytearray()
+    try:
+        while len(data) <= limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return bytes(data)
+
+
+def resident_kib() -> int | None:
+    """The process's resident memory (VmRSS; with mlockall, all it has); None when unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
 
 
 def log_fd(argv: list[str]) -> int:
@@ -87,6 +140,23 @@ def harden(log: Log) -> None:
     os.chdir("/")
 
 
+def start(argv: list[str] | None, prefix: str, resident: str) -> int:
+    """A daemon's whole entry point: its log, its hardening, then ``resident`` imported and run.
+
+    ``resident`` is the module with the daemon's work (``main(argv, log) -> int``),
+    imported only after the hardening, with everything it imports.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    log = Log(log_fd(args), prefix)
+    harden(log)
+    try:
+        work = importlib.import_module(resident)
+    except BaseException as exc:  # the log must say why the daemon could not start
+        log.error(f"cannot start: {type(exc).__name__}: {exc}")
+        return 70
+    return int(work.main(args, log))
+
+
 def _site_dirs() -> list[str]:
     if sys.flags.no_site:
         return []
@@ -108,3 +178,41 @@ def daemon_command(argv0: str, module: str) -> tuple[str, list[str]]:
         program, argv = layout.python_exec(argv0)
         return program, [*argv, "-c", code]
     return sys.executable, [argv0, "-S", "-c", code]
+
+
+@dataclass
+class Launched:
+    """A daemon just exec'd: the agent's ends of its configuration and status pipes."""
+
+    process: subprocess.Popen[bytes]
+    config_w: int  # the configuration goes in here; closing it says "that was all"
+    status_r: int  # its one status line comes out here
+
+
+def launch(argv0: str, module: str, *, log_fd: int | None = None) -> Launched:
+    """Exec ``module`` as a root storage daemon named ``argv0``, with its two pipes.
+
+    The daemon runs in a session of its own (out of the agent's process group
+    and its signals); ``log_fd`` (tests) replaces /dev/kmsg.
+    """
+    import subprocess  # noqa: PLC0415  (the agent's side only: the daemon itself never starts one)
+
+    config_r, config_w = os.pipe()
+    status_r, status_w = os.pipe()
+    program, argv = daemon_command(argv0, module)
+    argv += ["--config-fd", str(config_r), "--status-fd", str(status_w)]
+    fds = [config_r, status_w]
+    if log_fd is not None:
+        argv += ["--log-fd", str(log_fd)]
+        fds.append(log_fd)
+    try:
+        process = subprocess.Popen(
+            argv, executable=program, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    except BaseException:
+        for fd in (config_r, config_w, status_r, status_w):
+            os.close(fd)
+        raise
+    os.close(config_r)
+    os.close(status_w)
+    return Launched(process, config_w, status_r)

@@ -2,7 +2,7 @@
 
 For kernels without iSCSI but with the NBD client.  :meth:`NbdBackend.login`
 starts the daemon (:mod:`iscsiboot.agent.nbd.daemon`, exec'd through
-:func:`iscsiboot.agent.nbd.launch.daemon_command`), hands it the target over a
+:func:`iscsiboot.agent.daemons.launch`), hands it the target over a
 pipe, and waits, within the phase's deadline, for its one status line: a
 failed login becomes the same :class:`~iscsiboot.agent.backends.result.Cause`
 as on the kernel path (:mod:`.causes`); a ready device becomes an
@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from iscsiboot.agent.backends.result import Cause, LoginResult
+from iscsiboot.agent.daemons import launch
 from iscsiboot.agent.deadline import Deadline
-from iscsiboot.agent.nbd.launch import daemon_command
+from iscsiboot.agent.nbd.launch import MODULE
 from iscsiboot.agent.nbd.messages import MAX_LINE, DaemonConfig, Failed, LoginFailed, Problem, Ready, Status
 from iscsiboot.agent.nbd.messages import status_from_json as parse_status
 from iscsiboot.errors import ParseError
@@ -69,34 +70,13 @@ Spawn = Callable[[DaemonConfig], Spawned]
 
 
 def spawn(config: DaemonConfig, *, log_fd: int | None = None) -> Spawned:
-    """Exec the daemon with two pipes; write ``config`` into the first and close it."""
-    config_r, config_w = os.pipe()
-    status_r, status_w = os.pipe()
-    program, argv = daemon_command(ARGV0)
-    argv += ["--config-fd", str(config_r), "--status-fd", str(status_w)]
-    fds = [config_r, status_w]
-    if log_fd is not None:
-        argv += ["--log-fd", str(log_fd)]
-        fds.append(log_fd)
+    """Exec the daemon with its two pipes; write ``config`` into the first and close it."""
+    started = launch(ARGV0, MODULE, log_fd=log_fd)
     try:
-        process = subprocess.Popen(
-            argv,
-            executable=program,
-            pass_fds=fds,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # out of the agent's process group and its signals
-        )
-    except BaseException:
-        for fd in (config_r, config_w, status_r, status_w):
-            os.close(fd)
-        raise
-    os.close(config_r)
-    os.close(status_w)
-    try:
-        os.write(config_w, (config.to_json() + "\n").encode())  # far below a pipe's buffer
+        os.write(started.config_w, (config.to_json() + "\n").encode())  # far below a pipe's buffer
     finally:
-        os.close(config_w)
-    return Spawned(process, status_r)
+        os.close(started.config_w)
+    return Spawned(started.process, started.status_r)
 
 
 def read_status(fd: int, deadline: Deadline) -> Status | None:

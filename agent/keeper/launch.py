@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from iscsiboot.agent.daemons import daemon_command
+from iscsiboot.agent.daemons import launch
 from iscsiboot.agent.keeper.config import KeeperConfig
 
 ARGV0 = "@iscsiboot-keeper"  # '@': a root storage daemon that systemd leaves alive
@@ -98,25 +98,8 @@ class Pending:
 
 def spawn_keeper(*, log_fd: int | None = None) -> Pending:
     """Exec the keeper now; its configuration follows through :meth:`Pending.finish`."""
-    config_r, config_w = os.pipe()
-    status_r, status_w = os.pipe()
-    program, argv = daemon_command(ARGV0, MODULE)
-    argv += ["--config-fd", str(config_r), "--status-fd", str(status_w)]
-    fds = [config_r, status_w]
-    if log_fd is not None:
-        argv += ["--log-fd", str(log_fd)]
-        fds.append(log_fd)
-    try:
-        process = subprocess.Popen(
-            argv, executable=program, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    except BaseException:
-        for fd in (config_r, config_w, status_r, status_w):
-            os.close(fd)
-        raise
-    os.close(config_r)
-    os.close(status_w)
-    return Pending(process, config_w, status_r)
+    started = launch(ARGV0, MODULE, log_fd=log_fd)
+    return Pending(started.process, started.config_w, started.status_r)
 
 
 def start_keeper(

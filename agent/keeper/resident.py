@@ -12,51 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from dataclasses import astuple
 from pathlib import Path
 
 import iscsiboot.iscsi.text  # noqa: F401  (the login's key tables, before the switch)
-from iscsiboot.agent.daemons import Log
+from iscsiboot.agent.daemons import Log, parse_pipes, read_all, resident_kib
 from iscsiboot.agent.keeper.config import MAX_CONFIG, KeeperConfig
 from iscsiboot.agent.keeper.recovery import Keeper
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi import netlink as nl
-
-OPTIONS = ("--config-fd", "--status-fd", "--log-fd")
-
-
-def parse_args(argv: list[str]) -> tuple[int, int]:
-    """(config fd, status fd) from ``--config-fd N --status-fd N`` (``--log-fd N`` is :mod:`.daemon`'s)."""
-    found: dict[str, int] = {}
-    words = iter(argv)
-    for word in words:
-        value = next(words, "")
-        if word not in OPTIONS or not (value.isascii() and value.isdigit()):
-            raise IscsibootError(f"unknown option or value: {word} {value}".strip())
-        found[word] = int(value)
-    if "--config-fd" not in found or "--status-fd" not in found:
-        raise IscsibootError("--config-fd and --status-fd are required")
-    return found["--config-fd"], found["--status-fd"]
-
-
-def read_all(fd: int) -> bytes:
-    data = bytearray()
-    try:
-        while len(data) <= MAX_CONFIG:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    return bytes(data)
-
-
-def resident_kib() -> int:
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def tell(fd: int, line: str) -> None:
@@ -70,12 +34,12 @@ def main(argv: list[str], log: Log, *, sysfs: Path = Path("/sys")) -> int:
     for sig in (signal.SIGHUP, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     try:
-        config_fd, status_fd = parse_args(argv)
+        config_fd, status_fd = astuple(parse_pipes(argv))
     except IscsibootError as exc:
         log(f"cannot start: {exc.what}")
         return 2
     try:
-        raw = read_all(config_fd)
+        raw = read_all(config_fd, MAX_CONFIG)
         if not raw:  # the agent closed the pipe: the boot ended before its handoff
             log("not needed: the agent handed over no session")
             tell(status_fd, "failed no configuration")
@@ -90,7 +54,7 @@ def main(argv: list[str], log: Log, *, sysfs: Path = Path("/sys")) -> int:
         return 2
     keeper = Keeper(config, link, log, sysfs=sysfs)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: keeper.stop())
-    kib = resident_kib()
+    kib = resident_kib() or 0
     log(f"ready; {kib / 1024:.1f} MiB resident")
     tell(status_fd, f"ready {os.getpid()} {kib}")
     try:

@@ -11,21 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from iscsiboot.agent.daemons import Log, harden, log_fd
+from iscsiboot.agent.daemons import start
 
 PREFIX = "iscsiboot-nbd: "
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    log = Log(log_fd(args), PREFIX)
-    harden(log)
-    try:
-        from iscsiboot.agent.nbd import resident  # noqa: PLC0415  (imported after the hardening)
-    except BaseException as exc:  # the log must say why the daemon could not start
-        log.error(f"cannot start: {type(exc).__name__}: {exc}")
-        return 70
-    return resident.main(args, log)
+    return start(argv, PREFIX, "iscsiboot.agent.nbd.resident")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from iscsiboot.agent.backends.causes import cause_of_login
 from iscsiboot.agent.backends.result import Cause
+from iscsiboot.agent.daemons import parse_pipes, read_all, resident_kib
 from iscsiboot.agent.nbd import device
 from iscsiboot.agent.nbd.iscsi_backend import IscsiBackend, NoDiskLun, Portal
 from iscsiboot.agent.nbd.messages import (
@@ -43,42 +43,6 @@ from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi.transport import host_arg
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Args:
-    config_fd: int
-    status_fd: int
-
-
-def parse_args(argv: list[str]) -> Args:
-    """``--config-fd N --status-fd N`` (and ``--log-fd N``, read by :mod:`.daemon`)."""
-    found: dict[str, int] = {}
-    words = iter(argv)
-    for word in words:
-        value = next(words, "")
-        if word not in ("--config-fd", "--status-fd", "--log-fd") or not (
-            value.isascii() and value.isdigit()
-        ):
-            raise IscsibootError(f"unknown option or value: {word} {value}".strip())
-        found[word] = int(value)
-    if "--config-fd" not in found or "--status-fd" not in found:
-        raise IscsibootError("--config-fd and --status-fd are required")
-    return Args(found["--config-fd"], found["--status-fd"])
-
-
-def read_all(fd: int, limit: int = MAX_LINE) -> bytes:
-    """Everything until the writer closes (at most ``limit`` bytes); the descriptor is closed."""
-    data = bytearray()
-    try:
-        while len(data) <= limit:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    return bytes(data)
 
 
 class StatusPipe:
@@ -112,18 +76,6 @@ def refusal(geometry: Geometry, where: str) -> Failed | None:
         )
     if geometry.size <= 0:
         return Failed(Problem.EMPTY, f"{where} has a size of 0 bytes", "map a LUN with storage on the target")
-    return None
-
-
-def resident_kib() -> int | None:
-    """The process's resident memory (VmRSS; with mlockall, all it has)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
     return None
 
 
@@ -262,13 +214,13 @@ def main(argv: list[str], log: Log) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        args = parse_args(argv)
+        args = parse_pipes(argv)
     except IscsibootError as exc:
         log(f"cannot start: {exc.what}")
         return 2
     status = StatusPipe(args.status_fd, log)
     try:
-        config = DaemonConfig.from_json(read_all(args.config_fd))
+        config = DaemonConfig.from_json(read_all(args.config_fd, MAX_LINE))
     except (IscsibootError, OSError) as exc:
         text = exc.what if isinstance(exc, IscsibootError) else str(exc)
         log(f"no configuration: {text}")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from iscsiboot.agent import daemons
 from iscsiboot.agent.backends import nbd as backend_mod
 from iscsiboot.agent.backends.nbd import NbdBackend, Spawned
 from iscsiboot.agent.backends.result import Cause
@@ -91,12 +92,11 @@ def test_the_daemon_refuses_odd_block_sizes_and_empty_luns() -> None:
 
 
 def test_daemon_arguments() -> None:
-    assert resident.parse_args(["--config-fd", "5", "--status-fd", "6", "--log-fd", "7"]) == resident.Args(
-        5, 6
-    )
+    argv = ["--config-fd", "5", "--status-fd", "6", "--log-fd", "7"]
+    assert daemons.parse_pipes(argv) == daemons.Pipes(5, 6)
     for bad in (["--config-fd", "5"], ["--config-fd", "x", "--status-fd", "6"], ["--other", "1"]):
         with pytest.raises(IscsibootError):
-            resident.parse_args(bad)
+            daemons.parse_pipes(bad)
 
 
 # ---------------------------------------------------------------- the device
