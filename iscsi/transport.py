@@ -163,18 +163,33 @@ class Transport:
         target[:have] = self._view[self._start : self._start + have]
         self._start += have
         while have < len(target):
-            if len(target) - have >= WAITALL_MIN:
-                have += self._recv_waitall(target[have:], deadline)
-            else:
-                have += self._recv_into(target[have:], deadline)
+            whole = len(target) - have >= WAITALL_MIN
+            have += self._recv_into(target[have:], deadline, whole=whole)
 
-    def _recv_waitall(self, view: memoryview, deadline: float) -> int:
-        """As much of ``view`` as arrives before the deadline, in one call (MSG_WAITALL).
+    def _recv_into(self, view: memoryview, deadline: float, *, whole: bool = False) -> int:
+        """What arrives into ``view`` before the deadline; ``whole``: wait for all of it in one call.
 
-        The socket blocks with a kernel receive timeout for the call: the kernel
+        ``whole`` blocks with a kernel receive timeout and MSG_WAITALL: the kernel
         gathers the whole segment instead of waking the caller for every few
         kilobytes (a slow CPU pays for each wake-up and each timeout set-up).
         """
+        try:
+            if whole:
+                self._set_receive_timeout(deadline)
+                got = self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
+            else:
+                self._settimeout(deadline, "hear from")
+                got = self.sock.recv_into(view)
+        except (BlockingIOError, TimeoutError):  # BlockingIOError: SO_RCVTIMEO passed, nothing came
+            raise TransportError(f"timed out waiting for {self.peer}") from None
+        except OSError as exc:
+            raise TransportError(f"the connection to {self.peer} broke: {exc.strerror or exc}") from None
+        if not got:
+            raise TransportError(f"{self.peer} closed the connection")
+        return got
+
+    def _set_receive_timeout(self, deadline: float) -> None:
+        """Block, with the kernel's receive timeout at the deadline (SO_RCVTIMEO)."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise TransportError(f"timed out waiting to hear from {self.peer}")
@@ -182,29 +197,8 @@ class Transport:
         micro = int((left - seconds) * 1_000_000)
         if seconds == 0 and micro == 0:  # a zero timeout would mean none at all
             micro = 1
-        try:
-            self.sock.settimeout(None)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", seconds, micro))
-            got = self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
-        except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO passed with nothing received
-            raise TransportError(f"timed out waiting for {self.peer}") from None
-        except OSError as exc:
-            raise TransportError(f"the connection to {self.peer} broke: {exc.strerror or exc}") from None
-        if not got:
-            raise TransportError(f"{self.peer} closed the connection")
-        return got
-
-    def _recv_into(self, view: memoryview, deadline: float) -> int:
-        try:
-            self._settimeout(deadline, "hear from")
-            got = self.sock.recv_into(view)
-        except TimeoutError:
-            raise TransportError(f"timed out waiting for {self.peer}") from None
-        except OSError as exc:
-            raise TransportError(f"the connection to {self.peer} broke: {exc.strerror or exc}") from None
-        if not got:
-            raise TransportError(f"{self.peer} closed the connection")
-        return got
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", seconds, micro))
 
     def _settimeout(self, deadline: float, verb: str) -> None:
         left = deadline - time.monotonic()
