@@ -10,10 +10,16 @@ import pytest
 from iscsiboot.qemu.harness import Artifacts, run_scenario
 from iscsiboot.qemu.outcome import Outcome
 from iscsiboot.qemu.scenario import ScenarioOptions
+from iscsiboot.secret import Secret
 
 BOOT_TIMEOUT = 150.0  # seconds per boot; QEMU is killed after it
 CONSOLE_TAIL = 80  # console lines attached to a failure message
 TIMINGS: list[tuple[str, float]] = []  # (scenario, boot seconds), printed at the end of the session
+# The scenarios' CHAP accounts (the client's, the target's for mutual CHAP) and a wrong secret.
+USER, PASSWORD = "htpc", "htpc-secret-12"
+REVERSE_USER, REVERSE_PASSWORD = "nas", "nas-secret-345"
+WRONG_PASSWORD = "not-the-one-67"
+SECRETS = (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD)
 # Faults that end in the same phase and named cause on every transport: fault -> (phase, cause).
 SAME_CAUSES: dict[str, tuple[str, str]] = {
     "wrong password": ("login", "auth"),
@@ -93,3 +99,18 @@ def expect_failure(outcome: Outcome, name: str, phase: str) -> None:
     assert outcome.result.phase == phase, why
     assert not outcome.system.reached, why
     assert outcome.log_path is not None and outcome.log_path.is_file(), why
+
+
+def one_way(**kw: object) -> ScenarioOptions:
+    """The scenario with one-way CHAP (``kw``: any other scenario option)."""
+    return ScenarioOptions(username=USER, password=Secret(PASSWORD), timeout=BOOT_TIMEOUT, **kw)  # type: ignore[arg-type]
+
+
+def mutual(**kw: object) -> ScenarioOptions:
+    """The scenario with mutual CHAP."""
+    return one_way(reverse_username=REVERSE_USER, reverse_password=Secret(REVERSE_PASSWORD), **kw)
+
+
+def no_secret_in(text: str, why: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"a CHAP secret leaked\n{why}"

@@ -25,13 +25,20 @@ from iscsiboot.qemu.harness import Artifacts, default_log_dir
 from iscsiboot.qemu.outcome import Outcome
 from iscsiboot.qemu.scenario import Mode, ScenarioOptions
 from iscsiboot.secret import Secret
-from vm_support import BOOT_TIMEOUT, boot, expect_failure, expect_success, explain, require_vm
+from vm_support import (
+    BOOT_TIMEOUT,
+    PASSWORD,
+    REVERSE_PASSWORD,
+    REVERSE_USER,
+    USER,
+    WRONG_PASSWORD,
+    boot,
+    expect_failure,
+    expect_success,
+    explain,
+    require_vm,
+)
 
-USER = "htpc"
-PASSWORD = "htpc-secret-12"
-REVERSE_USER = "nas"
-REVERSE_PASSWORD = "nas-secret-345"
-WRONG_PASSWORD = "not-the-one-67"
 BACKENDS = ("iscsistart", "native")
 
 LOGIN_TIMES: dict[str, dict[str, float]] = {}  # scenario -> backend -> login phase seconds

@@ -19,22 +19,23 @@ from iscsiboot.initramfs.cpio import read_newc
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import Artifacts
 from iscsiboot.qemu.outcome import Outcome
-from iscsiboot.qemu.scenario import Mode, ScenarioOptions
+from iscsiboot.qemu.scenario import Mode
 from iscsiboot.qemu.system import parse_tests
 from iscsiboot.secret import Secret
 from vm_support import (
     BOOT_TIMEOUT,
     SAME_CAUSES,
+    WRONG_PASSWORD,
     boot,
     expect_failure,
     expect_success,
     explain,
+    mutual,
+    no_secret_in,
+    one_way,
     require_vm,
 )
 
-USER, PASSWORD = "htpc", "htpc-secret-12"
-REVERSE_USER, REVERSE_PASSWORD = "nas", "nas-secret-345"
-WRONG_PASSWORD = "not-the-one-67"
 FILLER_MB = 72  # SYSTEM is larger than the 64 MiB the big read must cover
 RSS_LIMIT_KIB = 40 * 1024
 NBD = "iscsiboot.transport=nbd"  # said on the direct boots; the sanboot's own line relies on auto
@@ -44,19 +45,6 @@ NBD = "iscsiboot.transport=nbd"  # said on the direct boots; the sanboot's own l
 def artifacts() -> Artifacts:
     require_vm()
     return prepare(transport="nbd", filler_mb=FILLER_MB)
-
-
-def one_way(**kw: object) -> ScenarioOptions:
-    return ScenarioOptions(username=USER, password=Secret(PASSWORD), timeout=BOOT_TIMEOUT, **kw)  # type: ignore[arg-type]
-
-
-def mutual(**kw: object) -> ScenarioOptions:
-    return one_way(reverse_username=REVERSE_USER, reverse_password=Secret(REVERSE_PASSWORD), **kw)
-
-
-def no_secret_in(text: str, why: str) -> None:
-    for secret in (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD):
-        assert secret not in text, f"a CHAP secret leaked\n{why}"
 
 
 def expect_nbd(outcome: Outcome, name: str) -> str:

@@ -26,14 +26,20 @@ from iscsiboot.qemu.scenario import Mode, ScenarioOptions, plan
 from iscsiboot.qemu.targets import TargetKind
 from iscsiboot.secret import Secret
 from targets_support import assert_doctor_matches_libiscsi, doctor_json, password_file
-from vm_support import BOOT_TIMEOUT, TIMINGS, expect_failure, expect_success, explain, require_vm
-
-USER = "htpc"
-PASSWORD = "htpc-secret-12"
-REVERSE_USER = "nas"
-REVERSE_PASSWORD = "nas-secret-345"
-WRONG_PASSWORD = "not-the-one-67"
-SECRETS = (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD)
+from vm_support import (
+    BOOT_TIMEOUT,
+    PASSWORD,
+    REVERSE_PASSWORD,
+    REVERSE_USER,
+    SECRETS,
+    TIMINGS,
+    USER,
+    WRONG_PASSWORD,
+    expect_failure,
+    expect_success,
+    explain,
+    require_vm,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,13 +17,19 @@ from iscsiboot.qemu.harness import Artifacts
 from iscsiboot.qemu.outcome import Outcome
 from iscsiboot.qemu.scenario import Firmware, ScenarioOptions
 from iscsiboot.secret import Secret
-from vm_support import BOOT_TIMEOUT, boot, expect_success, explain, require_vm
+from vm_support import (
+    BOOT_TIMEOUT,
+    PASSWORD,
+    REVERSE_PASSWORD,
+    REVERSE_USER,
+    USER,
+    WRONG_PASSWORD,
+    boot,
+    expect_success,
+    explain,
+    require_vm,
+)
 
-USER = "htpc"
-PASSWORD = "htpc-secret-12"
-REVERSE_USER = "nas"
-REVERSE_PASSWORD = "nas-secret-345"
-WRONG_PASSWORD = "not-the-one-67"
 ACPI_IBFT = "ACPI: iBFT"  # the kernel lists iPXE's table among the ACPI tables (UEFI only)
 
 

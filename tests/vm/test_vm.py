@@ -21,24 +21,22 @@ from pathlib import Path
 import pytest
 from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import Artifacts
-from iscsiboot.qemu.scenario import Mode, ScenarioOptions
+from iscsiboot.qemu.scenario import Mode
 from iscsiboot.secret import Secret
 from vm_support import (
     BOOT_TIMEOUT,
     SAME_CAUSES,
     TIMINGS,
+    WRONG_PASSWORD,
     boot,
     expect_failure,
     expect_success,
     explain,
+    mutual,
+    no_secret_in,
+    one_way,
     require_vm,
 )
-
-USER = "htpc"
-PASSWORD = "htpc-secret-12"
-REVERSE_USER = "nas"
-REVERSE_PASSWORD = "nas-secret-345"
-WRONG_PASSWORD = "not-the-one-67"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,19 +70,6 @@ def overlay_artifacts() -> Artifacts:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path / "logs"
-
-
-def one_way(**kw: object) -> ScenarioOptions:
-    return ScenarioOptions(username=USER, password=Secret(PASSWORD), timeout=BOOT_TIMEOUT, **kw)  # type: ignore[arg-type]
-
-
-def mutual(**kw: object) -> ScenarioOptions:
-    return one_way(reverse_username=REVERSE_USER, reverse_password=Secret(REVERSE_PASSWORD), **kw)
-
-
-def no_secret_in(text: str, why: str) -> None:
-    for secret in (PASSWORD, REVERSE_PASSWORD, WRONG_PASSWORD):
-        assert secret not in text, f"a CHAP secret leaked\n{why}"
 
 
 def test_ipxe_sanboot_ibft_mutual_chap_demo(artifacts: Artifacts, tmp_path: Path) -> None:
