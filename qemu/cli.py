@@ -147,6 +147,13 @@ def register(
         "--no-root-path", action="store_true", help="--mode dhcp: dnsmasq sends no root path (option 17)"
     )
     faults.add_argument(
+        "--lun-block-size",
+        type=int,
+        metavar="BYTES",
+        help="--mode cmdline: tgt serves the disk in blocks of this size (the NBD path takes 512 or 4096)",
+    )
+    faults.add_argument("--empty-lun", action="store_true", help="--mode cmdline: tgt serves 0 bytes")
+    faults.add_argument(
         "--disk-storage-label",
         metavar="LABEL",
         help="label the Storage file system on the disk differently (the label is then missing)",
@@ -234,6 +241,8 @@ def options_from_args(args: argparse.Namespace) -> ScenarioOptions:
         target_delay=args.target_delay,
         acpi_ibft=args.acpi_ibft,
         no_root_path=args.no_root_path,
+        lun_block_size=args.lun_block_size,
+        empty_lun=args.empty_lun,
         disk_storage_label=args.disk_storage_label,
         kvm=args.kvm,
         memory_mb=args.memory,

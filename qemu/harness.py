@@ -239,7 +239,10 @@ def run_scenario(
         if options.boot_via is BootVia.DNSMASQ:
             for image in (BIOS_IMAGE, EFI_IMAGE):  # what dnsmasq's TFTP hands the PXE clients
                 shutil.copyfile(IPXE_DIR / image, p.files.tftp / image)
-        if options.disk is None or not options.disk.exists():
+        if options.empty_lun:
+            say("an empty LUN (0 bytes)")
+            p.target.image.write_bytes(b"")
+        elif options.disk is None or not options.disk.exists():
             say(f"disk image ({options.system_label}, {options.written_storage_label})")
             build_disk(p, artifacts)
         else:

@@ -167,6 +167,8 @@ class ScenarioOptions:
     vlan: int | None = None  # the injected iBFT's NIC is on this 802.1Q VLAN (acpi_ibft only)
     disk_storage_label: str | None = None  # label written on the disk (default: storage_label)
     no_root_path: bool = False  # dhcp mode: dnsmasq sends no root path (option 17)
+    lun_block_size: int | None = None  # tgt serves the disk in blocks of this size (512 by default)
+    empty_lun: bool = False  # tgt serves a LUN of 0 bytes instead of the disk
     firmware: Firmware = Firmware.BIOS
     boot_via: BootVia = BootVia.ROM
     mac: str = GUEST_MAC  # the guest NIC's address (several guests on one bridge need their own)
@@ -211,6 +213,13 @@ class ScenarioOptions:
             raise UsageError("--target-delay must not be negative")
         if self.acpi_ibft and self.mode is not Mode.IBFT:
             raise UsageError("--acpi-ibft belongs to --mode ibft", fix="use --mode ibft --acpi-ibft")
+        if (self.lun_block_size is not None or self.empty_lun) and (
+            self.mode is not Mode.CMDLINE or self.target is not TargetKind.TGT
+        ):
+            raise UsageError(
+                "an odd block size or an empty LUN is served by tgt to a direct boot",
+                fix="use --mode cmdline with --target tgt",
+            )
         if self.no_root_path and self.mode is not Mode.DHCP:
             raise UsageError("--no-root-path belongs to --mode dhcp", fix="use --mode dhcp --no-root-path")
         if self.mode is Mode.DHCP and self.target is not TargetKind.TGT:
@@ -296,6 +305,7 @@ class TargetSpec:
     image: Path
     accounts: tuple[Account, ...]
     delay: float
+    block_size: int | None = None  # the LUN's logical block size (None: the target's default)
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,11 @@ class Files:
     @property
     def disk(self) -> Path:
         return self.workdir / "disk.img"
+
+    @property
+    def empty(self) -> Path:
+        """The 0-byte LUN of the empty-LUN fault."""
+        return self.workdir / "empty.img"
 
     @property
     def stick(self) -> Path:
@@ -602,9 +617,10 @@ def target_spec(options: ScenarioOptions, files: Files, lun: int | None = None) 
         tid=TID,
         iqn=options.target_name,
         lun=options.target.usual_lun if lun is None else lun,
-        image=options.disk or files.disk,
+        image=files.empty if options.empty_lun else options.disk or files.disk,
         accounts=tuple(accounts),
         delay=options.target_delay,
+        block_size=options.lun_block_size,
     )
 
 

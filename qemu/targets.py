@@ -91,7 +91,7 @@ class TgtServer:
     def serve(self, spec: TargetSpec, *, initiator: str) -> None:
         """A fresh target ``spec.tid`` (tgt admits every initiator address; CHAP guards it)."""
         self.start()
-        self.tgtd.add_target(spec.tid, spec.iqn, [spec.image])
+        self.tgtd.add_target(spec.tid, spec.iqn, [spec.image], block_size=spec.block_size)
         for account in spec.accounts:
             self.tgtd.add_account(account.username, account.password)
             self.tgtd.bind_account(spec.tid, account.username, outgoing=account.outgoing)

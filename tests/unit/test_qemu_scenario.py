@@ -21,12 +21,14 @@ from iscsiboot.qemu.scenario import (
     SANBOOT_ATTEMPTS,
     WRAPPER_SCRIPT,
     Boot,
+    Files,
     Mode,
     ScenarioOptions,
     boot_options,
     ipxe_script,
     network_is_up,
     plan,
+    target_spec,
 )
 from iscsiboot.qemu.system import MOUNTS_BEGIN, MOUNTS_END, SYSTEM_MARKER, parse_report
 from iscsiboot.qemu.targets import TargetKind
@@ -359,3 +361,14 @@ def test_late_target_clock_starts_at_the_network_line_even_when_cut() -> None:
     assert network_is_up("iscsiboot: netwo[    5.575944] iscsiboot: network: eth0 10.0.2.15/24 (dhcp)")
     assert not network_is_up("iscsiboot: network modules: virtio_pci, virtio_net")
     assert not network_is_up("iscsiboot: netwo")
+
+
+def test_bad_lun_faults_are_served_by_tgt_to_a_direct_boot(tmp_path: Path) -> None:
+    odd = ScenarioOptions(mode=Mode.CMDLINE, lun_block_size=1024)
+    spec = target_spec(odd, Files(tmp_path))
+    assert (spec.block_size, spec.image) == (1024, tmp_path / "disk.img")
+    empty = target_spec(ScenarioOptions(mode=Mode.CMDLINE, empty_lun=True), Files(tmp_path))
+    assert (empty.block_size, empty.image) == (None, tmp_path / "empty.img")
+    for wrong in ({"mode": Mode.IBFT}, {"mode": Mode.CMDLINE, "target": TargetKind.LIO}):
+        with pytest.raises(UsageError, match="direct boot"):
+            ScenarioOptions(empty_lun=True, **wrong)

@@ -171,3 +171,26 @@ def test_faults_end_in_the_kernel_path_s_causes(artifacts: Artifacts, tmp_path: 
     assert (outcome.result.cause, outcome.result.transport) == (cause, "nbd"), why
     assert outcome.boot_seconds < BOOT_TIMEOUT, why
     no_secret_in(outcome.console + json.dumps(outcome.to_json()), why)
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [({"lun_block_size": 1024}, "has 1024-byte blocks"), ({"empty_lun": True}, "has a size of 0 bytes")],
+    ids=["1024-byte-blocks", "empty-lun"],
+)
+def test_a_lun_the_kernel_cannot_take_ends_the_boot_with_its_cause(
+    artifacts: Artifacts, tmp_path: Path, fault: dict[str, object], said: str
+) -> None:
+    """The target offers 1024-byte blocks or 0 bytes: the login ends at once in unusable-lun, no
+    retries, no hang (the boots above, 512-byte blocks from the same tgt, are the control)."""
+    options = one_way(mode=Mode.CMDLINE, extra_append=(NBD,), **fault)
+    outcome = boot(f"nbd {said}", options, artifacts, tmp_path)
+    expect_failure(outcome, f"nbd {said}", "login")
+    why = explain(outcome, f"nbd {said}")
+    assert outcome.result is not None
+    assert (outcome.result.cause, outcome.result.transport) == ("unusable-lun", "nbd"), why
+    assert said in (outcome.result.evidence or ""), why
+    assert "after" not in (outcome.result.error or "") or "at the first attempt" in (
+        outcome.result.error or ""
+    ), why
+    assert outcome.result.timeline["login"] < 30, why  # one attempt, far below the phase's deadline
