@@ -261,6 +261,11 @@ def _generate_command(args: argparse.Namespace) -> int:
     cfg = model_from_args(args)
     kind: str = args.kind
     if getattr(args, "lun_from_target", False):
+        if g.model_has_uid(cfg):
+            raise UsageError(
+                "--lun-from-target logs in as one machine, and @UID@ names none",
+                fix="give --lun (or the model without @UID@)",
+            )
         from iscsiboot.doctor.ask import with_target_lun  # noqa: PLC0415  (the one generator that logs in)
 
         cfg, note = with_target_lun(cfg, timeout=LOGIN_TIMEOUT)

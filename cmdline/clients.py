@@ -15,7 +15,11 @@ The clients file has one line per HTPC, fields separated by white space::
   the secret; without it the client uses the model's credentials.
 
 Each client gets the model's initiator name with ``.<name>`` appended, so the
-target can tell them apart (its ACL names each).  Pure: reading the files is
+target can tell them apart (its ACL names each).  LibreELEC's ``@UID@`` in
+the model (or in a client's target name) becomes the client's id as the
+agent computes it on a machine without a CPU serial (x86): its MAC in
+lower-case hex without colons (:func:`iscsiboot.cmdline.uid.client_uid`), so
+each client's script and root path name its own values.  Pure: reading the files is
 the caller's (:func:`parse_clients` takes text, :func:`client_configs` takes
 the credentials already read).
 """
@@ -26,11 +30,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from iscsiboot.cmdline import generate
+from iscsiboot.cmdline import generate, uid
 from iscsiboot.cmdline.dhcproot import dnsmasq_root_path_line
 from iscsiboot.cmdline.syntax import check_dnsmasq
 from iscsiboot.errors import ParseError, RepresentError
-from iscsiboot.model import BootConfig, Chap, Target
+from iscsiboot.model import BootConfig, Chap, Locator, Target
+from iscsiboot.secret import Secret
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -96,8 +101,6 @@ def parse_clients(text: str, *, where: str = "clients file") -> tuple[Client, ..
 
 def parse_credentials(text: str, *, where: str) -> Chap:
     """A credentials file: first line the CHAP user name, second line the secret."""
-    from iscsiboot.secret import Secret  # noqa: PLC0415
-
     lines = [line.strip() for line in text.splitlines()]
     if len(lines) < 2 or not lines[0] or not lines[1]:
         raise ParseError(
@@ -106,8 +109,39 @@ def parse_credentials(text: str, *, where: str) -> Chap:
     return Chap(lines[0], Secret(lines[1]))
 
 
+def for_client(cfg: BootConfig, client: Client) -> BootConfig:
+    """``cfg`` with every ``@UID@`` replaced by ``client``'s id (its MAC without colons)."""
+    ident = uid.client_uid("", client.mac)
+
+    def text(value: str) -> str:
+        return value.replace(uid.PLACEHOLDER, ident)
+
+    def chap(c: Chap | None) -> Chap | None:
+        return None if c is None else Chap(text(c.username), Secret(text(c.password.reveal())))
+
+    def locator(where: Locator | None) -> Locator | None:
+        return None if where is None else replace(where, value=text(where.value))
+
+    targets = tuple(
+        replace(t, name=text(t.name), chap=chap(t.chap), reverse_chap=chap(t.reverse_chap))
+        for t in cfg.targets
+    )
+    network = cfg.network
+    if network.hostname is not None:
+        network = replace(network, hostname=text(network.hostname))
+    return replace(
+        cfg,
+        targets=targets,
+        initiator=None if cfg.initiator is None else text(cfg.initiator),
+        system=locator(cfg.system),
+        storage=locator(cfg.storage),
+        network=network,
+    )
+
+
 def client_config(model: BootConfig, client: Client, chap: Chap | None = None) -> BootConfig:
-    """The model of one client: its target or LUN, its credentials, its own initiator name."""
+    """The model of one client: its target or LUN, its credentials, its own initiator name, its id
+    in place of ``@UID@``."""
     if not model.targets:
         raise RepresentError("the clients need the NAS's target", fix="give --target-ip and --target-name")
     base = model.targets[0]
@@ -118,7 +152,7 @@ def client_config(model: BootConfig, client: Client, chap: Chap | None = None) -
         chap=chap if chap is not None else base.chap,
     )
     initiator = f"{model.initiator}.{client.name}" if model.initiator is not None else None
-    return replace(model, targets=(target, *model.targets[1:]), initiator=initiator)
+    return for_client(replace(model, targets=(target, *model.targets[1:]), initiator=initiator), client)
 
 
 def client_configs(
@@ -149,6 +183,7 @@ def dnsmasq(
     """
     if not configs:
         raise RepresentError("no clients", fix="list one HTPC per line in the clients file")
+    configs = tuple((client, for_client(cfg, client)) for client, cfg in configs)
     first = generate.dnsmasq(
         configs[0][1], interface=interface, dhcp_range=dhcp_range, tftp_root=tftp_root, script=script, dns=dns
     )

@@ -38,14 +38,28 @@ Choices:
   ``@`` (dracut reads it; a warning says RFC 3722 does not allow it): root
   paths then carry dracut's empty credentials part (``iscsi:@<server>:...``),
   except iPXE's sanboot URI, which takes the plain form.
+* LibreELEC's ``@UID@`` (:mod:`iscsiboot.cmdline.uid`) in a name, a CHAP
+  value or a locator: names are checked with a 12-digit id in its place.
+  ``cmdline``/``extlinux`` keep it where LibreELEC's init and the agent
+  replace it, in the ``boot=`` and ``disk=`` values, and refuse it anywhere
+  else on the line (the ``iscsi_initiator=`` of the DHCP form, ``ip=``,
+  ``--append``, the kernel and initrd paths).  ``ipxe`` (and so ``usb``)
+  writes it as ``${netX/mac:hexraw}``: iPXE fills in the MAC of the NIC it
+  last opened (the one it booted from) as lower-case hex without colons,
+  the agent's id on a machine without a CPU serial (x86), before the login,
+  and the iBFT then carries the filled-in initiator name.  A root path goes
+  to every client alike and nothing replaces ``@UID@`` in it: ``root-path``
+  and ``dracut`` refuse it, ``dnsmasq`` leaves option 17 out with a warning
+  (a clients file gives each MAC its own, :mod:`iscsiboot.cmdline.clients`).
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from iscsiboot.cmdline import uid
 from iscsiboot.cmdline.chap import CHAP_MIN_ADVISED, check_credential
 from iscsiboot.cmdline.dhcproot import dnsmasq_root_path_line
 from iscsiboot.cmdline.ipconf import format_ip
@@ -53,11 +67,20 @@ from iscsiboot.cmdline.ipxescript import check_word
 from iscsiboot.cmdline.rootpath import format_root_path
 from iscsiboot.cmdline.syntax import bad_char, check_dnsmasq, check_text
 from iscsiboot.errors import RepresentError
-from iscsiboot.model import DEFAULT_GROUP, BootConfig, Chap, Locator, NetMode, Target, iscsi_name_problem
+from iscsiboot.model import (
+    DEFAULT_GROUP,
+    BootConfig,
+    Chap,
+    Locator,
+    NetMode,
+    Target,
+    iscsi_name_problem,
+)
 from iscsiboot.secret import Secret
 
 __all__ = [
     "COMMAND_LINE_MAX",
+    "IPXE_UID",
     "Generated",
     "cmdline",
     "dnsmasq",
@@ -78,6 +101,19 @@ AT_SIGN_WARNING = (
     "initiators may refuse it"
 )
 _AUTO_FIX = "use iSCSI firmware instead (an iBFT from iPXE or the NIC: boot=ISCSI=auto)"
+#: iPXE's own spelling of the agent's id on x86: the boot NIC's MAC, hex digits without colons
+#: (iPXE's settings type ``hexraw``; ``netX`` is the network device iPXE opened last).
+IPXE_UID = "${netX/mac:hexraw}"
+IPXE_UID_WARNING = (
+    "@UID@ is written as " + IPXE_UID + ": iPXE fills in its boot NIC's MAC without colons, the "
+    "agent's id on a machine without a CPU serial number (x86); an ARM board with a serial is "
+    "another id to the agent"
+)
+ROOT_PATH_UID_WARNING = (
+    "the root path (option 17) is left out: it would carry @UID@, which dnsmasq sends to every "
+    "client alike and the agent does not replace (only in boot= and disk= values); iPXE's script "
+    "and the iBFT name each client's target (generate dnsmasq --clients FILE writes a root path per MAC)"
+)
 _PROC_WARNING = (
     "the kernel command line carries CHAP secrets: every local user can read them in /proc/cmdline "
     "(prefer the iBFT: auto mode)"
@@ -91,6 +127,59 @@ class Generated:
     text: str
     warnings: tuple[str, ...] = ()
     secrets: tuple[Secret, ...] = ()
+
+
+# ---------------------------------------------------------------- LibreELEC's @UID@
+
+
+def _sample(value: str) -> str:
+    """``value`` as one client sees it (an id of the longest length): what the checks look at."""
+    return value.replace(uid.PLACEHOLDER, "0" * uid.LONGEST)
+
+
+def _sample_chap(chap: Chap | None) -> Chap | None:
+    if chap is None:
+        return None
+    return Chap(_sample(chap.username), Secret(_sample(chap.password.reveal())))
+
+
+def _sample_target(target: Target) -> Target:
+    return replace(
+        target,
+        name=_sample(target.name),
+        chap=_sample_chap(target.chap),
+        reverse_chap=_sample_chap(target.reverse_chap),
+    )
+
+
+def _has_uid(target: Target, *, credentials: bool = True) -> bool:
+    values = [target.name]
+    if credentials:
+        for chap in (target.chap, target.reverse_chap):
+            if chap is not None:
+                values += [chap.username, chap.password.reveal()]
+    return any(uid.PLACEHOLDER in value for value in values)
+
+
+def model_has_uid(cfg: BootConfig) -> bool:
+    """Whether a value of ``cfg`` holds ``@UID@`` (names, credentials, locators, network)."""
+    net = cfg.network
+    values = [cfg.initiator, str(cfg.system or ""), str(cfg.storage or ""), net.hostname, net.device]
+    return any(uid.PLACEHOLDER in (v or "") for v in values) or any(_has_uid(t) for t in cfg.targets)
+
+
+def _ipxe_text(value: str) -> str:
+    """``value`` for an iPXE script: ``@UID@`` becomes iPXE's :data:`IPXE_UID`."""
+    return value.replace(uid.PLACEHOLDER, IPXE_UID)
+
+
+def _left_over(tokens: Sequence[str]) -> str | None:
+    """The option among ``tokens`` whose ``@UID@`` nobody replaces (LibreELEC's init and the agent
+    replace it in ``boot=`` and ``disk=`` values, up to white space), or None."""
+    for token in tokens:
+        if uid.PLACEHOLDER in uid.substitute(token, "0" * uid.LONGEST):
+            return token.split("=", 1)[0] + "=" if "=" in token else repr(token)
+    return None
 
 
 # ---------------------------------------------------------------- kernel command line
@@ -135,7 +224,7 @@ def _chap_items(chap: Chap | None, user_key: str, pass_key: str, what: str) -> l
 
 
 def _check_name(name: str, what: str, *, at_sign: bool = False) -> None:
-    problem = iscsi_name_problem(name, at_sign=at_sign)
+    problem = iscsi_name_problem(_sample(name), at_sign=at_sign)
     if problem is not None:
         raise RepresentError(
             f"the {what} {problem}", fix="give an iSCSI name such as iqn.2024-01.org.example:disk"
@@ -153,7 +242,7 @@ def _check_names(cfg: BootConfig) -> list[str]:
     warnings = []
     for i, target in enumerate(cfg.targets):
         _check_name(target.name, f"target name (--target-name, JSON targets[{i}].name)", at_sign=True)
-        if "@" in target.name:
+        if "@" in _sample(target.name):
             warnings.append(AT_SIGN_WARNING.format(name=target.name))
     return warnings
 
@@ -272,7 +361,20 @@ def _dhcp_tokens(cfg: BootConfig) -> list[str]:
 def _finish_line(tokens: Sequence[str], warnings: list[str], cfg: BootConfig) -> None:
     if any(bad_char(token) is not None for token in tokens):  # every value was checked on its own
         raise RepresentError("a value on the kernel command line has a control or line-separator character")
-    length = len(" ".join(tokens))
+    option = _left_over(tokens)
+    if option in ("boot=", "disk="):
+        raise RepresentError(
+            f"@UID@ after the white space in the {option} value would stay as written: the agent "
+            "replaces it only up to white space",
+            fix="write the label without white space, or without @UID@",
+        )
+    if option is not None:
+        raise RepresentError(
+            f"@UID@ in {option} would stay as written: LibreELEC's init and the agent replace it only "
+            "in the boot= and disk= values",
+            fix="write that value without @UID@",
+        )
+    length = len(uid.substitute(" ".join(tokens), "0" * uid.LONGEST))
     if length >= COMMAND_LINE_MAX:
         warnings.append(f"the command line has {length} bytes; x86 kernels take {COMMAND_LINE_MAX - 1}")
     if cfg.secrets():
@@ -320,6 +422,11 @@ def extlinux(
             raise RepresentError(
                 f"the {what} path {value!r} is empty or has white space", fix="rename the file"
             )
+        if value is not None and uid.PLACEHOLDER in value:
+            raise RepresentError(
+                f"the {what} path {value!r} holds @UID@, which syslinux does not replace",
+                fix="one kernel and initrd for every client: write the path without @UID@",
+            )
     _finish_line(tokens, warnings, cfg)
     lines = []
     if serial:
@@ -335,6 +442,14 @@ def dracut(cfg: BootConfig) -> Generated:
     """dracut's form: ``rd.iscsi.*`` and ``netroot=iscsi:...`` (credentials in the root path)."""
     if cfg.storage_on_iscsi:
         raise RepresentError("dracut has no storage-on-iSCSI form", fix="use the cmdline or extlinux form")
+    net = cfg.network
+    written = [cfg.initiator, str(cfg.system or ""), net.hostname, net.device]
+    if any(uid.PLACEHOLDER in (value or "") for value in written) or any(_has_uid(t) for t in cfg.targets):
+        raise RepresentError(
+            "dracut's form cannot carry @UID@: dracut replaces it nowhere (LibreELEC's init and the "
+            "agent replace it in boot= and disk= values)",
+            fix="use the cmdline or extlinux form, or write the values without @UID@",
+        )
     warnings = _check_names(cfg)
     tokens = _net_tokens(cfg)
     if cfg.storage is not None:
@@ -384,6 +499,14 @@ def root_path(
         target = cfg_or_target.targets[0]
         if len(cfg_or_target.targets) > 1:
             warnings.append(f"the root path names the boot target only ({target.name})")
+    if _has_uid(target, credentials=credentials):
+        raise RepresentError(
+            "a root path cannot carry @UID@: it reaches every client alike (DHCP option 17, dracut's "
+            "netroot=) and nothing replaces @UID@ there (LibreELEC's init and the agent: only in boot= "
+            "and disk= values)",
+            fix="write the target name without @UID@; for several HTPCs, generate dnsmasq --clients FILE "
+            "writes a root path per MAC",
+        )
     _check_name(target.name, "target name (--target-name)", at_sign=True)
     if "@" in target.name:
         warnings.append(AT_SIGN_WARNING.format(name=target.name))
@@ -447,12 +570,17 @@ def ipxe(
             "LUNs: give --lun"
         )
     warnings += _check_names(cfg)
-    uri = root_path(boot, empty_auth=False)
-    warnings += [w for w in uri.warnings if w not in warnings]
-    check_word(uri.text, "root path")
-    hooks = [root_path(extra, empty_auth=False).text for extra in cfg.targets[1:]]
-    for hook in hooks:
-        check_word(hook, "storage root path")
+    # every check looks at the values as one client sees them; the script then says @UID@ in iPXE's words
+    uris: list[str] = []
+    for i, target in enumerate(cfg.targets):
+        sample = _sample_target(target)
+        checked = root_path(sample, empty_auth=False)
+        if i == 0:
+            warnings += [w for w in checked.warnings if w not in warnings]
+        check_word(checked.text, "root path" if i == 0 else "storage root path")
+        assert checked.text.endswith(":" + sample.name)  # the name ends the URI
+        uris.append(checked.text[: len(checked.text) - len(sample.name)] + _ipxe_text(target.name))
+    uri, hooks = uris[0], uris[1:]
     embed = _embed_comment_path(embed_path)
     lines = [
         "#!ipxe",
@@ -465,33 +593,41 @@ def ipxe(
         lines += [":retry_dhcp", "dhcp || goto retry_dhcp"]
     lines.append("echo Ready for iSCSI boot")
     if cfg.initiator is not None:
-        lines.append(f"set initiator-iqn {check_word(cfg.initiator, 'initiator name (--initiator)')}")
+        check_word(_sample(cfg.initiator), "initiator name (--initiator)")
+        lines.append(f"set initiator-iqn {_ipxe_text(cfg.initiator)}")
     chaps = {(t.chap, t.reverse_chap) for t in cfg.targets}
     if len(chaps) > 1:
         raise RepresentError(
             "the targets have different credentials; iPXE has one set",
             fix="use the same CHAP credentials on both targets",
         )
+
+    def chap_word(value: str, what: str, *, secret: bool = False) -> str:
+        _ipxe_value(_sample(value), what, secret=secret)
+        return _ipxe_text(value)
+
     if boot.chap is not None:
-        user = _ipxe_value(boot.chap.username, "CHAP user name (--username)")
-        secret = _ipxe_value(boot.chap.password.reveal(), "CHAP secret (--password)", secret=True)
+        user = chap_word(boot.chap.username, "CHAP user name (--username)")
+        secret = chap_word(boot.chap.password.reveal(), "CHAP secret (--password)", secret=True)
         lines += [f"set username {user}", f"set password {secret}"]
     if boot.reverse_chap is not None:
-        user = _ipxe_value(boot.reverse_chap.username, "reverse CHAP user name (--reverse-username)")
-        secret = _ipxe_value(
+        user = chap_word(boot.reverse_chap.username, "reverse CHAP user name (--reverse-username)")
+        secret = chap_word(
             boot.reverse_chap.password.reveal(), "reverse CHAP secret (--reverse-password)", secret=True
         )
         lines += [f"set reverse-username {user}", f"set reverse-password {secret}"]
     for extra, hook in zip(cfg.targets[1:], hooks, strict=True):
         lines += [
             f"# storage target {extra.name}: attached as a second SAN drive",
-            f"sanhook --drive 0x81 {hook} || echo could not attach {extra.name}",
+            f"sanhook --drive 0x81 {hook} || echo could not attach {_ipxe_text(extra.name)}",
         ]
     if attempts is None:
-        lines += [":retry_sanboot", f"sanboot {uri.text} || goto retry_sanboot"]
+        lines += [":retry_sanboot", f"sanboot {uri} || goto retry_sanboot"]
     else:
-        tries = " || ".join([f"sanboot {uri.text}"] * attempts)
+        tries = " || ".join([f"sanboot {uri}"] * attempts)
         lines += [f"{tries} || goto sanboot_failed", ":sanboot_failed", "echo sanboot failed", "exit 1"]
+    if any(IPXE_UID in line for line in lines):
+        warnings.append(IPXE_UID_WARNING)
     return Generated("\n".join(lines) + "\n", tuple(warnings), cfg.secrets())
 
 
@@ -512,7 +648,9 @@ def dnsmasq(
     ``iPXE``; PXE clients get ``bios_image`` or, by client architecture
     (option 93: 7 and 9 are x86-64 UEFI), ``efi_image``.  Values that dnsmasq
     would read as syntax (:func:`iscsiboot.cmdline.syntax.check_dnsmasq`) and a
-    root path over 255 bytes are refused.
+    root path over 255 bytes are refused.  A boot target whose name holds
+    ``@UID@`` gets no root path (a warning says why): dnsmasq would send the
+    same text to every client and the agent does not replace ``@UID@`` in it.
     """
     warnings: list[str] = []
     if not cfg.targets:
@@ -521,7 +659,8 @@ def dnsmasq(
             fix="give --target-name and --target-ip",
         )
     warnings += _check_names(cfg)
-    uri = root_path(cfg)
+    per_client = _has_uid(cfg.targets[0], credentials=False)
+    uri = root_path(replace(cfg, targets=(_sample_target(cfg.targets[0]), *cfg.targets[1:])))
     warnings += [w for w in uri.warnings if w not in warnings]
     size = len(uri.text.encode("utf-8"))
     if size > DHCP_OPTION_MAX:
@@ -565,9 +704,15 @@ def dnsmasq(
         f"dhcp-boot=tag:!ipxe,tag:efi64,{efi_image}",
         f"dhcp-boot=tag:ipxe,{script}",
         "",
-        "# RFC 4173 root path (option 17) of the boot target, not for iPXE (its script logs in)",
-        dnsmasq_root_path_line(uri.text),
     ]
+    if per_client:
+        warnings.append(ROOT_PATH_UID_WARNING)
+        lines.append("# No root path (option 17): the target name holds @UID@, one name per client")
+    else:
+        lines += [
+            "# RFC 4173 root path (option 17) of the boot target, not for iPXE (its script logs in)",
+            dnsmasq_root_path_line(uri.text),
+        ]
     if cfg.network.mode is NetMode.FIRMWARE:
         warnings.append("the model takes its network from the iBFT; the DHCP server still serves iPXE")
     return Generated("\n".join(lines) + "\n", tuple(warnings), ())

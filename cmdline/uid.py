@@ -8,6 +8,20 @@ The id is the serial number from ``/proc/cpuinfo`` where the CPU has one
 (ARM boards; a serial of zeros counts as none), else the boot NIC's MAC
 address in lower-case hex without colons.
 
+Which values, and which id, follow LibreELEC's ``init``
+(``packages/sysutils/busybox/scripts/init``): ``mount_part`` replaces
+``@UID@`` in the value it mounts, and it mounts only the ``boot=`` and
+``disk=`` values; ``MACHINE_UID`` is the last 8 characters of the
+``Serial`` field (``substr(s, length(s) - 7)``), else the MAC of ``eth0``
+without colons.  So a Raspberry Pi whose serial is ``10000000a1b2c3d4`` is
+``a1b2c3d4`` there and here.  (LibreELEC takes a serial of zeros as it is;
+here it counts as none, since every such board would share it.)
+
+Where the generators put ``@UID@`` (:mod:`iscsiboot.cmdline.generate`): kept
+on kernel command lines, in ``boot=``/``disk=`` values only; iPXE's own
+``${netX/mac:hexraw}`` in iPXE scripts; the client's MAC id with a clients
+file; refused anywhere else.
+
 Pure: :func:`client_uid` takes the text of ``/proc/cpuinfo`` and a MAC, and
 :func:`substitute` a command line; reading them is the caller's.
 """
@@ -20,6 +34,9 @@ from iscsiboot.errors import ParseError
 
 PLACEHOLDER = "@UID@"
 _SUBSTITUTED = ("boot=", "disk=")  # LibreELEC replaces it in these values only
+SERIAL_DIGITS = 8  # LibreELEC's MACHINE_UID keeps the serial's last 8 characters
+#: The longest id (a MAC's 12 hex digits): what checks of length and characters put in its place.
+LONGEST = 12
 _SERIAL = re.compile(r"^Serial\s*:\s*([0-9A-Fa-f]+)\s*$", re.M)
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -33,10 +50,10 @@ def cpu_serial(cpuinfo: str) -> str | None:
 
 
 def client_uid(cpuinfo: str, mac: str | None) -> str:
-    """The machine's id: its CPU serial, else ``mac`` without colons."""
+    """The machine's id: the last 8 digits of its CPU serial (LibreELEC's), else ``mac`` without colons."""
     serial = cpu_serial(cpuinfo)
     if serial is not None:
-        return serial
+        return serial.rjust(SERIAL_DIGITS, "0")[-SERIAL_DIGITS:]
     if mac is None or not _MAC.match(mac.lower()):
         raise ParseError(
             f"{PLACEHOLDER} needs the CPU's serial number or the boot NIC's MAC, and there is neither",

@@ -19,7 +19,9 @@ LINE = "boot=ISCSI=auto,LABEL=System disk=LABEL=Storage-@UID@ quiet note=@UID@"
 
 
 def test_the_cpu_serial_wins_else_the_mac_without_colons() -> None:
-    assert uid.client_uid(ARM, "52:54:00:12:34:56") == "10000000a1b2c3d4"
+    # LibreELEC's MACHINE_UID: the serial's last 8 characters (awk's substr(s, length(s) - 7))
+    assert uid.client_uid(ARM, "52:54:00:12:34:56") == "a1b2c3d4"
+    assert uid.client_uid("Serial\t\t: 12AB\n", None) == "000012ab"
     assert uid.client_uid(X86, "52:54:00:12:34:56") == "525400123456"
     assert uid.client_uid(ZEROS, "52:54:00:AB:CD:EF") == "525400abcdef"
     with pytest.raises(ParseError, match="neither"):
@@ -62,7 +64,7 @@ def test_the_agent_replaces_it_with_the_first_nics_mac_or_the_serial(tmp_path: P
     assert "disk=LABEL=Storage-525400000103" in out.split()
     cpuinfo.write_text(ARM)
     out = with_client_uid(LINE, sysfs=str(tmp_path), cpuinfo=str(cpuinfo))
-    assert "disk=LABEL=Storage-10000000a1b2c3d4" in out.split()
+    assert "disk=LABEL=Storage-a1b2c3d4" in out.split()
     assert with_client_uid("boot=ISCSI=auto", sysfs="/nonexistent") == "boot=ISCSI=auto"
     empty = tmp_path / "empty"
     empty.mkdir()
