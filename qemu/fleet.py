@@ -4,8 +4,15 @@ One network namespace holds the bridge (10.77.0.1), dnsmasq with the
 configuration of ``iscsiboot generate dnsmasq --clients`` (a tag, a script
 and a root path per client), one tgtd with a target per client (its own
 disk, its own CHAP account), and a tap per guest.  Every guest has its own
-MAC address and initiator name; its NIC's PXE ROM asks dnsmasq, gets its
-own script (``generate ipxe --clients``) and sanboots its own target.
+MAC address; its NIC's PXE ROM asks dnsmasq, gets its own script and
+sanboots its own target.
+
+The scripts name the target ``...:htpc-@UID@`` and the initiator
+``...:client-@UID@`` with LibreELEC's placeholder
+(:mod:`iscsiboot.cmdline.uid`), which ``generate ipxe`` writes as iPXE's
+``${netX/mac:hexraw}``: each guest's iPXE fills in its own MAC, and only
+then does the target it names exist (tgt serves each under its filled-in
+name).  Only the CHAP account differs from one script to the next.
 
 The test SYSTEM's ``persist`` check writes a random file to Storage and
 prints its SHA-256.  Afterwards the host reads each disk's Storage (the
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from iscsiboot.cmdline import clients as clientfile
+from iscsiboot.cmdline import uid
 from iscsiboot.disk.ext4 import Ext4, Ext4Error
 from iscsiboot.disk.probe import read_partition_table
 from iscsiboot.disk.readers import file_reader
@@ -60,6 +68,9 @@ MARKER_FILE = "/iscsiboot-persist.bin"  # the test SYSTEM's persist check, on St
 PERSIST_TEST = "iscsiboot.test=persist"
 STORAGE_PARTITION = 2
 Progress = Callable[[str], None]
+#: One name for every client: @UID@ is each guest's MAC without colons.
+FLEET_TARGET = f"{DEFAULT_TARGET}-{uid.PLACEHOLDER}"
+FLEET_INITIATOR = f"{DEFAULT_INITIATOR}-{uid.PLACEHOLDER}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,11 @@ def client_mac(index: int) -> str:
     return f"52:54:00:00:01:{index + 1:02x}"
 
 
+def client_value(value: str, index: int) -> str:
+    """``value`` as client ``index`` has it: ``@UID@`` replaced by its MAC without colons."""
+    return value.replace(uid.PLACEHOLDER, uid.client_uid("", client_mac(index)))
+
+
 def fleet_plan(
     count: int,
     workdir: Path,
@@ -127,7 +143,8 @@ def fleet_plan(
     timeout: float,
     memory_mb: int = 768,
 ) -> tuple[Member, ...]:
-    """The N members: each its MAC, tap, target, disk, CHAP account and initiator name (pure)."""
+    """The N members: each its MAC, tap, target, disk and CHAP account (pure); the target and
+    initiator names are written once, with ``@UID@``."""
     if not 1 <= count <= MAX_CLIENTS:
         raise UsageError(f"--clients {count}", fix=f"boot 1-{MAX_CLIENTS} clients")
     members = []
@@ -135,8 +152,8 @@ def fleet_plan(
         name = f"htpc{i + 1}"
         options = ScenarioOptions(
             boot_via=BootVia.DNSMASQ,
-            target_name=f"{DEFAULT_TARGET}{i + 1}",
-            initiator=f"{DEFAULT_INITIATOR}.{name}",
+            target_name=FLEET_TARGET,
+            initiator=FLEET_INITIATOR,
             username=name,
             password=Secret(f"{name}-secret-12"),
             mac=client_mac(i),
@@ -154,10 +171,9 @@ def fleet_plan(
             initrd=initrd,
             lab=replace(lab, tap=f"tap{i}"),
         )
-        p = replace(p, target=replace(p.target, tid=i + 1))
-        member = Member(
-            clientfile.Client(client_mac(i), name, lun=p.target.lun, target_name=options.target_name), p
-        )
+        # tgt serves the target under the name this guest's iPXE fills in
+        p = replace(p, target=replace(p.target, tid=i + 1, iqn=client_value(FLEET_TARGET, i)))
+        member = Member(clientfile.Client(client_mac(i), name, lun=p.target.lun, target_name=FLEET_TARGET), p)
         members.append(member)
     return tuple(members)
 
@@ -236,8 +252,8 @@ def run_fleet(
             lab.add_tap(f"tap{i}")
         lab.start_dnsmasq(dnsmasq_config(members, names, tftp))
         server.start()
-        for m in members:
-            server.serve(m.plan.target, initiator=m.plan.options.initiator)
+        for i, m in enumerate(members):
+            server.serve(m.plan.target, initiator=client_value(m.plan.options.initiator, i))
         progress(f"network namespace {names.namespace}: dnsmasq and one tgtd for {count} clients")
         for m in members:
             qemu = Qemu(m.plan.qemu_argv, m.plan.files.qemu_log)

@@ -39,7 +39,12 @@ How the guest reaches iPXE in ``ibft`` mode (:class:`BootVia`):
     at all: OVMF's own PXE client starts the chain.  SeaBIOS has no PXE
     client of its own, and every PXE ROM QEMU ships for its NICs is an iPXE
     build, so under BIOS the NIC's ROM is the PXE client; it announces
-    itself as iPXE and gets the script directly.
+    itself as iPXE and gets the script directly.  dnsmasq cannot tell that
+    ROM from the ``undionly.kpxe`` it would chain: both are Debian's iPXE
+    1.0.0+git-20190125, option 175 holds the same feature list and the same
+    bus id (``undionly`` reports the PXE stack's PCI vendor and device), and
+    their DHCP requests, captured, are the same bytes but for the
+    transaction id and the BOOTP broadcast flag, which dnsmasq cannot match.
 ``usb``
     The boot stick of ``iscsiboot generate usb`` (Debian's ``ipxe.lkrn``
     started by syslinux, the embedded script with its own DHCP) as a USB

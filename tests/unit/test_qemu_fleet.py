@@ -33,7 +33,6 @@ def test_every_client_is_its_own_machine_target_and_account() -> None:
             m.plan.target.tid,
             m.plan.target.iqn,
             m.plan.target.image,
-            m.plan.options.initiator,
             m.plan.options.username,
             m.plan.files.console,
         )
@@ -41,6 +40,16 @@ def test_every_client_is_its_own_machine_target_and_account() -> None:
     ]
     for column in zip(*rows, strict=True):
         assert len(set(column)) == 3
+    # one target and initiator name for all in the scripts: @UID@ is each guest's MAC without colons
+    assert [m.plan.target.iqn for m in members] == [
+        f"iqn.2026-11.org.iscsiboot:htpc-5254000001{i:02x}" for i in (1, 2, 3)
+    ]
+    scripts = {m.plan.ipxe_script for m in members}
+    assert all(
+        s is not None and "set initiator-iqn iqn.2026-11.org.iscsiboot:client-${netX/mac:hexraw}" in s
+        for s in scripts
+    )
+    assert all(s is not None and "iqn.2026-11.org.iscsiboot:htpc-${netX/mac:hexraw} ||" in s for s in scripts)
     for i, m in enumerate(members):
         argv = m.plan.qemu_argv
         assert f"tap,id=n0,ifname=tap{i},script=no,downscript=no" in argv
@@ -56,6 +65,7 @@ def test_dnsmasq_tags_each_client_with_its_own_script_and_no_secret() -> None:
     for m in members:
         assert f"dhcp-host={m.client.mac},set:{m.client.name},{m.client.name}" in lines
         assert f"dhcp-boot=tag:ipxe,tag:{m.client.name},{m.client.name}.ipxe" in lines
+        assert f'option:root-path,"iscsi:10.77.0.1:::1:{m.plan.target.iqn}"' in text
     assert "secret" not in text
 
 

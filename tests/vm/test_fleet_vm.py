@@ -4,6 +4,9 @@ One tgtd serves a target, a disk and a CHAP account per client; dnsmasq
 (``generate dnsmasq --clients``) hands each MAC its own script (``generate
 ipxe --clients``).  Every guest writes a random marker to its Storage; the
 host then reads every disk and finds exactly its own guest's marker there.
+The scripts name target and initiator with ``@UID@`` (iPXE's
+``${netX/mac:hexraw}``): tgt serves each target under the name with its
+guest's MAC only, so every boot proves that guest's iPXE filled it in.
 """
 
 from __future__ import annotations
