@@ -220,7 +220,7 @@ def _install_lun(args: argparse.Namespace) -> InstallReport:
         args.workdir = workdir
         kernel, system = _inputs(args)
 
-        def build(image: Path, size: int) -> InstallReport:
+        def build(image: Path, size: int) -> InstallReport:  # in the LUN's sectors (install_lun)
             return install(
                 kernel=kernel, system=system, image=image, size=size, system_size=system_size,
                 config=config, append=args.append, initrd=args.initrd, serial=args.serial,

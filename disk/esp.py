@@ -11,6 +11,15 @@ offset=``): no loop device and no kernel FAT driver are needed.
 
 One ``syslinux.cfg`` at the root serves both loaders: syslinux.efi looks in
 its own folder first, then in ``/boot/syslinux``, ``/syslinux`` and ``/``.
+
+On a disk of 4096-byte sectors the FAT counts sectors of 4096 bytes (Linux
+refuses to mount a FAT whose sectors are smaller than the device's, and
+syslinux.efi reads the FAT in the disk's own blocks), with clusters small
+enough for FAT16's cluster count, and Storage gets blocks of 4096 bytes (ext4
+cannot have blocks smaller than the device's sectors).  syslinux's BIOS
+loader reads 512-byte sectors only (``syslinux --install`` refuses such a
+FAT), so that disk has no ldlinux.sys; UEFI firmware reads its GPT and FAT
+and starts ``EFI/BOOT/bootx64.efi``.
 """
 
 from __future__ import annotations
@@ -33,9 +42,12 @@ EFI_LDLINUX = f"/{EFI_DIR}/ldlinux.e64"
 CONF_NAME = "syslinux.cfg"
 # mtools' own check of the boot sector's geometry means nothing for a partition inside a disk
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
-# what each program is in, for the hint when it is missing
+# what each program is in, for the hint when it is missing (the GPT is written by iscsiboot.disk.gpt)
 PROGRAMS = (("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("mmd", "mtools"), ("syslinux", "syslinux"),
-            ("mkfs.ext4", "e2fsprogs"), ("sfdisk", "fdisk"))  # fmt: skip
+            ("mkfs.ext4", "e2fsprogs"))  # fmt: skip
+BIOS_SECTOR = 512  # the only sector size syslinux's BIOS loader (and gptmbr.bin) reads
+FAT16_MAX_CLUSTERS = 65524
+EXT4_BLOCK = 4096
 LOADERS = ((GPTMBR_BIN, "syslinux-common"), (SYSLINUX_EFI, "syslinux-efi"), (LDLINUX_E64, "syslinux-common"))
 FAT_SECRET_WARNING = (
     "syslinux.cfg holds CHAP secrets, and FAT has no permissions: anyone who mounts System reads "
@@ -66,6 +78,34 @@ def _env() -> dict[str, str]:
     return {**os.environ, **MTOOLS_ENV}
 
 
+def bios_boots(sector_size: int) -> bool:
+    """Whether syslinux's BIOS loader can boot a disk of ``sector_size``-byte sectors."""
+    return sector_size == BIOS_SECTOR
+
+
+def sectors_per_cluster(size: int, sector_size: int) -> int:
+    """Sectors per cluster for a FAT16 of ``size`` bytes in sectors larger than 512 bytes.
+
+    The smallest power of two whose clusters leave at most 65524 of them: a
+    16 MiB System gets clusters of one 4096-byte sector (4087 clusters, above
+    FAT12's 4084), a 1 GiB one clusters of 32 KiB.  (At 512 bytes mkfs.fat's
+    own choice stays.)
+    """
+    cluster = sector_size
+    while size // cluster > FAT16_MAX_CLUSTERS:
+        cluster *= 2
+    return cluster // sector_size
+
+
+def fat_options(layout: Layout) -> list[str]:
+    """mkfs.vfat's sector options and ``--offset`` (which counts its own sectors) for System."""
+    size, system = layout.sector_size, layout.system
+    if size == BIOS_SECTOR:
+        return ["--offset", str(system.start // size)]
+    spc = sectors_per_cluster(system.size, size)
+    return ["-S", str(size), "-s", str(spc), "--offset", str(system.start // size)]
+
+
 def fill(
     target: Path, layout: Layout, files: FatFiles, *, storage_options: tuple[str, ...] = ()
 ) -> list[str]:
@@ -75,7 +115,7 @@ def fill(
     """
     system, storage = layout.system, layout.storage
     run(
-        [which("mkfs.vfat"), "-F", "16", "-n", system.label, "--offset", str(system.start_sector),
+        [which("mkfs.vfat"), "-F", "16", "-n", system.label, *fat_options(layout),
          str(target), str(system.size // 1024)],
         what="format the System partition (FAT16)",
     )  # fmt: skip
@@ -104,14 +144,16 @@ def fill(
         copy(conf, f"/{CONF_NAME}")
     copy(SYSLINUX_EFI, EFI_LOADER)
     copy(LDLINUX_E64, EFI_LDLINUX)
+    if bios_boots(layout.sector_size):
+        run(
+            [which("syslinux"), "--install", "--offset", str(system.start), str(target)],
+            what="install syslinux (BIOS) into System",
+            env=_env(),
+        )
+        written.append("/ldlinux.sys")
+    block = [] if layout.sector_size == BIOS_SECTOR else ["-b", str(max(EXT4_BLOCK, layout.sector_size))]
     run(
-        [which("syslinux"), "--install", "--offset", str(system.start), str(target)],
-        what="install syslinux (BIOS) into System",
-        env=_env(),
-    )
-    written.append("/ldlinux.sys")
-    run(
-        [which("mkfs.ext4"), "-F", "-q", "-L", storage.label,
+        [which("mkfs.ext4"), "-F", "-q", *block, "-L", storage.label,
          "-E", ",".join((f"offset={storage.start}", *storage_options)), str(target),
          f"{storage.size // 1024}k"],
         what="format the Storage partition",

@@ -187,15 +187,20 @@ def inspect_disk(
     system_label: str = "System",
     storage_label: str | None = "Storage",
     boot_code: bytes | None = None,
+    sector_size: int | None = None,
 ) -> DiskView:
     """Look at a boot disk the way SeaBIOS, syslinux and the boot agent will.
 
     ``boot_code`` (the first 440 bytes of syslinux's mbr.bin, if the caller has
-    them) is compared with the MBR's boot code.
+    them) is compared with the MBR's boot code.  ``sector_size``: the disk's
+    logical block size when known (a LUN's); else the table's place tells.
+    On a disk of sectors larger than 512 bytes BIOS boot code and syslinux's
+    ldlinux.sys (which read 512-byte sectors) are not asked for; a warning says
+    that BIOS cannot boot it.
     """
     problems: list[Problem] = []
     try:
-        table = read_partition_table(read, size=size)
+        table = read_partition_table(read, size=size, sector_size=sector_size)
     except ProbeError as exc:
         return DiskView(None, (), None, (Problem(f"the partition table is damaged: {exc}", "rewrite it"),))
     if table is None:
@@ -253,7 +258,17 @@ def _inspect_system(
     except ParseError as exc:
         problems.append(Problem(f"System cannot be read: {exc}", "run fsck on it"))
         return None
-    names = ["/KERNEL", "/SYSTEM", "/ldlinux.sys", *([EFI_LOADER] if fat else ["/ldlinux.c32"])]
+    bios = table.sector_size == 512
+    if not bios:
+        problems.append(
+            Problem(
+                f"the disk has {table.sector_size}-byte sectors, which syslinux's BIOS loader cannot read",
+                severity="warning",
+            )
+        )
+    names = ["/KERNEL", "/SYSTEM", *(["/ldlinux.sys"] if bios else []),
+             *([EFI_LOADER] if fat else ["/ldlinux.c32"])]  # fmt: skip
+    required = len(names) if fat else len(names) - 1  # ldlinux.c32: extlinux may do without it
     files = [_file(fs, p) for p in names]
     conf: ExtlinuxConf | None = None
     conf_path: str | None = None
@@ -267,7 +282,7 @@ def _inspect_system(
                 problems.append(Problem(f"{candidate} cannot be read: {exc}"))
             break
     installer = "syslinux --install" if fat else "extlinux --install on System"
-    for f in files[: 4 if fat else 3]:
+    for f in files[:required]:
         if f.kind != "file":
             if f.path == EFI_LOADER:
                 fix = (

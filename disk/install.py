@@ -1,8 +1,11 @@
 """``iscsiboot install``: partition and fill a LUN or a disk image.
 
 The layout comes from :func:`iscsiboot.disk.layout.plan_layout`; this module
-only carries it out.  ``libreelec`` (GPT, FAT16 System filled with mtools,
-no mount and no loop device) is done by :mod:`iscsiboot.disk.esp`.
+only carries it out, in the target's sectors (an image: 512 bytes unless the
+caller says otherwise, as the LUN installer does for a LUN of 4096-byte
+blocks; a device: its logical block size).  ``libreelec`` (a GPT written by
+:mod:`iscsiboot.disk.gpt`, FAT16 System filled with mtools, no mount and no
+loop device) is done by :mod:`iscsiboot.disk.esp`.
 ``seed``: an MBR written by ``sfdisk`` with syslinux's ``mbr.bin``
 as boot code, a bootable System ext4 holding KERNEL, SYSTEM, the optional
 initrd and extlinux.conf (``extlinux --install``), and a Storage ext4 over the
@@ -25,17 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iscsiboot.cmdline.syntax import check_text
-from iscsiboot.disk import esp
+from iscsiboot.disk import esp, gpt
 from iscsiboot.disk.fat import open_filesystem
 from iscsiboot.disk.installreport import InstallReport, WrittenFile, WrittenPartition
-from iscsiboot.disk.layout import MBR_LIMIT, GiB, Layout, LayoutKind, MiB, format_size, plan_layout
+from iscsiboot.disk.layout import (
+    IMAGE_SECTOR_SIZE,
+    MBR_LIMIT,
+    SECTOR,
+    GiB,
+    Layout,
+    LayoutKind,
+    MiB,
+    format_size,
+    plan_layout,
+)
 from iscsiboot.disk.probe import (
     FsInfo,
     probe_filesystem,
     read_partition_table,
 )
 from iscsiboot.disk.readers import file_reader
-from iscsiboot.disk.target import device_size, mounted_from, refuse_overwrite
+from iscsiboot.disk.target import device_size, logical_sector_size, mounted_from, refuse_overwrite
 from iscsiboot.disk.undo import Undo
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, ParseError, UsageError
 from iscsiboot.model import BootConfig
@@ -55,6 +68,22 @@ SECRET_READABLE = (
 )
 # syslinux up to 6.03 (OpenELEC's era) cannot read 64-bit group descriptors; System is small anyway
 SYSTEM_MKFS_OPTIONS = ("-O", "^64bit")
+
+
+def large_sector_warning(target: object, sector_size: int) -> str:
+    """What a libreelec disk of ``sector_size``-byte sectors (not 512) does not do, in words.
+
+    Its layout is right for Linux (the VM tier boots such a LUN directly and
+    mounts both file systems), and OVMF reads its GPT and FAT and starts
+    EFI/BOOT/bootx64.efi; but Debian's syslinux.efi (6.04) stopped with a CPU
+    exception there (OVMF, iPXE sanboot), and BIOS loaders read 512-byte sectors.
+    """
+    return (
+        f"{target} has {sector_size}-byte sectors: the layout counts them, so Linux finds System and "
+        "Storage, but syslinux does not boot from it (its BIOS loader reads 512-byte sectors: gptmbr.bin "
+        "and ldlinux.sys are left out; syslinux.efi 6.04 stopped on such a disk under OVMF); "
+        "to sanboot it, serve it with 512-byte blocks"
+    )
 
 
 @dataclass(frozen=True)
@@ -252,6 +281,7 @@ def install(
     mbr_bin: Path = MBR_BIN,
     layout: LayoutKind = LayoutKind.SEED,
     storage_options: tuple[str, ...] = (),
+    sector_size: int | None = None,
 ) -> InstallReport:
     """Partition and fill ``image`` (a file, created sparse when missing) or ``device``.
 
@@ -261,6 +291,9 @@ def install(
     it that must stay hidden.  ``storage_options`` are more extended options
     (``-E``) for Storage's ``mkfs.ext4``.  ``layout`` picks LibreELEC's own disk layout
     (GPT, FAT16 System, one disk for BIOS and UEFI) or the seed's (MBR, ext4).
+    ``sector_size``: the sectors the table counts on an image (by default
+    :data:`~iscsiboot.disk.layout.IMAGE_SECTOR_SIZE`: 512, or the block size
+    of the LUN the image is built for); a device's own is read from it.
     """
     fat = layout is LayoutKind.LIBREELEC
     if fat:
@@ -294,7 +327,7 @@ def install(
         plan = _prepare(undo, image=image, device=device, size=size, system_size=system_size,
                         label_system=label_system, label_storage=label_storage, wipe=wipe,
                         inputs=[(what, path) for what, path in inputs if path is not None],
-                        kind=layout)  # fmt: skip
+                        kind=layout, sector_size=sector_size)  # fmt: skip
         plan.warnings.extend(mask(w, conf.secrets) for w in conf.warnings)
         if config is not None and not config.firmware and not config.targets:
             plan.warnings.append(
@@ -305,11 +338,13 @@ def install(
             plan.warnings.append(esp.FAT_SECRET_WARNING if fat else SECRET_WARNING)
             if not any("/proc/cmdline" in w for w in plan.warnings):
                 plan.warnings.append(SECRET_READABLE)
+        if not esp.bios_boots(plan.layout.sector_size):
+            plan.warnings.append(large_sector_warning(plan.target, plan.layout.sector_size))
         files = _execute(plan, undo, kernel=kernel, system=system, initrd=initrd, conf=conf,
                          secret_conf=carries_secret, mbr_bin=mbr_bin,
                          storage_options=storage_options)  # fmt: skip
         with undo.interruptible():
-            report = _verify(plan, files, mbr_bin)
+            report = _verify(plan, files, mbr_bin if esp.bios_boots(plan.layout.sector_size) else None)
     return report
 
 
@@ -360,6 +395,7 @@ def _prepare(
     wipe: bool,
     inputs: list[tuple[str, Path]],
     kind: LayoutKind = LayoutKind.SEED,
+    sector_size: int | None = None,
 ) -> _Plan:
     """Check the target and plan the layout; create a missing image (sparse).
 
@@ -376,6 +412,7 @@ def _prepare(
             raise UsageError(f"{device} is in use: {', '.join(users)} is mounted", fix="unmount it first")
         target, is_image = device, False
         disk_size = device_size(device)
+        sector_size = logical_sector_size(device)
     else:
         assert image is not None
         target, is_image = image, True
@@ -383,9 +420,15 @@ def _prepare(
             raise UsageError(f"{image} exists and is not a regular file", fix="use --device for devices")
         current = image.stat().st_size if image.exists() else 0
         disk_size = size if size is not None else current or DEFAULT_IMAGE_SIZE
+        sector_size = sector_size or IMAGE_SECTOR_SIZE.get()
     before = refuse_overwrite(target, is_image=is_image, wipe=wipe, inputs=inputs)
     layout = plan_layout(
-        disk_size, system_size, system_label=label_system, storage_label=label_storage, kind=kind
+        disk_size,
+        system_size,
+        system_label=label_system,
+        storage_label=label_storage,
+        kind=kind,
+        sector_size=sector_size or SECTOR,
     )
     plan = _Plan(target, is_image, disk_size, layout)
     if kind is LayoutKind.SEED and disk_size > MBR_LIMIT:
@@ -450,17 +493,21 @@ def _execute(
     with undo.interruptible():
         if plan.is_image:
             _zero(plan.target, 0, min(MiB, plan.size))
-        run(
-            [which("sfdisk"), "--no-reread", "--no-tell-kernel", "-q", "-w", "always", str(plan.target)],
-            what=f"write the partition table of {plan.target}",
-            input_text=layout.sfdisk_script(),
-        )
-        table = read_partition_table(file_reader(plan.target), size=plan.size)
+        if layout.scheme == "gpt":
+            _write_gpt(plan.target, layout)
+        else:
+            run(
+                [which("sfdisk"), "--no-reread", "--no-tell-kernel", "-q", "-w", "always", str(plan.target)],
+                what=f"write the partition table of {plan.target}",
+                input_text=layout.sfdisk_script(),
+            )
+        table = read_partition_table(file_reader(plan.target), size=plan.size, sector_size=layout.sector_size)
         if table is None or [(p.start, p.size) for p in table.partitions] != [
             (p.start, p.size) for p in layout.partitions
         ]:
-            raise IscsibootError(f"the partition table sfdisk wrote on {plan.target} is not the planned one")
-        _write_boot_code(plan.target, mbr_bin)
+            raise IscsibootError(f"the partition table written on {plan.target} is not the planned one")
+        if esp.bios_boots(layout.sector_size):
+            _write_boot_code(plan.target, mbr_bin)
     if layout.kind is LayoutKind.LIBREELEC:
         with undo.interruptible():
             written = esp.fill(
@@ -512,6 +559,22 @@ def _execute(
     return files
 
 
+def _write_gpt(target: Path, layout: Layout) -> None:
+    """The layout's GPT, in the target's sectors (:mod:`iscsiboot.disk.gpt`), written in place."""
+    entries = [
+        gpt.Entry(p.start, p.size, p.type, p.name or p.label, gpt.LEGACY_BIOS_BOOTABLE if p.bootable else 0)
+        for p in layout.partitions
+    ]
+    table = gpt.build(layout.disk_size, layout.sector_size, entries)
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        for offset, data in table.pieces:
+            os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _settle(plan: _Plan) -> None:
     """Flush what was written; let the kernel see a device's new partitions (not needed by us)."""
     _flush(plan.target)
@@ -520,11 +583,12 @@ def _settle(plan: _Plan) -> None:
             run([which("blockdev"), "--rereadpt", str(plan.target)], what="re-read the partition table")
 
 
-def _verify(plan: _Plan, files: list[str], mbr_bin: Path) -> InstallReport:
-    """Read back what was written with the project's own readers."""
-    code = mbr_bin.read_bytes()[:BOOT_CODE_SIZE]
-    if file_reader(plan.target)(0, len(code)) != code:
-        raise IscsibootError(f"the boot code on {plan.target} is not syslinux's {mbr_bin.name}")
+def _verify(plan: _Plan, files: list[str], mbr_bin: Path | None) -> InstallReport:
+    """Read back what was written with the project's own readers (``mbr_bin``: the boot code written)."""
+    if mbr_bin is not None:
+        code = mbr_bin.read_bytes()[:BOOT_CODE_SIZE]
+        if file_reader(plan.target)(0, len(code)) != code:
+            raise IscsibootError(f"the boot code on {plan.target} is not syslinux's {mbr_bin.name}")
     parts: list[WrittenPartition] = []
     written: list[WrittenFile] = []
     for part in plan.layout.partitions:
@@ -551,6 +615,8 @@ def _verify(plan: _Plan, files: list[str], mbr_bin: Path) -> InstallReport:
         created=plan.created,
         partitions=tuple(parts),
         files=tuple(written),
-        boot_code=str(mbr_bin),
+        boot_code=str(mbr_bin) if mbr_bin is not None else None,
         warnings=tuple(plan.warnings),
+        scheme=plan.layout.scheme,
+        sector_size=plan.layout.sector_size,
     )

@@ -73,9 +73,11 @@ class InstallReport:
     created: bool
     partitions: tuple[WrittenPartition, ...]
     files: tuple[WrittenFile, ...]
-    boot_code: str
+    boot_code: str | None  # the file whose boot code the MBR got; None: none (no BIOS boot)
     warnings: tuple[str, ...] = ()
     transfer: Transfer | None = None
+    scheme: str = "mbr"  # the partition table: "gpt" | "mbr"
+    sector_size: int = 512  # the sectors the table counts
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -96,6 +98,8 @@ class InstallReport:
                 for p in self.partitions
             ],
             "files": [{"path": f.path, "size": f.size, "mode": f"{f.mode:04o}"} for f in self.files],
+            "scheme": self.scheme,
+            "sector_size": self.sector_size,
             "boot_code": self.boot_code,
             "warnings": list(self.warnings),
         }
@@ -104,8 +108,16 @@ class InstallReport:
         return out
 
     def lines(self) -> list[str]:
-        table = "GPT with syslinux's gptmbr.bin" if self.boot_code == str(esp.GPTMBR_BIN) else "MBR"
-        out = [f"{self.kind} {self.target}: {format_size(self.size)}, {table} boot code"]
+        table = "GPT" if self.scheme == "gpt" else "MBR"
+        if self.sector_size != 512:
+            table += f" of {self.sector_size}-byte sectors"
+        if self.boot_code is None:
+            table += ", no BIOS boot code"
+        elif self.boot_code == str(esp.GPTMBR_BIN):
+            table += " with syslinux's gptmbr.bin boot code"
+        else:
+            table += " boot code"
+        out = [f"{self.kind} {self.target}: {format_size(self.size)}, {table}"]
         for p in self.partitions:
             flag = ", bootable" if p.bootable else ""
             out.append(

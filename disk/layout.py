@@ -10,12 +10,18 @@ sectors, which LibreELEC leaves free (the backup GPT lies there).
 ``seed`` (the seed how-to's): an MBR with two primary partitions aligned to
 1 MiB, a bootable System (type 83, ext4 with extlinux) and Storage (type 83)
 over the rest of the disk.
+
+Positions are planned in bytes; the tables count sectors of the disk's
+logical block size (``sector_size``): 512, or 4096 for ``libreelec`` on a
+disk or LUN of 4096-byte blocks.  The seed layout boots from BIOS only, and
+BIOS boot code reads 512-byte sectors, so it is planned for those alone.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from iscsiboot.errors import UsageError
@@ -26,6 +32,8 @@ GiB = 1 << 30
 ALIGN = MiB
 SECTOR = 512
 MIN_SYSTEM = 8 * MiB
+MIN_FAT_SYSTEM = 16 * MiB  # FAT16 needs 4085 clusters: 8 MiB is too few at 512-byte sectors, 15 MiB at 4096
+SECTOR_SIZES = (512, 4096)  # the logical block sizes install writes for
 MIN_STORAGE = 8 * MiB
 MBR_LIMIT = (1 << 32) * SECTOR  # an MBR addresses 2^32 sectors
 LABEL_MAX = 16  # bytes in the ext4 superblock
@@ -36,6 +44,9 @@ LIBREELEC_TAIL = 1024 * 512  # and Storage ends 1024 sectors before the end of t
 MAX_FAT16 = 2 * GiB  # FAT16 clusters of 32 KiB: larger ones are not portable
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"  # EFI System partition
 LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"  # Linux file system data
+# The sectors a disk image is planned in when its caller names none: 512, or the LUN's block
+# size while iscsiboot.disk.lun builds the image it sends (the image is that LUN, byte for byte).
+IMAGE_SECTOR_SIZE: ContextVar[int] = ContextVar("image_sector_size", default=SECTOR)
 
 
 class LayoutKind(enum.Enum):
@@ -43,6 +54,26 @@ class LayoutKind(enum.Enum):
 
     LIBREELEC = "libreelec"
     SEED = "seed"
+
+
+def check_sector_size(kind: LayoutKind, sector_size: int, disk: str = "the disk") -> None:
+    """UsageError unless ``kind`` can be written on ``disk`` of ``sector_size``-byte blocks."""
+    if sector_size not in SECTOR_SIZES:
+        raise UsageError(
+            f"{disk} has blocks of {sector_size} bytes; nothing was written",
+            fix=f"serve it with blocks of {' or '.join(str(b) for b in SECTOR_SIZES)} bytes",
+        )
+    if kind is LayoutKind.SEED and sector_size != SECTOR:
+        raise UsageError(
+            f"{disk} has {sector_size}-byte blocks, and the seed layout (MBR, extlinux) boots from BIOS, "
+            "whose boot code reads 512-byte sectors; nothing was written",
+            fix="use --layout libreelec (GPT in the disk's own sectors), or serve it with 512-byte blocks",
+        )
+
+
+def minimum_system(kind: LayoutKind) -> int:
+    """The smallest System of the layout: FAT16 needs its clusters, ext4 a few MiB."""
+    return MIN_FAT_SYSTEM if kind is LayoutKind.LIBREELEC else MIN_SYSTEM
 
 
 _UNITS = {"": 1, "B": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB * 1024}
@@ -105,6 +136,7 @@ class Layout:
     system: PartitionPlan
     storage: PartitionPlan
     kind: LayoutKind = LayoutKind.SEED
+    sector_size: int = SECTOR  # the disk's logical block size, which the table counts
 
     @property
     def partitions(self) -> tuple[PartitionPlan, PartitionPlan]:
@@ -116,7 +148,7 @@ class Layout:
         return "gpt" if self.kind is LayoutKind.LIBREELEC else "mbr"
 
     def sfdisk_script(self) -> str:
-        """The input for ``sfdisk`` (sectors of 512 bytes)."""
+        """The input for ``sfdisk`` (sectors of 512 bytes, as sfdisk counts them on an image file)."""
         lines = [f"label: {'gpt' if self.scheme == 'gpt' else 'dos'}", "unit: sectors", ""]
         for part in self.partitions:
             line = f"start={part.start_sector}, size={part.sectors}, type={part.type}"
@@ -156,20 +188,25 @@ def plan_layout(
     system_label: str = "System",
     storage_label: str = "Storage",
     kind: LayoutKind = LayoutKind.SEED,
+    sector_size: int = SECTOR,
 ) -> Layout:
     """``seed``: System from 1 MiB, Storage from the next MiB boundary to the end of the disk.
 
-    ``libreelec``: System from sector 8192, Storage from the next MiB boundary
-    to 1024 sectors before the end.
+    ``libreelec``: System from byte 4 MiB (sector 8192 of 512 bytes), Storage
+    from the next MiB boundary to 512 KiB (1024 sectors of 512 bytes) before
+    the end.  ``sector_size``: the disk's logical block size (512 or 4096).
     """
     fat = kind is LayoutKind.LIBREELEC
+    check_sector_size(kind, sector_size)
     check_label(system_label, "System", fat=fat)
     check_label(storage_label, "Storage")
     if system_label == storage_label:
         raise UsageError(f"System and Storage both have the label {system_label!r}")
-    if system_size < MIN_SYSTEM:
+    smallest = minimum_system(kind)
+    if system_size < smallest:
         raise UsageError(
-            f"System size {format_size(system_size)} is below the minimum of {format_size(MIN_SYSTEM)}",
+            f"System size {format_size(system_size)} is below the minimum of {format_size(smallest)}"
+            + (" (FAT16)" if fat else ""),
             fix="give --system-size 256M or so",
         )
     if fat and system_size > MAX_FAT16:
@@ -178,7 +215,7 @@ def plan_layout(
             fix="give --system-size 1024M (LibreELEC's own size)",
         )
     if fat:
-        usable = (size // SECTOR * SECTOR) - LIBREELEC_TAIL
+        usable = (size // sector_size * sector_size) - LIBREELEC_TAIL
         start = LIBREELEC_START
     else:
         usable = min(size, MBR_LIMIT) // SECTOR * SECTOR
@@ -195,10 +232,13 @@ def plan_layout(
     if fat:
         return Layout(
             disk_size=size,
-            system=PartitionPlan(1, start, system_size, system_label, True, ESP_TYPE, "vfat", "System"),
+            # legacy-BIOS-bootable where syslinux's BIOS loader can boot it (512-byte sectors)
+            system=PartitionPlan(1, start, system_size, system_label, sector_size == SECTOR, ESP_TYPE, "vfat",
+                                 "System"),
             storage=PartitionPlan(2, storage_start, storage_size, storage_label, False, LINUX_TYPE, "ext4",
                                   "Storage"),
             kind=kind,
+            sector_size=sector_size,
         )  # fmt: skip
     return Layout(
         disk_size=size,

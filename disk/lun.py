@@ -8,7 +8,9 @@ machine.  The steps:
    already holds a partition table, a file system or any data in its first
    or last MiB, unless ``--wipe`` (:func:`lunplan.check_blank`).
 2. Build the layout in a sparse temporary image of the LUN's exact size with
-   :func:`iscsiboot.disk.install.install` (``libreelec``: mtools, no mount).
+   :func:`iscsiboot.disk.install.install` (``libreelec``: mtools, no mount),
+   its partition table and file systems in the LUN's block size (512 or
+   4096 bytes: the GPT's header at LBA 1 of that size, the FAT's sectors too).
    Storage's ``mkfs.ext4`` runs with ``nodiscard``: holes in the image are not
    sent, so the file system must not count on them reading as zeroes on the
    LUN (its inode tables are then zeroed by the kernel on first mount).
@@ -37,6 +39,7 @@ from pathlib import Path
 
 from iscsiboot.disk import lunplan
 from iscsiboot.disk.installreport import InstallReport, SentExtent, Transfer
+from iscsiboot.disk.layout import IMAGE_SECTOR_SIZE
 from iscsiboot.disk.lunplan import Extent, LunName
 from iscsiboot.disk.progress import Progress
 from iscsiboot.disk.target import existing_data
@@ -114,7 +117,8 @@ def resolve_lun(session: Session, name: LunName) -> LunName:
     return dataclasses.replace(name, lun=disks[0])
 
 
-# Builds the layout in the image of the given size (the installer's own steps); its report.
+# Builds the layout in the image of the given size (the installer's own steps); its report.  It
+# runs with IMAGE_SECTOR_SIZE set to the LUN's block size, which install() plans the image for.
 Build = Callable[[Path, int], InstallReport]
 
 
@@ -138,7 +142,16 @@ def install_lun(
         check_room(access.name, facts.size, facts.block_size)
     with tempfile.TemporaryDirectory(prefix="iscsiboot-lun-", dir=workdir) as tmp:
         image = Path(tmp) / "lun.img"
-        built = build(image, facts.size)
+        token = IMAGE_SECTOR_SIZE.set(facts.block_size)
+        try:
+            built = build(image, facts.size)
+        finally:
+            IMAGE_SECTOR_SIZE.reset(token)
+        if built.sector_size != facts.block_size:
+            raise IscsibootError(
+                f"the layout was built for {built.sector_size}-byte sectors, and {access.name} "
+                f"has {facts.block_size}-byte blocks; nothing was written"
+            )
         extents = lunplan.plan_extents(data_spans(image), size=facts.size, block_size=facts.block_size)
         with access.login() as session:
             again = _examine(session, access.name, wipe=wipe)
@@ -147,14 +160,9 @@ def install_lun(
             transfer = _send_all(
                 session, access, image, extents, block_size=facts.block_size, progress=progress
             )
-    warnings = list(built.warnings)
-    if facts.block_size != lunplan.BLOCK_SIZES[0]:
-        warnings.append(
-            f"the partition table counts 512-byte sectors, and {access.name} has {facts.block_size}-byte "
-            "blocks: firmware that reads it in its own block size does not find the partitions"
-        )
+    warnings = tuple(w.replace(str(image), str(access.name)) for w in built.warnings)
     return dataclasses.replace(
-        built, target=str(access.name), kind="lun", created=False, warnings=tuple(warnings), transfer=transfer
+        built, target=str(access.name), kind="lun", created=False, warnings=warnings, transfer=transfer
     )
 
 

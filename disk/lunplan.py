@@ -19,15 +19,17 @@ from iscsiboot.disk.layout import (
     LIBREELEC_START,
     LIBREELEC_TAIL,
     MIN_STORAGE,
+    SECTOR_SIZES,
     LayoutKind,
     MiB,
+    check_sector_size,
     format_size,
 )
 from iscsiboot.errors import UsageError
 
 # the ends of the disk that are always sent (old partition tables there are overwritten)
 EDGE = MiB
-BLOCK_SIZES = (512, 4096)
+BLOCK_SIZES = SECTOR_SIZES
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,12 @@ def minimum_size(kind: LayoutKind, system_size: int) -> int:
 
 
 def check_room(name: LunName, *, capacity: int, block_size: int, kind: LayoutKind, system_size: int) -> None:
-    """UsageError when the LUN's block size is not one the layout is written for, or it is too small."""
-    if block_size not in BLOCK_SIZES:
-        raise UsageError(
-            f"{name} has blocks of {block_size} bytes",
-            fix=f"serve it with blocks of {' or '.join(str(b) for b in BLOCK_SIZES)} bytes",
-        )
+    """UsageError when the layout is not written for the LUN's block size, or the LUN is too small.
+
+    The seed layout boots from BIOS only, whose boot code reads 512-byte
+    sectors: a LUN of 4096-byte blocks is refused for it.
+    """
+    check_sector_size(kind, block_size, str(name))
     need = minimum_size(kind, system_size)
     if capacity < need:
         raise UsageError(

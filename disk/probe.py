@@ -45,6 +45,7 @@ class PartitionTable:
     scheme: str  # "mbr" | "gpt"
     disk_id: str  # MBR: 8 hex digits as blkid's PTUUID; GPT: the disk GUID
     partitions: tuple[Partition, ...]
+    sector_size: int = 512  # the sectors its fields count
 
     def partition(self, number: int) -> Partition | None:
         for part in self.partitions:
@@ -119,13 +120,21 @@ def le64(data: bytes, offset: int) -> int:
 # --------------------------------------------------------------------- partitions
 
 
-def read_partition_table(read: ReadAt, *, size: int, sector_size: int = 512) -> PartitionTable | None:
+GPT_SECTOR_SIZES = (512, 4096)  # where a GPT is looked for when the disk's sector size is not known
+
+
+def read_partition_table(read: ReadAt, *, size: int, sector_size: int | None = None) -> PartitionTable | None:
     """The MBR or GPT partition table of a disk of ``size`` bytes, or None if it has none.
 
     A protective MBR (type ee) leads to the GPT; a GPT whose primary and backup
-    headers both fail their CRC raises :class:`ProbeError`.
+    headers both fail their CRC raises :class:`ProbeError`.  ``sector_size``
+    is the disk's logical block size when the caller knows it (a LUN's READ
+    CAPACITY): the table must count those sectors, as the kernel reads it.
+    Without it (an image file, a reader of unknown origin) an MBR counts
+    512-byte sectors and a GPT is looked for at LBA 1 of 512, then of 4096
+    bytes: its header says which.
     """
-    if sector_size not in (512, 1024, 2048, 4096):
+    if sector_size is not None and sector_size not in (512, 1024, 2048, 4096):
         raise ProbeError(f"sector size {sector_size} is not supported", fix="use 512 or 4096")
     mbr = _read(read, 0, 512)
     if mbr is None or mbr[510:512] != b"\x55\xaa":
@@ -137,8 +146,8 @@ def read_partition_table(read: ReadAt, *, size: int, sector_size: int = 512) -> 
     if not used:
         return None
     if any(e[1] == MBR_PROTECTIVE_TYPE for e in used):
-        return _read_gpt(read, size=size, sector_size=sector_size)
-    return _read_mbr(read, mbr, entries, size=size, sector_size=sector_size)
+        return _read_gpt(read, size=size, sizes=(sector_size,) if sector_size else GPT_SECTOR_SIZES)
+    return _read_mbr(read, mbr, entries, size=size, sector_size=sector_size or 512)
 
 
 def _mbr_entry(sector: bytes, offset: int) -> tuple[int, int, int, int]:
@@ -175,7 +184,7 @@ def _read_mbr(
     if extended is not None:
         parts.extend(_read_logical(read, extended, total=total, sector_size=sector_size))
     disk_id = f"{le32(mbr, 440):08x}"
-    return PartitionTable("mbr", disk_id, tuple(parts))
+    return PartitionTable("mbr", disk_id, tuple(parts), sector_size)
 
 
 def _read_logical(
@@ -209,14 +218,15 @@ def _read_logical(
     return parts
 
 
-def _read_gpt(read: ReadAt, *, size: int, sector_size: int) -> PartitionTable:
-    last_lba = size // sector_size - 1
+def _read_gpt(read: ReadAt, *, size: int, sizes: tuple[int, ...]) -> PartitionTable:
     problems: list[str] = []
-    for lba in (1, last_lba):
-        try:
-            return _read_gpt_at(read, lba, size=size, sector_size=sector_size)
-        except ProbeError as exc:
-            problems.append(exc.what)
+    for sector_size in sizes:
+        for lba in (1, size // sector_size - 1):
+            try:
+                return _read_gpt_at(read, lba, size=size, sector_size=sector_size)
+            except ProbeError as exc:
+                where = f" of {sector_size} bytes" if len(sizes) > 1 else ""
+                problems.append(exc.what + where)
     raise ProbeError(
         f"protective MBR but no valid GPT header ({'; '.join(problems)})",
         where="GPT",
@@ -285,7 +295,7 @@ def _read_gpt_at(read: ReadAt, lba: int, *, size: int, sector_size: int) -> Part
                 name=name,
             )
         )
-    return PartitionTable("gpt", disk_guid, tuple(parts))
+    return PartitionTable("gpt", disk_guid, tuple(parts), sector_size)
 
 
 # -------------------------------------------------------------------- file systems

@@ -10,7 +10,10 @@ path, hard link or symbolic link names it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import stat
+import struct
 from pathlib import Path
 
 from iscsiboot.disk.probe import ProbeError, ReadAt, probe_filesystem, read_partition_table
@@ -23,6 +26,22 @@ def device_size(path: Path) -> int:
     fd = os.open(path, os.O_RDONLY)
     try:
         return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+BLKSSZGET = 0x1268  # ioctl: a block device's logical sector size
+
+
+def logical_sector_size(path: Path) -> int:
+    """The logical block size of a block device (what its partition table counts); 512 for a file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISBLK(os.fstat(fd).st_mode):
+            return 512
+        value = fcntl.ioctl(fd, BLKSSZGET, struct.pack("i", 0))
+        size: int = struct.unpack("i", value)[0]
+        return size
     finally:
         os.close(fd)
 

@@ -285,3 +285,34 @@ def test_install_on_a_block_device(tmp_path: Path, files: dict[str, Path], scrat
         sh(tool("losetup"), "-d", device)
     _check_disk(backing, files)
     assert _loops_of(backing) == []
+
+
+def test_libreelec_on_a_device_of_4096_byte_sectors(
+    tmp_path: Path, files: dict[str, Path], scratch: Path
+) -> None:
+    """--device takes the device's logical block size: the GPT and the FAT count 4096-byte sectors."""
+    backing = sparse(tmp_path / "lun4k.img", 96 * MiB)
+    device = sh(tool("losetup"), "--find", "--show", "--sector-size", "4096", backing).strip()
+    try:
+        done = cli("--device", device, "--layout", "libreelec", "--system-size", "32M",
+                   "--kernel", files["kernel"], "--system", files["system"], "--auto", "--wipe", "--json",
+                   tmpdir=scratch)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert (report["kind"], report["scheme"], report["sector_size"]) == ("device", "gpt", 4096)
+        assert "syslinux does not boot from it" in done.stderr
+        seed = cli("--device", device, "--system-size", "32M", "--kernel", files["kernel"],
+                   "--system", files["system"], "--auto", "--wipe", tmpdir=scratch)  # fmt: skip
+        assert seed.returncode == 2 and "seed layout" in seed.stderr and "nothing was written" in seed.stderr
+    finally:
+        sh(tool("losetup"), "-d", device)
+    table = read_partition_table(file_reader(backing), size=96 * MiB, sector_size=4096)
+    assert table is not None and table.scheme == "gpt"
+    assert [(p.start, p.size) for p in table.partitions] == [
+        (4 * MiB, 32 * MiB),
+        (36 * MiB, 60 * MiB - 512 * 1024),
+    ]
+    system = probe_filesystem(file_reader(backing, table.partitions[0].start, table.partitions[0].size))
+    assert system is not None and (system.fs, system.label) == ("vfat", "System")
+    assert backing.read_bytes()[4096:4104] == b"EFI PART"
+    assert _loops_of(backing) == []

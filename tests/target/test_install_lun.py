@@ -1,29 +1,36 @@
 """``iscsiboot install --portal``: the layout written onto tgtd LUNs by the project's initiator.
 
-Blank LUNs of 512- and 4096-byte blocks take a fake release (mutual CHAP on
-one); the backing files then hold the layout and only the data extents were
-sent.  A LUN that holds a partition table, one that is too small, a wrong
-password and a release whose MD5 does not match are refused with the LUN
-unchanged; Ctrl-C while writing logs out and leaves a LUN that ``--wipe``
-writes again.
+Blank LUNs of 512- and 4096-byte blocks take a fake release with mutual
+CHAP; the backing files then hold the layout in the LUN's own sectors, only
+the data extents were sent, and ``iscsiboot doctor`` finds every check ok on
+both.  The 4096-byte LUN's bytes, attached to a loop device of 4096-byte
+sectors, show the kernel the GPT's partitions with the System FAT and the
+Storage ext4.  The seed layout on a 4096-byte LUN, a LUN that holds a
+partition table, one that is too small, a wrong password and a release whose
+MD5 does not match are refused with the LUN unchanged; Ctrl-C while writing
+logs out and leaves a LUN that ``--wipe`` writes again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from disk_support import tool
+from disk_support import blkid, sh, tool
 from doctor_support import run_main
 from iscsiboot.disk import lunplan
-from iscsiboot.disk.fat import open_filesystem
+from iscsiboot.disk.fat import Fat, open_filesystem
 from iscsiboot.disk.layout import LayoutKind
 from iscsiboot.disk.lun import Interrupted, LunAccess, install_lun
-from iscsiboot.disk.probe import read_partition_table
+from iscsiboot.disk.probe import le32, read_partition_table
 from iscsiboot.disk.progress import Progress
 from iscsiboot.disk.readers import file_reader, window
 from iscsiboot.disk.release import open_release
@@ -37,7 +44,9 @@ USER, SECRET = "installer", "install-secret-0042"
 TUSER, TSECRET = "target", "target-secret-0043"
 LUN_MIB = 64
 SIZES = {"mutual": LUN_MIB, "blocks4k": LUN_MIB, "used": LUN_MIB, "small": 16, "stopped": LUN_MIB,
-         "image": LUN_MIB, "digests": LUN_MIB}  # fmt: skip
+         "image": LUN_MIB, "digests": LUN_MIB, "seed4k": LUN_MIB}  # fmt: skip
+BLOCKS_4K = ("blocks4k", "seed4k")  # served in blocks of 4096 bytes
+MUTUAL = ("mutual", "blocks4k")  # the targets that ask for mutual CHAP
 
 
 def _iqn(name: str) -> str:
@@ -61,6 +70,20 @@ class Lab:
                 "--initiator", ME, "--release", str(release or self.tar), "--system-size", "16M",
                 *(["--auto"] if auto else []), *extra]  # fmt: skip
 
+    def mutual(self) -> list[str]:
+        """The login options of mutual CHAP (secrets in files)."""
+        return ["--username", USER, "--password-file", _secret_file(self, "pw", SECRET), "--reverse-username",
+                TUSER, "--reverse-password-file", _secret_file(self, "rpw", TSECRET)]  # fmt: skip
+
+    def doctor(self, capsys: pytest.CaptureFixture[str], name: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+        """``iscsiboot doctor --json`` with mutual CHAP against LUN 1 of target ``name``: (report, stderr)."""
+        code, out, err = run_main(capsys, "doctor", "--json", "--portal", self.tgtd.portal, "--target",
+                                  _iqn(name), "--lun", "1", "--initiator", ME, *self.mutual())  # fmt: skip
+        report = json.loads(out)
+        failed = [c for c in report["checks"] if not c["ok"]]
+        assert code == 0 and not failed, json.dumps(failed, indent=1) + err
+        return report, err
+
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
@@ -81,13 +104,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             if name == "used":
                 subprocess.run(["sfdisk", "-q", str(backing)], input="label: dos\nstart=2048, type=83\n",
                                text=True, check=True, capture_output=True)  # fmt: skip
-            tgtd.add_target(tid, _iqn(name), [backing], block_size=4096 if name == "blocks4k" else None)
+            tgtd.add_target(tid, _iqn(name), [backing], block_size=4096 if name in BLOCKS_4K else None)
         for key in ("HeaderDigest", "DataDigest"):
             tgtd.set_param(list(SIZES).index("digests") + 1, key, "CRC32C")
         tgtd.add_account(USER, Secret(SECRET))
         tgtd.add_account(TUSER, Secret(TSECRET))
-        tgtd.bind_account(1, USER)
-        tgtd.bind_account(1, TUSER, outgoing=True)
+        for name in MUTUAL:
+            tgtd.bind_account(list(SIZES).index(name) + 1, USER)
+            tgtd.bind_account(list(SIZES).index(name) + 1, TUSER, outgoing=True)
         yield Lab(tgtd, work, tar, img, kernel, system)
 
 
@@ -106,16 +130,26 @@ def _system_file(backing: Path, path: str) -> bytes:
     return open_filesystem(window(read, system.start, system.size), "vfat").read_file(path)
 
 
-def _check_layout(lab: Lab, backing: Path) -> None:
-    """The backing file holds a GPT, a FAT System with the release's files, and ext4 Storage."""
+def _check_layout(lab: Lab, backing: Path, *, sector_size: int = 512) -> None:
+    """The backing file holds a GPT, a FAT System with the release's files, and ext4 Storage.
+
+    All in the LUN's sectors: the GPT counts them, the FAT's sectors are as
+    large, and Storage's ext4 blocks no smaller; syslinux's BIOS loader (512
+    bytes only) is on System only when the sectors are 512 bytes.
+    """
     read = file_reader(backing)
-    table = read_partition_table(read, size=backing.stat().st_size)
-    assert table is not None and table.scheme == "gpt"
-    system = table.partitions[0]
+    table = read_partition_table(read, size=backing.stat().st_size, sector_size=sector_size)
+    assert table is not None and table.scheme == "gpt" and table.sector_size == sector_size
+    system, storage = table.partitions
     fs = open_filesystem(window(read, system.start, system.size), "vfat")
+    assert isinstance(fs, Fat) and fs.sector == sector_size and fs.bits == 16
     assert fs.read_file("/KERNEL") == lab.kernel
     assert fs.read_file("/SYSTEM", limit=1 << 24) == lab.system
-    assert fs.exists("/syslinux.cfg") and fs.exists("/ldlinux.sys") and fs.exists("/EFI/BOOT/bootx64.efi")
+    assert fs.exists("/syslinux.cfg") and fs.exists("/EFI/BOOT/bootx64.efi")
+    assert fs.exists("/ldlinux.sys") is (sector_size == 512)
+    assert system.bootable is (sector_size == 512)  # legacy-BIOS-bootable where BIOS can boot it
+    ext4_block = 1024 << le32(read(storage.start + 1024, 1024), 24)
+    assert ext4_block >= sector_size
 
 
 def test_mutual_chap_release_tar(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,24 +176,128 @@ def test_mutual_chap_release_tar(lab: Lab, capsys: pytest.CaptureFixture[str]) -
 
 def test_doctor_passes_on_the_installed_lun(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     """After the mutual-CHAP install above: every check of the doctor is ok on that LUN."""
-    code, out, err = run_main(
-        capsys, "doctor", "--json", "--portal", lab.tgtd.portal, "--target", _iqn("mutual"), "--lun", "1",
-        "--initiator", ME, "--username", USER, "--password-file", _secret_file(lab, "pw", SECRET),
-        "--reverse-username", TUSER, "--reverse-password-file", _secret_file(lab, "rpw", TSECRET),
-    )  # fmt: skip
-    report = json.loads(out)
-    failed = [c for c in report["checks"] if not c["ok"]]
-    assert code == 0 and not failed, json.dumps(failed, indent=1) + err
+    report, _err = lab.doctor(capsys, "mutual")
+    lun = next(lun for lun in report["luns"] if lun["lun"] == 1)
+    assert lun["block_size"] == 512 and lun["scheme"] == "gpt"
 
 
 def test_blocks_of_4096_from_img_gz(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main(capsys, *lab.args("blocks4k", "--json", release=lab.img))
+    """The layout in 4096-byte sectors: GPT header at byte 4096, FAT sectors and ext4 blocks of 4096."""
+    code, out, err = run_main(capsys, *lab.args("blocks4k", "--json", *lab.mutual(), release=lab.img,
+                                                auto=False))  # fmt: skip
     assert code == 0, err
-    transfer = json.loads(out)["transfer"]
-    assert transfer["block_size"] == 4096
+    report = json.loads(out)
+    transfer = report["transfer"]
+    assert transfer["block_size"] == 4096 and (report["scheme"], report["sector_size"]) == ("gpt", 4096)
     assert all(e["offset"] % 4096 == 0 and e["length"] % 4096 == 0 for e in transfer["extents"])
-    assert "4096-byte blocks" in err  # the partition table's 512-byte sectors are named
-    _check_layout(lab, lab.backing("blocks4k"))
+    assert "partition table counts 512-byte sectors" not in err  # the old warning is gone
+    assert "syslinux does not boot from it" in err and report["boot_code"] is None  # BIOS: 512 bytes
+    assert "/ldlinux.sys" not in {f["path"] for f in report["files"]}
+    backing = lab.backing("blocks4k")
+    assert backing.read_bytes()[4096:4104] == b"EFI PART"  # the header at LBA 1 of 4096 bytes
+    with pytest.raises(Exception, match="no valid GPT header"):  # nothing of it counts 512-byte sectors
+        read_partition_table(file_reader(backing), size=backing.stat().st_size, sector_size=512)
+    _check_layout(lab, backing, sector_size=4096)
+
+
+def test_doctor_passes_on_the_4096_byte_lun(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """The doctor reads the LUN in its blocks of 4096 bytes and finds the layout, every check ok."""
+    report, _err = lab.doctor(capsys, "blocks4k")
+    lun = next(lun for lun in report["luns"] if lun["lun"] == 1)
+    assert (lun["block_size"], lun["scheme"]) == (4096, "gpt")
+    assert [(p["fs"], p["label"]) for p in lun["partitions"]] == [("vfat", "System"), ("ext4", "Storage")]
+
+
+def test_the_kernel_finds_the_4096_byte_layout(lab: Lab, tmp_path: Path) -> None:
+    """The LUN's bytes on a loop device of 4096-byte sectors: its partitions hold System (FAT) and Storage."""
+    backing = lab.backing("blocks4k")
+    table = read_partition_table(file_reader(backing), size=backing.stat().st_size, sector_size=4096)
+    assert table is not None
+    with _loop_partitions(backing, 4096, tmp_path) as (loop, parts):
+        assert blkid(Path(loop)).get("PTTYPE") == "gpt"  # libblkid reads the table in the loop's sectors
+        assert [(start, size) for start, size, _node in parts] == [
+            (p.start, p.size) for p in table.partitions
+        ]
+        found = [blkid(node) for _start, _size, node in parts]
+        assert [(f.get("TYPE"), f.get("LABEL")) for f in found] == [("vfat", "System"), ("ext4", "Storage")]
+        storage = parts[1][2]
+        check = subprocess.run(
+            [tool("e2fsck"), "-fn", str(storage)], capture_output=True, text=True, check=False
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        if _filesystem_known("ext4"):  # the kernel mounts Storage from a device of 4096-byte sectors
+            where = tmp_path / "storage"
+            where.mkdir()
+            sh(tool("mount"), "-t", "ext4", "-o", "ro", storage, where)
+            try:
+                assert (where / "lost+found").is_dir()
+            finally:
+                sh(tool("umount"), where)
+
+
+def test_seed_layout_refused_on_4096_byte_blocks(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """The seed layout boots from BIOS only, which reads 512-byte sectors: refused, nothing written."""
+    code, _out, err = run_main(capsys, *lab.args("seed4k", "--layout", "seed", "--system-size", "32M"))
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "4096-byte blocks" in err and "seed layout" in err and "nothing was written" in err
+    assert "--layout libreelec" in err
+    assert not any(lab.backing("seed4k").read_bytes())
+
+
+def _filesystem_known(name: str) -> bool:
+    with open("/proc/filesystems", encoding="utf-8") as handle:
+        return any(line.split()[-1] == name for line in handle if line.strip())
+
+
+@contextlib.contextmanager
+def _loop_partitions(
+    backing: Path, sector_size: int, work: Path
+) -> Iterator[tuple[str, list[tuple[int, int, Path]]]]:
+    """``backing`` on a read-only loop device of ``sector_size``-byte sectors, with its partitions.
+
+    Yields the loop device and each partition's (start, size in bytes, device
+    node) as the kernel has them in sysfs.  A kernel built without GPT support
+    (CONFIG_EFI_PARTITION) finds none itself: then ``partx --add`` reads the
+    table with libblkid in the loop device's sectors and hands the partitions
+    to the kernel.  Without udev the nodes are made here.  The loop device
+    (and its partitions with it) is detached on the way out.
+    """
+    loop = sh(tool("losetup"), "--find", "--show", "--read-only", "--partscan", "--sector-size",
+              str(sector_size), backing).strip()  # fmt: skip
+    made: list[Path] = []
+    try:
+        name = Path(loop).name
+        assert Path(f"/sys/block/{name}/queue/logical_block_size").read_text().strip() == str(sector_size)
+        if not _sysfs_partitions(name):
+            sh(tool("partx"), "--add", loop)
+        parts: list[tuple[int, int, Path]] = []
+        for part in _sysfs_partitions(name):
+            node = Path("/dev", part.name)
+            if not node.exists():
+                major, minor = (int(x) for x in (part / "dev").read_text().split(":"))
+                node = work / part.name
+                os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(major, minor))
+                made.append(node)
+            start, size = (int((part / key).read_text()) * 512 for key in ("start", "size"))  # sysfs: 512s
+            parts.append((start, size, node))
+        yield loop, parts
+    finally:
+        for node in made:
+            node.unlink(missing_ok=True)
+        sh(tool("losetup"), "--detach", loop)
+
+
+def _sysfs_partitions(name: str) -> list[Path]:
+    """The partitions of block device ``name`` in sysfs, in order (briefly waited for)."""
+    for _ in range(20):
+        found = sorted(
+            Path(f"/sys/block/{name}").glob(f"{name}p*"), key=lambda p: int(p.name[len(name) + 1 :])
+        )
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
 
 
 def test_digests_on_install_and_doctor(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
