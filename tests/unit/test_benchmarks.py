@@ -114,11 +114,14 @@ def test_summary_medians_ratio_and_json_keys() -> None:
     assert out["shell_start_median_s"] == 2.5 and out["agent_init_median_s"] is None
     assert out["runs"] == 3
     assert boot.summarize([], shell, 3)["ratio"] is None
+    assert out["init_to_first_netlink_s"] is None  # no agent boot carried the marks
     out |= {"overlay_xz_bytes": 1, "full_xz_bytes": 2, "overlay_iscsistart_xz_bytes": 3}
+    out |= {"ratio_xz": 0.9, "peers": {}, "paths": {}, "overlay_nbd_xz_bytes": 4}  # run() adds these
     assert set(boot.JSON_KEYS) <= set(out)
     assert {"agent_median_s", "shell_median_s", "ratio", "overlay_xz_bytes", "full_xz_bytes", "runs"} <= set(
         boot.JSON_KEYS
     )
+    assert {"ratio_xz", "init_to_first_netlink_s", "peers"} <= set(boot.JSON_KEYS)
 
 
 def test_import_total_counts_top_level_iscsiboot_imports() -> None:
@@ -200,3 +203,219 @@ def test_image_sizes_are_measured_with_xz_whatever_the_default(
     assert {"full", "overlay", "overlay_iscsistart", "shell"} <= set(rows)
     assert seen and all(k["compression"] is boot.Compression.XZ for k in seen)
     assert any(k.get("iscsistart") is True for k in seen)
+
+
+# ------------------------------------------------------------------ the kernel clock and the peers
+
+
+def test_init_to_first_netlink_is_on_the_kernel_clock() -> None:
+    """The agent's boottime mark, shifted by (timeline stamp - result mark), minus "Run /init"."""
+    got = boot.agent_times(AGENT_CONSOLE)
+    assert got is not None
+    shift = 12.669703 - 12.67  # the timeline line's stamp against the agent's result mark
+    assert got["init_to_first_netlink"] == pytest.approx(7.25 + shift - 6.021196)
+    assert boot.summarize([got], [], 1)["init_to_first_netlink_s"] == pytest.approx(1.229, abs=1e-3)
+    no_init = [line for line in AGENT_CONSOLE if "Run /init" not in line]
+    assert boot.agent_times(no_init)["init_to_first_netlink"] is None
+
+
+def test_kernel_clock_shift_when_boottime_runs_ahead() -> None:
+    # recorded: timeline stamped 10.816756, result mark 10.859, first netlink 6.636
+    assert boot.kernel_clock(6.636, 10.859, 10.816756) == pytest.approx(6.636 - 0.042244)
+    assert boot.kernel_clock(None, 10.859, 10.816756) is None
+    assert boot.kernel_clock(6.636, None, 10.816756) == 6.636  # no result mark: taken as it is
+
+
+# initramfs-tools (open-iscsi's iscsi_auto) as it booted here, shortened
+ITOOLS_CONSOLE = """[    5.161494] Run /init as init process
+Begin: Mounting root file system ... Begin: Running /scripts/local-top ... [    9.962846] iBFT detected.
+iscsistart: Connection1:0 to [target: iqn.2026-11.org.iscsiboot:htpc, ...] is operational now
+[   12.230094]  sda: sda1 sda2
+[   14.824591] EXT4-fs (sda1): mounted filesystem with ordered data mode. Quota mode: none.
+Target filesystem doesn't have requested /sbin/init.
+No init found. Try passing init= bootarg.
+Rebooting automatically due to panic= boot argument
+[   16.060933] reboot: machine restart
+""".splitlines()
+
+# dracut (systemd, network-legacy, iscsi) as it booted here, shortened, colours kept
+DRACUT_CONSOLE = [
+    "[   20.421749] Run /init as init process",
+    "[  101.275776]  sda: sda1 sda2",
+    "         Mounting \x1b[0;1;39msysroot.mount\x1b[0m - /sysroot...",
+    "[  126.584518] EXT4-fs (sda1): mounted filesystem with ordered data mode. Quota mode: none.",
+    "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start \x1b[0;1;39minitrd-switch-root.service\x1b[0m - Switch Root",
+    "[  136.372212] EXT4-fs (sda1): unmounting filesystem.",
+    "[  142.310702] reboot: machine restart",
+]
+
+
+def test_peer_root_mounted_from_the_kernel_line() -> None:
+    assert boot.peer_times(ITOOLS_CONSOLE) == {"mounted": 14.824591, "init": 5.161494}
+    assert boot.peer_times(DRACUT_CONSOLE) == {"mounted": 126.584518, "init": 20.421749}
+    assert boot.peer_times(ITOOLS_CONSOLE[:4]) is None  # logged in, never mounted
+    # the kernel's copy landing inside a console line still counts (the last stamp)
+    cut = ["Begin: Running /scripts/local-premount ... [   14.8] EXT4-fs (sdb1): mounted filesystem x"]
+    assert boot.root_mounted(cut) == 14.8
+    assert boot.root_mounted(["[    3.0] EXT4-fs (vda1): mounted filesystem"]) is None  # not an iSCSI disk
+
+
+def test_peer_failure_reason_is_one_line() -> None:
+    peers = sys.modules["iscsiboot.qemu.peers"]
+    reason = peers.failure_reason(
+        [*ITOOLS_CONSOLE[:4], "ALERT!  LABEL=System does not exist.  Dropping"], "timeout"
+    )
+    assert reason == "root not mounted (QEMU timeout): ALERT!  LABEL=System does not exist.  Dropping"
+    assert "\n" not in reason
+    dracut = peers.failure_reason(DRACUT_CONSOLE[:3] + DRACUT_CONSOLE[4:5], "exited")
+    assert dracut.startswith("root not mounted (QEMU exited): [FAILED] Failed to start initrd-switch-root")
+    assert peers.failure_reason([], "exited") == "root not mounted (QEMU exited)"
+
+
+def test_peer_summary_ratio_image_and_error() -> None:
+    got = [{"mounted": m, "init": 5.0} for m in (14.0, 16.0, 15.0)]
+    out = boot.summarize_peer(
+        got, ["root not mounted (QEMU timeout)"], 31_000_000, {"zstd": 6.0, "xz": 7.5}, 4
+    )
+    assert out["median_s"] == 15.0 and out["image_bytes"] == 31_000_000
+    assert out["ratio"] == 0.4 and out["ratio_xz"] == 0.5  # the agent's median over the peer's
+    assert out["runs_s"] == [14.0, 16.0, 15.0] and out["init_median_s"] == 5.0
+    assert "error" not in out and out["failures"] == ["root not mounted (QEMU timeout)"]
+    failed = boot.summarize_peer(
+        [], ["root not mounted (QEMU exited): no init"], 46_000_000, {"zstd": 6.0}, 3
+    )
+    assert failed == {
+        "median_s": None,
+        "ratio": None,
+        "image_bytes": 46_000_000,
+        "error": "root not mounted (QEMU exited): no init",
+    }
+
+
+def test_peer_command_lines() -> None:
+    peers = sys.modules["iscsiboot.qemu.peers"]
+    itools, dracut = (peers.Peer(n) for n in peers.NAMES)
+    assert itools.append() == ("boot=local", "root=LABEL=System", "rootfstype=ext4", "iscsi_auto")
+    assert {"rd.iscsi.firmware=1", "ip=ibft", "rd.neednet=1", "root=LABEL=System"} <= set(dracut.append())
+    assert dracut.append("Sys2")[0] == "root=LABEL=Sys2"
+
+
+def test_peer_tool_argv(tmp_path: Path) -> None:
+    peers = sys.modules["iscsiboot.qemu.peers"]
+
+    class Kernel:
+        version = "6.1.0-test"
+
+    argv = peers.tool_argv(peers.INITRAMFS_TOOLS, Kernel(), tmp_path / "out.img", tmp_path)
+    assert argv == ["mkinitramfs", "-d", str(tmp_path / "initramfs-tools"), "-o", str(tmp_path / "out.img"),
+                    "6.1.0-test"]  # fmt: skip
+    conf = (tmp_path / "initramfs-tools" / "initramfs.conf").read_text()
+    assert "MODULES=most" in conf and "COMPRESS=zstd" in conf
+    assert (tmp_path / "initramfs-tools" / "scripts" / "local-top").is_dir()
+    argv = peers.tool_argv(peers.DRACUT, Kernel(), tmp_path / "d.img", tmp_path)
+    assert argv[0] == "dracut" and argv[-3:] == ["--kver", "6.1.0-test", str(tmp_path / "d.img")]
+    assert "network-legacy iscsi" in argv and "--no-hostonly" in argv
+
+
+def test_readme_shows_peers_targets_and_errors() -> None:
+    out = _rendered_input()
+    out |= {
+        "ratio_xz": 0.7,
+        "peers": {
+            "initramfs-tools": boot.summarize_peer([{"mounted": 20.0}], [], 31_000_000, {"xz": 10.0}, 1),
+            "dracut": {"median_s": None, "ratio": None, "image_bytes": None, "error": "not built: no dracut"},
+        },
+    }
+    out["init_to_first_netlink_s"] = 0.75
+    text = boot.render(out, "python benchmarks/boot.py --runs 1")
+    assert "### Distribution peers" in text
+    assert "| initramfs-tools | 20.0 s | **0.5** |" in text and "31.00 MB" in text
+    assert "| dracut | not mounted |" in text and "- `dracut`: not built: no dracut" in text
+    assert "(`ratio_xz`: **0.7**)" in text and "(`init_to_first_netlink_s`: **0.75 s**)" in text
+    assert "target: at most 0.6" in text
+    block = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    assert block["peers"]["dracut"] == {"median_s": None, "ratio": None, "image_bytes": None,
+                                        "error": "not built: no dracut"}  # fmt: skip
+    assert set(block["peers"]["initramfs-tools"]) == {"median_s", "ratio", "image_bytes"}
+    assert {"ratio_xz", "init_to_first_netlink_s", "peers"} <= set(block)
+
+
+def test_peers_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert boot.build_parser().parse_args([]).peers == "initramfs-tools,dracut"
+    seen: dict[str, object] = {}
+
+    def fake_run(runs: int, cache: Path, compressions: list[str], **kwargs: object) -> dict[str, object]:
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(boot, "run", fake_run)
+    with pytest.raises(SystemExit):
+        boot.main(["--peers", "dracut"])
+    assert [p.name for p in seen["peers"]] == ["dracut"]  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        boot.main(["--peers", "none"])
+    assert seen["peers"] == []
+    with pytest.raises(SystemExit) as exc:
+        boot.main(["--peers", "genkernel"])
+    assert exc.value.code == 2
+
+
+def test_path_summary_keeps_the_firmware_apart() -> None:
+    rows = [
+        {"mounted": 12.0, "init": 4.0, "init_to_first_netlink": 0.7, "firmware_s": 9.5},
+        {"mounted": 14.0, "init": 4.2, "init_to_first_netlink": 0.9, "firmware_s": 10.5},
+        {"firmware_s": 10.0},  # the agent failed after the kernel started
+    ]
+    out = boot.summarize_path(rows, 1, 20.0, 6_000_000)
+    assert out["agent_median_s"] == 13.0 and out["ratio"] == 0.65
+    assert out["init_to_first_netlink_s"] == 0.8 and out["init_median_s"] == 4.1
+    assert out["firmware_median_s"] == 10.0  # host seconds, every boot that reached the kernel
+    assert out["agent_s"] == [12.0, 14.0] and out["failures"] == 1 and out["image_bytes"] == 6_000_000
+    assert boot.summarize_path([], 3, None, 1)["ratio"] is None
+
+
+def test_host_clock_times_the_kernel_line_from_qemu_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = iter([100.0, 103.5, 109.25])
+    monkeypatch.setattr(boot.time, "monotonic", lambda: next(now))
+    clock = boot.HostClock()
+    clock.progress("disk image (System, Storage)")  # not QEMU's start
+    clock.progress("boot QEMU (TCG, sanboot)")
+    clock.write("iPXE 1.21.1+ -- Open Source Network Boot Firmware\n")
+    clock.write("[    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)\n")
+    assert clock.first(boot.KERNEL_LINE) == 9.25
+    assert boot.HostClock().first(boot.KERNEL_LINE) is None  # QEMU never started
+
+
+def test_readme_shows_the_paths() -> None:
+    out = _rendered_input()
+    bios = {"mounted": 10.0, "init_to_first_netlink": 0.6, "firmware_s": 8.0}
+    uefi = {"mounted": 11.0, "init_to_first_netlink": 0.7, "firmware_s": 21.0}
+    out["paths"] = {
+        "kernel-bios": boot.summarize_path([bios], 0, 8.0, 9_000_000),
+        "nbd-uefi": boot.summarize_path([uefi], 0, 8.0, 8_000_000),
+    }
+    text = boot.render(out, "python benchmarks/boot.py --runs 1")
+    assert "### The agent's paths (xz)" in text
+    assert "| nbd-uefi | 11.0 s | 1.375 | 0.7 s | - | 21.0 s | 8.00 MB | 11.0 | 0 |" in text
+    block = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    assert block["paths"]["nbd-uefi"]["firmware_median_s"] == 21.0
+
+
+def test_paths_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert boot.build_parser().parse_args([]).paths == "nbd-bios,kernel-uefi,nbd-uefi"
+    seen: dict[str, object] = {}
+
+    def fake_run(runs: int, cache: Path, compressions: list[str], **kwargs: object) -> dict[str, object]:
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(boot, "run", fake_run)
+    with pytest.raises(SystemExit):
+        boot.main(["--paths", "kernel-uefi,kernel-uefi"])
+    assert seen["paths"] == ["kernel-uefi"]
+    with pytest.raises(SystemExit):
+        boot.main(["--paths", "none"])
+    assert seen["paths"] == []
+    with pytest.raises(SystemExit) as exc:
+        boot.main(["--paths", "kernel-bios"])  # the main boot already is that path
+    assert exc.value.code == 2
