@@ -56,6 +56,7 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.phases.handoff",
     "iscsiboot.cmdline.words",
     "iscsiboot.cmdline.parse",
+    "iscsiboot.cmdline.uid",  # only for a command line with @UID@
     "iscsiboot.ibft.sources",
     "iscsiboot.ibft.types",
     "iscsiboot.ibft.codec",
