@@ -13,6 +13,9 @@ The scripts name the target ``...:htpc-@UID@`` and the initiator
 ``${netX/mac:hexraw}``: each guest's iPXE fills in its own MAC, and only
 then does the target it names exist (tgt serves each under its filled-in
 name).  Only the CHAP account differs from one script to the next.
+Every disk's Storage is labelled ``S-<MAC without colons>``, while the
+command line on each System says ``disk=LABEL=S-@UID@``: each agent must
+put in its own id to find its Storage.
 
 The test SYSTEM's ``persist`` check writes a random file to Storage and
 prints its SHA-256.  Afterwards the host reads each disk's Storage (the
@@ -71,6 +74,8 @@ Progress = Callable[[str], None]
 #: One name for every client: @UID@ is each guest's MAC without colons.
 FLEET_TARGET = f"{DEFAULT_TARGET}-{uid.PLACEHOLDER}"
 FLEET_INITIATOR = f"{DEFAULT_INITIATOR}-{uid.PLACEHOLDER}"
+#: One Storage label in every command line (disk=LABEL=S-@UID@); each disk carries its own.
+FLEET_STORAGE = f"S-{uid.PLACEHOLDER}"
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,8 @@ def fleet_plan(
             password=Secret(f"{name}-secret-12"),
             mac=client_mac(i),
             extra_append=(PERSIST_TEST,),
+            storage_label=FLEET_STORAGE,  # the agent replaces @UID@ in disk=
+            disk_storage_label=client_value(FLEET_STORAGE, i),
             disk=workdir / name / "disk.img",
             timeout=timeout,
             memory_mb=memory_mb,
