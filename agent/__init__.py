@@ -43,6 +43,8 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.phases.config",
     "iscsiboot.agent.phases.modules",
     "iscsiboot.agent.phases.network",
+    "iscsiboot.agent.phases.netlight",
+    "iscsiboot.agent.phases.netsteps",
     "iscsiboot.agent.phases.login",
     "iscsiboot.agent.backends",
     "iscsiboot.agent.backends.result",

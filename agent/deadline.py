@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-Clock = Callable[[], float]
+TYPE_CHECKING = False  # collections.abc imports collections: not before PID 1's first fork
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Clock = Callable[[], float]
 
 
 class Deadline:

@@ -1,4 +1,4 @@
-# ruff: noqa: PLC0415  (imports are lazy on purpose: each phase loads only what it needs at boot)
+# ruff: noqa: PLC0415, SIM105  (lazy imports on purpose, and no contextlib before the first fork)
 """PID 1 of the initramfs: mount the kernel file systems, run the phases, switch_root.
 
 The image's ``/init`` (an overlay's ``/usr/lib/iscsiboot/init``) is a busybox
@@ -12,14 +12,16 @@ attached, else a reboot or power-off after ``iscsiboot.reboot_delay`` seconds
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import stat
 import sys
 import time
 
-TYPE_CHECKING = False  # no typing at run time: PID 1 starts the kernel work before anything heavy
+# No typing at run time, and nothing but the standard library's lightest modules at the top
+# of this module and of what PID 1 imports before it forks its start-up child (the NIC drivers):
+# each import costs a slow guest tens of milliseconds (``python -X importtime`` under TCG).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TextIO
 
@@ -57,8 +59,10 @@ def early_mounts() -> None:
     for name, major, minor in (("console", 5, 1), ("null", 1, 3), ("kmsg", 1, 11)):
         path = f"/dev/{name}"
         if not os.path.exists(path):
-            with contextlib.suppress(OSError):
+            try:
                 os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
+            except OSError:
+                pass
 
 
 def open_console() -> TextIO:
@@ -194,14 +198,17 @@ def main() -> None:
     gc.disable()
     os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     os.environ.setdefault("HOME", "/")
+    kernel_console = False  # our console is the kernel's (it shows the kernel log)
     try:
         early_mounts()
+        before = sys.stdout
         console = open_console()
+        kernel_console = console is not before
     except Exception as exc:  # PID 1 must not die: the kernel would panic
         sys.stderr.write(f"iscsiboot: early set-up failed: {exc}\n")
         console = sys.stdout
     try:
-        _main(console)
+        _main(console, kernel_console)
     except Exception:
         import traceback
 
@@ -229,7 +236,8 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
     The start-up child and the network worker are forked first, before any
     thread exists; the options (read between the two forks, once the imports
     both processes share are done) say whether the worker is wanted
-    (``iscsiboot.worker=no``: the network comes up in PID 1).
+    (``iscsiboot.worker=no``: the network comes up in PID 1; the iBFT's network,
+    which brings its own address, needs no pyroute2 and no worker either).
     """
     options = None
     try:
@@ -247,7 +255,8 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
             sys.stderr.write(f"iscsiboot: start-up child not started: {exc}\n")
         shared_imports()
         options = read_options(text)
-        if worker is not None and options.network_worker:
+        # The iBFT's network (its address) needs no pyroute2: no worker importing it ahead of time.
+        if worker is not None and options.network_worker and not options.network_from_firmware:
             try:
                 worker.start_worker(dhcp=options.dhcp_expected)
             except OSError as exc:  # no fork: PID 1 brings the network up
@@ -261,7 +270,7 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
 
             prefetch(dhcp)
 
-        in_process = worker is None or not worker.running
+        in_process = (worker is None or not worker.running) and not options.network_from_firmware
         from iscsiboot.agent.transport import MODULES
 
         early = Early(
@@ -306,7 +315,7 @@ def shared_imports() -> None:
     import iscsiboot.agent.plan  # noqa: F401
 
 
-def _main(console: TextIO) -> None:
+def _main(console: TextIO, kernel_console: bool = False) -> None:
     from iscsiboot.agent.startup.early import boottime
 
     started = boottime()
@@ -315,9 +324,11 @@ def _main(console: TextIO) -> None:
     from iscsiboot.agent.startup import codecache
 
     cache = codecache.install()  # installed already by shared_imports unless start-up failed
-    from iscsiboot.agent.report import Reporter
+    from iscsiboot.agent.report import Reporter, kernel_console_level
 
-    reporter = Reporter(console, verbose=options.debugging)
+    # on the kernel's console, a line the kernel log shows there is written once, through the log
+    level = kernel_console_level() if kernel_console else None
+    reporter = Reporter(console, verbose=options.debugging, console_level=level)
     if options.cmdline_file:
         text = read_cmdline(options.cmdline_file) or text
     text = with_client_uid(text)
@@ -371,6 +382,8 @@ def switch(agent: Agent, reporter: Reporter, options: AgentOptions) -> None:
         reporter.line(f"switching to {options.sysroot} ({init})")
         sysc.switch_root(options.sysroot, init)
     except (PhaseError, OSError) as exc:
+        import contextlib
+
         agent.cleanup()  # mounts still where they were
         for path in (os.path.join(options.sysroot, "storage"), os.path.join(options.sysroot, "flash")):
             # mounts already moved under the new root: never leave Storage read-write

@@ -8,17 +8,18 @@ tries (``modules.dep.bin``, ``modules.alias.bin``) are read in place
 dependencies, the modules of a name or an alias); :func:`read_index` picks
 the binary one where it exists.
 
-PID 1's start-up thread reads an index before anything else, so this module
-stays light: plain classes instead of dataclasses (``dataclasses`` pulls in
-``inspect``, about 0.1 s in a slow guest) and no ``typing`` at run time.
+PID 1 reads an index before anything else, and its start-up child matches the
+NIC drivers' aliases, so this module stays light: plain classes instead of
+dataclasses (``dataclasses`` pulls in ``inspect``, about 0.1 s in a slow
+guest), no ``typing`` at run time, no ``pathlib``, and alias patterns matched
+without ``re`` (:func:`glob_match`; ``fnmatch`` compiles each pattern to a
+regular expression, and ``re`` itself takes a slow guest about 50 ms to import).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import struct
-from pathlib import Path
 
 # kmod's binary module indexes: A distribution's text index is large (Debian 12: 26,000 aliases of 4,000
 # modules); parsing it whole costs a slow guest about a second, and the agent
@@ -139,11 +140,41 @@ class Trie:
         for index, child in enumerate(children):
             if child & _MASK:
                 self._every(child, pattern + chr(first + index), key, out)
-        if values and fnmatch.fnmatchcase(key, pattern):
+        if values and glob_match(key, pattern):
             out.extend(values)
 
 
 # ---------------------------------------------------------------- both kinds
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    """``fnmatch.fnmatchcase(name, pattern)``: ``*`` and ``?`` matched here, a ``[`` set by fnmatch.
+
+    Module aliases are globs with ``*`` (``pci:v00001AF4d00001000sv*sd*bc*sc*i*``),
+    rarely a ``[...]`` set.  The greedy match with one backtrack point (the last ``*``)
+    decides a pattern of ``*`` and ``?`` exactly.
+    """
+    if "[" in pattern:
+        import fnmatch  # noqa: PLC0415  (a set: fnmatch's semantics, whole)
+
+        return fnmatch.fnmatchcase(name, pattern)
+    n = p = 0
+    star, mark = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] == "*":
+            star, mark = p, n
+            p += 1
+        elif p < len(pattern) and (pattern[p] == "?" or pattern[p] == name[n]):
+            n += 1
+            p += 1
+        elif star >= 0:  # give the last * one more character
+            mark += 1
+            n, p = mark, star + 1
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def module_name(path_or_name: str) -> str:
@@ -233,7 +264,7 @@ class ModuleIndex(_Index):
         for (pattern, module), prefix in zip(self.aliases, self.prefixes, strict=True):
             if not wanted.startswith(prefix) or module in found:
                 continue
-            if wanted == pattern if prefix == pattern else fnmatch.fnmatchcase(wanted, pattern):
+            if wanted == pattern if prefix == pattern else glob_match(wanted, pattern):
                 found.append(module)
         return found
 
@@ -325,17 +356,22 @@ def read_index(folder: str) -> ModuleIndex | BinIndex | None:
 
     def read(name: str) -> str:
         try:
-            return Path(folder, name).read_text()
+            with open(os.path.join(folder, name)) as handle:
+                return handle.read()
         except FileNotFoundError:
             return ""
 
+    def read_bytes(name: str) -> bytes:
+        with open(os.path.join(folder, name), "rb") as handle:
+            return handle.read()
+
     try:
-        dep_bin = Path(folder, "modules.dep.bin").read_bytes()
-        alias_bin = Path(folder, "modules.alias.bin").read_bytes()
+        dep_bin = read_bytes("modules.dep.bin")
+        alias_bin = read_bytes("modules.alias.bin")
         return BinIndex(Trie(dep_bin), Trie(alias_bin), parse_builtin(read("modules.builtin")))
     except (OSError, IndexFormatError):
         pass  # no (or a foreign) binary index: the text
     dep, alias, builtin = (read(name) for name in TEXT_INDEX)
-    if not dep and not Path(folder, "modules.dep").exists():
+    if not dep and not os.path.exists(os.path.join(folder, "modules.dep")):
         return None
     return parse_index(dep, alias, builtin)

@@ -9,19 +9,26 @@
 * :class:`ViaWorker` hands the plan to the worker
   (:class:`iscsiboot.agent.startup.netproc.NetWorker`) and, when the worker is
   gone without an answer, falls back to :class:`InProcess`.
+
+Both bring a plan that has its own IPv4 address (a static one, or the firmware's
+DHCP lease) up in this process with :mod:`iscsiboot.agent.phases.netlight`: raw
+rtnetlink, no pyroute2 to wait for (a worker is stopped).  The firmware's lease
+is then renewed in the background (:class:`~iscsiboot.agent.phases.lease.Renewal`);
+:meth:`NetworkUp.renewal` says how that went, at the end of the run.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.options import AgentOptions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from iscsiboot.agent.phases.lease import Renewal
     from iscsiboot.agent.plan import NetPlan, NetResult
     from iscsiboot.agent.startup.netproc import NetWorker
 
@@ -41,6 +48,25 @@ class NetworkUp(Protocol):
     def stop(self) -> None:
         """Give up what is still running (a run that ended before the network phase)."""
 
+    def renewal(self, seconds: float) -> tuple[dict[str, Any] | None, str | None] | None:
+        """The firmware lease's renewal: (its lease, or None and the problem); None when none runs.
+
+        Waits at most ``seconds`` for it; nothing runs afterwards.
+        """
+
+
+def direct(plan: NetPlan) -> bool:
+    """Whether ``plan`` comes up in this process through raw rtnetlink (it brings its own address)."""
+    from iscsiboot.agent.phases.netlight import suits
+
+    return suits(plan)
+
+
+def up_direct(plan: NetPlan, deadline: Deadline, say: Say, resolv_conf: str | None) -> NetResult:
+    from iscsiboot.agent.phases.netlight import bring_up
+
+    return bring_up(plan, deadline, say, resolv_conf=resolv_conf)
+
 
 class InProcess:
     """The network phase in this process."""
@@ -51,6 +77,7 @@ class InProcess:
         self.options = options
         self.resolv_conf = resolv_conf
         self.imports = imports  # the thread importing pyroute2 (PID 1's start-up thread's, or ours)
+        self.renewing: Renewal | None = None  # the firmware lease's renewal, under way
 
     def start_imports(self, dhcp: bool) -> None:
         if self.imports is None:
@@ -62,6 +89,11 @@ class InProcess:
     def bring_up(
         self, plan: NetPlan, deadline: Deadline, say: Say, *, debug: Say, while_waiting: Callable[[], None]
     ) -> NetResult:
+        if direct(plan):  # before anything imports pyroute2 or asyncio
+            net = up_direct(plan, deadline, say, self.resolv_conf)
+            if plan.firmware_lease:
+                self.start_renewal(plan, net.device, deadline.seconds)
+            return net
         from iscsiboot.agent.phases.network import bring_up
 
         if self.imports is not None:
@@ -70,8 +102,18 @@ class InProcess:
             plan, deadline, say, resolv_conf=self.resolv_conf, dhcp_client=self.options.dhcp_client
         )
 
+    def start_renewal(self, plan: NetPlan, device: str, seconds: float) -> None:
+        """Renew the firmware's lease in the background (:class:`~iscsiboot.agent.phases.lease.Renewal`)."""
+        from iscsiboot.agent.phases.lease import Renewal
+
+        self.renewing = Renewal(plan, device, seconds, dhcp_client=self.options.dhcp_client).start()
+
     def stop(self) -> None:
         return None
+
+    def renewal(self, seconds: float) -> tuple[dict[str, Any] | None, str | None] | None:
+        renewing, self.renewing = self.renewing, None
+        return None if renewing is None else renewing.outcome(seconds)
 
 
 class ViaWorker:
@@ -89,6 +131,9 @@ class ViaWorker:
     ) -> NetResult:
         from iscsiboot.agent.startup.netproc import WorkerGone
 
+        if direct(plan):
+            self.worker.kill()  # its pyroute2 is not needed: no waiting for it to finish importing
+            return self.fallback.bring_up(plan, deadline, say, debug=debug, while_waiting=while_waiting)
         try:
             return self.worker.bring_up(
                 plan,
@@ -107,6 +152,9 @@ class ViaWorker:
 
     def stop(self) -> None:
         self.worker.stop()
+
+    def renewal(self, seconds: float) -> tuple[dict[str, Any] | None, str | None] | None:
+        return self.fallback.renewal(seconds)
 
 
 def choose(

@@ -19,7 +19,8 @@ same option), ``iscsiboot.dhcp=pyroute2|udhcpc``
 ``iscsiboot.recovery_timeout=SECONDS|never`` (how long the kernel queues I/O while a session
 is down: 600 s with a keeper, 120 s without),
 ``iscsiboot.worker=yes|no`` (PID 1 brings the network up in a worker process of its own,
-:mod:`iscsiboot.agent.startup.netproc`; ``no`` keeps it in PID 1), ``iscsiboot.sysroot=DIR`` and
+:mod:`iscsiboot.agent.startup.netproc`; ``no`` keeps it in PID 1; a network from the iBFT
+starts none: its address goes on through raw rtnetlink), ``iscsiboot.sysroot=DIR`` and
 ``init=PATH`` (the init of the new root).
 """
 
@@ -32,6 +33,7 @@ from iscsiboot.agent import PHASES
 from iscsiboot.agent.keeper.config import parse_timeout
 from iscsiboot.agent.transport import CHOICES as TRANSPORTS
 from iscsiboot.cmdline.parse import tokenize
+from iscsiboot.cmdline.words import DEBIAN_FLAGS, DRACUT_FLAGS
 from iscsiboot.errors import ParseError
 
 DEFAULT_TIMEOUTS: dict[str, float] = {
@@ -68,6 +70,9 @@ class AgentOptions:
     dhcp_client: str = "pyroute2"
     network_worker: bool = True
     dhcp_expected: bool = True  # ip= asks for DHCP (or the iBFT, or is absent): its client is imported early
+    # The network comes from the iBFT (boot=ISCSI=auto without ip=, or ip=ibft): the firmware's
+    # address, set without pyroute2 (no network worker is started for it ahead of time)
+    network_from_firmware: bool = False
     sysroot: str = "/sysroot"
     init: str | None = None
     warnings: tuple[str, ...] = ()
@@ -94,6 +99,13 @@ def _seconds(key: str, value: str) -> float:
     return seconds
 
 
+def _firmware_flag(key: str, has_value: bool, value: str) -> bool:
+    """The words that take the boot from the iBFT (``iscsi_firmware``, ``rd.iscsi.ibft=1``)."""
+    if not has_value:
+        return key in DEBIAN_FLAGS or key in DRACUT_FLAGS
+    return key in DRACUT_FLAGS and value in ("1", "yes", "on")
+
+
 def parse_options(text: str) -> AgentOptions:
     """Read the agent's options from a kernel command line; unknown tokens are ignored."""
     debugging = progress = False
@@ -111,10 +123,15 @@ def parse_options(text: str) -> AgentOptions:
     recovery_timeout: int | None = None
     warnings: list[str] = []
     ips: list[str] = []
+    firmware = False  # boot= or disk= takes its target from the iBFT
     for token in tokenize(text):
         key, has_value, value = token.partition("=")
         if key == "ip" and has_value:
             ips.append(value)
+        if (key in ("boot", "disk") and value.startswith("ISCSI=auto,")) or _firmware_flag(
+            key, bool(has_value), value
+        ):
+            firmware = True
         if token == "debugging":
             debugging = True
         elif token == "progress":
@@ -187,6 +204,7 @@ def parse_options(text: str) -> AgentOptions:
         dhcp_client=dhcp_client,
         network_worker=worker,
         dhcp_expected=not ips or any("dhcp" in value or value == "ibft" for value in ips),
+        network_from_firmware=firmware and all(value == "ibft" for value in ips),
         sysroot=sysroot,
         init=init,
         warnings=tuple(warnings),

@@ -94,13 +94,18 @@ class LinkInfo:
 
 @dataclass(frozen=True)
 class NetPlan:
-    """How to bring the network up."""
+    """How to bring the network up.
+
+    A DHCP plan with an address is the firmware's lease (an iBFT NIC whose address
+    came from DHCP): that address goes on at once and DHCP renews it in the
+    background (:attr:`firmware_lease`), as ``iscsistart -N`` sets the iBFT's address.
+    """
 
     mode: NetMode  # DHCP, STATIC or OFF
     device: str | None  # by name (ip=...:eth0:...)
     mac: str | None  # by MAC (from the iBFT)
     vlan: int | None
-    address: str | None = None
+    address: str | None = None  # static, or the firmware's DHCP lease
     prefix: int | None = None
     gateway: str | None = None
     dns: tuple[str, ...] = ()
@@ -109,6 +114,11 @@ class NetPlan:
     @property
     def pick_first_with_carrier(self) -> bool:
         return self.device is None and self.mac is None
+
+    @property
+    def firmware_lease(self) -> bool:
+        """DHCP with the address the firmware leased: set it first, renew in the background."""
+        return self.mode is NetMode.DHCP and self.address is not None and self.prefix is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (PID 1 sends the plan to its network worker)."""
@@ -136,8 +146,9 @@ class NetResult:
     carrier_seconds: float = 0.0
     setup_seconds: float = 0.0  # imports and netlink sockets, before the interface is picked
     dhcp_seconds: float = 0.0
-    dhcp_client: str | None = None
+    dhcp_client: str | None = None  # pyroute2, udhcpc, or firmware (the firmware's lease, renewed later)
     vlan: int | None = None
+    renewal: str | None = None  # the firmware lease's renewal: "renewed", else what went wrong
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """JSON-ready; the root path's credentials masked unless ``secrets`` (for PID 1's network worker)."""
@@ -154,24 +165,29 @@ class NetResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def net_plan(network: Network) -> NetPlan:
+def net_plan(network: Network, *, firmware_lease: bool = True) -> NetPlan:
     """The network plan of a (merged) boot model.
 
-    A DHCP-origin iBFT NIC (the model says DHCP) takes a fresh lease, as
-    Debian's initramfs does; an unset mode means DHCP too.
+    A DHCP-origin iBFT NIC (the model says DHCP) with the address the firmware
+    leased keeps it: it is set at once, and DHCP renews it in the background
+    (:attr:`NetPlan.firmware_lease`; not with ``firmware_lease=False``, when the boot
+    needs a lease of its own, as for a root path from DHCP).  Without an address it
+    takes a fresh lease, as Debian's initramfs does; an unset mode means DHCP too.
     """
     mode = network.mode
     if mode in (NetMode.UNSET, NetMode.FIRMWARE):
         mode = NetMode.DHCP
+    leased = mode is NetMode.DHCP and network.address is not None  # the firmware's lease
+    keep = mode is NetMode.STATIC or (leased and firmware_lease and network.prefix is not None)
     return NetPlan(
         mode=mode,
         device=network.device,
         mac=network.mac,
         vlan=network.vlan,
-        address=network.address if mode is NetMode.STATIC else None,
-        prefix=network.prefix if mode is NetMode.STATIC else None,
-        gateway=network.gateway if mode is NetMode.STATIC else None,
-        dns=network.dns,
+        address=network.address if keep else None,
+        prefix=network.prefix if keep else None,
+        gateway=network.gateway if keep else None,
+        dns=() if leased and not keep else network.dns,  # a fresh lease brings its own
         hostname=network.hostname,
     )
 

@@ -23,6 +23,26 @@ if TYPE_CHECKING:
 
 RESULT_TAG = "ISCSIBOOT-RESULT"
 REPORT_PATH = "/run/iscsiboot/report.json"
+KMSG_RECORD = 992  # the most one write to /dev/kmsg takes (the kernel's LOG_LINE_MAX): longer ones fail
+PRINTK = "/proc/sys/kernel/printk"
+
+
+def kernel_console_level(path: str = PRINTK) -> int | None:
+    """The kernel's console log level: it prints log records of a lower level on its console."""
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _line_bytes(line: str) -> bytes:
+    return f"iscsiboot: {line}\n".encode(errors="replace")
+
+
+def _record(line: str, level: int) -> bytes:
+    """One kernel log record: the level, the agent's prefix, the line (cut to :data:`KMSG_RECORD` bytes)."""
+    return (f"<{level}>".encode() + _line_bytes(line))[:KMSG_RECORD]
 
 
 @dataclass(frozen=True)
@@ -168,7 +188,15 @@ def _list(value: object) -> list[object]:
 
 
 class Reporter:
-    """Writes masked lines to the console and to the kernel log."""
+    """Writes masked lines to the console and to the kernel log.
+
+    ``console_level``: the kernel's console log level (:func:`kernel_console_level`) when
+    ``console`` is the kernel's console (PID 1), else None.  The kernel prints every
+    kernel log record below that level on its console itself, with its timestamp, so such
+    a line is written there only, and reaches the console once (written twice, the two
+    copies interleave under a slow CPU).  A line the kernel would not show, or one too
+    long for a kernel log record, goes to the console directly.
+    """
 
     def __init__(
         self,
@@ -178,12 +206,14 @@ class Reporter:
         report_path: str | None = REPORT_PATH,
         verbose: bool = False,
         quiet: bool = False,
+        console_level: int | None = None,
     ) -> None:
         self.console = console
         self.kmsg = kmsg
         self.report_path = report_path
         self.verbose = verbose
         self.quiet = quiet
+        self.console_level = console_level
         self.secrets: list[Secret | str] = []
 
     def add_secrets(self, secrets: Iterable[Secret | str]) -> None:
@@ -202,21 +232,27 @@ class Reporter:
             return [self.masked(v) for v in value]
         return value
 
-    def _kernel(self, text: str, level: int) -> None:
+    def _kernel(self, text: str, level: int) -> bool:
+        """``text`` in the kernel log, a record per line; False when it could not be written whole.
+
+        The device is opened for each call: the kernel rate-limits what one open
+        ``/dev/kmsg`` takes from user space (ten records in five seconds).
+        """
         if self.kmsg is None:
-            return
+            return False
         try:
             fd = os.open(self.kmsg, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY)
         except OSError:
             self.kmsg = None
-            return
+            return False
         try:
             for line in text.splitlines() or [""]:
-                os.write(fd, f"<{level}>iscsiboot: {line}\n".encode(errors="replace")[:1000])
+                os.write(fd, _record(line, level))
         except OSError:
-            pass
+            return False
         finally:
             os.close(fd)
+        return True
 
     def _console(self, text: str) -> None:
         try:
@@ -225,19 +261,36 @@ class Reporter:
         except (OSError, ValueError):
             pass
 
+    def _shown_by_kernel(self, text: str, level: int) -> bool:
+        """Whether the kernel prints ``text``'s records at ``level`` on the console, whole."""
+        if self.console_level is None or self.kmsg is None or level >= self.console_level:
+            return False
+        return all(len(_record(line, level)) < KMSG_RECORD for line in text.splitlines() or [""])
+
+    def _off_console(self, level: int) -> int:
+        """A level at which the kernel keeps a copy off its console (``level`` when none is)."""
+        if self.console_level is not None and level < self.console_level <= 7:
+            return self.console_level
+        return level
+
+    def _say(self, text: str, level: int, *, show: bool) -> None:
+        """``text`` in the kernel log, and on the console once when ``show``."""
+        if show and self._shown_by_kernel(text, level):
+            if not self._kernel(text, level):
+                self._console(f"iscsiboot: {text}")  # the kernel log did not take it
+            return
+        if show:
+            self._console(f"iscsiboot: {text}")
+            level = self._off_console(level)  # too long for a record: its cut copy stays off the console
+        self._kernel(text, level)
+
     def line(self, text: str, *, level: int = 6) -> None:
         """A line for the console and the kernel log."""
-        text = self.mask(text)
-        if not self.quiet:
-            self._console(f"iscsiboot: {text}")
-        self._kernel(text, level)
+        self._say(self.mask(text), level, show=not self.quiet)
 
     def debug(self, text: str) -> None:
         """Detail for the kernel log; on the console only with ``debugging``."""
-        text = self.mask(text)
-        if self.verbose and not self.quiet:
-            self._console(f"iscsiboot: {text}")
-        self._kernel(text, 7)
+        self._say(self.mask(text), 7, show=self.verbose and not self.quiet)
 
     def finish(self, result: RunResult) -> str:
         """Timeline or failure paragraph, report.json, and the ISCSIBOOT-RESULT line."""
@@ -256,8 +309,8 @@ class Reporter:
             except OSError as exc:
                 self.debug(f"cannot write {self.report_path}: {exc}")
         one_line = result_line(data)
-        self._console(one_line)
-        self._kernel(one_line, 6)
+        self._console(one_line)  # whole on the console (a kernel log record would cut it)
+        self._kernel(one_line, self._off_console(6))  # the kernel's (cut) copy stays off the console
         return one_line
 
 

@@ -42,10 +42,12 @@ if TYPE_CHECKING:
     from iscsiboot.agent.keeper.launch import Pending
     from iscsiboot.agent.netup import NetworkUp
     from iscsiboot.agent.phases.modules import Loader
+    from iscsiboot.agent.plan import NetPlan
     from iscsiboot.agent.startup.early import Early
 
 S = TypeVar("S")
 EXPLAIN_TIMEOUT = 5.0  # seconds for each target's diagnosis after a failed login
+RENEWAL_WAIT = 2.0  # seconds the end of a run waits for the firmware lease's renewal (it ran meanwhile)
 OnBreak = Callable[[str], bool]  # True: continue after the break, False: stop here
 
 
@@ -164,6 +166,7 @@ class Agent:
     _loader: Loader | None = None
     _transport: Transport | None = None
     _keeper: Pending | None = None  # the session keeper, started at the login, until the handoff
+    _warnings: list[str] = field(default_factory=list)  # the run's own (the firmware lease's renewal)
 
     # ----------------------------------------------------------------- helpers
     def say(self, text: str) -> None:
@@ -219,13 +222,16 @@ class Agent:
         return ConfigResult(cfg, tuple(warnings), source[0] if source else None)
 
     def modules(self, config: ConfigResult, deadline: Deadline) -> ModulesResult:
+        from iscsiboot.agent.netup import direct
         from iscsiboot.agent.phases.modules import Background
         from iscsiboot.agent.plan import needed_modules
         from iscsiboot.model import NetMode
 
         loader = self.loader()
         early = self.early
-        self.net().start_imports(config.config.network.mode is not NetMode.STATIC)
+        plan = self.net_plan(config)
+        if not direct(plan):  # pyroute2 brings it up: imported ahead of the network phase
+            self.net().start_imports(plan.mode is not NetMode.STATIC)
         if early is None:
             nics = loader.load_nic_drivers(deadline)
         else:  # PID 1 started the drivers, the links and the imports before the config phase
@@ -244,12 +250,16 @@ class Agent:
             self._modules_ready(done, deadline)
         return done
 
-    def network(self, config: ConfigResult, deadline: Deadline) -> NetworkResult:
+    def net_plan(self, config: ConfigResult) -> NetPlan:
+        """The network plan: the firmware's DHCP lease is kept unless the boot needs a lease of its own."""
         from iscsiboot.agent.plan import net_plan
 
+        return net_plan(config.config.network, firmware_lease=not config.config.target_from_dhcp)
+
+    def network(self, config: ConfigResult, deadline: Deadline) -> NetworkResult:
         try:
             net = self.net().bring_up(
-                net_plan(config.config.network),
+                self.net_plan(config),
                 deadline,
                 self.say,
                 debug=self.reporter.debug,
@@ -557,13 +567,48 @@ class Agent:
         result, self.results = run_phases(
             self.steps(), Results(), self.options, self.reporter, on_break=on_break, cleanup=self.cleanup
         )
+        if result.ok:
+            self._renewal()
         self.fill(result)
         self.result = result
         return result
 
+    def _renewal(self) -> None:
+        """How the renewal of the firmware's DHCP lease went (it ran while the later phases did)."""
+        done = self.results.network
+        outcome = self.network_up.renewal(RENEWAL_WAIT) if self.network_up is not None else None
+        if outcome is None or done is None:
+            return
+        net = done.net
+        lease, problem = outcome
+        if lease is None:
+            net.renewal = problem or "no lease"
+            self._warnings.append(
+                f"the firmware's DHCP lease of {net.address} was not renewed: {net.renewal}"
+            )
+        elif lease.get("address") != net.address:
+            net.renewal = f"the DHCP server leases {lease.get('address')}"
+            self._warnings.append(
+                f"the DHCP server now leases {lease.get('address')}, not the firmware's {net.address}:"
+                f" {net.device} keeps {net.address} for this boot"
+            )
+        else:
+            net.renewal = "renewed"
+            net.server = lease.get("server") or net.server
+            server = net.server or "unknown"
+            self.reporter.debug(
+                f"network: DHCP renewed the firmware's lease of {net.address} (server {server})"
+            )
+            return
+        self.reporter.line(f"warning: {self._warnings[-1]}")
+
     def fill(self, result: RunResult) -> None:
         done = self.results
-        result.warnings = [*self.options.warnings, *(done.config.warnings if done.config else ())]
+        result.warnings = [
+            *self.options.warnings,
+            *(done.config.warnings if done.config else ()),
+            *self._warnings,
+        ]
         result.system = done.label.system.device if done.label else None
         result.storage = done.label.storage.device if done.label and done.label.storage else None
         result.network = done.network.net if done.network else None

@@ -1,20 +1,21 @@
+# ruff: noqa: SIM105  (no contextlib: PID 1 imports this module before its first fork)
 """The system calls a PID 1 needs that Python's os module lacks, through ctypes.
 
 mount(2), umount2(2), finit_module(2), reboot(2), loop device set-up by ioctl,
 and switch_root (move the new root over /, chroot, exec).  Each raises
 :class:`OSError` with the errno, like the os module does.
+
+PID 1 mounts /proc and /sys with it first thing: it imports nothing heavier than ctypes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
 import os
 import stat
 import struct
-from pathlib import Path
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -136,7 +137,8 @@ def ensure_node(path: str, sysfs_dev_file: str) -> None:
     """Create the block device node ``path`` from sysfs's ``MAJOR:MINOR`` when devtmpfs has not."""
     if os.path.exists(path):
         return
-    major, minor = (int(x) for x in Path(sysfs_dev_file).read_text().strip().split(":"))
+    with open(sysfs_dev_file) as handle:
+        major, minor = (int(x) for x in handle.read().strip().split(":"))
     os.mknod(path, 0o600 | stat.S_IFBLK, os.makedev(major, minor))
 
 
@@ -217,8 +219,12 @@ def _remove_tree(path: str, device: int, skip: str) -> None:
             if info.st_dev != device:
                 continue  # another file system (/dev, /proc, the new root)
             _remove_tree(full, device, skip)
-            with contextlib.suppress(OSError):
+            try:
                 os.rmdir(full)
+            except OSError:
+                pass
         else:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(full)
+            except OSError:
+                pass

@@ -9,6 +9,9 @@ kernel has it or the image carries its modules, else NBD.
 
 Each transport's kernel modules live here, in one table: what PID 1 starts
 loading first, what the login phase waits for, what the disk phase waits for.
+The parameters a module is loaded with (nbd's) are the loader's
+(:data:`iscsiboot.agent.phases.modules.MODULE_PARAMS`): its start-up child loads
+the NIC drivers before this module (and ``dataclasses``) is imported.
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ CHOICES = ("auto", "kernel", "nbd")
 # The kernel modules that make kernel iSCSI (and its firmware table view) work.
 KERNEL_ISCSI_MODULES = ("iscsi_tcp", "libiscsi_tcp", "libiscsi", "scsi_transport_iscsi", "iscsi_ibft",
                         "iscsi_boot_sysfs")  # fmt: skip
-# nbd's parameters where it is a module: a few devices, and partitions on them (sda-like nbd0p1)
-NBD_PARAMS = "nbds_max=4 max_part=15"
 # The file systems and loop for SYSTEM: both transports.  ext4 asks for the crc32c algorithm
 # when it mounts a file system with metadata checksums (an alias: modules.dep does not say it);
 # without it the mount fails with ENOENT where the kernel cannot load modules by itself.
@@ -51,7 +52,6 @@ MODULES: dict[Transport, TransportModules] = {
     ),
     Transport.NBD: TransportModules(base=("nbd", *FS_MODULES), login=("nbd",), disk=()),
 }
-MODULE_PARAMS: dict[str, str] = {"nbd": NBD_PARAMS}
 
 
 def choose(wanted: str, *, kernel_has_iscsi: bool, image_has_iscsi: bool) -> Transport:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from iscsiboot.agent.plan import NetResult
     from iscsiboot.cmdline.parse import Parsed
+    from iscsiboot.ibft.types import Table
     from iscsiboot.secret import Secret
 
 Parse = Callable[[str], "Parsed"]
@@ -53,7 +54,44 @@ def read_firmware_from() -> tuple[BootConfig, str]:
     except IscsibootError:
         found = sources.find_auto()
     model, _warnings = table_to_model(found.parsed.table)
-    return model, found.source
+    return with_firmware_lease(model, found.parsed.table), found.source
+
+
+def with_firmware_lease(model: BootConfig, table: Table) -> BootConfig:
+    """``model`` whose DHCP network keeps the address the firmware leased (the iBFT NIC's).
+
+    The model of a DHCP-origin NIC names only its MAC; its table also holds the
+    address, prefix, gateway and DNS servers the firmware got.  The network phase
+    sets them at once and renews the lease in the background (:func:`net_plan`).
+    Only a plausible IPv4 host address with a prefix length of 1-32 counts.
+    """
+    from dataclasses import replace
+
+    from iscsiboot.ibft.codec import address_present
+    from iscsiboot.ibft.mapping import plausible_host
+    from iscsiboot.model import NetMode
+
+    network = model.network
+    if network.mode is not NetMode.DHCP or network.mac is None or network.address is not None:
+        return model
+    for nic in table.nics:
+        address = nic.ip_address
+        if nic.mac != network.mac or not address_present(address) or address is None:
+            continue
+        if ":" in address or not plausible_host(address) or not 1 <= nic.prefix <= 32:
+            continue
+        gateway = (
+            nic.gateway if address_present(nic.gateway) and nic.gateway and ":" not in nic.gateway else None
+        )
+        dns = tuple(
+            d for d in (nic.primary_dns, nic.secondary_dns) if d and address_present(d) and ":" not in d
+        )
+        try:
+            leased = replace(network, address=address, prefix=nic.prefix, gateway=gateway, dns=dns)
+        except IscsibootError:  # the model's own checks
+            return model
+        return replace(model, network=leased)
+    return model
 
 
 def load_config(

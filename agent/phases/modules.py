@@ -8,40 +8,59 @@ modules.dep does not express: the plan asks for the ``crypto-crc32c`` alias.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.kmod import BinIndex, ModuleIndex, read_index
-from iscsiboot.agent.transport import MODULE_PARAMS, Transport, choose
 
 # An overlay's own module index (``<release>/modules.dep`` ...): the base's stays in place.
 OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
+# nbd's parameters where it is a module: a few devices, and partitions on them (sda-like nbd0p1)
+NBD_PARAMS = "nbds_max=4 max_part=15"
+MODULE_PARAMS: dict[str, str] = {"nbd": NBD_PARAMS}  # what a module is loaded with (none: "")
 
-# PID 1's start-up thread loads this module before anything else, so it stays light:
-# plain classes instead of dataclasses (``dataclasses`` pulls in ``inspect``, about
-# 0.1 s in a slow guest) and no ``typing`` at run time.
+# PID 1 imports this module before it forks its start-up child, which loads the NIC
+# drivers with it, so it stays light: plain classes instead of dataclasses
+# (``dataclasses`` pulls in ``inspect``, about 0.1 s in a slow guest), no ``typing``,
+# ``pathlib`` or ``threading`` at run time (the loader's locks are ``_thread``'s), and
+# the transport table only where a method needs it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable, Iterator
+
     from iscsiboot.agent.deadline import Deadline
+    from iscsiboot.agent.transport import Transport
+
+
+def _entries(folder: str) -> list[str]:
+    """The entries of ``folder`` as paths, sorted; none when it cannot be read."""
+    try:
+        return [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
+    except OSError:
+        return []
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
 
 
 def nic_modaliases(sysfs: str = "/sys") -> list[str]:
     """Modaliases of network devices: PCI class 02xxxx, and virtio device id 1."""
     found: list[str] = []
-    for dev in sorted(Path(sysfs, "bus/pci/devices").glob("*")):
+    for dev in _entries(f"{sysfs}/bus/pci/devices"):
         try:
-            klass = (dev / "class").read_text().strip()
+            klass = _read(f"{dev}/class").strip()
             if klass.startswith("0x02"):
-                found.append((dev / "modalias").read_text().strip())
+                found.append(_read(f"{dev}/modalias").strip())
         except OSError:
             continue
-    for dev in sorted(Path(sysfs, "bus/virtio/devices").glob("*")):
+    for dev in _entries(f"{sysfs}/bus/virtio/devices"):
         try:
-            alias = (dev / "modalias").read_text().strip()
+            alias = _read(f"{dev}/modalias").strip()
         except OSError:
             continue
         if alias.startswith("virtio:d00000001v"):
@@ -52,20 +71,20 @@ def nic_modaliases(sysfs: str = "/sys") -> list[str]:
 def driverless_nics(sysfs: str = "/sys") -> list[str]:
     """Network-class PCI devices no driver has claimed, as ``0000:00:03.0 (10ec:8139)``."""
     found: list[str] = []
-    for dev in sorted(Path(sysfs, "bus/pci/devices").glob("*")):
+    for dev in _entries(f"{sysfs}/bus/pci/devices"):
         try:
-            if not (dev / "class").read_text().startswith("0x02") or (dev / "driver").exists():
+            if not _read(f"{dev}/class").startswith("0x02") or os.path.exists(f"{dev}/driver"):
                 continue
-            ids = [(dev / name).read_text().strip().removeprefix("0x") for name in ("vendor", "device")]
+            ids = [_read(f"{dev}/{name}").strip().removeprefix("0x") for name in ("vendor", "device")]
         except OSError:
             continue
-        found.append(f"{dev.name} ({':'.join(ids)})")
+        found.append(f"{os.path.basename(dev)} ({':'.join(ids)})")
     return found
 
 
 def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
     try:
-        text = Path(proc_crypto).read_text()
+        text = _read(proc_crypto)
     except OSError:
         return False
     return any(
@@ -73,7 +92,8 @@ def crypto_has(algorithm: str, proc_crypto: str = "/proc/crypto") -> bool:
     )
 
 
-Load = Callable[[str, str], None]  # (path, parameters): sysc.finit_module
+if TYPE_CHECKING:
+    Load = Callable[[str, str], None]  # (path, parameters): sysc.finit_module
 
 
 class Loader:
@@ -107,14 +127,14 @@ class Loader:
         self.index_dirs: tuple[str, ...] = (own, moddir) if index is None and own != moddir else (moddir,)
         self.indexes: list[ModuleIndex | BinIndex | None] = [index] if index is not None else []
         self.loaded: list[str] = []
-        self.lock = threading.Lock()  # guards loaded and the per-module locks
-        self.index_lock = threading.Lock()
-        self.module_locks: dict[str, threading.Lock] = {}
+        self.lock = _thread.allocate_lock()  # guards loaded and the per-module locks
+        self.index_lock = _thread.allocate_lock()
+        self.module_locks: dict[str, _thread.LockType] = {}
 
-    def _module_lock(self, name: str) -> threading.Lock:
+    def _module_lock(self, name: str) -> _thread.LockType:
         """One lock per module: threads loading different modules do not wait for each other."""
         with self.lock:
-            return self.module_locks.setdefault(name, threading.Lock())
+            return self.module_locks.setdefault(name, _thread.allocate_lock())
 
     def index_now(self) -> None:
         """Read the first index there is now (PID 1 does it before it loads anything)."""
@@ -158,6 +178,8 @@ class Loader:
 
     def transport(self, wanted: str) -> Transport:
         """The transport for the option ``wanted``: ``auto`` takes kernel iSCSI where there is one."""
+        from iscsiboot.agent.transport import choose  # noqa: PLC0415  (dataclasses: after the fork)
+
         if wanted != "auto":
             return choose(wanted, kernel_has_iscsi=False, image_has_iscsi=False)
         return choose(
@@ -170,11 +192,11 @@ class Loader:
         )
 
     def is_loaded(self, name: str) -> bool:
-        return Path(self.sysfs, "module", name).exists()
+        return os.path.exists(f"{self.sysfs}/module/{name}")
 
     def modular(self) -> bool:
         """False for a kernel without module support (everything it has is built in)."""
-        return Path(self.proc, "modules").exists()
+        return os.path.exists(f"{self.proc}/modules")
 
     def ensure(self, wanted: str) -> list[str]:
         """Load ``wanted`` (a name or an alias) with its dependencies; return what was loaded."""
@@ -262,6 +284,8 @@ class Background:
         self.loader = loader
         self.names = names
         self.after = after  # the start-up thread already loading most of them
+        import threading  # noqa: PLC0415  (PID 1 starts threads only after its first fork)
+
         self.error: PhaseError | None = None
         self.thread = threading.Thread(target=self._run, name="modules", daemon=True)
 

@@ -19,16 +19,14 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.phases import netsteps
+from iscsiboot.agent.phases.lease import DhcpLease, parse_udhcpc, udhcpc_argv, udhcpc_script
 from iscsiboot.agent.plan import LinkInfo, NetPlan, NetResult, candidate_links, vlan_name
 from iscsiboot.model import NetMode
-
-# udhcpc runs this script (a data file beside this module, packed into the image with it).
-UDHCPC_SCRIPT = os.path.join(os.path.dirname(__file__), "udhcpc.sh")
 
 IFF_LOOPBACK = 0x8
 RTMGRP_LINK = 1
@@ -129,21 +127,11 @@ class Network:
             if found:
                 return found
             if self.deadline.expired():
-                names = ", ".join(f"{lk.name} ({lk.mac})" for lk in links if not lk.loopback) or "none"
-                wanted = (
-                    f"MAC {self.plan.mac}" if self.plan.mac else (self.plan.device or "an Ethernet interface")
-                )
-                raise PhaseError(
-                    "network",
-                    f"no network interface matches {wanted}",
-                    cause="no-interface",
-                    evidence=f"interfaces: {names}",
-                    fix="check the NIC driver is in the initramfs and the device name or MAC in ip=/the iBFT",
-                )
+                raise netsteps.no_interface(links, self.plan)
             elapsed = int(self.deadline.elapsed())
             if elapsed != last and elapsed >= 1:
                 last = elapsed
-                self.say(f"waiting for a network interface ({elapsed} s of {self.deadline.seconds:.0f})")
+                self.say(netsteps.waiting_for_interface(elapsed, self.deadline.seconds))
             await self.wait_event(min(1.0, self.deadline.remaining()))
 
     async def up_and_carrier(self, candidates: list[LinkInfo]) -> LinkInfo:
@@ -158,20 +146,11 @@ class Network:
                 if now is not None and now.carrier:
                     return now
             if self.deadline.expired():
-                names = ", ".join(lk.name for lk in candidates)
-                raise PhaseError(
-                    "network",
-                    f"no link (carrier) on {names} within {self.deadline.seconds:.0f} s",
-                    cause="no-carrier",
-                    evidence="operstate stayed down",
-                    fix="check the cable and the switch port; "
-                    "raise iscsiboot.timeout.network for slow switches",
-                )
+                raise netsteps.no_carrier(candidates, self.deadline.seconds)
             waited = int(self.deadline.elapsed() - start)
             if waited != last and waited >= 1:
                 last = waited
-                names = " or ".join(lk.name for lk in candidates)
-                self.say(f"waiting for link on {names} ({waited} s of {self.deadline.seconds:.0f})")
+                self.say(netsteps.waiting_for_link(candidates, waited, self.deadline.seconds))
             await self.wait_event(min(1.0, self.deadline.remaining()))
 
     async def make_vlan(self, parent: LinkInfo, vlan: int) -> LinkInfo:
@@ -213,23 +192,12 @@ class Network:
             await self.ipr.addr("add", index=link.index, address=address, prefixlen=prefix)
         except Exception as exc:
             if not _exists(exc):
-                raise PhaseError(
-                    "network",
-                    f"cannot set {address}/{prefix} on {link.name}",
-                    cause="address",
-                    evidence=str(exc),
-                ) from None
+                raise netsteps.address_failed(link.name, address, prefix, str(exc)) from None
         if gateway:
             try:
                 await self.ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=link.index)
             except Exception as exc:
-                raise PhaseError(
-                    "network",
-                    f"cannot add the default route via {gateway}",
-                    cause="route",
-                    evidence=str(exc),
-                    fix=f"check that the gateway {gateway} lies in {address}/{prefix}",
-                ) from None
+                raise netsteps.route_failed(gateway, address, prefix, str(exc)) from None
 
     async def dhcp(self, link: LinkInfo) -> tuple[Any, float]:
         from iscsiboot.agent.startup.pyroute import load_pyroute2
@@ -355,13 +323,7 @@ class Network:
             except Exception as exc:  # the read-back only reports; the VLAN is configured
                 self.say(f"network: cannot read {link.name} back from the kernel: {exc}")
         if self.resolv_conf and result.dns:
-            from iscsiboot.output import write_atomic
-
-            try:
-                os.makedirs(os.path.dirname(self.resolv_conf), exist_ok=True)
-                write_atomic(self.resolv_conf, "".join(f"nameserver {d}\n" for d in result.dns))
-            except OSError as exc:
-                self.say(f"cannot write {self.resolv_conf}: {exc.strerror}")
+            netsteps.write_resolv_conf(self.resolv_conf, result.dns, self.say)
         return result
 
     async def lease(self, link: LinkInfo) -> DhcpLease:
@@ -417,17 +379,6 @@ class Network:
         return found
 
 
-@dataclass(frozen=True)
-class DhcpLease:
-    address: str
-    prefix: int
-    gateway: str | None
-    dns: tuple[str, ...]
-    server: str | None
-    root_path: str | None
-    client: str
-
-
 def lease_from_pyroute2(lease: Any) -> DhcpLease:
     options = lease.ack.get("options", {})
     mask = options.get("subnet_mask")
@@ -440,62 +391,6 @@ def lease_from_pyroute2(lease: Any) -> DhcpLease:
         server=options.get("server_id"),
         root_path=options.get("root_path"),
         client="pyroute2",
-    )
-
-
-def udhcpc_argv(interface: str, seconds: float) -> list[str]:
-    """udhcpc's argument list; the last item is the shell for the report script (replaced by -s)."""
-    from iscsiboot.proc import which
-
-    busybox = shutil.which("busybox") or shutil.which("busybox", path="/bin:/usr/bin:/sbin")
-    if shutil.which("udhcpc") or shutil.which("udhcpc", path="/sbin:/usr/sbin:/bin"):
-        program = [which("udhcpc")]
-    elif busybox:
-        program = [busybox, "udhcpc"]
-    else:
-        raise PhaseError(
-            "network",
-            "no DHCP client: pyroute2's client is missing and there is no udhcpc",
-            cause="missing-tool",
-            fix="add pyroute2 (with pyroute2.dhcp) or busybox to the initramfs",
-        )
-    tries = max(1, int(seconds))
-    shell = f"{busybox} sh" if busybox else "/bin/sh"
-    return [
-        *program, "-i", interface, "-f", "-q", "-n", "-t", str(tries), "-T", "1",
-        "-O", "rootpath", "-V", "iscsiboot", shell,
-    ]  # fmt: skip
-
-
-def udhcpc_script(shell: str) -> str:
-    """The report script udhcpc runs (:data:`UDHCPC_SCRIPT`), started by ``shell``."""
-    from iscsiboot.template import fill
-
-    with open(UDHCPC_SCRIPT) as handle:
-        return fill(handle.read(), {"SHELL": shell})
-
-
-def parse_udhcpc(line: str) -> DhcpLease | None:
-    """The lease of a ``LEASE|ip|mask|routers|dns|server|rootpath`` line from the report script."""
-    if not line.startswith("LEASE|"):
-        return None
-    fields = line.split("|")[1:]
-    if len(fields) < 6 or not fields[0]:
-        return None
-    ip, mask, routers, dns, server, root_path = fields[:6]
-    try:
-        ipaddress.IPv4Address(ip)
-        prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask or '24'}").prefixlen
-    except ValueError:
-        return None
-    return DhcpLease(
-        address=ip,
-        prefix=prefix,
-        gateway=routers.split()[0] if routers.split() else None,
-        dns=tuple(dns.split()),
-        server=server or None,
-        root_path=root_path or None,
-        client="udhcpc",
     )
 
 
@@ -525,6 +420,16 @@ def bring_up(
         )
     network = Network(plan, deadline, say, resolv_conf=resolv_conf, dhcp_client=dhcp_client)
     return asyncio.run(network.run())
+
+
+def renew(plan: NetPlan, device: str, deadline: Deadline, *, dhcp_client: str = "pyroute2") -> DhcpLease:
+    """A DHCP lease on ``device``, which has the firmware's address already (the firmware lease's renewal).
+
+    The interface is left as it is; the lease says whether the server still
+    gives this machine that address.  PhaseError as the network phase's DHCP.
+    """
+    network = Network(plan, deadline, lambda _text: None, dhcp_client=dhcp_client)
+    return asyncio.run(network.lease(LinkInfo(name=device, index=0, mac=None, carrier=True)))
 
 
 def prefetch(dhcp: bool) -> None:

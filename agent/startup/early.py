@@ -15,14 +15,17 @@ Nothing here fails the boot: the phases check again and report.  The
 interfaces go up with one RTM_NEWLINK message each (:func:`link_up_request`,
 pure), because pyroute2 itself takes most of a second to import in a slow
 guest; everything else about the network goes through pyroute2.
+
+PID 1 imports this module before it forks the start-up child, which sets the
+links up with it: the netlink socket is ``_socket``'s (``socket`` imports
+``enum`` and ``selectors``), and ``threading`` is imported only by :class:`Early`.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import struct
-import threading
 import time
 
 from iscsiboot.agent.deadline import Deadline
@@ -82,7 +85,7 @@ def ethernet_links(sysfs: str = "/sys") -> list[tuple[str, int]]:
 
 def link_up_request(index: int, seq: int) -> bytes:
     """RTM_NEWLINK setting IFF_UP on interface ``index`` (nlmsghdr + ifinfomsg)."""
-    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+    body = struct.pack("=BxHiII", _socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
     return struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
@@ -105,7 +108,8 @@ def links_up(indexes: Sequence[int], timeout: float = 2.0) -> dict[int, int]:
     result: dict[int, int] = {}
     if not indexes:
         return result
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:  # NETLINK_ROUTE
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+    try:
         sock.settimeout(timeout)
         for seq, index in enumerate(indexes, 1):
             sock.send(link_up_request(index, seq))
@@ -118,6 +122,8 @@ def links_up(indexes: Sequence[int], timeout: float = 2.0) -> dict[int, int]:
             for seq, err in answers.items():
                 if seq in by_seq:
                     result[by_seq[seq]] = err
+    finally:
+        sock.close()
     return result
 
 
@@ -169,6 +175,8 @@ class Early:
         budget: float = 30.0,
         worker: NetWorker | None = None,
     ) -> None:
+        import threading  # noqa: PLC0415  (after PID 1's first fork: see the module's notes)
+
         self.loader = loader
         self.worker = worker  # the NIC drivers and links are its start-up child's work
         self.base_modules = tuple(base_modules)

@@ -1,4 +1,4 @@
-# ruff: noqa: PLC0415  (the child imports the network phase, and json waits until after the fork)
+# ruff: noqa: PLC0415, SIM105  (the child imports the network phase; no json or contextlib before the fork)
 """PID 1's network worker: the network phase in a child process of its own.
 
 CPython runs one thread at a time.  In a slow guest PID 1's imports and the
@@ -37,15 +37,16 @@ network phase) ends the worker.
 If the worker ends without an answer (it crashed, or its pipe broke), PID 1
 brings the network up itself (:class:`WorkerGone`): nothing is lost but time.
 Nothing here needs more than the standard library until the child runs the
-phase.
+phase, and PID 1 imports it before its first fork: no ``contextlib`` (it imports
+``collections`` and ``functools``), ``signal``'s C module, and the start-up
+child's one report written without ``json`` (:func:`encode_plain`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import _signal  # type: ignore[import-not-found]  # signal's C module (signal imports enum)
 import os
 import select
-import signal
 import time
 
 from iscsiboot.agent.deadline import Deadline
@@ -71,6 +72,34 @@ def encode(message: dict[str, Any]) -> bytes:
     import json  # not before the fork: the NIC drivers come first
 
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+# JSON's escapes of the characters a string cannot hold as they are
+_ESCAPES = {**{i: f"\\u{i:04x}" for i in range(32)}, ord('"'): '\\"', ord("\\"): "\\\\"}
+
+
+def _plain(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        finite = value - value == 0  # not inf or nan, which JSON cannot hold
+        return repr(value) if finite else "null"
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPES) + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_plain(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_plain(str(k))}:{_plain(v)}" for k, v in value.items()) + "}"
+    return _plain(str(value))
+
+
+def encode_plain(message: dict[str, Any]) -> bytes:
+    """:func:`encode` without ``json`` (about 0.1 s of a slow guest's imports): the start-up child's report.
+
+    Strings, numbers, None, booleans, lists and dicts, as ``json.dumps`` writes them
+    (``ensure_ascii`` off: the line is UTF-8).
+    """
+    return _plain(message).encode() + b"\n"
 
 
 class Lines:
@@ -141,8 +170,10 @@ class NetWorker:
         raises is ignored (the phases import again and report).
         """
         handle = cls.start_up(loader, sysfs=sysfs, budget=budget)
-        with contextlib.suppress(Exception):
+        try:
             before_worker()
+        except Exception:
+            pass
         handle.start_worker(dhcp=dhcp, budget=budget)
         return handle
 
@@ -280,6 +311,15 @@ class NetWorker:
             raise WorkerGone(f"it cannot be reached ({exc.strerror})") from None
 
     # ------------------------------------------------------------- the end
+    def kill(self) -> None:
+        """End a worker that is not needed (a plan without DHCP) at once, then :meth:`stop`."""
+        if self.status is None and self.pid > 0:
+            try:
+                os.kill(self.pid, _signal.SIGKILL)
+            except OSError:
+                pass
+        self.stop()
+
     def stop(self) -> None:
         """Close the pipes and reap both children (killed if they do not exit in time)."""
         if self.to_worker is not None:
@@ -345,8 +385,10 @@ def _finish(pid: int, seconds: float) -> int:
     """Child ``pid``'s wait status: reaped if it exits within ``seconds``, else killed and reaped."""
     status = _reap(pid, seconds)
     if status is None:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, _signal.SIGKILL)
+        except OSError:
+            pass
         status = _reap(pid, None)
     return -1 if status is None else status
 
@@ -362,9 +404,11 @@ def _fork(run: Callable[[], None], *, close: tuple[int, ...]) -> int:
         try:
             for fd in close:
                 os.close(fd)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            with contextlib.suppress(OSError):  # the boot's critical path: first in line for a CPU
+            _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+            try:  # the boot's critical path: first in line for a CPU
                 os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
+            except OSError:
+                pass
             run()
             code = 0
         except BaseException:  # PID 1 sees the end of file and does the work itself
@@ -373,8 +417,10 @@ def _fork(run: Callable[[], None], *, close: tuple[int, ...]) -> int:
             traceback.print_exc()
         finally:
             os._exit(code)
-    with contextlib.suppress(OSError):  # also from here: set when start() returns, whoever runs first
+    try:  # also from here: set when start() returns, whoever runs first
         os.setpriority(os.PRIO_PROCESS, pid, PRIORITY)
+    except OSError:
+        pass
     return pid
 
 
@@ -386,7 +432,7 @@ def _start_up(loader: Loader, wfd: int, *, sysfs: str, budget: float) -> None:
     problems: list[str] = []
     nics, links, first = nics_and_links(loader, Deadline(budget), sysfs, marks, problems)
     message = {"nics": nics, "links": links, "first_netlink": first, "marks": marks, "problems": problems}
-    os.write(wfd, encode(message))
+    os.write(wfd, encode_plain(message))
 
 
 def _work(rfd: int, wfd: int, *, dhcp: bool, budget: float) -> None:

@@ -228,3 +228,48 @@ def test_agent_hook_run_up_to_login_keeps_secrets(tmp_path: Path) -> None:
     assert last.startswith("ISCSIBOOT-RESULT ")
     assert json.loads(last.split(" ", 1)[1])["phase"] == "login"
     assert "iSCSI boot failed in the login phase" in done.stderr
+
+
+LIGHT = """
+import json, sys
+from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.deadline import Deadline
+from iscsiboot.agent.plan import net_plan
+from iscsiboot.agent.phases.netlight import bring_up
+from iscsiboot.model import from_dict
+network = from_dict({{"network": {network}}}).network
+try:
+    result = bring_up(net_plan(network), Deadline({seconds}), lambda t: print("SAY", t, flush=True))
+except PhaseError as exc:
+    print("ERROR " + json.dumps({{"cause": exc.cause, "what": exc.what, "evidence": exc.evidence}}))
+    sys.exit(1)
+print("RESULT " + json.dumps(result.to_dict()), flush=True)
+print("IMPORTED " + json.dumps(sorted(m for m in ("asyncio", "pyroute2") if m in sys.modules)))
+"""
+
+
+def test_the_firmwares_lease_is_set_without_pyroute2_as_the_dhcp_path_would() -> None:
+    """The iBFT's DHCP-origin address goes on through raw rtnetlink: same address, route, device."""
+    with netlab() as lab:
+        network = {
+            "mode": "dhcp", "mac": "02:00:00:00:00:01", "address": "10.77.0.61", "prefix": 24,
+            "gateway": "10.77.0.1", "dns": ["10.77.0.1"],
+        }  # fmt: skip
+        done = lab.run_agent(LIGHT.format(network=json.dumps(network), seconds=20))
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = _tagged(done.stdout, "RESULT")
+        assert (result["device"], result["mode"], result["dhcp_client"]) == ("eth0", "dhcp", "firmware")
+        assert result["mac"] == "02:00:00:00:00:01"
+        assert _addr(lab) == ["10.77.0.61/24"] and _default_route(lab) == "10.77.0.1"
+        route = json.loads(sh("ip", "-n", lab.cli, "-j", "route", "show", "default").stdout)[0]
+        assert route["protocol"] == "static" and route["dev"] == "eth0"
+        assert "IMPORTED []" in done.stdout  # neither pyroute2 nor asyncio
+
+
+def test_the_light_path_says_no_carrier_as_the_pyroute2_path_does() -> None:
+    with netlab(peer_up=False) as lab:
+        network = {"mode": "static", "address": "10.77.0.62", "prefix": 24}
+        done = lab.run_agent(LIGHT.format(network=json.dumps(network), seconds=2))
+        assert done.returncode == 1
+        error = _tagged(done.stdout, "ERROR")
+        assert error["cause"] == "no-carrier" and error["what"] == "no link (carrier) on eth0 within 2 s"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from iscsiboot.agent.startup.early import (
     peak_rss_kib,
 )
 from iscsiboot.agent.transport import MODULES, Transport
+from iscsiboot.initramfs.pyruntime import stage_package
 
 BASE_MODULES = MODULES[Transport.KERNEL].base
 
@@ -95,3 +99,39 @@ def test_early_loads_nics_first_then_base_modules_and_imports_in_parallel(tmp_pa
     assert any("ext4" in p for p in early.problems)  # recorded, not raised: the phases report
     shown = early.timeline()
     assert "NIC drivers loaded (virtio_net) +" in shown and "base modules loaded +" in shown
+
+
+# Each costs a slow guest tens of milliseconds to import (python -X importtime under TCG), and PID 1
+# imports what it needs before its first fork (the NIC drivers) on the boot's critical path.
+HEAVY = frozenset(
+    {"re", "enum", "dataclasses", "inspect", "pathlib", "typing", "json", "socket", "threading",
+     "collections", "contextlib", "functools", "signal", "fnmatch", "selectors", "ipaddress"}
+)  # fmt: skip
+
+
+def test_pid1_imports_nothing_heavy_before_it_forks_its_start_up_child(tmp_path: Path) -> None:
+    """What PID 1 imports up to the fork, and the start-up child up to its first netlink call."""
+    stage_package(tmp_path)
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import iscsiboot.agent.init, iscsiboot.agent.sysc, iscsiboot.agent.startup.early\n"
+        "import iscsiboot.agent.phases.modules, iscsiboot.agent.startup.netproc\n"
+        "from iscsiboot.agent.startup.netproc import encode_plain\n"
+        "from iscsiboot.agent.startup.early import link_up_request, ethernet_links\n"
+        "from iscsiboot.agent.kmod import glob_match, read_index\n"
+        "encode_plain({'a': [1.5, None]}); link_up_request(2, 1); ethernet_links('/nonexistent')\n"
+        "glob_match('pci:v00001AF4d00001000sv1', 'pci:v00001AF4d00001000sv*'); read_index('/nonexistent')\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        env={"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = set(done.stdout.split())
+    assert "iscsiboot.agent.phases.modules" in imported
+    assert not imported & HEAVY, json.dumps(sorted(imported & HEAVY))

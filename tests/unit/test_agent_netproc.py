@@ -17,7 +17,14 @@ from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases import network
 from iscsiboot.agent.phases.modules import Loader
 from iscsiboot.agent.plan import NetPlan, NetResult
-from iscsiboot.agent.startup.netproc import PRIORITY, Lines, NetWorker, WorkerGone, encode
+from iscsiboot.agent.startup.netproc import (
+    PRIORITY,
+    Lines,
+    NetWorker,
+    WorkerGone,
+    encode,
+    encode_plain,
+)
 from iscsiboot.model import NetMode
 
 
@@ -168,3 +175,12 @@ def test_the_worker_inherits_what_pid1_imported_before_it(tmp_path: Path) -> Non
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert "WORKER True" in out.stdout and "STATUS 0" in out.stdout
+
+
+def test_the_start_up_childs_report_is_json_without_json() -> None:
+    message = {
+        "nics": ["virtio_net"], "links": {"eth0": 0}, "first_netlink": 3.25, "marks": [("started", 3.0)],
+        "problems": ['a "quoted" \\ line\nwith\tcontrol \x01 and ünicode'], "none": None, "yes": True,
+    }  # fmt: skip
+    assert json.loads(encode_plain(message)) == json.loads(encode(message))
+    assert encode_plain(message).endswith(b"\n") and encode_plain(message).count(b"\n") == 1

@@ -16,7 +16,8 @@ from iscsiboot.agent import PHASES, RUNTIME_MODULES
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.options import OnFailure, parse_options
-from iscsiboot.agent.phases.network import kernel_words, parse_udhcpc
+from iscsiboot.agent.phases.lease import parse_udhcpc
+from iscsiboot.agent.phases.network import kernel_words
 from iscsiboot.agent.plan import (
     LinkInfo,
     backoff,
@@ -287,3 +288,19 @@ def test_kernel_words_name_vlan_parent_and_addresses() -> None:
     assert (
         kernel_words("eth0", None, None, None, []) == "eth0 (device), no IPv4 address (as the kernel reports)"
     )
+
+
+def test_a_dhcp_origin_nic_with_the_firmwares_address_keeps_that_lease() -> None:
+    leased = Network(
+        mode=NetMode.DHCP, mac="52:54:00:12:34:56", address="10.0.2.15", prefix=24, gateway="10.0.2.2",
+        dns=("10.0.2.3",),
+    )  # fmt: skip
+    plan = net_plan(
+        merge_firmware(BootConfig(firmware=True), BootConfig(firmware=True, network=leased)).network
+    )
+    assert plan.mode is NetMode.DHCP and plan.firmware_lease
+    assert (plan.address, plan.prefix, plan.gateway, plan.dns) == ("10.0.2.15", 24, "10.0.2.2", ("10.0.2.3",))
+    fresh = net_plan(leased, firmware_lease=False)  # the boot needs a lease of its own (a DHCP root path)
+    assert not fresh.firmware_lease and (fresh.address, fresh.gateway, fresh.dns) == (None, None, ())
+    assert not net_plan(Network(mode=NetMode.DHCP, mac="52:54:00:12:34:56")).firmware_lease
+    assert not net_plan(Network(mode=NetMode.STATIC, address="10.0.0.5", prefix=24)).firmware_lease

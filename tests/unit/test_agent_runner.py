@@ -17,8 +17,9 @@ from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.init import break_action
 from iscsiboot.agent.options import parse_options
+from iscsiboot.agent.plan import NetResult
 from iscsiboot.agent.report import Reporter, RunResult, SessionInfo
-from iscsiboot.agent.results import ConfigResult, LoginsResult, ModulesResult, Results
+from iscsiboot.agent.results import ConfigResult, LoginsResult, ModulesResult, NetworkResult, Results
 from iscsiboot.agent.runner import PHASE_TABLE, Agent, Env, Step, run_phases
 from iscsiboot.errors import UsageError
 from iscsiboot.model import BootConfig, Locator, Target
@@ -313,3 +314,62 @@ def test_cli_dry_run_prints_the_plan_without_secrets(tmp_path: Path) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "does not parse" in bad.stderr
+
+
+class Renewing:
+    """A network bring-up whose firmware lease's renewal ends as ``outcome`` (see netup.NetworkUp)."""
+
+    def __init__(self, outcome: tuple[dict[str, object] | None, str | None] | None) -> None:
+        self.outcome = outcome
+        self.waited: list[float] = []
+
+    def renewal(self, seconds: float) -> tuple[dict[str, object] | None, str | None] | None:
+        self.waited.append(seconds)
+        return self.outcome
+
+
+def _renewed(outcome: tuple[dict[str, object] | None, str | None] | None):  # type: ignore[no-untyped-def]
+    reporter, out = _reporter()
+    agent = Agent("quiet", parse_options("quiet"), reporter)
+    agent.network_up = Renewing(outcome)  # type: ignore[assignment]
+    net = NetResult("eth0", None, None, "dhcp", "10.0.2.15", 24, "10.0.2.2", dhcp_client="firmware")
+    agent.results = Results(network=NetworkResult(net))
+    agent._renewal()
+    result = RunResult(ok=True)
+    agent.fill(result)
+    return net, result, out.getvalue()
+
+
+def test_the_firmware_lease_renewed_is_noted_quietly() -> None:
+    net, result, shown = _renewed(({"address": "10.0.2.15", "server": "10.0.2.2"}, None))
+    assert net.renewal == "renewed" and net.server == "10.0.2.2"
+    assert result.warnings == [] and shown == ""
+    assert _renewed(None)[0].renewal is None  # no renewal ran (a static address)
+
+
+def test_a_renewal_that_failed_or_moved_the_address_is_a_warning() -> None:
+    net, result, shown = _renewed((None, "no lease from udhcpc (no output)"))
+    assert net.renewal == "no lease from udhcpc (no output)"
+    assert result.warnings == [
+        "the firmware's DHCP lease of 10.0.2.15 was not renewed: no lease from udhcpc (no output)"
+    ]
+    assert shown.startswith("iscsiboot: warning: the firmware's DHCP lease")
+    net, result, _shown = _renewed(({"address": "10.0.2.16", "server": "10.0.2.2"}, None))
+    assert net.address == "10.0.2.15" and net.renewal == "the DHCP server leases 10.0.2.16"
+    assert "eth0 keeps 10.0.2.15 for this boot" in result.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "firmware"),
+    [
+        ("boot=ISCSI=auto,LABEL=System disk=LABEL=Storage", True),
+        ("boot=ISCSI=auto,LABEL=System ip=ibft", True),
+        ("iscsi_firmware boot=LABEL=System", True),
+        ("rd.iscsi.firmware=1 ip=ibft", True),
+        ("boot=ISCSI=auto,LABEL=System ip=dhcp", False),  # a fresh lease: the worker imports pyroute2
+        ("ip=ibft", False),
+        ("rd.iscsi.ibft=0", False),
+    ],
+)
+def test_the_network_is_expected_from_the_ibft(cmdline: str, firmware: bool) -> None:
+    assert parse_options(cmdline).network_from_firmware is firmware

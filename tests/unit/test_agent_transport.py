@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from iscsiboot.agent.options import parse_options
-from iscsiboot.agent.phases.modules import Loader
+from iscsiboot.agent.phases.modules import NBD_PARAMS, Loader
 from iscsiboot.agent.plan import needed_modules
 from iscsiboot.agent.report import RunResult
-from iscsiboot.agent.transport import MODULES, NBD_PARAMS, Transport, choose
+from iscsiboot.agent.transport import MODULES, Transport, choose
 from iscsiboot.errors import ParseError
 from iscsiboot.model import BootConfig
 

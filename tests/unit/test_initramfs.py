@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from iscsiboot.agent.phases import network
+from iscsiboot.agent.phases import lease
 from iscsiboot.errors import UsageError
 from iscsiboot.initramfs import cpio, elf, modules, pyruntime
 from iscsiboot.initramfs.build import Compression, compress, decompress, xz_filters
@@ -300,7 +300,7 @@ def test_plan_packs_the_agents_data_files_beside_its_modules(tmp_path: Path) -> 
     traced = [str(package / "__init__.py"), str(package / "agent" / "phases" / "network.py")]
     files = {f.archive: f for f in pyruntime.place(traced, tmp_path, tmp_path / "site")}
     folder = "usr/lib/iscsiboot/lib/python3.11/iscsiboot/agent/phases"
-    script = files[f"{folder}/{Path(network.UDHCPC_SCRIPT).name}"]
+    script = files[f"{folder}/{Path(lease.UDHCPC_SCRIPT).name}"]
     assert script.kind is pyruntime.Kind.DATA
     assert files[f"{folder}/network.pyc"].kind is pyruntime.Kind.MODULE
     assert (
@@ -310,7 +310,7 @@ def test_plan_packs_the_agents_data_files_beside_its_modules(tmp_path: Path) -> 
     plan = make_plan(dataclasses.replace(_inputs(Variant.FULL), python_files=python_files))
     items = {i.path: i for i in plan}
     assert items[script.archive].source == script.source and not items[script.archive].compile_pyc
-    assert network.udhcpc_script("/bin/sh").startswith("#!/bin/sh\n")
+    assert lease.udhcpc_script("/bin/sh").startswith("#!/bin/sh\n")
 
 
 def test_plan_overlay_writes_only_under_its_prefix() -> None:
