@@ -69,7 +69,7 @@ from iscsiboot.initramfs.build import BUSYBOX, ISCSISTART, Compression, build, c
 from iscsiboot.initramfs.cpio import Entry, write_newc
 from iscsiboot.initramfs.kernel import KernelTree, default_cache, fetch_kernel
 from iscsiboot.output import write_atomic
-from iscsiboot.qemu.harness import Artifacts, run_scenario
+from iscsiboot.qemu.harness import KERNEL_LINE, Artifacts, HostClock, run_scenario
 from iscsiboot.qemu.outcome import find_result
 from iscsiboot.qemu.peers import NAMES as PEER_NAMES
 from iscsiboot.qemu.peers import PEERS, Peer, build_peer, failure_reason, root_mounted
@@ -117,8 +117,6 @@ PATHS: dict[str, tuple[str, Firmware]] = {
     "nbd-uefi": ("nbd", Firmware.UEFI),
 }
 EXTRA_PATHS = tuple(name for name in PATHS if name != "kernel-bios")
-KERNEL_LINE = re.compile(r"\[\s*\d+\.\d+\] Linux version ")  # the kernel's first console line
-QEMU_STARTED = "boot QEMU"  # the harness's progress line just before QEMU starts
 _STAMP = re.compile(r"\[\s*(\d+\.\d+)\]\s")
 
 SHELL_INIT = HERE / "shell-init.sh"  # the baseline /init: the OpenELEC-style steps in busybox sh
@@ -482,35 +480,6 @@ class Booted:
     lines: list[str]
     how: str  # how QEMU's run ended (exited, timeout, ...)
     firmware_s: float | None  # host seconds from QEMU's start to the kernel's first line
-
-
-@dataclass
-class HostClock:
-    """Host arrival times of the console lines and of QEMU's start (a console stream for the harness)."""
-
-    started: float | None = None
-    lines: list[tuple[float, str]] = field(default_factory=list)
-
-    def progress(self, text: str) -> None:
-        if text.startswith(QEMU_STARTED):
-            self.started = time.monotonic()
-
-    def write(self, text: str) -> int:
-        now = time.monotonic()
-        self.lines.extend((now, line) for line in text.splitlines())
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-    def first(self, wanted: re.Pattern[str]) -> float | None:
-        """Seconds from QEMU's start to the first line that matches ``wanted``."""
-        if self.started is None:
-            return None
-        for at, line in self.lines:
-            if wanted.search(line):
-                return round(at - self.started, 3)
-        return None
 
 
 def build_peers(
@@ -975,6 +944,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pick(
+    parser: argparse.ArgumentParser, option: str, value: str, choices: Sequence[str], *, none: bool = True
+) -> list[str]:
+    """The names of a comma-separated option, each once, in the order given; ``none``: may be 'none'."""
+    if none and value.strip() == "none":
+        return []
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if (not none and not names) or any(n not in choices for n in names):
+        tail = ", or none" if none else ""
+        parser.error(f"{option} takes a comma-separated list of {', '.join(choices)}{tail}")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -987,24 +969,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             README.write_text(text)
         print(text)
         return 0
-    compressions = [c.strip() for c in args.compression.split(",") if c.strip()]
-    known = {c.value for c in Compression}
-    if not compressions or any(c not in known for c in compressions):
-        parser.error(f"--compression takes a comma-separated list of {', '.join(sorted(known))}")
-    wanted = [] if args.peers.strip() == "none" else [p.strip() for p in args.peers.split(",") if p.strip()]
-    if any(p not in PEER_NAMES for p in wanted):
-        parser.error(f"--peers takes a comma-separated list of {', '.join(PEER_NAMES)}, or none")
+    known = sorted(c.value for c in Compression)
+    compressions = pick(parser, "--compression", args.compression, known, none=False)
+    wanted = pick(parser, "--peers", args.peers, PEER_NAMES)
     peers = [peer for peer in PEERS if peer.name in wanted]
-    paths = [] if args.paths.strip() == "none" else [p.strip() for p in args.paths.split(",") if p.strip()]
-    if any(p not in EXTRA_PATHS for p in paths):
-        parser.error(f"--paths takes a comma-separated list of {', '.join(EXTRA_PATHS)}, or none")
+    paths = pick(parser, "--paths", args.paths, EXTRA_PATHS)
     out = run(
         args.runs,
         args.cache or default_cache(),
-        list(dict.fromkeys(compressions)),
+        compressions,
         logs=args.logs,
         peers=peers,
-        paths=list(dict.fromkeys(paths)),
+        paths=paths,
     )
     words = list(argv if argv is not None else sys.argv[1:])
     if "--logs" in words:  # where the consoles went is not part of the measurement

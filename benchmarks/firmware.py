@@ -28,58 +28,25 @@ import json
 import re
 import statistics
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from iscsiboot.disk.layout import LayoutKind
 from iscsiboot.qemu import scenario
 from iscsiboot.qemu.artifacts import prepare
-from iscsiboot.qemu.harness import Artifacts, run_scenario
+from iscsiboot.qemu.harness import KERNEL_LINE, Artifacts, HostClock, run_scenario
 from iscsiboot.qemu.scenario import Firmware, ScenarioOptions
 from iscsiboot.secret import Secret
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "FIRMWARE.md"
-KERNEL_LINE = re.compile(r"\[\s*\d+\.\d+\] Linux version ")  # the kernel's first console line
-STARTED = "boot QEMU"  # the harness's progress line just before QEMU starts
 VARIANTS: dict[str, tuple[Firmware, LayoutKind]] = {
     "bios-seed": (Firmware.BIOS, LayoutKind.SEED),
     "bios-libreelec": (Firmware.BIOS, LayoutKind.LIBREELEC),
     "uefi-libreelec": (Firmware.UEFI, LayoutKind.LIBREELEC),
     "uefi-ovmf-pxe": (Firmware.UEFI, LayoutKind.LIBREELEC),
 }
-
-
-@dataclass
-class Clock:
-    """Host arrival times of the console lines, and of QEMU's start."""
-
-    started: float | None = None
-    lines: list[tuple[float, str]] = field(default_factory=list)
-
-    def progress(self, text: str) -> None:
-        if text.startswith(STARTED):
-            self.started = time.monotonic()
-
-    def write(self, text: str) -> int:
-        now = time.monotonic()
-        self.lines.extend((now, line) for line in text.splitlines())
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-    def first(self, wanted: re.Pattern[str]) -> float | None:
-        """Seconds from QEMU's start to the first line that matches ``wanted``."""
-        if self.started is None:
-            return None
-        for at, line in self.lines:
-            if wanted.search(line):
-                return round(at - self.started, 2)
-        return None
 
 
 MOUNTED = re.compile(r"iscsiboot: mounted \S+ on /storage ")  # the agent's last mount
@@ -96,7 +63,7 @@ def boot_once(variant: str, artifacts: Artifacts) -> dict[str, float | None]:
         layout=layout,
         timeout=240.0,
     )
-    clock = Clock()
+    clock = HostClock()
     knobs = scenario.OVMF_NET_OFF
     if variant == "uefi-ovmf-pxe":
         scenario.OVMF_NET_OFF = ()
@@ -106,8 +73,8 @@ def boot_once(variant: str, artifacts: Artifacts) -> dict[str, float | None]:
         scenario.OVMF_NET_OFF = knobs
     return {
         "ok": 1.0 if outcome.ok else 0.0,
-        "kernel_s": clock.first(KERNEL_LINE),
-        "mounted_s": clock.first(MOUNTED),
+        "kernel_s": clock.first(KERNEL_LINE, 2),
+        "mounted_s": clock.first(MOUNTED, 2),
         "agent_s": None if outcome.result is None else round(outcome.result.total, 2),
     }
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -56,6 +57,8 @@ from iscsiboot.secret import mask
 
 Progress = Callable[[str], None]
 DISK_MB = 96
+QEMU_STARTED = "boot QEMU"  # the progress line said just before QEMU starts
+KERNEL_LINE = re.compile(r"\[\s*\d+\.\d+\] Linux version ")  # the kernel's first console line
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,7 @@ def run_scenario(
                 driver.tick()
 
         accel = "KVM" if options.kvm else "TCG"
-        say(f"boot QEMU ({accel}, {p.boot.value})")
+        say(f"{QEMU_STARTED} ({accel}, {p.boot.value})")
         qemu = Qemu(p.qemu_argv, p.files.qemu_log)
         follower = ConsoleFollower(p.files.console)
         qemu.start()
@@ -415,3 +418,33 @@ def describe(options: ScenarioOptions, artifacts: Artifacts, *, port: int = 6553
 def stderr_progress(text: str) -> None:
     sys.stderr.write(f"iscsiboot: {text}\n")
     sys.stderr.flush()
+
+
+@dataclass
+class HostClock:
+    """Host arrival times of the console lines and of QEMU's start: a ``console`` and
+    ``progress`` for :func:`run_scenario` that lets a benchmark time the firmware."""
+
+    started: float | None = None
+    lines: list[tuple[float, str]] = field(default_factory=list)
+
+    def progress(self, text: str) -> None:
+        if text.startswith(QEMU_STARTED):
+            self.started = time.monotonic()
+
+    def write(self, text: str) -> int:
+        now = time.monotonic()
+        self.lines.extend((now, line) for line in text.splitlines())
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def first(self, wanted: re.Pattern[str], ndigits: int = 3) -> float | None:
+        """Seconds from QEMU's start to the first line that matches ``wanted``, rounded."""
+        if self.started is None:
+            return None
+        for at, line in self.lines:
+            if wanted.search(line):
+                return round(at - self.started, ndigits)
+        return None
