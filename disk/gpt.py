@@ -21,15 +21,16 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SECTOR_SIZES = (512, 4096)
+from iscsiboot.disk.probe import GPT_SIGNATURE as SIGNATURE
+from iscsiboot.disk.probe import MBR_PROTECTIVE_TYPE as PROTECTIVE_TYPE
+from iscsiboot.disk.probe import SECTOR_SIZES
+
 ENTRY_COUNT = 128
 ENTRY_SIZE = 128
 HEADER_SIZE = 92
 REVISION = 0x00010000
-SIGNATURE = b"EFI PART"
 NAME_UNITS = 36  # UTF-16 code units in a partition name
 LEGACY_BIOS_BOOTABLE = 1 << 2  # attribute bit 2
-PROTECTIVE_TYPE = 0xEE
 MBR_MAX_SECTORS = 0xFFFFFFFF
 
 

@@ -24,6 +24,7 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from iscsiboot.disk.probe import SECTOR_SIZES
 from iscsiboot.errors import UsageError
 
 KiB = 1 << 10
@@ -33,7 +34,6 @@ ALIGN = MiB
 SECTOR = 512
 MIN_SYSTEM = 8 * MiB
 MIN_FAT_SYSTEM = 16 * MiB  # FAT16 needs 4085 clusters: 8 MiB is too few at 512-byte sectors, 15 MiB at 4096
-SECTOR_SIZES = (512, 4096)  # the logical block sizes install writes for
 MIN_STORAGE = 8 * MiB
 MBR_LIMIT = (1 << 32) * SECTOR  # an MBR addresses 2^32 sectors
 LABEL_MAX = 16  # bytes in the ext4 superblock

@@ -19,12 +19,12 @@ from iscsiboot.disk.layout import (
     LIBREELEC_START,
     LIBREELEC_TAIL,
     MIN_STORAGE,
-    SECTOR_SIZES,
     LayoutKind,
     MiB,
     check_sector_size,
     format_size,
 )
+from iscsiboot.disk.probe import SECTOR_SIZES
 from iscsiboot.errors import UsageError
 
 # the ends of the disk that are always sent (old partition tables there are overwritten)

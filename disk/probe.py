@@ -120,7 +120,9 @@ def le64(data: bytes, offset: int) -> int:
 # --------------------------------------------------------------------- partitions
 
 
-GPT_SECTOR_SIZES = (512, 4096)  # where a GPT is looked for when the disk's sector size is not known
+# The sector sizes the project reads and writes; a GPT is looked for at each when the disk's is not known.
+SECTOR_SIZES = (512, 4096)
+GPT_SIGNATURE = b"EFI PART"
 
 
 def read_partition_table(read: ReadAt, *, size: int, sector_size: int | None = None) -> PartitionTable | None:
@@ -146,7 +148,7 @@ def read_partition_table(read: ReadAt, *, size: int, sector_size: int | None = N
     if not used:
         return None
     if any(e[1] == MBR_PROTECTIVE_TYPE for e in used):
-        return _read_gpt(read, size=size, sizes=(sector_size,) if sector_size else GPT_SECTOR_SIZES)
+        return _read_gpt(read, size=size, sizes=(sector_size,) if sector_size else SECTOR_SIZES)
     return _read_mbr(read, mbr, entries, size=size, sector_size=sector_size or 512)
 
 
@@ -253,7 +255,7 @@ def _read_gpt_at(read: ReadAt, lba: int, *, size: int, sector_size: int) -> Part
     header = _read(read, lba * sector_size, sector_size)
     if header is None:
         raise ProbeError(f"no header at LBA {lba}")
-    if header[0:8] != b"EFI PART":
+    if header[0:8] != GPT_SIGNATURE:
         raise ProbeError(f"no signature at LBA {lba}")
     header_size = le32(header, 12)
     if not 92 <= header_size <= sector_size:
