@@ -243,14 +243,15 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
     try:
         from iscsiboot.agent import sysc
         from iscsiboot.agent.phases.modules import Loader
-        from iscsiboot.agent.startup.early import Early
+        from iscsiboot.agent.startup.early import Early, preload_pid
         from iscsiboot.agent.startup.netproc import NetWorker
 
+        preload = preload_pid()
         loader = Loader(f"/lib/modules/{os.uname().release}", sysc.finit_module)
         loader.index_now()  # the start-up child inherits the index
         worker = None
         try:
-            worker = NetWorker.start_up(loader)
+            worker = NetWorker.start_up(loader, preload=preload)
         except OSError as exc:  # no fork: the threads do the work
             sys.stderr.write(f"iscsiboot: start-up child not started: {exc}\n")
         shared_imports()
@@ -278,6 +279,7 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
             base_modules=MODULES[loader.transport(options.transport)].base,
             imports=imports if in_process else None,
             worker=worker,
+            preload=preload,
         ).start()
         network = choose(options, worker=worker, imports=early.imports, resolv_conf=RESOLV_CONF)
         early.wait_ready(1.0)  # the loads overlap with what follows; reading the index does not

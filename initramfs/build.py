@@ -294,6 +294,7 @@ def build(
     lean: bool = True,
     fsck: bool | None = None,
     transport: str = "auto",
+    busybox: bool | None = None,
 ) -> BuildResult:
     """Build the initramfs (or overlay) and write it to ``output`` atomically (if given).
 
@@ -308,6 +309,9 @@ def build(
     in ``benchmarks/boot.py``.  ``fsck``: carry e2fsck and its libraries (the agent checks
     Storage with it); by default the full image does and the overlay does not, as the
     distribution initramfs it is appended to has its own (LibreELEC's and Debian's do).
+    ``busybox``: carry a static busybox, the shell of the image's scripts; by default the full
+    image does and the overlay does not: its scripts run with the base's ``/bin/sh``, its
+    ``modprobe`` and ``udhcpc`` are the base's where it has them (else pyroute2's DHCP client).
     ``transport`` (:data:`modules.TRANSPORTS`): ``kernel`` carries kernel iSCSI's modules,
     ``nbd`` the NBD client's and the agent's NBD daemon but no kernel iSCSI module at all,
     ``auto`` (the default) both, and the agent picks at boot.
@@ -367,11 +371,13 @@ def build(
             fsck = not overlay
         e2fsck = Path(E2FSCK).resolve() if fsck else None
         start = Path(ISCSISTART).resolve() if iscsistart else None
-        busybox = Path(BUSYBOX).resolve()
-        for prog in (e2fsck, start, busybox):
+        if busybox is None:
+            busybox = not overlay
+        static_shell = Path(BUSYBOX).resolve() if busybox else None
+        for prog in (e2fsck, start, static_shell):
             if prog is not None and not prog.is_file():
                 raise EnvironmentProblem(f"{prog} is not installed", fix="see tools/system-packages.txt")
-        if elf.dynamic_info(busybox.read_bytes()).interpreter is not None:
+        if static_shell is not None and elf.dynamic_info(static_shell.read_bytes()).interpreter is not None:
             raise EnvironmentProblem(
                 f"{BUSYBOX} is linked dynamically: the image runs it without a loader",
                 fix="apt-get install busybox-static",
@@ -429,8 +435,8 @@ def build(
             module_index=sorted(index_files.items()),
             load_order=closure.names,
             crc32c=closure.crc32c,
-            busybox=busybox,
-            applets=() if overlay else _applets(busybox),
+            busybox=static_shell,
+            applets=() if overlay or static_shell is None else _applets(static_shell),
             e2fsck=e2fsck,
             iscsistart=start,
             variant=variant,

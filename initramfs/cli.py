@@ -101,6 +101,14 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "read-write); by default the full image does and --overlay does not: the distribution "
         "initramfs it is appended to brings its own",
     )
+    b.add_argument(
+        "--busybox",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="carry a static busybox as the shell of the image's scripts; by default the full "
+        "image does and --overlay does not: the initramfs it is appended to brings a /bin/sh "
+        "(and its modprobe and udhcpc where it has them)",
+    )
     b.add_argument("--verbose", action="store_true", help="show the largest contributors")
     add_json(b, "print the result as JSON")
     b.set_defaults(func=_build)
@@ -157,6 +165,7 @@ def _build(args: argparse.Namespace) -> int:
         extra_modules=args.module,
         iscsistart=wants_iscsistart(args),
         fsck=args.fsck,
+        busybox=args.busybox,
         replace_init=args.replace_init,
         transport=args.transport,
         lean=args.lean,

@@ -90,6 +90,8 @@ class PlanInputs:
     codecache: bytes = b""  # dataclasses' generated code, compiled (iscsiboot.agent.startup.codecache)
 
 
+SHELL = f"{layout.BUSYBOX} sh"  # the scripts' interpreter where the image carries busybox
+
 # Where the agent looks (image paths, without the leading slash).
 CODECACHE = codecache.PATH.lstrip("/")
 OVERLAY_INDEX = agent_modules.OVERLAY_INDEX.lstrip("/")
@@ -129,15 +131,24 @@ def absolute_dep(text: str, folder: str) -> str:
 
 
 def launch_script(
-    program: str, args: Sequence[str] = (), *, argv0: str | None = None, path: bool = False
+    program: str,
+    args: Sequence[str] = (),
+    *,
+    argv0: str | None = None,
+    path: bool = False,
+    shell: str = SHELL,
+    before: str = "",
 ) -> bytes:
-    """A busybox script that runs the dynamic ``program`` through the image's loader (with its arguments).
+    """A shell script that runs the dynamic ``program`` through the image's loader (with its arguments).
 
     ``path``: also put the image's programs first on ``PATH`` (the entry points).
+    ``shell``: the interpreter line's program (:func:`shell_of`); ``before``: lines run first.
     """
-    lines = [f"#!{layout.BUSYBOX} sh"]
+    lines = [f"#!{shell}"]
     if path:
         lines.append(f"export PATH={layout.PATH}")
+    if before:
+        lines.append(before.rstrip("\n"))
     argv = [*layout.loader_argv(program, argv0), *args]
     lines.append("exec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"')
     return ("\n".join(lines) + "\n").encode()
@@ -158,15 +169,64 @@ def cli_main() -> bytes:
     return b"import sys\nfrom iscsiboot.cli import main\nsys.exit(main())\n"
 
 
-def init_script() -> bytes:
+def shell_of(busybox: bool) -> str:
+    """The scripts' interpreter line: the image's static busybox, else the base's ``/bin/sh``."""
+    return f"{layout.BUSYBOX} sh" if busybox else "/bin/sh"
+
+
+# PID 1's first lines: the NIC drivers load (in the background, through modprobe and the
+# modules' aliases) while the interpreter starts; the agent's start-up child waits for this
+# job (its pid in PRELOAD_ENV) and loads whatever is still missing.
+NIC_PRELOAD = f"{layout.BIN}/nic-preload"
+PRELOAD_ENV = agent_modules.PRELOAD_ENV
+PRELOAD_LINES = f"""if [ "$$" = 1 ] && command -v modprobe >/dev/null 2>&1; then
+  [ -d /sys/bus ] || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys 2>/dev/null
+  {NIC_PRELOAD} /sys </dev/null >/dev/null 2>&1 &
+  export {PRELOAD_ENV}=$!
+fi"""
+
+
+def nic_preload_script(shell: str = SHELL) -> bytes:
+    """``nic-preload SYSFS``: modprobe the drivers of the network devices present, twice.
+
+    The same devices as the agent's own matcher (:data:`~iscsiboot.agent.phases.modules.NIC_PCI_CLASS`,
+    :data:`~iscsiboot.agent.phases.modules.NIC_VIRTIO_ALIAS`); the second round finds the NIC
+    that a bus driver (virtio_pci) has just revealed.
+    """
+    pci, virtio = agent_modules.NIC_PCI_CLASS, agent_modules.NIC_VIRTIO_ALIAS
+    return f"""#!{shell}
+sysfs=$1
+for round in 1 2; do
+  set --
+  for dev in "$sysfs"/bus/pci/devices/*; do
+    read -r class < "$dev/class" || continue
+    case $class in {pci}*) read -r alias < "$dev/modalias" && set -- "$@" "$alias";; esac
+  done 2>/dev/null
+  for dev in "$sysfs"/bus/virtio/devices/*; do
+    read -r alias < "$dev/modalias" && case $alias in {virtio}*) set -- "$@" "$alias";; esac
+  done 2>/dev/null
+  [ "$#" -gt 0 ] || exit 0
+  modprobe -qab "$@"
+done
+""".encode()
+
+
+def init_script(shell: str = SHELL) -> bytes:
     """``/init`` (or the overlay's entry point): the interpreter, through the image's loader."""
-    return launch_script(layout.PYTHON_ELF, ["-S", f"{layout.LIBEXEC}/init"], argv0=layout.PYTHON, path=True)
+    return launch_script(
+        layout.PYTHON_ELF,
+        ["-S", f"{layout.LIBEXEC}/init"],
+        argv0=layout.PYTHON,
+        path=True,
+        shell=shell,
+        before=PRELOAD_LINES,
+    )
 
 
-def cli_script() -> bytes:
+def cli_script(shell: str = SHELL) -> bytes:
     """``iscsiboot`` inside the image: the command line through the image's loader."""
     return launch_script(
-        layout.PYTHON_ELF, ["-S", f"{layout.LIBEXEC}/iscsiboot"], argv0=layout.PYTHON, path=True
+        layout.PYTHON_ELF, ["-S", f"{layout.LIBEXEC}/iscsiboot"], argv0=layout.PYTHON, path=True, shell=shell
     )
 
 
@@ -182,7 +242,8 @@ included, are left as they were); only --replace-init also writes /init.
 
   {layout.PREFIX}/init           the agent as PID 1 (boot with rdinit={layout.PREFIX}/init)
   {layout.BIN}/iscsiboot  the command line (hook mode below)
-  {layout.BIN}/           busybox (static) and the launch scripts
+  {layout.BIN}/           the launch scripts (run by the base's /bin/sh; by a static
+                                    busybox here when built with --busybox)
   {layout.LIBEXEC}/       python3.11, e2fsck, iscsistart: run only through
                                     the loader in {layout.LIB}, never directly
   {layout.LIB}/           the C library, its loader, the other libraries, python3.11/
@@ -278,10 +339,13 @@ def make_plan(inp: PlanInputs) -> list[Item]:
     from ``/init`` with ``replace_init``.
     """
     overlay = inp.variant is Variant.OVERLAY
+    shell = shell_of(inp.busybox is not None)
     items: list[Item] = [] if overlay else _skeleton(inp)
     # python
     items.append(_file(f"{LIBEXEC}/python3.11", "python interpreter", inp.python, 0o755))
-    items.append(_content(f"{BIN}/python3.11", "entry points", launch_script(layout.PYTHON_ELF), 0o755))
+    items.append(
+        _content(f"{BIN}/python3.11", "entry points", launch_script(layout.PYTHON_ELF, shell=shell), 0o755)
+    )
     for archive, source, compile_it in inp.python_files:
         items.append(
             Item(archive, Kind.FILE, 0o644, _group_of_python(archive), source=source, compile_pyc=compile_it)
@@ -293,7 +357,12 @@ def make_plan(inp: PlanInputs) -> list[Item]:
         if program is not None:
             items.append(_file(f"{LIBEXEC}/{name}", "programs", program, 0o755))
             items.append(
-                _content(f"{BIN}/{name}", "entry points", launch_script(f"{layout.LIBEXEC}/{name}"), 0o755)
+                _content(
+                    f"{BIN}/{name}",
+                    "entry points",
+                    launch_script(f"{layout.LIBEXEC}/{name}", shell=shell),
+                    0o755,
+                )
             )
     if inp.busybox is not None:
         items.append(_file(f"{BIN}/busybox", "busybox", inp.busybox, 0o755))
@@ -310,10 +379,11 @@ def make_plan(inp: PlanInputs) -> list[Item]:
     # entry points
     items.append(_content(f"{LIBEXEC}/init", "entry points", agent_main()))
     items.append(_content(f"{LIBEXEC}/iscsiboot", "entry points", cli_main()))
-    items.append(_content(f"{BIN}/iscsiboot", "entry points", cli_script(), 0o755))
-    items.append(_content(ENTRY, "entry points", init_script(), 0o755))
+    items.append(_content(f"{BIN}/iscsiboot", "entry points", cli_script(shell), 0o755))
+    items.append(_content(NIC_PRELOAD.lstrip("/"), "entry points", nic_preload_script(shell), 0o755))
+    items.append(_content(ENTRY, "entry points", init_script(shell), 0o755))
     if not overlay or inp.replace_init:
-        items.append(_content("init", "entry points", init_script(), 0o755))
+        items.append(_content("init", "entry points", init_script(shell), 0o755))
     if overlay:
         items.append(_content(f"{PREFIX}/README", "entry points", HOOK_README))
     manifest = {

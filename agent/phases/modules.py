@@ -20,6 +20,11 @@ OVERLAY_INDEX = "/usr/lib/iscsiboot/modules"
 # nbd's parameters where it is a module: a few devices, and partitions on them (sda-like nbd0p1)
 NBD_PARAMS = "nbds_max=4 max_part=15"
 MODULE_PARAMS: dict[str, str] = {"nbd": NBD_PARAMS}  # what a module is loaded with (none: "")
+# Network devices: PCI class 02xxxx, and virtio device id 1 (the image's nic-preload script matches the same).
+NIC_PCI_CLASS = "0x02"
+NIC_VIRTIO_ALIAS = "virtio:d00000001v"
+# The pid of the image's NIC preload job (``/init`` starts it before the interpreter), in PID 1's environment.
+PRELOAD_ENV = "ISCSIBOOT_NIC_PRELOAD"
 
 # PID 1 imports this module before it forks its start-up child, which loads the NIC
 # drivers with it, so it stays light: plain classes instead of dataclasses
@@ -54,7 +59,7 @@ def nic_modaliases(sysfs: str = "/sys") -> list[str]:
     for dev in _entries(f"{sysfs}/bus/pci/devices"):
         try:
             klass = _read(f"{dev}/class").strip()
-            if klass.startswith("0x02"):
+            if klass.startswith(NIC_PCI_CLASS):
                 found.append(_read(f"{dev}/modalias").strip())
         except OSError:
             continue
@@ -63,7 +68,7 @@ def nic_modaliases(sysfs: str = "/sys") -> list[str]:
             alias = _read(f"{dev}/modalias").strip()
         except OSError:
             continue
-        if alias.startswith("virtio:d00000001v"):
+        if alias.startswith(NIC_VIRTIO_ALIAS):
             found.append(alias)
     return found
 
@@ -73,7 +78,7 @@ def driverless_nics(sysfs: str = "/sys") -> list[str]:
     found: list[str] = []
     for dev in _entries(f"{sysfs}/bus/pci/devices"):
         try:
-            if not _read(f"{dev}/class").startswith("0x02") or os.path.exists(f"{dev}/driver"):
+            if not _read(f"{dev}/class").startswith(NIC_PCI_CLASS) or os.path.exists(f"{dev}/driver"):
                 continue
             ids = [_read(f"{dev}/{name}").strip().removeprefix("0x") for name in ("vendor", "device")]
         except OSError:
@@ -257,11 +262,16 @@ class Loader:
                     drivers.append(module)
         return drivers
 
-    def load_nic_drivers(self, deadline: Deadline) -> list[str]:
-        """Load NIC drivers; a bus driver (virtio_pci) may reveal the real NIC, so repeat."""
+    def load_nic_drivers(self, deadline: Deadline, *, preloaded: bool = False) -> list[str]:
+        """Load NIC drivers; a bus driver (virtio_pci) may reveal the real NIC, so repeat.
+
+        ``preloaded``: ``/init`` has loaded drivers already; those of the NICs present count too.
+        """
         loaded: list[str] = []
         if not self.modular():
             return loaded
+        if preloaded:
+            loaded = [d for d in self.nic_drivers() if self.is_loaded(d)]
         for _round in range(3):
             new = [d for d in self.nic_drivers() if d not in loaded and not self.is_loaded(d)]
             if not new or deadline.expired():

@@ -29,6 +29,7 @@ import struct
 import time
 
 from iscsiboot.agent.deadline import Deadline
+from iscsiboot.agent.phases.modules import PRELOAD_ENV
 
 TYPE_CHECKING = False  # no typing at run time (see init)
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ NLM_F_ACK = 0x4
 NLMSG_ERROR = 2
 IFF_UP = 0x1
 ARPHRD_ETHER = 1
+PRELOAD_WAIT = 10.0  # seconds the start-up child waits for /init's NIC preload before loading beside it
 
 
 def boottime() -> float:
@@ -127,6 +129,33 @@ def links_up(indexes: Sequence[int], timeout: float = 2.0) -> dict[int, int]:
     return result
 
 
+def wait_exit(pid: int, seconds: float) -> bool:
+    """Wait until process ``pid`` (a sibling: not this process's child) has ended; False at the deadline.
+
+    Through a pidfd, readable once the process has exited; without pidfd_open (Linux
+    before 5.3) False at once: the caller goes on beside it.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # gone, and reaped already
+    except (OSError, AttributeError):
+        return False
+    try:
+        import select  # noqa: PLC0415  (built into the interpreter; only the start-up child needs it)
+
+        return bool(select.select([fd], [], [], max(0.0, seconds))[0])
+    finally:
+        os.close(fd)
+
+
+def preload_pid(environ: dict[str, str] | None = None) -> int | None:
+    """The pid of ``/init``'s NIC preload job, taken out of the environment (the real init never sees it)."""
+    env = os.environ if environ is None else environ
+    text = env.pop(PRELOAD_ENV, "")
+    return int(text) if text.isdigit() and int(text) > 1 else None
+
+
 def offsets(marks: Sequence[tuple[str, float]]) -> str:
     """``what +N.NN s`` for each mark after the first, counted from the first (debugging output)."""
     if not marks:
@@ -136,16 +165,27 @@ def offsets(marks: Sequence[tuple[str, float]]) -> str:
 
 
 def nics_and_links(
-    loader: Loader, deadline: Deadline, sysfs: str, marks: list[tuple[str, float]], problems: list[str]
+    loader: Loader,
+    deadline: Deadline,
+    sysfs: str,
+    marks: list[tuple[str, float]],
+    problems: list[str],
+    *,
+    preload: int | None = None,
 ) -> tuple[list[str], dict[str, int], float | None]:
     """Load the NIC drivers, then set the Ethernet interfaces up; nothing raises.
 
     Returns the drivers loaded, interface -> errno of setting it up (0: done)
     and when the first netlink call went out; ``marks`` and ``problems`` grow.
+    ``preload``: the pid of ``/init``'s NIC preload job, waited for first (at most
+    :data:`PRELOAD_WAIT` seconds): what it loaded counts as loaded here, the rest is loaded here.
     """
     nics: list[str] = []
+    if preload is not None:
+        ended = wait_exit(preload, min(deadline.remaining(), PRELOAD_WAIT))
+        marks.append((f"/init's NIC preload {'ended' if ended else 'still running'}", boottime()))
     try:
-        nics = list(loader.load_nic_drivers(deadline))
+        nics = list(loader.load_nic_drivers(deadline, preloaded=preload is not None))
         marks.append((f"NIC drivers loaded ({', '.join(nics) or 'none'})", boottime()))
     except Exception as exc:  # the modules phase loads again and reports
         problems.append(f"NIC drivers: {exc}")
@@ -174,11 +214,13 @@ class Early:
         imports: Callable[[], None] | None = None,
         budget: float = 30.0,
         worker: NetWorker | None = None,
+        preload: int | None = None,
     ) -> None:
         import threading  # noqa: PLC0415  (after PID 1's first fork: see the module's notes)
 
         self.loader = loader
         self.worker = worker  # the NIC drivers and links are its start-up child's work
+        self.preload = preload  # /init's NIC preload job: PID 1's child, reaped once the NICs are done
         self.base_modules = tuple(base_modules)
         self.sysfs = sysfs
         self.budget = budget
@@ -209,7 +251,7 @@ class Early:
         if self.worker is None:
             try:
                 self.nics, self.links, self.first_netlink = nics_and_links(
-                    self.loader, deadline, self.sysfs, self.marks, self.problems
+                    self.loader, deadline, self.sysfs, self.marks, self.problems, preload=self.preload
                 )
             finally:
                 self.nics_done.set()
@@ -237,9 +279,16 @@ class Early:
     def wait_nics(self, seconds: float) -> bool:
         """Wait until the NIC drivers are loaded; False at the deadline."""
         if self.worker is None:
-            return self.nics_done.wait(max(0.0, seconds))
-        done = bool(self.worker.wait_nics(seconds))
-        self.nics, self.links = list(self.worker.nics), dict(self.worker.links)
-        self.first_netlink = self.worker.first_netlink
-        self.problems.extend(p for p in self.worker.problems if p not in self.problems)
+            done = self.nics_done.wait(max(0.0, seconds))
+        else:
+            done = bool(self.worker.wait_nics(seconds))
+            self.nics, self.links = list(self.worker.nics), dict(self.worker.links)
+            self.first_netlink = self.worker.first_netlink
+            self.problems.extend(p for p in self.worker.problems if p not in self.problems)
+        if done and self.preload is not None:  # ended by now (else it stays a zombie until switch_root)
+            try:
+                if os.waitpid(self.preload, os.WNOHANG)[0]:
+                    self.preload = None
+            except ChildProcessError:
+                self.preload = None
         return done

@@ -178,10 +178,17 @@ class NetWorker:
         return handle
 
     @classmethod
-    def start_up(cls, loader: Loader, *, sysfs: str = "/sys", budget: float = 60.0) -> NetWorker:
-        """Fork the start-up child (NIC drivers, links); the worker is not started yet."""
+    def start_up(
+        cls, loader: Loader, *, sysfs: str = "/sys", budget: float = 60.0, preload: int | None = None
+    ) -> NetWorker:
+        """Fork the start-up child (NIC drivers, links); the worker is not started yet.
+
+        ``preload``: the pid of ``/init``'s NIC preload job, which the child waits for first.
+        """
         nic_r, nic_w = os.pipe()  # start-up child -> PID 1
-        starter = _fork(lambda: _start_up(loader, nic_w, sysfs=sysfs, budget=budget), close=(nic_r,))
+        starter = _fork(
+            lambda: _start_up(loader, nic_w, sysfs=sysfs, budget=budget, preload=preload), close=(nic_r,)
+        )
         os.close(nic_w)
         return cls(-1, -1, -1, starter, nic_r)
 
@@ -424,13 +431,13 @@ def _fork(run: Callable[[], None], *, close: tuple[int, ...]) -> int:
     return pid
 
 
-def _start_up(loader: Loader, wfd: int, *, sysfs: str, budget: float) -> None:
+def _start_up(loader: Loader, wfd: int, *, sysfs: str, budget: float, preload: int | None = None) -> None:
     """The start-up child: NIC drivers, links up, one report."""
     from iscsiboot.agent.startup.early import boottime, nics_and_links
 
     marks: list[tuple[str, float]] = [("started", boottime())]
     problems: list[str] = []
-    nics, links, first = nics_and_links(loader, Deadline(budget), sysfs, marks, problems)
+    nics, links, first = nics_and_links(loader, Deadline(budget), sysfs, marks, problems, preload=preload)
     message = {"nics": nics, "links": links, "first_netlink": first, "marks": marks, "problems": problems}
     os.write(wfd, encode_plain(message))
 

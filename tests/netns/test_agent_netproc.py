@@ -17,7 +17,7 @@ from iscsiboot.agent.plan import net_plan
 from iscsiboot.model import from_dict
 
 class Loader:
-    def load_nic_drivers(self, deadline):
+    def load_nic_drivers(self, deadline, preloaded=False):
         return []
 
 worker = NetWorker.start(Loader(), dhcp=True)

@@ -16,6 +16,8 @@ from iscsiboot.errors import UsageError
 from iscsiboot.initramfs import cpio, modules, pyruntime
 from iscsiboot.initramfs.build import build
 
+BIN_DIR = "usr/lib/iscsiboot/bin/"
+
 
 def test_module_closure_matches_modprobe_on_real_kernel() -> None:
     kernel = test_kernel()
@@ -160,7 +162,11 @@ def test_overlay_lives_under_its_prefix(tmp_path: Path) -> None:
     paths = {m.entry.path for m in cpio.read_newc(raw)}
     assert not [p for p in paths if not p.startswith("usr/lib/iscsiboot")], "a path outside the prefix"
     assert "usr/lib/iscsiboot/init" in paths and "init" not in paths
-    assert "usr/lib/iscsiboot/bin/busybox" in paths and "usr/lib/iscsiboot/libexec/iscsistart" in paths
+    assert "usr/lib/iscsiboot/libexec/iscsistart" in paths
+    # the base brings the shell: no busybox of its own, and the scripts run with the base's /bin/sh
+    assert "usr/lib/iscsiboot/bin/busybox" not in paths
+    scripts = {m.entry.path: m.entry.data for m in cpio.read_newc(raw) if m.entry.path.startswith(BIN_DIR)}
+    assert scripts and all(data.startswith(b"#!/bin/sh\n") for data in scripts.values()), sorted(scripts)
     own = f"usr/lib/iscsiboot/modules/{result.kernel_version}"
     assert {p for p in paths if p.startswith(own + "/modules.")} == {
         f"{own}/{name}" for name in ("modules.dep", "modules.alias", "modules.builtin")
@@ -172,8 +178,11 @@ def test_overlay_lives_under_its_prefix(tmp_path: Path) -> None:
     assert "usr/lib/iscsiboot/libexec/iscsistart" not in lean
     # the base initramfs brings its own e2fsck (LibreELEC's and Debian's do) unless --fsck
     assert "usr/lib/iscsiboot/libexec/e2fsck" not in lean and not any("libext2fs" in p for p in lean)
-    checked = build(kernel=test_kernel(), overlay=True, compression="none", fsck=True)
-    assert "usr/lib/iscsiboot/bin/e2fsck" in {m.entry.path for m in cpio.read_newc(checked.archive)}
+    checked = build(kernel=test_kernel(), overlay=True, compression="none", fsck=True, busybox=True)
+    members = {m.entry.path: m.entry.data for m in cpio.read_newc(checked.archive)}
+    assert "usr/lib/iscsiboot/bin/e2fsck" in members
+    assert members["usr/lib/iscsiboot/init"].startswith(b"#!/usr/lib/iscsiboot/bin/busybox sh\n")
+    assert "usr/lib/iscsiboot/bin/busybox" in members
 
 
 def test_nbd_image_has_no_kernel_iscsi(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ class FakeLoader(Loader):
     def index_now(self) -> None:
         self.calls.append("index")
 
-    def load_nic_drivers(self, deadline: object) -> list[str]:
+    def load_nic_drivers(self, deadline: object, *, preloaded: bool = False) -> list[str]:
         self.calls.append("nics")
         return ["virtio_net"]
 

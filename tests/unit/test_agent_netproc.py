@@ -62,7 +62,7 @@ class FakeLoader(Loader):
         self.exit_code = exit_code
         self.hang = hang
 
-    def load_nic_drivers(self, deadline: Deadline) -> list[str]:
+    def load_nic_drivers(self, deadline: Deadline, *, preloaded: bool = False) -> list[str]:
         if self.exit_code is not None:
             os._exit(self.exit_code)  # the worker dies before it reports
         if self.hang:
@@ -154,7 +154,7 @@ def test_the_worker_inherits_what_pid1_imported_before_it(tmp_path: Path) -> Non
         "import sys\n"
         "from iscsiboot.agent.startup.netproc import NetWorker\n"
         "class Loader:\n"
-        "    def load_nic_drivers(self, deadline):\n"
+        "    def load_nic_drivers(self, deadline, preloaded=False):\n"
         "        return []\n"
         "def shared():\n"
         "    import iscsiboot.agent.plan\n"
