@@ -3,7 +3,7 @@
 The pure part builds and reads ``struct nlmsghdr`` + ``struct iscsi_uevent``
 (56 bytes on x86_64/aarch64: ``type``, ``iferror``, ``transport_handle``, the
 24-byte request union ``u`` at 16 and the 16-byte reply union ``r`` at 40)
-with construct, and turns a login result into the ``SET_PARAM`` list the
+with ``struct``, and turns a login result into the ``SET_PARAM`` list the
 kernel and a later ``iscsid`` read back from sysfs.
 
 :class:`IscsiNetlink` is the thin I/O part: a raw ``AF_NETLINK`` socket of
@@ -28,20 +28,20 @@ import errno
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from construct import Bytes, Int16un, Int32sn, Int32un, Int64un, Padded, Struct
 from iscsiboot.errors import EnvironmentProblem, IscsibootError
 from iscsiboot.iscsi.text import Params
 from iscsiboot.model import Target
 
 NETLINK_ISCSI = 8
 GROUP_ISCSID = 1  # ISCSI_NL_GRP_ISCSID: the multicast group of the asynchronous events
-UEVENT_LEN = 56
-NLMSG_HDRLEN = 16
+UEVENT_LEN = 56  # UEVENT.size
+NLMSG_HDRLEN = 16  # NLMSGHDR.size
 TRANSPORT_HANDLE = Path("/sys/class/iscsi_transport/tcp/handle")
 SESSION_CLASS = Path("/sys/class/iscsi_session")
 SCSI_HOST_CLASS = Path("/sys/class/scsi_host")
@@ -175,37 +175,47 @@ def conn_error_name(code: int) -> str:
         return f"error {code}"
 
 
-# ---------------------------------------------------------------- layouts (construct)
+# ---------------------------------------------------------------- layouts (struct)
+# Native byte order, no alignment: the C structures have none to add.  ``struct`` rather than
+# construct: the session's creation is on the boot's critical path, and importing construct
+# costs a slow guest about a tenth of a second.
 
-NLMSGHDR = Struct("len" / Int32un, "type" / Int16un, "flags" / Int16un, "seq" / Int32un, "pid" / Int32un)
-UEVENT = Struct(
-    "type" / Int32un,
-    "iferror" / Int32sn,
-    "transport_handle" / Int64un,
-    "u" / Bytes(24),
-    "r" / Bytes(16),
-)
+NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+UEVENT = struct.Struct("=IiQ24s16s")  # type, iferror, transport_handle, u, r
+U_SIZE, R_SIZE = 24, 16
 # request unions (24 bytes, at offset 16 of the event)
-U_CREATE_SESSION = Padded(
-    24, Struct("initial_cmdsn" / Int32un, "cmds_max" / Int16un, "queue_depth" / Int16un)
-)
-U_SESSION = Padded(24, Struct("sid" / Int32un))
-U_CONN = Padded(24, Struct("sid" / Int32un, "cid" / Int32un))
-U_BIND_CONN = Padded(
-    24, Struct("sid" / Int32un, "cid" / Int32un, "transport_eph" / Int64un, "is_leading" / Int32un)
-)
-U_SET_PARAM = Padded(24, Struct("sid" / Int32un, "cid" / Int32un, "param" / Int32un, "len" / Int32un))
-U_SET_HOST_PARAM = Padded(24, Struct("host_no" / Int32un, "param" / Int32un, "len" / Int32un))
-U_STOP_CONN = Padded(24, Struct("sid" / Int32un, "cid" / Int32un, "conn_handle" / Int64un, "flag" / Int32un))
-U_SEND_PDU = Padded(24, Struct("sid" / Int32un, "cid" / Int32un, "hdr_size" / Int32un, "data_size" / Int32un))
+U_CREATE_SESSION = "=IHH"  # initial_cmdsn, cmds_max, queue_depth
+U_SESSION = "=I"  # sid
+U_CONN = "=II"  # sid, cid
+U_BIND_CONN = "=IIQI"  # sid, cid, transport_eph, is_leading
+U_SET_PARAM = "=IIII"  # sid, cid, param, len
+U_SET_HOST_PARAM = "=III"  # host_no, param, len
+U_STOP_CONN = "=IIQI"  # sid, cid, conn_handle, flag
+U_SEND_PDU = "=IIII"  # sid, cid, hdr_size, data_size
 # reply and event unions (16 bytes, at offset 40)
-R_RETCODE = Padded(16, Struct("retcode" / Int32sn))
-R_CREATE_SESSION = Padded(16, Struct("sid" / Int32un, "host_no" / Int32un))
-R_CONN = Padded(16, Struct("sid" / Int32un, "cid" / Int32un))
-R_RECV_PDU = Padded(16, Struct("sid" / Int32un, "cid" / Int32un, "recv_handle" / Int64un))
-R_CONN_ERROR = Padded(16, Struct("sid" / Int32un, "cid" / Int32un, "error" / Int32un))
-R_CONN_LOGIN = Padded(16, Struct("sid" / Int32un, "cid" / Int32un, "state" / Int32un))
-R_DESTROY_SESSION = Padded(16, Struct("host_no" / Int32un, "sid" / Int32un))
+R_RETCODE = "=i"  # retcode
+R_CREATE_SESSION = "=II"  # sid, host_no
+R_CONN = "=II"  # sid, cid
+R_RECV_PDU = "=IIQ"  # sid, cid, recv_handle
+R_CONN_ERROR = "=III"  # sid, cid, error
+R_CONN_LOGIN = "=III"  # sid, cid, state
+R_DESTROY_SESSION = "=II"  # host_no, sid
+
+
+def union(layout: str, *values: int) -> bytes:
+    """A request union: ``values`` packed by ``layout``, zero-padded to its 24 bytes."""
+    raw = struct.pack(layout, *values)
+    if len(raw) > U_SIZE:
+        raise ValueError(f"a request union has {U_SIZE} bytes")
+    return raw + bytes(U_SIZE - len(raw))
+
+
+def reply(layout: str, r: bytes) -> tuple[int, ...]:
+    """The fields of a reply or event union ``r`` (16 bytes) read by ``layout``."""
+    if len(r) != R_SIZE:
+        raise ValueError(f"a reply union has {R_SIZE} bytes")
+    return struct.unpack_from(layout, r)
+
 
 STOP_CONN_TERM = 1  # the connection ends with its session (a logout)
 STOP_CONN_RECOVER = 3  # stop for recovery: clears the kernel's clean-up bit, keeps the session
@@ -217,65 +227,56 @@ def _align4(n: int) -> int:
 
 
 def request(
-    kind: Ev, handle: int, union: bytes, payload: bytes = b"", *, seq: int = 0, pid: int = 0
+    kind: Ev, handle: int, union_: bytes, payload: bytes = b"", *, seq: int = 0, pid: int = 0
 ) -> bytes:
     """One netlink datagram: header, event (``u`` filled, ``r`` zero) and the payload padded to 4."""
-    if len(union) != 24:
-        raise ValueError("the request union has 24 bytes")
-    body = UEVENT.build(
-        {"type": int(kind), "iferror": 0, "transport_handle": handle, "u": union, "r": bytes(16)}
-    )
+    if len(union_) != U_SIZE:
+        raise ValueError(f"the request union has {U_SIZE} bytes")
+    body = UEVENT.pack(int(kind), 0, handle, union_, bytes(R_SIZE))
     padded = payload + bytes(_align4(len(payload)) - len(payload))
     total = NLMSG_HDRLEN + UEVENT_LEN + len(padded)
-    head = NLMSGHDR.build({"len": total, "type": int(kind), "flags": 0, "seq": seq, "pid": pid})
-    return bytes(head + body + padded)
+    head = NLMSGHDR.pack(total, int(kind), 0, seq, pid)
+    return head + body + padded
 
 
 def create_session(handle: int, *, initial_cmdsn: int, cmds_max: int = 128, queue_depth: int = 32) -> bytes:
-    union = U_CREATE_SESSION.build(
-        {"initial_cmdsn": initial_cmdsn, "cmds_max": cmds_max, "queue_depth": queue_depth}
-    )
-    return request(Ev.CREATE_SESSION, handle, union)
+    return request(Ev.CREATE_SESSION, handle, union(U_CREATE_SESSION, initial_cmdsn, cmds_max, queue_depth))
 
 
 def destroy_session(handle: int, sid: int) -> bytes:
-    return request(Ev.DESTROY_SESSION, handle, U_SESSION.build({"sid": sid}))
+    return request(Ev.DESTROY_SESSION, handle, union(U_SESSION, sid))
 
 
 def create_conn(handle: int, sid: int, cid: int = 0) -> bytes:
-    return request(Ev.CREATE_CONN, handle, U_CONN.build({"sid": sid, "cid": cid}))
+    return request(Ev.CREATE_CONN, handle, union(U_CONN, sid, cid))
 
 
 def destroy_conn(handle: int, sid: int, cid: int) -> bytes:
-    return request(Ev.DESTROY_CONN, handle, U_CONN.build({"sid": sid, "cid": cid}))
+    return request(Ev.DESTROY_CONN, handle, union(U_CONN, sid, cid))
 
 
 def bind_conn(handle: int, sid: int, cid: int, fd: int, *, leading: bool = True) -> bytes:
-    union = U_BIND_CONN.build({"sid": sid, "cid": cid, "transport_eph": fd, "is_leading": int(leading)})
-    return request(Ev.BIND_CONN, handle, union)
+    return request(Ev.BIND_CONN, handle, union(U_BIND_CONN, sid, cid, fd, int(leading)))
 
 
 def set_param(handle: int, sid: int, cid: int, param: int, value: str) -> bytes:
     raw = value.encode() + b"\0"
-    union = U_SET_PARAM.build({"sid": sid, "cid": cid, "param": int(param), "len": len(raw)})
-    return request(Ev.SET_PARAM, handle, union, raw)
+    return request(Ev.SET_PARAM, handle, union(U_SET_PARAM, sid, cid, int(param), len(raw)), raw)
 
 
 def start_conn(handle: int, sid: int, cid: int) -> bytes:
-    return request(Ev.START_CONN, handle, U_CONN.build({"sid": sid, "cid": cid}))
+    return request(Ev.START_CONN, handle, union(U_CONN, sid, cid))
 
 
 def stop_conn(handle: int, sid: int, cid: int, flag: int = STOP_CONN_TERM) -> bytes:
-    union = U_STOP_CONN.build({"sid": sid, "cid": cid, "conn_handle": 0, "flag": flag})
-    return request(Ev.STOP_CONN, handle, union)
+    return request(Ev.STOP_CONN, handle, union(U_STOP_CONN, sid, cid, 0, flag))
 
 
 def send_pdu(handle: int, sid: int, cid: int, wire: bytes) -> bytes:
     """SEND_PDU of one encoded PDU (48-byte BHS, then the data padded to 4; no digests)."""
     if len(wire) < 48:
         raise ValueError("a PDU starts with a 48-byte header")
-    union = U_SEND_PDU.build({"sid": sid, "cid": cid, "hdr_size": 48, "data_size": len(wire) - 48})
-    return request(Ev.SEND_PDU, handle, union, wire)
+    return request(Ev.SEND_PDU, handle, union(U_SEND_PDU, sid, cid, 48, len(wire) - 48), wire)
 
 
 @dataclass(frozen=True)
@@ -297,13 +298,23 @@ class Message:
         return self.type == Ev.K_IF_ERROR
 
     def retcode(self) -> int:
-        value: int = R_RETCODE.parse(self.r).retcode
-        return value
+        code: int = reply(R_RETCODE, self.r)[0]
+        return code
+
+    def session(self) -> tuple[int, int]:
+        """(sid, host_no) of a CREATE_SESSION reply."""
+        sid, host_no = reply(R_CREATE_SESSION, self.r)
+        return sid, host_no
+
+    def conn_error(self) -> int:
+        """The error code (``enum iscsi_err``) of a CONN_ERROR event."""
+        code: int = reply(R_CONN_ERROR, self.r)[2]
+        return code
 
     def ids(self) -> tuple[int, int]:
         """(sid, cid) of a RECV_PDU, CONN_ERROR or CONN_LOGIN_STATE event."""
-        conn = R_CONN.parse(self.r)
-        return int(conn.sid), int(conn.cid)
+        sid, cid = reply(R_CONN, self.r)
+        return sid, cid
 
 
 class NetlinkError(IscsibootError):
@@ -324,20 +335,17 @@ def parse(datagram: bytes) -> list[Message]:
     out: list[Message] = []
     pos = 0
     while pos + NLMSG_HDRLEN <= len(datagram):
-        head = NLMSGHDR.parse(datagram[pos : pos + NLMSG_HDRLEN])
-        length = int(head.len)
+        length, nl_type, _flags, _seq, _pid = NLMSGHDR.unpack_from(datagram, pos)
         if length < NLMSG_HDRLEN or pos + length > len(datagram):
             raise NetlinkError(0, 0, f"truncated netlink message ({length} bytes at {pos})")
-        if head.type == 2:  # NLMSG_ERROR: the socket layer's own answer
+        if nl_type == 2:  # NLMSG_ERROR: the socket layer's own answer
             code = int.from_bytes(datagram[pos + 16 : pos + 20], "little", signed=True)
             if code != 0:
                 raise NetlinkError(0, -code)
         elif length >= NLMSG_HDRLEN + UEVENT_LEN:
             body = datagram[pos + NLMSG_HDRLEN : pos + length]
-            ev = UEVENT.parse(body[:UEVENT_LEN])
-            out.append(
-                Message(int(head.type), int(ev.type), -int(ev.iferror), bytes(ev.r), body[UEVENT_LEN:])
-            )
+            ev_type, iferror, _handle, _u, r = UEVENT.unpack_from(body)
+            out.append(Message(nl_type, ev_type, -iferror, r, body[UEVENT_LEN:]))
         pos += _align4(length)
     return out
 
@@ -485,7 +493,7 @@ class IscsiNetlink:
 
     def call(self, datagram: bytes, *, timeout: float = 10.0) -> Message:
         """Send one request and return its reply; raise NetlinkError when the kernel refused it."""
-        kind = NLMSGHDR.parse(datagram[:NLMSG_HDRLEN]).type
+        kind = NLMSGHDR.unpack_from(datagram)[1]
         self.sock.send(datagram)
         deadline = time.monotonic() + timeout
         while True:

@@ -299,12 +299,11 @@ class NativeBackend:
             settings = replace(settings, isid=self.isid)
         k.isid = settings.isid
         created = link.call(nl.create_session(link.handle, initial_cmdsn=settings.cmd_sn))
-        ids = nl.R_CREATE_SESSION.parse(created.r)
-        k.sid, k.host_no = int(ids.sid), int(ids.host_no)
-        conn = nl.R_CONN.parse(link.call(nl.create_conn(link.handle, k.sid, 0)).r)
-        if conn.cid == nl.CONN_FAILURE:
+        k.sid, k.host_no = created.session()
+        _sid, cid = link.call(nl.create_conn(link.handle, k.sid, 0)).ids()
+        if cid == nl.CONN_FAILURE:
             raise nl.NetlinkError(nl.Ev.CREATE_CONN, errno.ENOMEM)
-        k.cid = int(conn.cid)
+        k.cid = cid
         bind(link, k.sid, k.cid, k.sock)
         k.bound = True
         params = nl.session_params(target, initiator, recovery_timeout=self.recovery_timeout, ping=self.ping)
@@ -391,7 +390,7 @@ class NativeBackend:
         except OSError as exc:
             self.log(f"native: waiting for CONN_ERROR failed: {describe(exc)}")
             return
-        code = int(nl.R_CONN_ERROR.parse(event.r).error)
+        code = event.conn_error()
         took = time.monotonic() - t0
         self.log(f"native: the kernel closed the connection ({nl.conn_error_name(code)}) in {took:.2f} s")
         k.conn_error = True
@@ -474,7 +473,7 @@ def kernel_login(
         except TimeoutError:
             raise TimeoutError(f"no Login Response from {where}") from None
         if event.type == nl.Ev.K_CONN_ERROR:
-            raise ConnectionLost(int(nl.R_CONN_ERROR.parse(event.r).error))
+            raise ConnectionLost(event.conn_error())
         request = machine.receive(response_pdu(event.payload, machine.itt))
     assert machine.result is not None
     return machine.result

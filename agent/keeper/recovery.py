@@ -164,7 +164,7 @@ class Keeper:
                 continue
             except InterruptedError:
                 continue
-            code = int(nl.R_CONN_ERROR.parse(event.r).error)
+            code = event.conn_error()
             self.recover(ours[event.ids()], nl.conn_error_name(code))
         for s in self.config.sessions:
             self.logout(s)

@@ -135,3 +135,24 @@ def test_pid1_imports_nothing_heavy_before_it_forks_its_start_up_child(tmp_path:
     imported = set(done.stdout.split())
     assert "iscsiboot.agent.phases.modules" in imported
     assert not imported & HEAVY, json.dumps(sorted(imported & HEAVY))
+
+
+def test_the_kernel_login_and_the_recovery_keeper_do_not_import_construct(tmp_path: Path) -> None:
+    """NETLINK_ISCSI's structures are ``struct``'s: construct stays off the kernel transport's boot path."""
+    stage_package(tmp_path)
+    code = (
+        "import sys\n"
+        "import iscsiboot.agent.backends.kernel, iscsiboot.agent.keeper.recovery, iscsiboot.iscsi.netlink\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        env={"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = set(done.stdout.split())
+    assert "iscsiboot.iscsi.netlink" in imported
+    assert "construct" not in imported

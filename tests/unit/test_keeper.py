@@ -46,17 +46,24 @@ class FakeKernel:
         self.on_empty: Any = None
 
     def call(self, datagram: bytes, *, timeout: float = 10.0) -> nl.Message:
-        kind = nl.Ev(nl.NLMSGHDR.parse(datagram[:16]).type)
+        kind = nl.Ev(nl.NLMSGHDR.unpack_from(datagram)[1])
         union = datagram[16 + 16 : 16 + 40]
         payload = datagram[16 + 56 :]
         fields: dict[str, Any] = {}
         if kind == nl.Ev.STOP_CONN:
-            fields = dict(nl.U_STOP_CONN.parse(union))
+            fields = dict(
+                zip(
+                    ("sid", "cid", "conn_handle", "flag"),
+                    struct.unpack_from(nl.U_STOP_CONN, union),
+                    strict=True,
+                )
+            )
         elif kind == nl.Ev.SET_PARAM:
-            parsed = nl.U_SET_PARAM.parse(union)
-            fields = {"param": nl.Param(parsed.param), "value": payload[: parsed.len - 1].decode()}
+            _sid, _cid, param, length = struct.unpack_from(nl.U_SET_PARAM, union)
+            fields = {"param": nl.Param(param), "value": payload[: length - 1].decode()}
         elif kind == nl.Ev.BIND_CONN:
-            fields = dict(nl.U_BIND_CONN.parse(union))
+            names = ("sid", "cid", "transport_eph", "is_leading")
+            fields = dict(zip(names, struct.unpack_from(nl.U_BIND_CONN, union), strict=True))
         self.requests.append((kind.name, fields, payload))
         return nl.Message(int(kind), int(kind), 0, bytes(16), b"")
 

@@ -58,8 +58,8 @@ def kernel_event(kind: int, r: bytes, payload: bytes = b"") -> bytes:
 
 
 def test_uevent_is_56_bytes() -> None:
-    assert nl.UEVENT.sizeof() == 56
-    assert nl.NLMSGHDR.sizeof() == 16
+    assert nl.UEVENT.size == nl.UEVENT_LEN == 56
+    assert nl.NLMSGHDR.size == nl.NLMSG_HDRLEN == 16
 
 
 def test_create_session_golden() -> None:
@@ -115,8 +115,7 @@ def test_send_pdu_golden() -> None:
 def test_parse_create_session_reply() -> None:
     (msg,) = nl.parse(reply(11, struct.pack("<II", 5, 2)))
     assert msg.is_reply and not msg.failed and msg.nl_type == 11
-    ids = nl.R_CREATE_SESSION.parse(msg.r)
-    assert (ids.sid, ids.host_no) == (5, 2)
+    assert msg.session() == (5, 2)
 
 
 def test_parse_if_error_reply() -> None:
@@ -133,7 +132,7 @@ def test_parse_recv_pdu_event_and_two_messages_in_one_datagram() -> None:
     assert [m.type for m in msgs] == [101, 102]
     assert not msgs[0].is_reply and msgs[0].ids() == (5, 0)
     assert msgs[0].payload == pdu
-    assert nl.R_CONN_ERROR.parse(msgs[1].r).error == 1020
+    assert msgs[1].conn_error() == 1020
 
 
 def test_parse_rejects_truncated_message() -> None:
