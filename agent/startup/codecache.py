@@ -13,13 +13,21 @@ puts a lookup in front of the ``exec`` that ``dataclasses`` calls: the same
 source gets the same code, compiled once on the build host.  A source that
 is not in the table compiles as before, so a stale or missing table costs
 time, never correctness.  Standard library only.
+
+``dataclasses`` is imported here without ``inspect`` (with ``ast``, ``dis`` and
+``tokenize``, about a tenth of a second of a slow guest's start), which it uses only
+to write a docstring for a class without one (every class, once the image's byte
+code has none): while it is imported, ``inspect`` is a stand-in whose
+``signature`` is empty (the docstring is then the class's name) and which
+hands anything else to the real module.  Whoever imports ``inspect`` later
+gets the real one.
 """
 
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import marshal
+import sys
 
 TYPE_CHECKING = False  # no typing at run time (see init)
 if TYPE_CHECKING:
@@ -27,6 +35,37 @@ if TYPE_CHECKING:
     from typing import Any
 
 PATH = "/usr/lib/iscsiboot/dataclasses.marshal"
+
+
+class _Inspect(type(sys)):  # type: ignore[misc]  # a module object: ``types`` is not imported yet
+    """``dataclasses``' view of ``inspect``: no signatures; anything else from the real module."""
+
+    def signature(self, obj: object) -> str:
+        return ""  # the docstring is the class's name (3.11.2 calls str() on this, later ones catch errors)
+
+    def __getattr__(self, name: str) -> object:
+        import importlib  # noqa: PLC0415  (only if dataclasses ever needs more)
+
+        return getattr(importlib.import_module("inspect"), name)
+
+
+def _import_dataclasses() -> Any:
+    """``dataclasses``, without importing ``inspect`` unless something did already."""
+    if "dataclasses" in sys.modules or "inspect" in sys.modules:
+        import dataclasses  # noqa: PLC0415
+
+        return dataclasses
+    stand_in = _Inspect("inspect")
+    sys.modules["inspect"] = stand_in
+    try:
+        import dataclasses  # noqa: PLC0415
+    finally:
+        if sys.modules.get("inspect") is stand_in:
+            del sys.modules["inspect"]
+    return dataclasses
+
+
+dataclasses = _import_dataclasses()
 
 
 class Cached:
@@ -92,18 +131,18 @@ def install(path: str = PATH) -> Cached | None:
     if not table:
         return None
     hook = Cached(table)
-    dataclasses.exec = hook  # type: ignore[attr-defined]  # the module's own name shadows the builtin
+    dataclasses.exec = hook  # the module's own name shadows the builtin
     return hook
 
 
 def record() -> Recorder:
     """Keep every source dataclasses compiles from now on (the builder's trace)."""
     recorder = Recorder()
-    dataclasses.exec = recorder  # type: ignore[attr-defined]
+    dataclasses.exec = recorder
     return recorder
 
 
 def uninstall() -> None:
     """Back to the builtin ``exec``."""
     if "exec" in vars(dataclasses):
-        del dataclasses.exec  # type: ignore[attr-defined]
+        del dataclasses.exec

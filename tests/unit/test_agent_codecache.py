@@ -70,3 +70,39 @@ def test_no_table_or_a_bad_one_installs_nothing(tmp_path: Path) -> None:
     assert codecache.install(str(tmp_path / "bad")) is None
     assert codecache.load(marshal.dumps([1, 2])) == {}
     assert "exec" not in vars(dataclasses)
+
+
+DATACLASS_THEN_INSPECT = (
+    "import sys\n"
+    "{first}\n"
+    "print('inspect' in sys.modules, 'ast' in sys.modules, 'dis' in sys.modules)\n"
+    "from dataclasses import dataclass\n"
+    "@dataclass(frozen=True)\n"
+    "class Point:\n"
+    "    x: int\n"
+    "print(Point.__doc__, Point(1))\n"
+    "import inspect\n"
+    "print(inspect.signature(Point))\n"
+)
+
+
+def _run_python(code: str) -> list[str]:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_dataclasses_comes_without_inspect_and_inspect_stays_whole() -> None:
+    lines = _run_python(DATACLASS_THEN_INSPECT.format(first="from iscsiboot.agent.startup import codecache"))
+    assert lines[0] == "False False False"  # neither inspect nor what it imports
+    assert lines[1] == "Point Point(x=1)"  # the class's name as its docstring
+    assert lines[2] == "(x: int) -> None"  # a later import inspect is the real module
+    # the negative control: dataclasses imported first brings inspect and writes the signature
+    plain = _run_python(DATACLASS_THEN_INSPECT.format(first="import dataclasses"))
+    assert plain[0] == "True True True"
+    assert plain[1] == "Point(x: int) Point(x=1)"
