@@ -178,28 +178,44 @@ def nics_and_links(
     Returns the drivers loaded, interface -> errno of setting it up (0: done)
     and when the first netlink call went out; ``marks`` and ``problems`` grow.
     ``preload``: the pid of ``/init``'s NIC preload job, waited for first (at most
-    :data:`PRELOAD_WAIT` seconds): what it loaded counts as loaded here, the rest is loaded here.
+    :data:`PRELOAD_WAIT` seconds): the interfaces it brought go up at once, what it
+    loaded counts as loaded here, and the rest is loaded here (then its interfaces go up).
     """
     nics: list[str] = []
+    links: dict[str, int] = {}
+    first: float | None = None
     if preload is not None:
         ended = wait_exit(preload, min(deadline.remaining(), PRELOAD_WAIT))
         marks.append((f"/init's NIC preload {'ended' if ended else 'still running'}", boottime()))
+        first = _up(sysfs, links, marks, problems, none_yet=False)
     try:
         nics = list(loader.load_nic_drivers(deadline, preloaded=preload is not None))
         marks.append((f"NIC drivers loaded ({', '.join(nics) or 'none'})", boottime()))
     except Exception as exc:  # the modules phase loads again and reports
         problems.append(f"NIC drivers: {exc}")
-    links: dict[str, int] = {}
-    first: float | None = None
+    later = _up(sysfs, links, marks, problems, none_yet=first is None)
+    return nics, links, first or later
+
+
+def _up(
+    sysfs: str, links: dict[str, int], marks: list[tuple[str, float]], problems: list[str], *, none_yet: bool
+) -> float | None:
+    """Set up the Ethernet interfaces present and not in ``links`` yet; when the netlink step ran.
+
+    ``none_yet``: the step counts (and is marked) even with no interface to set up.
+    """
     try:
-        present = ethernet_links(sysfs)
-        first = boottime()
+        present = [(name, index) for name, index in ethernet_links(sysfs) if name not in links]
+        if not present and not none_yet:
+            return None
+        sent = boottime()
         done = links_up([index for _name, index in present])
-        links = {name: done.get(index, -1) for name, index in present}
-        marks.append((f"links up ({', '.join(links) or 'none'})", boottime()))
+        links.update({name: done.get(index, -1) for name, index in present})
+        marks.append((f"links up ({', '.join(name for name, _ in present)})", boottime()))
+        return sent
     except OSError as exc:
         problems.append(f"link up: {exc}")
-    return nics, links, first
+        return None
 
 
 class Early:

@@ -13,6 +13,7 @@ import pytest
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.kmod import module_name
 from iscsiboot.agent.phases.modules import PRELOAD_ENV, Loader
+from iscsiboot.agent.startup import early as early_module
 from iscsiboot.agent.startup.early import nics_and_links, preload_pid, wait_exit
 from iscsiboot.initramfs import plan
 
@@ -150,3 +151,40 @@ def test_start_up_child_counts_the_preloaded_drivers_and_loads_the_rest(tmp_path
     assert marks[0][0] == "/init's NIC preload ended"
     # without a preload, the same loader reports only what it loaded itself (the negative control)
     assert loader.load_nic_drivers(Deadline(5)) == []
+
+
+def test_the_preloaded_interfaces_go_up_before_the_drivers_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moddir, sysfs, proc = tmp_path / "lib/modules/6.1", tmp_path / "sys", tmp_path / "proc"
+    moddir.mkdir(parents=True)
+    (moddir / "modules.dep").write_text(DEP)
+    (moddir / "modules.alias").write_text(ALIAS)
+    (sysfs / "module/virtio_pci").mkdir(parents=True)
+    (sysfs / "module/virtio_net").mkdir()
+    proc.mkdir()
+    (proc / "modules").write_text("")
+    _devices(sysfs)
+    eth0 = sysfs / "class/net/eth0"
+    (eth0 / "device").mkdir(parents=True)
+    (eth0 / "type").write_text("1\n")
+    (eth0 / "ifindex").write_text("2\n")
+    sent: list[list[int]] = []
+
+    def fake_links_up(indexes: list[int], timeout: float = 2.0) -> dict[int, int]:
+        sent.append(list(indexes))
+        return dict.fromkeys(indexes, 0)
+
+    monkeypatch.setattr(early_module, "links_up", fake_links_up)
+    loader = Loader(str(moddir), FakeKernel(sysfs), sysfs=str(sysfs), proc=str(proc))
+    ended = subprocess.Popen(["true"])
+    ended.wait(30)
+    marks: list[tuple[str, float]] = []
+    nics, links, first = nics_and_links(loader, Deadline(5), str(sysfs), marks, [], preload=ended.pid)
+    assert [what for what, _at in marks] == [
+        "/init's NIC preload ended",
+        "links up (eth0)",
+        "NIC drivers loaded (virtio_pci)",
+    ]
+    assert sent == [[2]] and links == {"eth0": 0} and first is not None  # once, not again after the check
+    assert nics == ["virtio_pci"]
