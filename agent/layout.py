@@ -1,20 +1,21 @@
 """Where the image keeps its own runtime, and how a program of it is started (pure).
 
 Everything the image brings to run the agent lives under :data:`PREFIX`: the
-interpreter, its standard library, the C library and its loader, busybox, e2fsck.
+interpreter, its standard library, the C library and its loader, busybox (the full
+image's; an overlay's only with ``--busybox``), e2fsck.
 An overlay appended to a distribution's initramfs (LibreELEC's has its own C
 library at the standard paths, reached through ``lib -> usr/lib``) then writes
 nothing the base has.  The dynamic programs (:data:`LIBEXEC`) are never run
 directly: their ELF interpreter names the standard loader path, which is the
 base's.  They run through the image's own loader with the image's libraries
-(:func:`loader_argv`); :data:`BIN` holds busybox (static) and a small script per
-program that does that, and comes first on ``PATH``.
+(:func:`loader_argv`); :data:`BIN` holds busybox (static, where the image has
+it) and a small script per program that does that, and comes first on ``PATH``.
 """
 
 from __future__ import annotations
 
 PREFIX = "/usr/lib/iscsiboot"
-BIN = f"{PREFIX}/bin"  # busybox and the launch scripts: first on PATH
+BIN = f"{PREFIX}/bin"  # the launch scripts (and busybox): first on PATH
 LIBEXEC = f"{PREFIX}/libexec"  # the dynamic programs, started only through LOADER
 LIB = f"{PREFIX}/lib"  # the shared libraries, by soname, and the loader
 LOADER_NAME = "ld-linux-x86-64.so.2"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 RESULT_TAG = "ISCSIBOOT-RESULT"
 REPORT_PATH = "/run/iscsiboot/report.json"
+TIOCOUTQ = 0x5411  # asm-generic/ioctls.h (x86_64, aarch64): the bytes a tty has still to send
+DRAIN_SECONDS = 2.0  # the result line (about 2 KB) takes 0.2 s at 115200 baud, 2 s at 9600
 KMSG_RECORD = 992  # the most one write to /dev/kmsg takes (the kernel's LOG_LINE_MAX): longer ones fail
 PRINTK = "/proc/sys/kernel/printk"
 
@@ -195,7 +198,10 @@ class Reporter:
     kernel log record below that level on its console itself, with its timestamp, so such
     a line is written there only, and reaches the console once (written twice, the two
     copies interleave under a slow CPU).  A line the kernel would not show, or one too
-    long for a kernel log record, goes to the console directly.
+    long for a kernel log record, goes to the console directly, and so does every line
+    after it: the kernel prints its log on a serial console while the tty is still
+    sending what was written to it, so a record after a long direct line (the result
+    line, then "powering off") would land in the middle of that line.
     """
 
     def __init__(
@@ -215,6 +221,7 @@ class Reporter:
         self.quiet = quiet
         self.console_level = console_level
         self.secrets: list[Secret | str] = []
+        self.direct = False  # a line went to the console directly: the later ones follow it there
 
     def add_secrets(self, secrets: Iterable[Secret | str]) -> None:
         self.secrets.extend(s for s in secrets if s)
@@ -255,6 +262,7 @@ class Reporter:
         return True
 
     def _console(self, text: str) -> None:
+        self.direct = True
         try:
             self.console.write(text + "\n")
             self.console.flush()
@@ -263,7 +271,7 @@ class Reporter:
 
     def _shown_by_kernel(self, text: str, level: int) -> bool:
         """Whether the kernel prints ``text``'s records at ``level`` on the console, whole."""
-        if self.console_level is None or self.kmsg is None or level >= self.console_level:
+        if self.direct or self.console_level is None or self.kmsg is None or level >= self.console_level:
             return False
         return all(len(_record(line, level)) < KMSG_RECORD for line in text.splitlines() or [""])
 
@@ -310,8 +318,32 @@ class Reporter:
                 self.debug(f"cannot write {self.report_path}: {exc}")
         one_line = result_line(data)
         self._console(one_line)  # whole on the console (a kernel log record would cut it)
+        self._drain()  # sent before the kernel (a module, a mount) prints anything into it
         self._kernel(one_line, self._off_console(6))  # the kernel's (cut) copy stays off the console
         return one_line
+
+    def _drain(self, seconds: float = DRAIN_SECONDS) -> None:
+        """Wait until a terminal console has sent what was written to it, for at most ``seconds``.
+
+        The queue is polled (TIOCOUTQ) rather than waited for (tcdrain): a serial line held
+        by flow control must not hold PID 1 for ever.
+        """
+        try:
+            fd = self.console.fileno()
+            if not os.isatty(fd):
+                return
+            import fcntl  # built into the interpreter; only the result line needs it
+            import time
+
+            deadline = time.monotonic() + seconds
+            queued = bytearray(4)
+            while time.monotonic() < deadline:
+                fcntl.ioctl(fd, TIOCOUTQ, queued)
+                if not int.from_bytes(queued, sys.byteorder):
+                    return
+                time.sleep(0.01)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def failure_paragraph(result: RunResult) -> str:

@@ -5,8 +5,9 @@ files, library closure, module closure, busybox applets) and the options into
 :class:`Item`\\ s.  Nothing here reads or writes files; :mod:`.build` executes a
 plan.  Both variants keep the runtime under one private prefix
 (:mod:`iscsiboot.agent.layout`: ``/usr/lib/iscsiboot``): the interpreter, the
-C library and its loader, busybox (static), e2fsck; the dynamic programs run
-through that loader, never through the standard loader path.
+C library and its loader, busybox (static; an overlay's only with
+``--busybox``), e2fsck; the dynamic programs run through that loader, never
+through the standard loader path.
 
 * ``full``: a complete initramfs: the runtime, a usrmerge root (``bin``,
   ``sbin``, ``lib``, ``lib64`` are symlinks into ``usr/``) with busybox's

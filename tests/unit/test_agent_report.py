@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from iscsiboot.agent.report import KMSG_RECORD, Reporter, RunResult, kernel_console_level
 
 
@@ -29,8 +31,24 @@ def test_a_line_the_kernel_does_not_show_is_written_to_the_console(tmp_path: Pat
     reporter.line("logged in")
     assert console.getvalue() == "iscsiboot: logged in\n"
     assert kmsg.read_text() == "<6>iscsiboot: logged in\n"
-    reporter.line("iSCSI boot failed in the login phase: no.", level=3)  # shown by the kernel
-    assert console.getvalue() == "iscsiboot: logged in\n"
+    quiet, console, kmsg = _reporter(tmp_path, 4)
+    quiet.line("iSCSI boot failed in the login phase: no.", level=3)  # shown by the kernel
+    assert console.getvalue() == ""
+
+
+def test_after_a_direct_line_every_line_is_written_to_the_console_and_kept_off_it_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """The kernel would print a later record while the tty still sends the direct line: in its middle."""
+    reporter, console, kmsg = _reporter(tmp_path, 7)
+    reporter.line("mounted /dev/sda2 on /storage (rw)")  # shown by the kernel: the log only
+    assert console.getvalue() == ""
+    result = RunResult(ok=False, phase="login", error="no", cause="auth")
+    line = reporter.finish(result)
+    reporter.line("powering off in 10 s")
+    shown = console.getvalue().splitlines()
+    assert shown[-2:] == [line, "iscsiboot: powering off in 10 s"]
+    assert kmsg.read_text().splitlines()[-1] == "<7>iscsiboot: powering off in 10 s"  # off the console
 
 
 def test_without_the_kernels_console_every_line_is_written_to_both(tmp_path: Path) -> None:
@@ -87,3 +105,40 @@ def test_the_kernels_console_level_is_the_first_number(tmp_path: Path) -> None:
     printk.write_text("")
     assert kernel_console_level(str(printk)) is None
     assert kernel_console_level(str(tmp_path / "none")) is None
+
+
+def test_the_result_line_waits_until_a_terminal_has_sent_it_but_not_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A UART sends slowly (a pty has nothing queued): the queue is polled until empty, or the deadline."""
+    import fcntl  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import pty  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from iscsiboot.agent import report  # noqa: PLC0415
+
+    queued = [300, 200, 100, 0]
+    polls: list[int] = []
+
+    def outq(fd: int, request: int, buffer: bytearray) -> int:
+        assert request == report.TIOCOUTQ
+        polls.append(queued[min(len(polls), len(queued) - 1)])
+        buffer[:] = polls[-1].to_bytes(4, sys.byteorder)
+        return 0
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as console:
+            reporter = Reporter(console, kmsg=None, report_path=None)
+            monkeypatch.setattr(fcntl, "ioctl", outq)
+            reporter.finish(RunResult(ok=True, phase="done"))
+            assert polls == [300, 200, 100, 0]  # until the terminal had sent it all
+            assert os.read(master, 65536).startswith(b"iscsiboot: timeline:")
+            queued[:] = [50]  # a line held by flow control: the deadline ends the wait
+            started = time.monotonic()
+            reporter._drain(0.2)
+            assert 0.15 < time.monotonic() - started < 5
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -150,9 +150,11 @@ def test_sanboot_ibft_mutual_chap(backend: str, images: dict[str, Artifacts], lo
         assert "persistent_address=10.0.2.2" in shown and "persistent_port=" in shown, why
         assert outcome.result is not None
         assert [s.target for s in outcome.result.sessions] == [options(backend).target_name], why
-        # PID 1's start-up child loaded the NIC driver and set the link up; the iBFT's network
-        # (the firmware's DHCP lease) needs no network worker: PID 1 set it, and DHCP renewed it
-        assert "start-up child: NIC drivers loaded (virtio_pci, virtio_net)" in outcome.console, why
+        # /init's preload loaded the NIC driver while Python started, PID 1's start-up child waited for it
+        # and set the link up; the iBFT's network (the firmware's DHCP lease) needs no network worker:
+        # PID 1 set it, and DHCP renewed it
+        assert "start-up child: /init's NIC preload ended +" in outcome.console, why
+        assert "NIC drivers loaded (virtio_pci, virtio_net)" in outcome.console, why
         assert outcome.result.network is not None and outcome.result.network.renewal == "renewed", why
 
 
