@@ -28,6 +28,11 @@ class Cause(enum.Enum):
 
 
 RETRYABLE = frozenset({Cause.REFUSED, Cause.TIMEOUT, Cause.UNREACHABLE, Cause.OTHER})
+# Logging in again to a session that was up (the keeper's recovery, the NBD daemon's
+# reconnect): only a refusal of the credentials slows the retries down.  A target that is
+# "not found" or rejects the login right after coming back is still restoring its
+# configuration (tgtd and LIO listen before their targets exist), so it gets the fast pace.
+SLOW_RELOGIN = frozenset({Cause.AUTH})
 
 # What each failure means, in the words of the one-line error.
 MEANING: dict[Cause, str] = {

@@ -50,7 +50,7 @@ from iscsiboot.agent.backends.kernel import (
     set_params,
     start,
 )
-from iscsiboot.agent.backends.result import Cause
+from iscsiboot.agent.backends.result import SLOW_RELOGIN
 from iscsiboot.agent.keeper.config import KeeperConfig, KeptSession
 from iscsiboot.agent.plan import backoff
 from iscsiboot.iscsi import netlink as nl
@@ -184,7 +184,7 @@ class Keeper:
                 self.attempt(s)
             except Exception as exc:  # every failure is retried; the keeper must not die
                 text = describe(exc)
-                auth = cause_of_login(exc) is Cause.AUTH
+                auth = cause_of_login(exc) in SLOW_RELOGIN
                 if text != said or attempts % SAY_AGAIN == 0:
                     self._log(f"session{s.sid}: attempt {attempts} failed: {text}", 3 if auth else 6)
                     said = text

@@ -11,9 +11,11 @@ When the backend's connection breaks (:class:`~iscsiboot.iscsi.transport.Transpo
 or a garbled stream), the server logs in again with exponential, capped,
 jittered backoff (:func:`iscsiboot.agent.plan.backoff`) and runs the request
 again: the kernel's requests wait meanwhile, none is answered with an error
-because of a reconnect.  A login that fails for good reasons (wrong CHAP, no
-such target) is retried slowly, so the root file system can come back once
-the target is fixed.  NBD_CMD_DISC: flush, log out, return.
+because of a reconnect.  A login refused for its credentials is retried
+slowly (:data:`~iscsiboot.agent.backends.result.SLOW_RELOGIN`), so the root
+file system can come back once the target is fixed; any other failure, "no
+such target" from a target still restoring its configuration among them, at
+the fast pace.  NBD_CMD_DISC: flush, log out, return.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from iscsiboot.agent.backends.causes import cause_of_login
-from iscsiboot.agent.backends.result import RETRYABLE, Cause
+from iscsiboot.agent.backends.result import SLOW_RELOGIN, Cause
 from iscsiboot.agent.nbd.protocol import (
     MAX_REQUEST,
     REQUEST_SIZE,
@@ -241,7 +243,7 @@ class Server:
                 self.backend.reconnect()
             except Exception as exc:  # every failed attempt is retried; PID 1's root depends on it
                 cause = cause_of_login(exc) or Cause.OTHER
-                if cause not in RETRYABLE:
+                if cause in SLOW_RELOGIN:
                     self.counters.logins_refused += 1
                     if slow is None:
                         slow = self.retry.slow()

@@ -13,7 +13,7 @@ from itertools import repeat
 import pytest
 from iscsiboot.agent.nbd import protocol as p
 from iscsiboot.agent.nbd.server import Outcome, Retry, Server
-from iscsiboot.iscsi.login import AuthenticationFailed
+from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
 from iscsiboot.iscsi.scsi import Sense
 from iscsiboot.iscsi.session import ScsiError
 from iscsiboot.iscsi.transport import TransportError
@@ -288,3 +288,16 @@ def test_garbage_from_the_kernel_side_ends_the_server(kernel: Kernel, memory: Me
     kernel.thread.join(10)
     assert kernel.outcome is Outcome.GARBLED
     assert memory.closed
+
+
+def test_a_target_not_found_while_it_comes_back_is_retried_at_the_fast_pace(
+    kernel: Kernel, memory: Memory
+) -> None:
+    """tgtd and LIO listen before their targets exist again: "not found" then is not for good."""
+    memory.fail = [TransportError("reset")]
+    memory.refuse_login = [LoginFailed(0x02, 0x03, target="iqn.2026-11.org.iscsiboot:htpc")] * 2
+    kernel.send(p.Request(p.Cmd.READ, 1, 0, BS))
+    assert kernel.reply(BS) == (p.Reply(1), bytes(BS))
+    assert kernel.sleeps == [0.5, 0.5, 0.5]  # the refusal for the credentials above is the slow control
+    assert kernel.server.counters.logins_refused == 0
+    assert any("failed (target-not-found)" in line for line in kernel.log)
