@@ -270,10 +270,11 @@ class Loader:
         loaded: list[str] = []
         if not self.modular():
             return loaded
-        if preloaded:
-            loaded = [d for d in self.nic_drivers() if self.is_loaded(d)]
-        for _round in range(3):
-            new = [d for d in self.nic_drivers() if d not in loaded and not self.is_loaded(d)]
+        for round_ in range(3):
+            drivers = self.nic_drivers()
+            if preloaded and not round_:
+                loaded = [d for d in drivers if self.is_loaded(d)]
+            new = [d for d in drivers if d not in loaded and not self.is_loaded(d)]
             if not new or deadline.expired():
                 break
             for driver in new:

@@ -109,6 +109,19 @@ HEAVY = frozenset(
 )  # fmt: skip
 
 
+def _printed_modules(staged: Path, code: str) -> set[str]:
+    """The module names ``code`` prints, run with ``-S`` on the package staged in ``staged``."""
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        env={"PYTHONPATH": str(staged)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
 def test_pid1_imports_nothing_heavy_before_it_forks_its_start_up_child(tmp_path: Path) -> None:
     """What PID 1 imports up to the fork, and the start-up child up to its first netlink call."""
     stage_package(tmp_path)
@@ -124,15 +137,7 @@ def test_pid1_imports_nothing_heavy_before_it_forks_its_start_up_child(tmp_path:
         "glob_match('pci:v00001AF4d00001000sv1', 'pci:v00001AF4d00001000sv*'); read_index('/nonexistent')\n"
         "print(' '.join(sorted(set(sys.modules) - before)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        env={"PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    imported = set(done.stdout.split())
+    imported = _printed_modules(tmp_path, code)
     assert "iscsiboot.agent.phases.modules" in imported
     assert not imported & HEAVY, json.dumps(sorted(imported & HEAVY))
 
@@ -145,14 +150,6 @@ def test_the_kernel_login_and_the_recovery_keeper_do_not_import_construct(tmp_pa
         "import iscsiboot.agent.backends.kernel, iscsiboot.agent.keeper.recovery, iscsiboot.iscsi.netlink\n"
         "print(' '.join(sorted(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        env={"PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    imported = set(done.stdout.split())
+    imported = _printed_modules(tmp_path, code)
     assert "iscsiboot.iscsi.netlink" in imported
     assert "construct" not in imported

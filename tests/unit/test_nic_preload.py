@@ -55,6 +55,21 @@ def _devices(sysfs: Path) -> None:
     (blk / "modalias").write_text("virtio:d00000002v00001AF4\n")
 
 
+def _module_tree(tmp: Path, *, loaded: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
+    """The module index, a sysfs with the devices of :func:`_devices` and ``loaded``, a modular /proc."""
+    moddir, sysfs, proc = tmp / "lib/modules/6.1", tmp / "sys", tmp / "proc"
+    moddir.mkdir(parents=True)
+    (moddir / "modules.dep").write_text(DEP)
+    (moddir / "modules.alias").write_text(ALIAS)
+    (sysfs / "module").mkdir(parents=True)
+    for name in loaded:
+        (sysfs / "module" / name).mkdir()
+    proc.mkdir()
+    (proc / "modules").write_text("")
+    _devices(sysfs)
+    return moddir, sysfs, proc
+
+
 def _run_preload(tmp_path: Path, sysfs: Path) -> list[list[str]]:
     """Run the image's nic-preload with a modprobe that logs its arguments (and, as virtio_pci
     would, reveals the virtio NIC when it is asked for the PCI one)."""
@@ -128,14 +143,7 @@ def test_wait_exit_returns_when_the_process_ends_and_not_before() -> None:
 
 
 def test_start_up_child_counts_the_preloaded_drivers_and_loads_the_rest(tmp_path: Path) -> None:
-    moddir, sysfs, proc = tmp_path / "lib/modules/6.1", tmp_path / "sys", tmp_path / "proc"
-    moddir.mkdir(parents=True)
-    (moddir / "modules.dep").write_text(DEP)
-    (moddir / "modules.alias").write_text(ALIAS)
-    (sysfs / "module").mkdir(parents=True)
-    proc.mkdir()
-    (proc / "modules").write_text("")
-    _devices(sysfs)
+    moddir, sysfs, proc = _module_tree(tmp_path)
     (sysfs / "bus/virtio/devices/virtio0").mkdir()
     (sysfs / "bus/virtio/devices/virtio0/modalias").write_text(f"{VIRTIO_NIC}\n")
     (sysfs / "module/virtio_pci").mkdir()  # loaded by /init's preload
@@ -156,15 +164,7 @@ def test_start_up_child_counts_the_preloaded_drivers_and_loads_the_rest(tmp_path
 def test_the_preloaded_interfaces_go_up_before_the_drivers_are_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    moddir, sysfs, proc = tmp_path / "lib/modules/6.1", tmp_path / "sys", tmp_path / "proc"
-    moddir.mkdir(parents=True)
-    (moddir / "modules.dep").write_text(DEP)
-    (moddir / "modules.alias").write_text(ALIAS)
-    (sysfs / "module/virtio_pci").mkdir(parents=True)
-    (sysfs / "module/virtio_net").mkdir()
-    proc.mkdir()
-    (proc / "modules").write_text("")
-    _devices(sysfs)
+    moddir, sysfs, proc = _module_tree(tmp_path, loaded=("virtio_pci", "virtio_net"))
     eth0 = sysfs / "class/net/eth0"
     (eth0 / "device").mkdir(parents=True)
     (eth0 / "type").write_text("1\n")
