@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from iscsiboot.cmdline.parse import parse
-from iscsiboot.disk.esp import EFI_LOADER
-from iscsiboot.disk.fat import open_filesystem
-from iscsiboot.disk.inspect import SYSTEM_FS, conf_names, parse_extlinux
 from iscsiboot.disk.probe import probe_filesystem, read_partition_table
 from iscsiboot.doctor.products import Product, identify, identify_any, lun_fix
 from iscsiboot.doctor.report import (
@@ -441,6 +438,12 @@ def _same_fs(run: _Run, a: Locator, b: Locator) -> bool:
 
 
 def _system_files(run: _Run, at: tuple[LunReport, PartitionReport] | None) -> None:
+    # The file system readers load here, not with the module: the boot agent's login
+    # diagnosis (explain_login) stops at the login check and its initramfs leaves them out.
+    from iscsiboot.disk.esp import EFI_LOADER  # noqa: PLC0415
+    from iscsiboot.disk.fat import open_filesystem  # noqa: PLC0415
+    from iscsiboot.disk.inspect import SYSTEM_FS, conf_names, parse_extlinux  # noqa: PLC0415
+
     if at is None:
         run.fail("system files", "the System file system was not found", "see the file systems check")
     lun, part = at
