@@ -201,6 +201,7 @@ def _pyc_path(cache: Path, source: Path, archive: str, optimize: int) -> Path:
                 " ".join(pyruntime.COMPILE_FLAGS).encode(),
                 archive.encode(),
                 str(optimize).encode(),
+                pyruntime.COMPILER.read_bytes(),  # a change to how it compiles is a new key
                 source.read_bytes(),
             ]
         )
@@ -305,7 +306,8 @@ def build(
     needs it); hashlib then uses the MD5/SHA code built into Debian's
     interpreter.  It also puts stand-ins for modules the libraries import but
     never call at boot (:data:`pyruntime.UNUSED`, ``unittest.mock``).
-    ``optimize`` 2 (the default) compiles without docstrings and asserts.  Both are measured
+    ``optimize`` 2 (the default) compiles without docstrings and asserts, and the standard
+    library's and the libraries' code without line numbers (:func:`pyruntime.keeps_lines`).  Both are measured
     in ``benchmarks/boot.py``.  ``fsck``: carry e2fsck and its libraries (the agent checks
     Storage with it); by default the full image does and the overlay does not, as the
     distribution initramfs it is appended to has its own (LibreELEC's and Debian's do).

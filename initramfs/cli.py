@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         choices=(0, 2),
         default=2,
         help="2 (the default): compile without docstrings and asserts (about 1 MiB less before "
-        "compression); 0 keeps them",
+        "compression), and the standard library and the libraries without line numbers (their "
+        "tracebacks say line -1; the agent's own code keeps its lines); 0 keeps them all",
     )
     b.add_argument(
         "--fsck",

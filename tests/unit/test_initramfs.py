@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import lzma
+import marshal
 import os
+import py_compile
+import re
 import shutil
 import stat
 import subprocess
 import tempfile
+import traceback
+import types
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from iscsiboot.initramfs import cpio, elf, modules, pyruntime
 from iscsiboot.initramfs.build import Compression, compress, decompress, xz_filters
 from iscsiboot.initramfs.cli import register
 from iscsiboot.initramfs.plan import PlanInputs, Variant, absolute_dep, make_plan, normalize_applet
+from iscsiboot.initramfs.target import compiler
 
 NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12).filter(
     lambda s: s not in (".", "..")
@@ -362,3 +368,41 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_compiler_leaves_out_line_numbers_and_tracebacks_still_work(tmp_path: Path) -> None:
+    source = b"def f(x):\n    y = [i for i in range(x)]\n    return len(y) / x\n"
+    plain = compile(source, "/m.py", "exec", dont_inherit=True)
+    bare = compiler.without_lines(plain)
+
+    def trace(code: types.CodeType) -> str:
+        namespace: dict[str, object] = {}
+        exec(code, namespace)
+        try:
+            namespace["f"](0)  # type: ignore[operator]
+        except ZeroDivisionError:
+            return traceback.format_exc()
+        raise AssertionError("no error")
+
+    inner = next(c for c in bare.co_consts if isinstance(c, types.CodeType))
+    positions = list(inner.co_positions())
+    assert len(positions) == len(inner.co_code) // 2  # every instruction is covered
+    assert set(positions) == {(None, None, None, None)}
+    assert re.search(r'File "/m.py", line (-1|None), in f', trace(bare))  # which one: by 3.11 release
+    assert 'File "/m.py", line 3, in f' in trace(plain)  # negative control: the line is there
+    assert len(compiler.no_lines(17)) == 3 and compiler.no_lines(0) == b""
+    # the .pyc is the standard one: py_compile's header, and its code reads back the same
+    src = tmp_path / "m.py"
+    src.write_bytes(source)
+    out = tmp_path / "m.pyc"
+    py_compile.compile(
+        str(src), cfile=str(out), dfile="/m.py", doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )  # fmt: skip
+    ours, theirs = compiler.pyc(source, plain), out.read_bytes()
+    assert ours[:16] == theirs[:16]
+    assert marshal.loads(ours[16:]) == marshal.loads(theirs[16:]) == plain
+    own = "usr/lib/iscsiboot/lib/python3.11/iscsiboot/agent/init.pyc"
+    other = "usr/lib/iscsiboot/lib/python3.11/json/decoder.pyc"
+    assert pyruntime.keeps_lines(own, 2) and not pyruntime.keeps_lines(other, 2)
+    assert pyruntime.keeps_lines(other, 0)
