@@ -13,8 +13,11 @@
 Both bring a plan that has its own IPv4 address (a static one, or the firmware's
 DHCP lease) up in this process with :mod:`iscsiboot.agent.phases.netlight`: raw
 rtnetlink, no pyroute2 to wait for (a worker is stopped).  The firmware's lease
-is then renewed in the background (:class:`~iscsiboot.agent.phases.lease.Renewal`);
-:meth:`NetworkUp.renewal` says how that went, at the end of the run.
+is then renewed in the background (:class:`~iscsiboot.agent.phases.lease.Renewal`),
+from when the login is done (:meth:`NetworkUp.start_background`: starting it costs PID 1
+the subprocess machinery and a fork, which would hold the login up, while the kernel's
+LUN scan leaves time for it afterwards); :meth:`NetworkUp.renewal` says how that went, at
+the end of the run.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class NetworkUp(Protocol):
     def stop(self) -> None:
         """Give up what is still running (a run that ended before the network phase)."""
 
+    def start_background(self) -> None:
+        """Start what the network phase left for later (the firmware lease's renewal; once)."""
+
     def renewal(self, seconds: float) -> tuple[dict[str, Any] | None, str | None] | None:
         """The firmware lease's renewal: (its lease, or None and the problem); None when none runs.
 
@@ -78,6 +84,7 @@ class InProcess:
         self.resolv_conf = resolv_conf
         self.imports = imports  # the thread importing pyroute2 (PID 1's start-up thread's, or ours)
         self.renewing: Renewal | None = None  # the firmware lease's renewal, under way
+        self.pending: tuple[NetPlan, str, float] | None = None  # the renewal, not started yet
 
     def start_imports(self, dhcp: bool) -> None:
         if self.imports is None:
@@ -92,7 +99,7 @@ class InProcess:
         if direct(plan):  # before anything imports pyroute2 or asyncio
             net = up_direct(plan, deadline, say, self.resolv_conf)
             if plan.firmware_lease:
-                self.start_renewal(plan, net.device, deadline.seconds)
+                self.pending = (plan, net.device, deadline.seconds)  # after the login
             return net
         from iscsiboot.agent.phases.network import bring_up
 
@@ -111,7 +118,13 @@ class InProcess:
     def stop(self) -> None:
         return None
 
+    def start_background(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self.start_renewal(*pending)
+
     def renewal(self, seconds: float) -> tuple[dict[str, Any] | None, str | None] | None:
+        self.start_background()  # a run that ended before its login phase
         renewing, self.renewing = self.renewing, None
         return None if renewing is None else renewing.outcome(seconds)
 
@@ -152,6 +165,9 @@ class ViaWorker:
 
     def stop(self) -> None:
         self.worker.stop()
+
+    def start_background(self) -> None:
+        self.fallback.start_background()
 
     def renewal(self, seconds: float) -> tuple[dict[str, Any] | None, str | None] | None:
         return self.fallback.renewal(seconds)

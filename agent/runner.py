@@ -349,6 +349,7 @@ class Agent:
         kept = tuple(getattr(backend, "kept", ()))  # the native backend's sessions
         if kept and self.options.keeper and self.last == "handoff":
             self._spawn_keeper()
+        self.net().start_background()  # the firmware lease's renewal: runs while the kernel scans the LUNs
         return LoginsResult(backend.name, tuple(done), self._served(backend), kept)
 
     def _spawn_keeper(self) -> None:

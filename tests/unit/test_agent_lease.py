@@ -6,7 +6,9 @@ import sys
 import time
 
 import pytest
+from iscsiboot.agent import netup
 from iscsiboot.agent.errors import PhaseError
+from iscsiboot.agent.options import parse_options
 from iscsiboot.agent.phases import lease, network
 from iscsiboot.agent.phases.lease import DhcpLease, Renewal
 from iscsiboot.agent.plan import NetPlan
@@ -75,3 +77,17 @@ def test_without_udhcpc_pyroute2s_client_renews_in_a_thread(monkeypatch: pytest.
     assert renewal.thread is not None
     found, problem = renewal.outcome(30)
     assert problem is None and found is not None and found["client"] == "pyroute2"
+
+
+def test_the_renewal_starts_when_the_login_is_done_and_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    here = netup.InProcess(parse_options(""), resolv_conf=None)
+    started: list[tuple[str, float]] = []
+    monkeypatch.setattr(here, "start_renewal", lambda _plan, dev, seconds: started.append((dev, seconds)))
+    here.pending = (PLAN, "eth0", 30.0)  # what the network phase leaves for later
+    assert started == []
+    here.start_background()
+    here.start_background()
+    assert started == [("eth0", 30.0)]
+    # a run that ends before its login phase still renews: asking how it went starts it
+    here.pending = (PLAN, "eth1", 5.0)
+    assert here.renewal(0.1) is None and started[-1] == ("eth1", 5.0)
