@@ -32,7 +32,6 @@ RUNTIME_MODULES: tuple[str, ...] = (
     "iscsiboot.agent.startup",
     "iscsiboot.agent.startup.early",
     "iscsiboot.agent.startup.netproc",
-    "iscsiboot.agent.startup.loginproc",
     "iscsiboot.agent.startup.codecache",
     "iscsiboot.agent.startup.pyroute",
     "iscsiboot.agent.kmod",

@@ -27,12 +27,9 @@ if TYPE_CHECKING:
 
     from iscsiboot.agent.netup import NetworkUp
     from iscsiboot.agent.options import AgentOptions, OnFailure
-    from iscsiboot.agent.phases.modules import Loader
     from iscsiboot.agent.report import Reporter
     from iscsiboot.agent.runner import Agent
     from iscsiboot.agent.startup.early import Early
-    from iscsiboot.agent.startup.loginproc import LoginWorker
-    from iscsiboot.agent.startup.netproc import NetWorker
 
 EARLY_MOUNTS: tuple[tuple[str, str, str, str], ...] = (
     ("proc", "/proc", "proc", "nosuid,nodev,noexec"),
@@ -265,7 +262,6 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
                 worker.start_worker(dhcp=options.dhcp_expected)
             except OSError as exc:  # no fork: PID 1 brings the network up
                 sys.stderr.write(f"iscsiboot: network worker not started: {exc}\n")
-        login_worker = start_login_worker(options, loader, worker)
         from iscsiboot.agent.netup import choose
 
         dhcp = options.dhcp_expected
@@ -284,7 +280,6 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
             imports=imports if in_process else None,
             worker=worker,
             preload=preload,
-            login_worker=login_worker,
         ).start()
         network = choose(options, worker=worker, imports=early.imports, resolv_conf=RESOLV_CONF)
         early.wait_ready(1.0)  # the loads overlap with what follows; reading the index does not
@@ -292,24 +287,6 @@ def start_early(text: str) -> tuple[AgentOptions, Early | None, NetworkUp | None
     except Exception as exc:  # the phases do the same work again and report
         sys.stderr.write(f"iscsiboot: start-up work not started: {exc}\n")
         return options or read_options(text), None, None
-
-
-def start_login_worker(options: AgentOptions, loader: Loader, worker: NetWorker | None) -> LoginWorker | None:
-    """Fork the login worker (before any thread starts) for the native backend's login on kernel iSCSI."""
-    from iscsiboot.agent.transport import Transport
-
-    if not options.network_worker or options.login_backend != "native":
-        return None
-    if loader.transport(options.transport) is not Transport.KERNEL:
-        return None
-    from iscsiboot.agent.startup.loginproc import LoginWorker
-
-    inherited = (worker.to_worker, worker.lines.fd, worker.start_lines.fd) if worker is not None else ()
-    try:  # the worker must not hold the network worker's pipes open (its end of file)
-        return LoginWorker.start(inherited=[fd for fd in inherited if fd is not None])
-    except OSError as exc:  # no fork: PID 1 logs in itself
-        sys.stderr.write(f"iscsiboot: login worker not started: {exc}\n")
-        return None
 
 
 def read_options(text: str) -> AgentOptions:
@@ -378,14 +355,13 @@ def clock_marks(started: float, early: Early | None) -> dict[str, float | None]:
     """Kernel uptime (s) at: the agent's first step, its first netlink call, the result.
 
     Also ``peak_rss_mib``: PID 1's peak resident memory, and ``worker_peak_rss_mib``: the
-    network worker's and the login worker's together (they run at the same time as PID 1;
-    other children are not counted).
+    network worker's (they run at the same time; other children are not counted).
     """
     from iscsiboot.agent.startup.early import boottime, peak_rss_kib
 
     rss = peak_rss_kib()
-    peaks = [getattr(getattr(early, name, None), "peak_rss_kib", None) for name in ("worker", "login_worker")]
-    worker_rss = sum(int(p) for p in peaks if p) or None
+    worker = getattr(early, "worker", None)
+    worker_rss = getattr(worker, "peak_rss_kib", None)
     return {
         "agent_start": round(started, 3),
         "first_netlink": round(early.first_netlink, 3) if early and early.first_netlink else None,

@@ -68,7 +68,7 @@ class AgentOptions:
     login_backend: str = "native"
     transport: str = "auto"  # auto, kernel or nbd (iscsiboot.agent.transport)
     dhcp_client: str = "pyroute2"
-    network_worker: bool = True  # iscsiboot.worker=: the network worker and the login worker
+    network_worker: bool = True
     dhcp_expected: bool = True  # ip= asks for DHCP (or the iBFT, or is absent): its client is imported early
     # The network comes from the iBFT (boot=ISCSI=auto without ip=, or ip=ibft): the firmware's
     # address, set without pyroute2 (no network worker is started for it ahead of time)

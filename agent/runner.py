@@ -38,15 +38,12 @@ from iscsiboot.model import Target
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iscsiboot.agent.backends.nbd import NbdDisk
-    from iscsiboot.agent.backends.result import LoginBackend, LoginResult
-    from iscsiboot.agent.keeper.config import KeptSession
+    from iscsiboot.agent.backends.result import LoginBackend
     from iscsiboot.agent.keeper.launch import Pending
     from iscsiboot.agent.netup import NetworkUp
     from iscsiboot.agent.phases.modules import Loader
     from iscsiboot.agent.plan import NetPlan
     from iscsiboot.agent.startup.early import Early
-    from iscsiboot.agent.startup.loginproc import LoginWorker
-    from iscsiboot.model import BootConfig
 
 S = TypeVar("S")
 EXPLAIN_TIMEOUT = 5.0  # seconds for each target's diagnosis after a failed login
@@ -204,6 +201,7 @@ class Agent:
     # ----------------------------------------------------------------- phases
     def config(self, deadline: Deadline) -> ConfigResult:
         from iscsiboot.agent.phases.config import load_config, read_firmware_from
+        from iscsiboot.model import BootConfig
 
         source: list[str] = []  # where the iBFT was read
 
@@ -290,32 +288,17 @@ class Agent:
 
     def _prefetch_login(self) -> None:
         """Import the later phases while the network worker brings the network up."""
-        self._prefetch_after_login()
-        if self._login_worker() is not None:
-            return  # the login worker has the login side imported
         try:
+            import iscsiboot.agent.phases.disk
+            import iscsiboot.agent.phases.label
             import iscsiboot.agent.phases.login
+            import iscsiboot.agent.phases.mount
+            import iscsiboot.proc  # subprocess, for e2fsck in the mount phase
 
             if self.transport() is Transport.NBD:
                 import iscsiboot.agent.backends.nbd
             elif self.options.login_backend == "native":
                 import iscsiboot.agent.backends.kernel  # noqa: F401
-        except ImportError as exc:  # the phase that needs it reports
-            self.reporter.debug(f"prefetch: {exc}")
-
-    def _prefetch_after_login(self) -> None:
-        """Import what follows the login (while something else is being waited for).
-
-        The later phases, the keeper's launcher and the lease's renewal (subprocess, for them
-        and for e2fsck in the mount phase).
-        """
-        try:
-            import iscsiboot.agent.keeper.launch
-            import iscsiboot.agent.phases.disk
-            import iscsiboot.agent.phases.label
-            import iscsiboot.agent.phases.lease
-            import iscsiboot.agent.phases.mount
-            import iscsiboot.proc  # noqa: F401
         except ImportError as exc:  # the phase that needs it reports
             self.reporter.debug(f"prefetch: {exc}")
 
@@ -335,6 +318,7 @@ class Agent:
         self, config: ConfigResult, modules: ModulesResult, network: NetworkResult, deadline: Deadline
     ) -> LoginsResult:
         from iscsiboot.agent.phases.config import target_from_lease
+        from iscsiboot.agent.phases.login import login_all, make_backend
         from iscsiboot.agent.plan import login_targets
 
         # ext4 may still be loading meanwhile
@@ -342,70 +326,6 @@ class Agent:
         cfg = config.config
         if cfg.target_from_dhcp:  # netroot=dhcp: the target is the lease's root path (option 17)
             cfg = target_from_lease(cfg, network.net, self.reporter.add_secrets)
-        try:
-            done = self._login_in_worker(cfg, deadline)
-            if done is not None:
-                logins, kept = done
-                result = LoginsResult("native", tuple(logins), (), tuple(kept))
-            else:
-                result = self._login_here(cfg, deadline)
-        except PhaseError as exc:
-            if exc.cause not in ("config", "missing-tool"):
-                diagnosis = self._explain_login(login_targets(cfg), cfg.initiator)
-                if diagnosis:
-                    exc.evidence = f"{exc.evidence}. {diagnosis}" if exc.evidence else diagnosis
-            raise
-        for target, res in result.logins:
-            self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
-        if result.kept and self.options.keeper and self.last == "handoff":
-            self._spawn_keeper()
-        self.net().start_background()  # the firmware lease's renewal: runs while the kernel scans the LUNs
-        return result
-
-    def _login_worker(self) -> LoginWorker | None:
-        """PID 1's login worker, when it runs and this login is its kind (native, kernel iSCSI)."""
-        worker = self.early.login_worker if self.early is not None else None
-        if worker is None or not worker.running:
-            return None
-        if self.options.login_backend != "native" or self.transport() is not Transport.KERNEL:
-            worker.stop()
-            return None
-        return worker
-
-    def _login_in_worker(
-        self, cfg: BootConfig, deadline: Deadline
-    ) -> tuple[list[tuple[Target | None, LoginResult]], list[KeptSession]] | None:
-        """The login by PID 1's login worker; None when there is none or it is gone (then PID 1 logs in)."""
-        from iscsiboot.agent.plan import login_targets
-        from iscsiboot.agent.startup.netproc import WorkerGone
-
-        worker = self._login_worker()
-        if worker is None:
-            return None
-        self.backend = "native"  # also when the login fails
-        try:
-            return worker.login(
-                login_targets(cfg),
-                cfg.initiator,
-                deadline,
-                firmware=cfg.firmware,
-                recovery_timeout=self.options.session_timeout(),
-                ping=self._ping(),
-                say=self.say,
-                debug=self.reporter.debug,
-                while_waiting=self._prefetch_after_login,
-            )
-        except WorkerGone as exc:
-            self.say(f"login worker: {exc}; logging in from PID 1")
-            return None
-        finally:
-            self.reporter.debug(f"login worker: {worker.timeline()}")
-
-    def _login_here(self, cfg: BootConfig, deadline: Deadline) -> LoginsResult:
-        """The login in this process, through the backend the options name."""
-        from iscsiboot.agent.phases.login import login_all, make_backend
-        from iscsiboot.agent.plan import login_targets
-
         backend = make_backend(
             self.options.login_backend,
             self.reporter.debug,
@@ -414,10 +334,22 @@ class Agent:
             ping=self._ping(),
         )
         self.backend = backend.name
-        done = login_all(
-            backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
-        )
+        try:
+            done = login_all(
+                backend, login_targets(cfg), cfg.initiator, deadline, firmware=cfg.firmware, say=self.say
+            )
+        except PhaseError as exc:
+            if exc.cause not in ("config", "missing-tool"):
+                diagnosis = self._explain_login(login_targets(cfg), cfg.initiator)
+                if diagnosis:
+                    exc.evidence = f"{exc.evidence}. {diagnosis}" if exc.evidence else diagnosis
+            raise
+        for target, res in done:
+            self.say(f"logged in to {target.name if target else 'the iBFT targets'} ({res.cause.value})")
         kept = tuple(getattr(backend, "kept", ()))  # the native backend's sessions
+        if kept and self.options.keeper and self.last == "handoff":
+            self._spawn_keeper()
+        self.net().start_background()  # the firmware lease's renewal: runs while the kernel scans the LUNs
         return LoginsResult(backend.name, tuple(done), self._served(backend), kept)
 
     def _spawn_keeper(self) -> None:
@@ -623,8 +555,6 @@ class Agent:
             self.network_up.stop()
         if self.early is not None and self.early.worker is not None:
             self.early.worker.stop()  # the start-up child of a run that ended before the modules phase
-        if self.early is not None and self.early.login_worker is not None:
-            self.early.login_worker.stop()  # a run that ended before its login phase
         if done.mount is not None:
             done.mount.mounter.rollback()
         if self._keeper is not None:  # started at the login, never handed its sessions

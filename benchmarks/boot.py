@@ -215,7 +215,7 @@ def kernel_clock(mark: Any, result: Any, timeline_at: float) -> float | None:
 
 
 def _peak(clock: dict[str, Any]) -> float | None:
-    """PID 1's peak memory plus its network and login workers' (they run at once)."""
+    """PID 1's peak memory plus its network worker's (both run at once)."""
     own, worker = clock.get("peak_rss_mib"), clock.get("worker_peak_rss_mib")
     if own is None:
         return None
@@ -729,8 +729,7 @@ def _section(name: str, row: dict[str, Any]) -> list[str]:
         " From `/init` starting (the kernel's \"Run /init\" line) to the agent's first netlink call, on"
         f" the kernel's clock: **{row.get('init_to_first_netlink_s')} s**"
         f" (target: at most {INIT_TO_NETLINK_TARGET} s)."
-        " Agent peak memory (VmHWM of PID 1 plus its network and login workers):"
-        f" {row.get('agent_peak_rss_mib')} MiB.",
+        f" Agent peak memory (VmHWM of PID 1 plus its network worker): {row.get('agent_peak_rss_mib')} MiB.",
         "",
         "| agent phase | median seconds |",
         "|---|---|",

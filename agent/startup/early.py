@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from iscsiboot.agent.phases.modules import Loader
-    from iscsiboot.agent.startup.loginproc import LoginWorker
     from iscsiboot.agent.startup.netproc import NetWorker
 
 RTM_NEWLINK = 16
@@ -232,13 +231,11 @@ class Early:
         budget: float = 30.0,
         worker: NetWorker | None = None,
         preload: int | None = None,
-        login_worker: LoginWorker | None = None,
     ) -> None:
         import threading  # noqa: PLC0415  (after PID 1's first fork: see the module's notes)
 
         self.loader = loader
         self.worker = worker  # the NIC drivers and links are its start-up child's work
-        self.login_worker = login_worker  # the native backend's login, in a child of its own
         self.preload = preload  # /init's NIC preload job: PID 1's child, reaped once the NICs are done
         self.base_modules = tuple(base_modules)
         self.sysfs = sysfs

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 from iscsiboot.agent.backends.result import Cause, LoginResult
@@ -21,7 +19,6 @@ from iscsiboot.agent.plan import NetResult, net_plan
 from iscsiboot.agent.report import Reporter
 from iscsiboot.agent.results import ConfigResult, ModulesResult, NetworkResult
 from iscsiboot.agent.runner import Agent
-from iscsiboot.agent.startup.loginproc import LoginWorker
 from iscsiboot.agent.transport import Transport
 from iscsiboot.cmdline.parse import parse
 from iscsiboot.model import BootConfig, NetMode, Network, Target
@@ -162,44 +159,3 @@ def test_the_kernel_transport_s_login_needs_no_nbd_code(monkeypatch: pytest.Monk
     lease = NetworkResult(_lease(f"iscsi:192.168.50.1:::1:{TARGET0}"))
     done = agent.login(config, ModulesResult(), lease, Deadline(5.0))
     assert done.nbd == () and done.targets() == frozenset({TARGET0})
-
-
-def _early_with_worker(monkeypatch: pytest.MonkeyPatch, login_all: object) -> SimpleNamespace:
-    """PID 1's start-up with a login worker whose login is ``login_all`` (patched before the fork)."""
-    with monkeypatch.context() as patch:
-        patch.setattr(login_phase, "login_all", login_all)
-        worker = LoginWorker.start()
-    return SimpleNamespace(login_worker=worker, worker=None, loader=None)
-
-
-def test_the_login_worker_logs_in_and_pid1_keeps_its_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    early = _early_with_worker(
-        monkeypatch,
-        lambda _b, targets, *_a, **_k: [(t, LoginResult(Cause.OK, "by the worker", 1)) for t in targets],
-    )
-
-    def here(*_a: object, **_k: object) -> None:
-        raise AssertionError("PID 1 does not log in itself")
-
-    monkeypatch.setattr(login_phase, "make_backend", here)
-    agent = Agent(LINE, parse_options(LINE), Reporter(io.StringIO(), kmsg=None, report_path=None))
-    agent._transport = Transport.KERNEL
-    agent.early = early  # type: ignore[assignment]
-    lease = NetworkResult(_lease(f"iscsi:192.168.50.1:::1:{TARGET0}"))
-    done = agent.login(ConfigResult(parse(LINE).config), ModulesResult(), lease, Deadline(5.0))
-    assert done.backend == agent.backend == "native" and done.targets() == frozenset({TARGET0})
-    assert done.logins[0][1] == LoginResult(Cause.OK, "by the worker", 1)
-    assert early.login_worker.status is not None  # reaped
-
-
-def test_when_the_login_worker_is_gone_pid1_logs_in_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    early = _early_with_worker(monkeypatch, lambda *_a, **_k: os._exit(3))
-    out = io.StringIO()
-    agent, backend = _agent(monkeypatch)
-    agent.reporter = Reporter(out, kmsg=None, report_path=None)
-    agent.early = early  # type: ignore[assignment]
-    lease = NetworkResult(_lease(f"iscsi:192.168.50.1:::1:{TARGET0}"))
-    done = agent.login(ConfigResult(parse(LINE).config), ModulesResult(), lease, Deadline(5.0))
-    assert backend.targets == [Target(TARGET0, "192.168.50.1", lun=1)]  # PID 1's own login
-    assert done.targets() == frozenset({TARGET0})
-    assert "login worker: it ended without an answer (exit status 3); logging in from PID 1" in out.getvalue()

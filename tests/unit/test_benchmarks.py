@@ -171,7 +171,7 @@ def test_readme_render_names_command_and_numbers() -> None:
     assert "1.25" in text  # the ratio
     assert "9.00 MB" in text
     assert "first netlink call (the interfaces going up): 0.42 s" in text
-    assert "(VmHWM of PID 1 plus its network and login workers): 23.5 MiB" in text
+    assert "(VmHWM of PID 1 plus its network worker): 23.5 MiB" in text
 
 
 def test_from_json_renders_a_saved_run_without_booting(
