@@ -193,7 +193,9 @@ def _cached_compress(cache: Path, archive: bytes, how: Compression, *, x86_code:
     return packed
 
 
-def _pyc_path(cache: Path, source: Path, archive: str, optimize: int) -> Path:
+def _pyc_path(cache: Path, source: Path, archive: str, optimize: int, compiler: bytes) -> Path:
+    """Where the .pyc of ``source`` is cached; ``compiler``: the compiler script's text (a change to
+    how it compiles is a new key)."""
     key = hashlib.sha256(
         b"\0".join(
             [
@@ -201,7 +203,7 @@ def _pyc_path(cache: Path, source: Path, archive: str, optimize: int) -> Path:
                 " ".join(pyruntime.COMPILE_FLAGS).encode(),
                 archive.encode(),
                 str(optimize).encode(),
-                pyruntime.COMPILER.read_bytes(),  # a change to how it compiles is a new key
+                compiler,
                 source.read_bytes(),
             ]
         )
@@ -213,10 +215,11 @@ def _compile_cached(cache: Path, items: Sequence[Item], optimize: int) -> dict[s
     """archive path -> .pyc of every item to compile; the ones not cached compile in one batch."""
     out: dict[str, bytes] = {}
     todo: list[tuple[Path, str, Path]] = []  # (source, archive path, cache file)
+    compiler = pyruntime.COMPILER.read_bytes()
     for item in items:
         if not item.compile_pyc or item.source is None:
             continue
-        path = _pyc_path(cache, item.source, item.path, optimize)
+        path = _pyc_path(cache, item.source, item.path, optimize, compiler)
         if path.is_file():
             out[item.path] = path.read_bytes()
         else:
