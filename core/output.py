@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import stat
 import sys
-import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,44 @@ def refuse_non_regular(path: str | os.PathLike[str]) -> None:
             raise OSError(code, f"it is {kind}, and only a regular file is replaced", os.fspath(path))
 
 
+TEMP_TRIES = 100
+_serial = itertools.count(1)
+
+
+def _fresh_names(folder: str, prefix: str) -> Iterator[str]:
+    """Names in ``folder`` that no other writer picks: this process's ID, a clock and a count.
+
+    The callers create each name with ``O_EXCL`` (or ``mkdir``), so a name that is
+    taken only costs a retry.  This is ``tempfile``'s job; the boot agent does it here
+    because ``tempfile`` brings ``shutil``, ``random`` and the compressors into PID 1.
+    """
+    for _ in range(TEMP_TRIES):
+        stamp = time.monotonic_ns() % 1_000_000_007
+        yield os.path.join(folder, f"{prefix}{os.getpid()}.{stamp:x}.{next(_serial)}")
+
+
+def new_file(folder: str, prefix: str) -> tuple[int, str]:
+    """A new, empty file (mode 0600) in ``folder``: its descriptor and path (as ``tempfile.mkstemp``)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for name in _fresh_names(folder, prefix):
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name for a temporary file", folder)
+
+
+def new_folder(folder: str, prefix: str) -> str:
+    """A new, empty folder (mode 0700) in ``folder`` (as ``tempfile.mkdtemp``)."""
+    for name in _fresh_names(folder, prefix):
+        try:
+            os.mkdir(name, 0o700)
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(errno.EEXIST, "no free name for a temporary folder", folder)
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 
@@ -101,7 +141,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     target = Path(path)
     refuse_non_regular(target)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    fd, tmp = new_file(os.fspath(target.parent) or ".", f".{target.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)

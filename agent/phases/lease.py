@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shutil
 from dataclasses import dataclass
 
 from iscsiboot.agent.errors import PhaseError
@@ -49,11 +48,12 @@ class DhcpLease:
 
 def udhcpc_argv(interface: str, seconds: float) -> list[str]:
     """udhcpc's argument list; the last item is the shell for the report script (replaced by -s)."""
-    from iscsiboot.proc import which
+    from iscsiboot.proc import find
 
-    busybox = shutil.which("busybox") or shutil.which("busybox", path="/bin:/usr/bin:/sbin")
-    if shutil.which("udhcpc") or shutil.which("udhcpc", path="/sbin:/usr/sbin:/bin"):
-        program = [which("udhcpc")]
+    busybox = find("busybox")
+    udhcpc = find("udhcpc")
+    if udhcpc:
+        program = [udhcpc]
     elif busybox:
         program = [busybox, "udhcpc"]
     else:
@@ -77,6 +77,32 @@ def udhcpc_script(shell: str) -> str:
 
     with open(UDHCPC_SCRIPT) as handle:
         return fill(handle.read(), {"SHELL": shell})
+
+
+def write_script(argv: list[str], prefix: str) -> tuple[str, list[str]]:
+    """The report script in a new private folder (under ``$TMPDIR`` or ``/tmp``) for ``argv``
+    (:func:`udhcpc_argv`'s): the folder, and the argument list with ``-s SCRIPT`` in place of
+    its last item.  :func:`remove_script` removes them."""
+    from iscsiboot.output import new_folder
+
+    folder = new_folder(os.environ.get("TMPDIR") or "/tmp", prefix)
+    script = os.path.join(folder, "script")
+    try:
+        with open(script, "w") as handle:
+            handle.write(udhcpc_script(argv[-1]))
+        os.chmod(script, 0o700)
+    except BaseException:
+        remove_script(folder)
+        raise
+    return folder, [*argv[:-1], "-s", script]
+
+
+def remove_script(folder: str) -> None:
+    """Remove the folder of :func:`write_script` and its script (whatever is left of them)."""
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(folder, "script"))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
 
 
 def parse_udhcpc(line: str) -> DhcpLease | None:
@@ -130,14 +156,9 @@ class Renewal:
         except PhaseError:
             return self._start_thread()
         import subprocess
-        import tempfile
 
-        self.script_dir = tempfile.mkdtemp(prefix="iscsiboot-renewal.")
-        script = os.path.join(self.script_dir, "script")
-        with open(script, "w") as handle:
-            handle.write(udhcpc_script(argv[-1]))
-        os.chmod(script, 0o700)
-        argv = [*argv[:-1], "-r", str(self.plan.address), "-s", script]
+        self.script_dir, argv = write_script(argv, "iscsiboot-renewal.")
+        argv = [*argv[:-2], "-r", str(self.plan.address), *argv[-2:]]
         try:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError:
@@ -221,5 +242,5 @@ class Renewal:
 
     def _clean(self) -> None:
         if self.script_dir is not None:
-            shutil.rmtree(self.script_dir, ignore_errors=True)
+            remove_script(self.script_dir)
             self.script_dir = None

@@ -12,7 +12,6 @@ is never retried.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,6 +22,10 @@ from iscsiboot.agent.plan import backoff
 from iscsiboot.agent.transport import Transport
 from iscsiboot.errors import EnvironmentProblem
 from iscsiboot.model import Target
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import random
 
 
 def fix_for(cause: Cause, target: Target | None) -> str:

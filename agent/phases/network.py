@@ -14,17 +14,14 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from iscsiboot.agent.deadline import Deadline
 from iscsiboot.agent.errors import PhaseError
 from iscsiboot.agent.phases import netsteps
-from iscsiboot.agent.phases.lease import DhcpLease, parse_udhcpc, udhcpc_argv, udhcpc_script
+from iscsiboot.agent.phases.lease import DhcpLease, parse_udhcpc, remove_script, udhcpc_argv, write_script
 from iscsiboot.agent.plan import LinkInfo, NetPlan, NetResult, candidate_links, vlan_name
 from iscsiboot.model import NetMode
 
@@ -339,12 +336,7 @@ class Network:
 
     async def udhcpc(self, link: LinkInfo) -> DhcpLease:
         argv = udhcpc_argv(link.name, self.deadline.remaining())
-        script_dir = tempfile.mkdtemp(prefix="iscsiboot-udhcpc.")
-        script = os.path.join(script_dir, "script")
-        with open(script, "w") as handle:
-            handle.write(udhcpc_script(argv[-1]))
-        os.chmod(script, 0o700)
-        argv = [*argv[:-1], "-s", script]
+        script_dir, argv = write_script(argv, "iscsiboot-udhcpc.")
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
@@ -366,7 +358,7 @@ class Network:
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
-            shutil.rmtree(script_dir, ignore_errors=True)
+            remove_script(script_dir)
         if found is None:
             raise PhaseError(
                 "network",

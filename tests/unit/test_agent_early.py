@@ -153,3 +153,35 @@ def test_the_kernel_login_and_the_recovery_keeper_do_not_import_construct(tmp_pa
     imported = _printed_modules(tmp_path, code)
     assert "iscsiboot.iscsi.netlink" in imported
     assert "construct" not in imported
+
+
+# tempfile imports shutil (and with it the compressors) and random (hashlib's SHA-512, math,
+# bisect): a slow guest's PID 1 paid for them on its way to the mounts, to write resolv.conf
+# and the renewal's udhcpc script, and to find e2fsck.
+TEMPFILE_AND_CO = frozenset({"tempfile", "shutil", "random", "bz2", "lzma"})
+
+
+def test_pid1_writes_files_and_finds_programs_without_tempfile_or_shutil(tmp_path: Path) -> None:
+    stage = tmp_path / "stage"
+    stage_package(stage)
+    work = tmp_path / "work"
+    work.mkdir()
+    code = (
+        "import sys\n"
+        "import iscsiboot.agent.phases.login, iscsiboot.agent.phases.lease, iscsiboot.agent.phases.disk\n"
+        "import iscsiboot.agent.phases.mount, iscsiboot.agent.backends.kernel\n"
+        "import iscsiboot.agent.keeper.launch\n"
+        "from iscsiboot.output import write_atomic\n"
+        "from iscsiboot.proc import find\n"
+        "from iscsiboot.agent.phases.lease import remove_script, write_script\n"
+        f"write_atomic({str(work / 'resolv.conf')!r}, 'nameserver 10.0.2.3\\n')\n"
+        "folder, argv = write_script(['udhcpc', '/bin/sh'], 'renewal.')\n"
+        "remove_script(folder)\n"
+        "find('sh')\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    imported = _printed_modules(stage, code)
+    assert "iscsiboot.agent.phases.lease" in imported
+    assert not imported & TEMPFILE_AND_CO, sorted(imported & TEMPFILE_AND_CO)
+    assert (work / "resolv.conf").read_text() == "nameserver 10.0.2.3\n"
+    assert [p.name for p in work.iterdir()] == ["resolv.conf"]  # no temporary file left behind

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from cmdline_support import run_cli
+from iscsiboot import output
 from iscsiboot.errors import UsageError
-from iscsiboot.output import check_output, write_atomic, write_output
+from iscsiboot.output import check_output, new_file, new_folder, write_atomic, write_output
+from iscsiboot.proc import find
 
 TARGET = ["--target-name", "iqn.2003-01.org.example:disk", "--target-ip", "10.0.0.9", "--lun", "1"]
 COMMANDS = {
@@ -113,3 +115,50 @@ def test_output_option_never_replaces_a_special_file(tmp_path: Path, command: st
     assert len(lines) == 1 and "only a regular file is replaced" in lines[0], done.stderr
     assert _identity(path) == before
     assert sorted(os.listdir(tmp_path)) == listing
+
+
+def test_new_file_and_new_folder_are_private_and_never_an_existing_name(tmp_path: Path) -> None:
+    fd, name = new_file(str(tmp_path), ".x.")
+    os.close(fd)
+    folder = new_folder(str(tmp_path), "d.")
+    assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert Path(name).parent == tmp_path and Path(name).name.startswith(".x.")
+    names = {name, folder}
+    for _ in range(50):
+        fd, other = new_file(str(tmp_path), ".x.")
+        os.close(fd)
+        names.add(other)
+    assert len(names) == 52  # each call a new name, every file created by that call
+
+
+def test_new_file_gives_up_with_eexist_when_every_name_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = str(tmp_path / "taken")
+    Path(taken).write_text("keep")
+    monkeypatch.setattr(output, "_fresh_names", lambda folder, prefix: iter([taken] * output.TEMP_TRIES))
+    with pytest.raises(FileExistsError):
+        new_file(str(tmp_path), "t.")
+    with pytest.raises(FileExistsError):
+        new_folder(str(tmp_path), "t.")
+    assert Path(taken).read_text() == "keep"  # never opened for writing, never truncated
+
+
+def test_find_searches_path_then_the_system_folders_and_skips_what_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, runnable, folder = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (plain, runnable, folder):
+        d.mkdir()
+    (plain / "tool").write_text("#!/bin/sh\n")  # not executable
+    (runnable / "tool").write_text("#!/bin/sh\n")
+    (runnable / "tool").chmod(0o755)
+    (folder / "tool").mkdir()  # a folder is not a program
+    monkeypatch.setenv("PATH", os.pathsep.join([str(plain), str(folder), str(runnable)]))
+    assert find("tool") == str(runnable / "tool")
+    assert find(str(runnable / "tool")) == str(runnable / "tool")
+    assert find(str(plain / "tool")) is None
+    assert find("no-such-program-here") is None
+    monkeypatch.setenv("PATH", str(plain))
+    assert find("sh") in {"/usr/bin/sh", "/bin/sh"}  # not on $PATH: the system folders
