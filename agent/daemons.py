@@ -149,11 +149,17 @@ def start(argv: list[str] | None, prefix: str, resident: str) -> int:
     args = sys.argv[1:] if argv is None else argv
     log = Log(log_fd(args), prefix)
     harden(log)
+    from iscsiboot.agent.startup import codecache  # noqa: PLC0415  (imported first by the command)
+
+    table = codecache.install()  # the image's precompiled dataclass code, as PID 1 uses it
     try:
         work = importlib.import_module(resident)
     except BaseException as exc:  # the log must say why the daemon could not start
         log.error(f"cannot start: {type(exc).__name__}: {exc}")
         return 70
+    finally:
+        if table is not None:
+            codecache.uninstall()  # all its classes are made: the table's memory goes back
     return int(work.main(args, log))
 
 
@@ -173,7 +179,8 @@ def daemon_command(argv0: str, module: str) -> tuple[str, list[str]]:
     dirs = _site_dirs()
     if dirs:
         code += "import site\n" + "".join(f"site.addsitedir({d!r})\n" for d in dirs)
-    code += f"from {module} import main\nsys.exit(main())\n"
+    # dataclasses first through the code cache's module: without inspect (and ast, dis, tokenize)
+    code += f"import iscsiboot.agent.startup.codecache\nfrom {module} import main\nsys.exit(main())\n"
     if sys.executable == layout.PYTHON:  # the image's interpreter: only its own loader runs it
         program, argv = layout.python_exec(argv0)
         return program, [*argv, "-c", code]

@@ -240,6 +240,36 @@ def test_the_launch_command_runs_the_daemon_module_under_an_at_name() -> None:
     assert out.stdout.strip() == "-c"
 
 
+@pytest.mark.parametrize(
+    ("argv0", "resident"),
+    [
+        ("@iscsiboot-nbd", "iscsiboot.agent.nbd.resident"),
+        ("@iscsiboot-keeper", "iscsiboot.agent.keeper.resident"),
+    ],
+)
+def test_a_daemon_imports_its_modules_without_inspect(argv0: str, resident: str) -> None:
+    """dataclasses comes in through the code cache's module, which keeps ``inspect`` out (and ast,
+    dis, tokenize: a slow guest's tenth of a second, beside the agent's disk and mount phases)."""
+    from iscsiboot.agent.daemons import daemon_command as command  # noqa: PLC0415
+
+    program, argv = command(argv0, "iscsiboot.agent.keeper.daemon")
+    head = argv[-1].split("from iscsiboot.agent.keeper.daemon import main")[0]
+    probe = head + f"import {resident}\nprint(sorted({{'inspect', 'ast', 'dis'}} & set(sys.modules)))\n"
+    out = subprocess.run(
+        [*argv[:-1], probe], executable=program, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    # the negative control: the same imports without the code cache's module first
+    bare = probe.replace("import iscsiboot.agent.startup.codecache\n", "")
+    assert bare != probe
+    out = subprocess.run(
+        [*argv[:-1], bare], executable=program, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "inspect" in out.stdout
+
+
 def test_the_daemon_without_options_says_why_in_its_log(tmp_path: Path) -> None:
     program, argv = daemon_command("@iscsiboot-nbd")
     log = tmp_path / "log"
