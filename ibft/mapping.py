@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 
 from iscsiboot.errors import RepresentError, UsageError
-from iscsiboot.ibft.build import layout
 from iscsiboot.ibft.codec import address_present, encode_string, mac_to_bytes
 from iscsiboot.ibft.types import (
     FLAG_BOOT,
@@ -263,6 +262,8 @@ def model_to_table(
         nics=(nic,),
         targets=tuple(targets),
     )
+    from iscsiboot.ibft.build import layout  # noqa: PLC0415  (model to table: not the boot agent's way)
+
     table = layout(table)
     if table.length > 0xFFFF:
         raise RepresentError(

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, TableError
 from iscsiboot.files import PAGE, read_bytes
-from iscsiboot.ibft.build import layout
 from iscsiboot.ibft.codec import pci_parse
 from iscsiboot.ibft.parse import parse_table
 from iscsiboot.ibft.types import HEADER_SIZE, IbftTarget, Initiator, Nic, Parsed, Table
@@ -413,7 +412,11 @@ def _read_sysfs(base: Path, *, laid_out: bool) -> Parsed:
         nics=tuple(nics),
         targets=tuple(targets),
     )
-    return Parsed(layout(table) if laid_out else table, tuple(s.warnings))
+    if not laid_out:
+        return Parsed(table, tuple(s.warnings))
+    from iscsiboot.ibft.build import layout  # noqa: PLC0415  (not on the boot agent's way: laid_out=False)
+
+    return Parsed(layout(table), tuple(s.warnings))
 
 
 def read_sysfs(root: str | os.PathLike[str] = SYSFS_ROOT) -> Table:

@@ -185,3 +185,16 @@ def test_pid1_writes_files_and_finds_programs_without_tempfile_or_shutil(tmp_pat
     assert not imported & TEMPFILE_AND_CO, sorted(imported & TEMPFILE_AND_CO)
     assert (work / "resolv.conf").read_text() == "nameserver 10.0.2.3\n"
     assert [p.name for p in work.iterdir()] == ["resolv.conf"]  # no temporary file left behind
+
+
+def test_pid1_reads_the_ibft_without_the_table_builder(tmp_path: Path) -> None:
+    """The config phase reads the kernel's view of the iBFT, values only: no layout, no builder."""
+    stage_package(tmp_path)
+    code = (
+        "import sys\n"
+        "import iscsiboot.agent.phases.config, iscsiboot.ibft.sources, iscsiboot.ibft.mapping\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    imported = _printed_modules(tmp_path, code)
+    assert "iscsiboot.ibft.mapping" in imported
+    assert "iscsiboot.ibft.build" not in imported
