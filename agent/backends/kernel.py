@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -318,6 +319,7 @@ class NativeBackend:
                 where=f"{address}:{port}",
                 budget=deadline.remaining(),
                 log=self.log,
+                sock=k.sock,
             )
         except ConnectionLost:
             k.conn_error = True
@@ -456,27 +458,68 @@ def kernel_login(
     where: str,
     budget: float,
     log: Callable[[str], None],
+    sock: socket.socket | None = None,
 ) -> IscsiLogin:
     """The login PDUs through SEND_PDU, the answers as RECV_PDU events (``budget``: seconds left).
 
-    Raises :class:`ConnectionLost` when the kernel reports the connection failed meanwhile.
+    Raises :class:`ConnectionLost` when the kernel reports the connection failed meanwhile,
+    or when ``sock`` (the bound connection) was closed by the target with no answer.
     """
     machine = Login(settings, itt=0)
     request: Pdu | None = machine.start()
+    wanted = nl.event_for(sid, cid, (nl.Ev.K_RECV_PDU, nl.Ev.K_CONN_ERROR))
     while request is not None:
         send_pdu(link, sid, cid, encode(request), log)
         until = time.monotonic() + min(PDU_TIMEOUT, max(0.5, budget))
-        try:
-            event = link.wait_event(
-                nl.event_for(sid, cid, (nl.Ev.K_RECV_PDU, nl.Ev.K_CONN_ERROR)), deadline=until
-            )
-        except TimeoutError:
-            raise TimeoutError(f"no Login Response from {where}") from None
+        event = _answer(link, wanted, until, sock, where)
         if event.type == nl.Ev.K_CONN_ERROR:
             raise ConnectionLost(event.conn_error())
         request = machine.receive(response_pdu(event.payload, machine.itt))
     assert machine.result is not None
     return machine.result
+
+
+WATCH = 0.25  # seconds between looks at the login connection while its answer is awaited
+CLOSE_GRACE = 0.5  # seconds for an answer the target sent just before it closed
+
+
+def _answer(
+    link: nl.IscsiNetlink,
+    wanted: Callable[[nl.Message], bool],
+    until: float,
+    sock: socket.socket | None,
+    where: str,
+) -> nl.Message:
+    """The kernel's RECV_PDU or CONN_ERROR for the login, by ``until``.
+
+    The kernel reports no CONN_ERROR for a connection that fails while its session is
+    already FAILED (libiscsi's ``iscsi_conn_failure`` returns early): the case of every
+    relogin.  So the connection itself is watched too: closed by the target with no
+    answer, the attempt ends now, as :class:`ConnectionLost`, not at the deadline.
+    """
+    while True:
+        step = until if sock is None else min(until, time.monotonic() + WATCH)
+        try:
+            return link.wait_event(wanted, deadline=step)
+        except TimeoutError:
+            pass
+        if sock is not None and peer_closed(sock):
+            try:
+                return link.wait_event(wanted, deadline=time.monotonic() + CLOSE_GRACE)
+            except TimeoutError:
+                raise ConnectionLost(nl.ConnErr.TCP_CONN_CLOSE) from None
+        if time.monotonic() >= until:
+            raise TimeoutError(f"no Login Response from {where}")
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """True once the other end has closed (or reset) ``sock``; never waits."""
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLRDHUP)
+    except (OSError, ValueError):  # closed on our side meanwhile
+        return True
+    return any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _fd, mask in poller.poll(0))
 
 
 def _moved(target: Target, moved: LoginRedirect) -> Target:

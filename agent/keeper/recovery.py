@@ -227,7 +227,9 @@ class Keeper:
                 isid=s.isid,
             )
             where = f"{target.address}:{target.port}"
-            result = kernel_login(link, sid, cid, settings, where=where, budget=LOGIN_TIMEOUT, log=self._log)
+            result = kernel_login(
+                link, sid, cid, settings, where=where, budget=LOGIN_TIMEOUT, log=self._log, sock=sock
+            )
             negotiated = nl.negotiated_params(result.params, result.exp_stat_sn, tpgt=target.group)
             set_params(link, sid, cid, negotiated, self._log)
             start(link, sid, cid)

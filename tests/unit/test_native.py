@@ -26,7 +26,7 @@ from iscsiboot.agent.phases.login import make_backend
 from iscsiboot.errors import EnvironmentProblem, ParseError
 from iscsiboot.initramfs.cli import register, wants_iscsistart
 from iscsiboot.iscsi import netlink as nl
-from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed
+from iscsiboot.iscsi.login import AuthenticationFailed, LoginFailed, LoginSettings
 from iscsiboot.iscsi.text import Params
 from iscsiboot.model import Chap, Target
 from iscsiboot.secret import Secret
@@ -358,3 +358,37 @@ def test_set_param_layout(sid: int, cid: int, param: nl.Param, value: str) -> No
     assert length == len(raw) and length % 4 == 0
     assert struct.unpack_from("<IIII", raw, 16 + 16) == (sid, cid, int(param), len(value) + 1)
     assert raw[72 : 72 + len(value) + 1] == value.encode() + b"\0"
+
+
+# ---------------------------------------------------------------- a login connection the target closes
+
+
+def _login_against(close_target: bool, *, watch: bool) -> tuple[type[BaseException], float]:
+    """kernel_login against a fake kernel that takes the Login Request and never answers it."""
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    initiator, target = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    settings = LoginSettings("iqn.2026-11.org.iscsiboot:client", "iqn.2026-11.org.iscsiboot:htpc")
+    with ours, kernel, initiator, target, nl.IscsiNetlink(HANDLE, ours) as link:
+        kernel.send(reply(19, b""))  # SEND_PDU accepted
+        if close_target:
+            target.close()  # as after a session FAILED: the kernel says nothing of it
+        t0 = time.monotonic()
+        with pytest.raises((native.ConnectionLost, TimeoutError)) as info:
+            native.kernel_login(
+                link, 5, 0, settings, where="10.0.2.2:3260", budget=3.0, log=lambda _t: None,
+                sock=initiator if watch else None,
+            )  # fmt: skip
+        return info.type, time.monotonic() - t0
+
+
+def test_a_login_connection_the_target_closed_ends_the_attempt_at_once() -> None:
+    kind, took = _login_against(True, watch=True)
+    assert kind is native.ConnectionLost and took < 1.5  # the watch, plus the grace for a last answer
+    # the negative control: not watched, the attempt waits for its whole budget
+    kind, took = _login_against(True, watch=False)
+    assert kind is TimeoutError and took >= 3.0
+
+
+def test_an_open_login_connection_without_an_answer_waits_for_its_budget() -> None:
+    kind, took = _login_against(False, watch=True)
+    assert kind is TimeoutError and took >= 3.0
