@@ -10,9 +10,9 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from iscsiboot.errors import UsageError
 
@@ -93,6 +93,7 @@ def refuse_non_regular(path: str | os.PathLike[str]) -> None:
 
 
 TEMP_TRIES = 100
+_T = TypeVar("_T")
 _serial = itertools.count(1)
 
 
@@ -111,23 +112,27 @@ def _fresh_names(folder: str, prefix: str) -> Iterator[str]:
 def new_file(folder: str, prefix: str) -> tuple[int, str]:
     """A new, empty file (mode 0600) in ``folder``: its descriptor and path (as ``tempfile.mkstemp``)."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for name in _fresh_names(folder, prefix):
-        try:
-            return os.open(name, flags, 0o600), name
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free name for a temporary file", folder)
+    return _first_free(folder, prefix, lambda name: (os.open(name, flags, 0o600), name), "file")
 
 
 def new_folder(folder: str, prefix: str) -> str:
     """A new, empty folder (mode 0700) in ``folder`` (as ``tempfile.mkdtemp``)."""
+
+    def make(name: str) -> str:
+        os.mkdir(name, 0o700)
+        return name
+
+    return _first_free(folder, prefix, make, "folder")
+
+
+def _first_free(folder: str, prefix: str, create: Callable[[str], _T], what: str) -> _T:
+    """``create`` of the first of :func:`_fresh_names` that is not taken (it raises FileExistsError)."""
     for name in _fresh_names(folder, prefix):
         try:
-            os.mkdir(name, 0o700)
+            return create(name)
         except FileExistsError:
             continue
-        return name
-    raise FileExistsError(errno.EEXIST, "no free name for a temporary folder", folder)
+    raise FileExistsError(errno.EEXIST, f"no free name for a temporary {what}", folder)
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
