@@ -25,7 +25,6 @@ and starts ``EFI/BOOT/bootx64.efi``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,10 +106,11 @@ def fat_options(layout: Layout) -> list[str]:
 
 
 def fill(
-    target: Path, layout: Layout, files: FatFiles, *, storage_options: tuple[str, ...] = ()
+    target: Path, layout: Layout, files: FatFiles, *, scratch: Path, storage_options: tuple[str, ...] = ()
 ) -> list[str]:
     """Format System (FAT16) and Storage (ext4) of ``layout`` on ``target``; the paths written on System.
 
+    ``scratch``: an empty folder of the caller's for the configuration file on its way in.
     ``storage_options``: more extended options (``-E``) for Storage's ``mkfs.ext4``.
     """
     system, storage = layout.system, layout.storage
@@ -136,12 +136,11 @@ def fill(
     copy(files.system, "/SYSTEM")
     if files.initrd is not None:
         copy(files.initrd, "/initrd")
-    with tempfile.TemporaryDirectory(prefix="iscsiboot-install-") as tmp:
-        conf = Path(tmp) / CONF_NAME
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(files.conf_text)
-        copy(conf, f"/{CONF_NAME}")
+    conf = scratch / CONF_NAME
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(files.conf_text)
+    copy(conf, f"/{CONF_NAME}")
     copy(SYSLINUX_EFI, EFI_LOADER)
     copy(LDLINUX_E64, EFI_LDLINUX)
     if bios_boots(layout.sector_size):

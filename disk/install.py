@@ -509,14 +509,17 @@ def _execute(
         if esp.bios_boots(layout.sector_size):
             _write_boot_code(plan.target, mbr_bin)
     if layout.kind is LayoutKind.LIBREELEC:
-        with undo.interruptible():
-            written = esp.fill(
-                plan.target,
-                layout,
-                esp.FatFiles(kernel, system, initrd, conf.text),
-                storage_options=storage_options,
-            )
-            _settle(plan)
+        with undo.scope():
+            scratch = undo.folder("iscsiboot-install-")
+            with undo.interruptible():
+                written = esp.fill(
+                    plan.target,
+                    layout,
+                    esp.FatFiles(kernel, system, initrd, conf.text),
+                    scratch=scratch,
+                    storage_options=storage_options,
+                )
+                _settle(plan)
         return written
     files: list[str] = []
     with undo.scope():

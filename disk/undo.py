@@ -15,10 +15,13 @@ so a Ctrl-C sent to the whole process group does not kill ``losetup`` or
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -88,6 +91,22 @@ class Undo:
         self._steps.append(step)
         return step
 
+    def folder(self, prefix: str, *, parent: Path | None = None) -> Path:
+        """A new temporary folder, its removal with all it holds registered with it (no signal in between).
+
+        Called in an interruptible section too: a signal meanwhile waits until the step is registered.
+        """
+        armed, self._armed = self._armed, False
+        try:
+            with self.held():
+                path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+                self.push(f"remove {path}", lambda: _remove_tree(path))
+        finally:
+            self._armed = armed
+        if armed:
+            self.check()
+        return path
+
     def keep(self, step: _Step) -> None:
         """Keep the effect of ``step`` when the whole operation ends without a signal or an error."""
         self._kept.append(step)
@@ -137,3 +156,14 @@ class Undo:
             raise KeyboardInterrupt
         if kind is None and self._pending is not None:
             signal.raise_signal(self._pending)  # arrived during the final clean-up: the work is done
+
+
+def _remove_tree(path: Path) -> bool:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        warn(f"clean-up: cannot remove {path}: {exc.strerror}")
+        return False
+    return True

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from iscsiboot.disk.layout import SIZE_MAX, parse_size
@@ -108,6 +110,57 @@ def test_handlers_are_restored() -> None:
     with Undo():
         assert signal.getsignal(signal.SIGINT) != before[0]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+_MKDTEMP = tempfile.mkdtemp
+
+
+def _signalling_mkdtemp(made: list[Path]) -> Callable[..., str]:
+    """``tempfile.mkdtemp`` with a SIGINT right after the folder exists (before anything registers it)."""
+
+    def mkdtemp(*args: object, **kwargs: object) -> str:
+        path = _MKDTEMP(*args, **kwargs)  # type: ignore[call-overload]
+        made.append(Path(path))
+        _signal()
+        return str(path)
+
+    return mkdtemp
+
+
+def test_a_folder_made_in_an_interruptible_section_is_removed_when_a_signal_follows_its_making(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr("iscsiboot.disk.undo.tempfile.mkdtemp", _signalling_mkdtemp(made))
+    with pytest.raises(KeyboardInterrupt), Undo() as undo, undo.interruptible():
+        undo.folder("work-", parent=tmp_path)
+        pytest.fail("the signal stops the section once the folder's removal is registered")
+    assert len(made) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_negative_control_a_folder_registered_after_its_making_stays_when_a_signal_comes_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr("iscsiboot.disk.undo.tempfile.mkdtemp", _signalling_mkdtemp(made))
+    with pytest.raises(KeyboardInterrupt), Undo() as undo, undo.interruptible():
+        folder = Path(tempfile.mkdtemp(prefix="work-", dir=tmp_path))
+        undo.push(f"remove {folder}", _record([], "never reached"))
+    assert list(tmp_path.iterdir()) == made
+
+
+def test_a_folder_and_all_it_holds_go_even_when_a_signal_comes_during_the_clean_up(tmp_path: Path) -> None:
+    def noisy() -> bool:
+        _signal()  # the work is done: the signal is raised again once all is undone
+        return True
+
+    with pytest.raises(KeyboardInterrupt), Undo() as undo:
+        work = undo.folder("work-", parent=tmp_path)
+        (work / "deep").mkdir()
+        (work / "deep" / "file").write_bytes(b"x" * 4096)
+        undo.push("signal", noisy)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
