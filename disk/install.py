@@ -23,7 +23,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +49,7 @@ from iscsiboot.disk.probe import (
 )
 from iscsiboot.disk.readers import file_reader
 from iscsiboot.disk.target import device_size, logical_sector_size, mounted_from, refuse_overwrite
-from iscsiboot.disk.undo import Undo
+from iscsiboot.disk.undo import Undo, removed
 from iscsiboot.errors import EnvironmentProblem, IscsibootError, ParseError, UsageError
 from iscsiboot.model import BootConfig
 from iscsiboot.output import warn
@@ -208,7 +208,7 @@ def _mount(undo: Undo, device: Path) -> Path:
     """``device`` mounted on a new temporary folder; its unmount and removal registered first."""
     with undo.held():
         where = Path(tempfile.mkdtemp(prefix="iscsiboot-install-"))
-        undo.push(f"remove {where}", lambda: _remove(where, where.rmdir))
+        undo.push(f"remove {where}", lambda: removed(where, where.rmdir))
         undo.push(f"unmount {where}", lambda: _unmount(where))
         run([which("mount"), "-t", "ext4", str(device), str(where)],
             what=f"mount the System file system from {device}")  # fmt: skip
@@ -221,17 +221,6 @@ def _unmount(where: Path) -> bool:
     return _cleanup(["umount", str(where)], f"unmount {where}") or _cleanup(
         ["umount", "-l", str(where)], f"lazily unmount {where}"
     )
-
-
-def _remove(path: Path, remove: Callable[[], None]) -> bool:
-    try:
-        remove()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        warn(f"clean-up: cannot remove {path}: {exc.strerror}")
-        return False
-    return True
 
 
 def _copy_into(source: Path, where: Path, name: str, *, mode: int = 0o644) -> None:
@@ -460,7 +449,7 @@ def _open_image(undo: Undo, target: Path, size: int, before: os.stat_result | No
         raise UsageError(f"cannot create {target}: {exc.strerror}") from None
     else:
         created = True
-        undo.keep(undo.push(f"remove {target}", lambda: _remove(target, target.unlink), only_if_clean=True))
+        undo.keep(undo.push(f"remove {target}", lambda: removed(target, target.unlink), only_if_clean=True))
     try:
         now = os.fstat(fd)
         if not created and (before is None or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino)):

@@ -100,7 +100,7 @@ class Undo:
         try:
             with self.held():
                 path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-                self.push(f"remove {path}", lambda: _remove_tree(path))
+                self.push(f"remove {path}", lambda: removed(path, lambda: shutil.rmtree(path)))
         finally:
             self._armed = armed
         if armed:
@@ -158,9 +158,10 @@ class Undo:
             signal.raise_signal(self._pending)  # arrived during the final clean-up: the work is done
 
 
-def _remove_tree(path: Path) -> bool:
+def removed(path: Path, remove: Callable[[], None]) -> bool:
+    """An undo step's removal of ``path`` by ``remove``: False, with a warning, when it stays."""
     try:
-        shutil.rmtree(path)
+        remove()
     except FileNotFoundError:
         pass
     except OSError as exc:
