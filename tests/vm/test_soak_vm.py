@@ -9,6 +9,7 @@ the same disk reads back every block written before the outage.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ KEEPER_RSS_KIB = 40 * 1024
 RESTARTS = (Cycle(Fault.TARGET_RESTART, 15.0),) * 3
 LINK_DOWN = Cycle(Fault.LINK_DOWN, 20.0)
 AWAY = (Cycle(Fault.TARGET_RESTART, 30.0),)  # past a 10 s recovery timeout
+RECOVERY_LINE = re.compile(r"^\[[ 0-9.]+\] (iscsiboot-keeper: | ?connection\d+:\d+: )")
 
 
 def options(*append: str, disk: Path | None = None) -> ScenarioOptions:
@@ -55,7 +57,12 @@ def soak(
 
 
 def why(result: SoakReport, outcome: Outcome, name: str) -> str:
-    return f"{result.to_json()}\n{explain(outcome, name)}"
+    """The report, the console's tail, and every line of the keeper and of the kernel's connections.
+
+    The soak's writes fill the console: its tail alone misses how each recovery went.
+    """
+    kept = [line for line in outcome.console.splitlines() if RECOVERY_LINE.search(line)]
+    return f"{result.to_json()}\n{explain(outcome, name)}\n--- keeper and connections ---\n" + "\n".join(kept)
 
 
 class Soaks:
