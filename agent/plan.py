@@ -226,6 +226,24 @@ def backoff(
         delay = min(cap, delay * factor)
 
 
+def relogin_backoff(rng: random.Random | None = None) -> Iterator[float]:
+    """Between logins after the connection broke: a quarter second, doubling to one.
+
+    Connecting is cheap, and the target is then found within a second of its return.
+    """
+    return backoff(first=0.25, cap=1.0, rng=rng)
+
+
+def refused_backoff(rng: random.Random | None = None) -> Iterator[float]:
+    """Between logins the target refused (credentials, ACL): a second, doubling to a minute.
+
+    A target that restores its configuration after its service started (an account
+    before the mutual one, the ACL last) refuses for a moment; wrong credentials are
+    not tried over and over.
+    """
+    return backoff(first=1.0, cap=60.0, rng=rng)
+
+
 # ------------------------------------------------------------------ mounts
 
 

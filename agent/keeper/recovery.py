@@ -9,7 +9,10 @@ keeper recovers it:
    BIND_CONN, START_CONN and SEND_PDU fail with ENOTCONN);
 2. a new TCP connection, retried with a short backoff (connecting is cheap,
    and the target may be back any moment), the session ids unchanged;
-3. ``BIND_CONN`` from this process, which owns the socket;
+3. ``BIND_CONN`` from this process, which owns the socket; the RECV_PDU and
+   CONN_ERROR events of the session that came before it belong to earlier
+   connections and are dropped (a late answer or error of a failed attempt
+   would otherwise be taken for this connection's);
 4. every session and connection parameter again (the same list as the first
    login: target, portal, recovery timeout, CHAP, timeouts, NOP-Out pings);
 5. the login through SEND_PDU/RECV_PDU with the same ISID and TSIH 0, so the
@@ -17,9 +20,11 @@ keeper recovers it:
 6. the negotiated parameters again (the stop cleared the digests, and the
    target may negotiate differently), then ``START_CONN``: the queued I/O runs.
 
-A failed attempt shuts its socket, waits for the kernel's CONN_ERROR of it,
-and stops the connection for recovery again.  A login refused for
-authentication is said at error level and retried at a slow pace.  When the
+A failed attempt stops the connection for recovery again, which releases its
+socket.  A login refused for authentication is said at error level and
+retried at a pace that slows from a second to a minute: a target that is
+restoring its configuration (an account set before its mutual one) refuses
+for a moment, and wrong credentials are not tried over and over.  When the
 kernel's recovery timeout runs out first (the session's sysfs state ``FREE``),
 the keeper names the volumes that now fail, once, and keeps trying.
 
@@ -30,7 +35,6 @@ then ``STOP_CONN`` with ``STOP_CONN_TERM``) and return.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import socket
@@ -41,7 +45,6 @@ from pathlib import Path
 
 from iscsiboot.agent.backends.causes import cause_of_login
 from iscsiboot.agent.backends.kernel import (
-    ConnectionLost,
     bind,
     connect_tcp,
     describe,
@@ -52,7 +55,7 @@ from iscsiboot.agent.backends.kernel import (
 )
 from iscsiboot.agent.backends.result import SLOW_RELOGIN
 from iscsiboot.agent.keeper.config import KeeperConfig, KeptSession
-from iscsiboot.agent.plan import backoff
+from iscsiboot.agent.plan import refused_backoff, relogin_backoff
 from iscsiboot.iscsi import netlink as nl
 from iscsiboot.iscsi.login import LoginSettings
 from iscsiboot.iscsi.pdu import Op, Pdu, encode, make_bhs
@@ -60,10 +63,6 @@ from iscsiboot.iscsi.pdu import Op, Pdu, encode, make_bhs
 CHECK = 1.0  # seconds between looks at the sessions' sysfs state while all is well
 CONNECT_TIMEOUT = 2.0
 LOGIN_TIMEOUT = 10.0
-RETRY_FIRST = 0.25  # the backoff between attempts: from a quarter second ...
-RETRY_CAP = 1.0  # ... to one second: the target is found within a second of its return
-AUTH_RETRY = 60.0  # seconds between logins the target refused for authentication
-QUIESCE = 2.0  # seconds to wait for the kernel's CONN_ERROR of a failed attempt
 LOGOUT_WAIT = 3.0
 SAY_AGAIN = 30  # the same failure is said again every this many attempts
 
@@ -175,7 +174,8 @@ class Keeper:
         where = f"{s.target.address}:{s.target.port}"
         self._log(f"session{s.sid}: connection lost ({why}); logging in again to {where}", 4)
         self._stop_conn(s, nl.STOP_CONN_RECOVER)
-        delays = backoff(first=RETRY_FIRST, cap=RETRY_CAP, rng=self.rng)
+        delays = relogin_backoff(self.rng)
+        refused = refused_backoff(self.rng)
         attempts = 0
         said = ""
         while not self.stopping:
@@ -191,14 +191,16 @@ class Keeper:
                 self._stop_conn(s, nl.STOP_CONN_RECOVER)
                 self._check_timeout(s)
                 if auth:
+                    delay = next(refused)
                     self._log(
-                        f"session{s.sid}: the target refused the credentials; next try in {AUTH_RETRY:g} s", 3
+                        f"session{s.sid}: the target refused the credentials; next try in {delay:.1f} s", 3
                     )
-                self._wait(AUTH_RETRY if auth else next(delays))
+                else:
+                    delay = next(delays)
+                self._wait(delay)
                 continue
             took = self.clock() - t0
             self.recoveries.append(took)
-            self._drop_stale(s)
             back = " (the disks failed meanwhile: remount them or reboot)" if s.sid in self.gave_up else ""
             self.gave_up.discard(s.sid)
             self._log(
@@ -211,10 +213,9 @@ class Keeper:
         """One reconnection: TCP, BIND_CONN, parameters, login, negotiated parameters, START_CONN."""
         link, sid, cid, target = self.link, s.sid, s.cid, s.target
         sock = self.connect(target.address, target.port, CONNECT_TIMEOUT)
-        bound = False
         try:
             bind(link, sid, cid, sock)
-            bound = True
+            self._drop_stale(s)
             params = nl.session_params(
                 target, s.initiator, recovery_timeout=self.config.recovery_timeout, ping=self.config.ping
             )
@@ -233,29 +234,18 @@ class Keeper:
             negotiated = nl.negotiated_params(result.params, result.exp_stat_sn, tpgt=target.group)
             set_params(link, sid, cid, negotiated, self._log)
             start(link, sid, cid)
-        except ConnectionLost:
-            raise  # the kernel has reported this connection's failure already
-        except BaseException:
-            if bound:
-                self._quiesce(s, sock)
-            raise
         finally:
             sock.close()  # after BIND_CONN the kernel holds its own reference
 
-    def _quiesce(self, s: KeptSession, sock: socket.socket) -> None:
-        """Shut a bound socket and take the kernel's CONN_ERROR for it, so it starts no recovery later."""
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(TimeoutError, OSError):
-            self.link.wait_event(
-                nl.event_for(s.sid, s.cid, (nl.Ev.K_CONN_ERROR,)), deadline=self.clock() + QUIESCE
-            )
-
     def _drop_stale(self, s: KeptSession) -> None:
-        """Forget CONN_ERROR events of ``s`` that came before the connection started."""
-        self.link.events = [
-            m for m in self.link.events if not (m.type == nl.Ev.K_CONN_ERROR and m.ids() == (s.sid, s.cid))
-        ]
+        """Forget the RECV_PDU and CONN_ERROR events of ``s`` read so far: those of earlier connections.
+
+        Called once BIND_CONN has answered: every event the kernel sent before that
+        answer was read with it, and the connections before this one were released
+        by their STOP_CONN, so nothing of theirs comes later.
+        """
+        stale = nl.event_for(s.sid, s.cid, (nl.Ev.K_RECV_PDU, nl.Ev.K_CONN_ERROR))
+        self.link.events = [m for m in self.link.events if not stale(m)]
 
     def _stop_conn(self, s: KeptSession, flag: int) -> None:
         try:

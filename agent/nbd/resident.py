@@ -38,7 +38,7 @@ from iscsiboot.agent.nbd.messages import (
 )
 from iscsiboot.agent.nbd.protocol import BLOCK_SIZES, Geometry
 from iscsiboot.agent.nbd.server import Retry, Server, what
-from iscsiboot.agent.plan import backoff
+from iscsiboot.agent.plan import refused_backoff, relogin_backoff
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi.transport import host_arg
 
@@ -194,10 +194,7 @@ def run(
     threading.Thread(target=settle, name="nbd-settle", daemon=True).start()
     rng = random.Random()
     # a lost target is tried again at least every second: the root waits no longer than that
-    retry = Retry(
-        fast=lambda: backoff(first=0.25, cap=1.0, rng=rng),
-        slow=lambda: backoff(first=15.0, cap=120.0, rng=rng),
-    )
+    retry = Retry(fast=lambda: relogin_backoff(rng), slow=lambda: refused_backoff(rng))
     server = Server(ours, backend, geometry, log=log, retry=retry)
     outcome = server.serve()
     c = server.counters

@@ -9,10 +9,11 @@ pings are answered and a lost connection is noticed at once.
 
 When the backend's connection breaks (:class:`~iscsiboot.iscsi.transport.TransportError`
 or a garbled stream), the server logs in again with exponential, capped,
-jittered backoff (:func:`iscsiboot.agent.plan.backoff`) and runs the request
+jittered backoff (:func:`iscsiboot.agent.plan.relogin_backoff`) and runs the request
 again: the kernel's requests wait meanwhile, none is answered with an error
 because of a reconnect.  A login refused for its credentials is retried
-slowly (:data:`~iscsiboot.agent.backends.result.SLOW_RELOGIN`), so the root
+ever more slowly (:data:`~iscsiboot.agent.backends.result.SLOW_RELOGIN`,
+:func:`~iscsiboot.agent.plan.refused_backoff`), so the root
 file system can come back once the target is fixed; any other failure, "no
 such target" from a target still restoring its configuration among them, at
 the fast pace.  NBD_CMD_DISC: flush, log out, return.
@@ -42,7 +43,7 @@ from iscsiboot.agent.nbd.protocol import (
     decode_request,
     errno_of_sense,
 )
-from iscsiboot.agent.plan import backoff
+from iscsiboot.agent.plan import refused_backoff, relogin_backoff
 from iscsiboot.errors import IscsibootError
 from iscsiboot.iscsi.pdu import ProtocolError
 from iscsiboot.iscsi.session import ScsiError
@@ -84,17 +85,12 @@ class Outcome(enum.Enum):
     GARBLED = "garbled"  # the kernel's side sent something that is not an NBD request
 
 
-def slow_backoff() -> Iterator[float]:
-    """Between logins that the target refused (credentials, ACL): 15 s, doubling up to 2 minutes."""
-    return backoff(first=15.0, cap=120.0)
-
-
 @dataclass
 class Retry:
     """How the server waits between logins after its connection broke."""
 
-    fast: Callable[[], Iterator[float]] = backoff
-    slow: Callable[[], Iterator[float]] = slow_backoff
+    fast: Callable[[], Iterator[float]] = relogin_backoff
+    slow: Callable[[], Iterator[float]] = refused_backoff
     sleep: Callable[[float], None] = time.sleep
 
 
