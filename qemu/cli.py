@@ -202,9 +202,11 @@ def register(
     soak.add_argument(
         "--fault",
         required=True,
-        choices=["target-restart", "link-down"],
+        choices=["target-restart", "target-restore", "link-down"],
         help="target-restart: stop the target (tgtd: SIGKILL; istgt: SIGTERM; lio: the target VM) and "
         "start it again with the same target; "
+        "target-restore: the same, but the target's server is up 3 s before its target and accounts "
+        "(tgtd listens and refuses logins meanwhile, as a NAS restoring its configuration); "
         "link-down: cut the guest NIC's link (QMP set_link)",
     )
     soak.add_argument("--down", type=float, default=15.0, metavar="SECONDS", help="each outage (default 15)")

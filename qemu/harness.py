@@ -67,6 +67,7 @@ class Machine:
 
     stop_target: Callable[[], None]
     start_target: Callable[[], None]  # the same port, target, disk and accounts
+    listen_target: Callable[[], None]  # the server alone: listening, nothing served yet
     qmp: Path | None  # QEMU's QMP socket (ScenarioOptions.qmp)
     say: Progress
 
@@ -331,6 +332,7 @@ def run_scenario(
                 Machine(
                     running.stop,
                     lambda: _configure_target(running, now),
+                    running.start,
                     now.files.qmp if options.qmp else None,
                     say,
                 )

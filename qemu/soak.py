@@ -5,9 +5,12 @@ writes checksummed blocks to Storage with fsync and reads the disk directly, pri
 line per block, for as long as the host needs (``iscsiboot.soak=SECONDS``).  Meanwhile
 :class:`SoakDriver` injects the faults, one cycle after the other: ``target-restart`` kills
 tgtd (SIGKILL) and starts it again on the same port with the same target after the outage;
-``link-down`` cuts the guest NIC's link through QMP ``set_link`` for the outage.  A cycle's
-``recovered_s`` runs from the target being reachable again to the first block written after
-it (host clock, read off the console).  After the last cycle the guest reads every block
+``target-restore`` does the same, but tgtd listens for :data:`RESTORE_GAP` seconds before
+its target and accounts are back, as a NAS that restores its configuration after its iSCSI
+service started (logins in between are refused or cut off); ``link-down`` cuts the guest
+NIC's link through QMP ``set_link`` for the outage.  A cycle's ``recovered_s`` runs from
+the target being served again to the first block written after it (host clock, read off
+the console).  After the last cycle the guest reads every block
 back past the page cache and reports; :func:`report` turns the console into the JSON
 contract of ``--json``.
 """
@@ -31,6 +34,7 @@ from iscsiboot.qemu.system import parse_tests
 
 LEAD = 4.0  # seconds of writing before each fault
 SETTLE = 3.0  # seconds of writing after a recovery before the next fault
+RESTORE_GAP = 3.0  # seconds a restored target listens before its target and accounts are back
 RECOVER_BUDGET = 5.0  # seconds the guest's writing time allows each recovery
 RECOVER_WAIT = 30.0  # seconds a cycle waits for writes to flow again before the next one
 TAIL = 6.0  # seconds of writing after the last cycle
@@ -43,6 +47,7 @@ class Fault(enum.Enum):
     """What goes wrong (values are the CLI spellings)."""
 
     TARGET_RESTART = "target-restart"
+    TARGET_RESTORE = "target-restore"
     LINK_DOWN = "link-down"
 
 
@@ -51,10 +56,15 @@ class Cycle:
     fault: Fault
     down: float  # seconds the target is away
 
+    @property
+    def away(self) -> float:
+        """Seconds until the target is served again (a restored one listens a while first)."""
+        return self.down + (RESTORE_GAP if self.fault is Fault.TARGET_RESTORE else 0.0)
+
 
 def guest_seconds(cycles: tuple[Cycle, ...]) -> int:
     """How long the guest writes: every cycle with its full recovery budget, and a tail."""
-    return int(LEAD + sum(c.down + RECOVER_BUDGET + SETTLE + LEAD for c in cycles) + TAIL)
+    return int(LEAD + sum(c.away + RECOVER_BUDGET + SETTLE + LEAD for c in cycles) + TAIL)
 
 
 def soak_append(cycles: tuple[Cycle, ...]) -> tuple[str, ...]:
@@ -116,7 +126,7 @@ class SoakDriver:
         self.results: list[CycleResult] = []
         self.machine: Machine | None = None
         self.qmp: Qmp | None = None
-        self.state = "wait"  # wait, lead, down, recover, settle, done
+        self.state = "wait"  # wait, lead, down, (restoring,) recover, settle, done
         self.since = 0.0  # when the state began
         self.writes_since_state = 0
         self.blocks = 0  # blocks written so far, as the guest said
@@ -141,7 +151,7 @@ class SoakDriver:
                 self.say(f"soak: writes flow again {current.recovered_s:.1f} s after the target came back")
                 self._enter("settle")
         elif "soak result" in text and self.state != "done":
-            if self.state == "down":
+            while self.state in ("down", "restoring"):
                 self._restore()
             self._enter("done")
 
@@ -149,13 +159,17 @@ class SoakDriver:
         now = self.clock()
         if self.state == "lead" and now - self.since >= LEAD and self.writes_since_state:
             self._inject()
-        elif self.state == "down" and now - self.since >= self.cycles[len(self.results) - 1].down:
+        elif self.state in ("down", "restoring") and now - self.since >= self._wait_before_restore():
             self._restore()
         elif self.state == "recover" and now - self.since >= RECOVER_WAIT:
             self.say("soak: writes did not flow again; next cycle")
             self._next()
         elif self.state == "settle" and now - self.since >= SETTLE:
             self._next()
+
+    def _wait_before_restore(self) -> float:
+        """Seconds in the current state before the next step back: the outage, or the restore's gap."""
+        return self.cycles[len(self.results) - 1].down if self.state == "down" else RESTORE_GAP
 
     def _enter(self, state: str) -> None:
         self.state, self.since, self.writes_since_state = state, self.clock(), 0
@@ -168,7 +182,7 @@ class SoakDriver:
         self.results.append(CycleResult(cycle.fault, cycle.down, self.blocks))
         self.say(f"soak: cycle {len(self.results)}: {cycle.fault.value} for {cycle.down:g} s")
         try:
-            if cycle.fault is Fault.TARGET_RESTART:
+            if cycle.fault in (Fault.TARGET_RESTART, Fault.TARGET_RESTORE):
                 assert self.machine is not None
                 self.machine.stop_target()
             else:
@@ -179,15 +193,24 @@ class SoakDriver:
 
     def _restore(self) -> None:
         fault = self.results[-1].fault
+        if fault is Fault.TARGET_RESTORE and self.state == "down":
+            try:
+                assert self.machine is not None
+                self.machine.listen_target()
+            except Exception as exc:
+                self.errors.append(f"restore after {fault.value}: {exc}")
+            self.say(f"soak: the target's server is up; its target and accounts follow in {RESTORE_GAP:g} s")
+            self._enter("restoring")
+            return
         try:
-            if fault is Fault.TARGET_RESTART:
+            if fault in (Fault.TARGET_RESTART, Fault.TARGET_RESTORE):
                 assert self.machine is not None
                 self.machine.start_target()
             else:
                 self._link(up=True)
         except Exception as exc:
             self.errors.append(f"restore after {fault.value}: {exc}")
-        self.say("soak: the target is reachable again")
+        self.say("soak: the target serves its disk again")
         self._enter("recover")
 
     def _link(self, *, up: bool) -> None:

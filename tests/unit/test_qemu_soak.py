@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from iscsiboot.qemu.harness import Machine
 from iscsiboot.qemu.outcome import judge
 from iscsiboot.qemu.scenario import Files, ScenarioOptions, qemu_argv
 from iscsiboot.qemu.soak import (
     LEAD,
+    RESTORE_GAP,
     SETTLE,
     Cycle,
     CycleResult,
@@ -40,7 +42,13 @@ def driven(cycles: tuple[Cycle, ...]) -> tuple[SoakDriver, Clock, list[str]]:
     actions: list[str] = []
     driver = SoakDriver(cycles, clock=clock)
     driver.attach(
-        Machine(lambda: actions.append("stop"), lambda: actions.append("start"), None, actions.append)
+        Machine(
+            lambda: actions.append("stop"),
+            lambda: actions.append("start"),
+            lambda: actions.append("listen"),
+            None,
+            actions.append,
+        )
     )
     return driver, clock, actions
 
@@ -68,6 +76,41 @@ def test_a_target_restart_cycle_is_timed_from_the_target_s_return_to_the_next_wr
     assert driver.results[0].recovered_s is not None and abs(driver.results[0].recovered_s - 1.5) < 1e-9
     clock.now += SETTLE
     driver.tick()
+    assert driver.state == "done"
+
+
+def test_a_restored_target_listens_first_and_is_timed_from_when_it_serves_again() -> None:
+    driver, clock, actions = driven((Cycle(Fault.TARGET_RESTORE, 5.0),))
+    driver.line(f"{TEST_MARKER} soak start 60")
+    driver.line(f"{TEST_MARKER} soakw 0 {SUM}")
+    clock.now = LEAD
+    driver.tick()
+    assert actions[-1] == "stop"
+    clock.now += 5.1
+    driver.tick()
+    assert actions[-2:-1] == ["listen"] and "start" not in actions
+    clock.now += RESTORE_GAP - 0.2
+    driver.tick()
+    assert "start" not in actions  # its target and accounts come RESTORE_GAP after the server
+    clock.now += 0.3
+    driver.tick()
+    assert actions.count("start") == 1 and driver.state == "recover"
+    clock.now += 0.8
+    driver.line(f"{TEST_MARKER} soakw 1 {SUM}")
+    assert driver.results[0].recovered_s == pytest.approx(0.8)
+    assert guest_seconds((Cycle(Fault.TARGET_RESTORE, 5.0),)) == guest_seconds(
+        (Cycle(Fault.TARGET_RESTART, 5.0 + RESTORE_GAP),)
+    )
+
+
+def test_a_guest_done_while_the_target_is_restored_leaves_it_served() -> None:
+    driver, clock, actions = driven((Cycle(Fault.TARGET_RESTORE, 5.0),))
+    driver.line(f"{TEST_MARKER} soak start 60")
+    driver.line(f"{TEST_MARKER} soakw 0 {SUM}")
+    clock.now = LEAD
+    driver.tick()
+    driver.line(f"{TEST_MARKER} soak result 16384 16384 0")
+    assert actions[-1] != "stop" and "listen" in actions and "start" in actions
     assert driver.state == "done"
 
 

@@ -1,10 +1,12 @@
 """The target goes away after the boot: the session recovers and nothing is lost.
 
-Boots are shared: one kernel-transport soak runs three target restarts (15 s each) and then
-a 20 s link-down; one NBD soak runs the three restarts; the negative control (no keeper,
-a 10 s recovery timeout, a 30 s outage) must show I/O errors; a target that stays away past
-a 10 s recovery timeout with the keeper makes the keeper name Storage, and a second boot of
-the same disk reads back every block written before the outage.
+Boots are shared: one kernel-transport soak runs three target restarts (15 s each, the
+second one a restore: tgtd listens 3 s before its target and accounts are back, as a NAS
+restoring its configuration) and then a 20 s link-down; one NBD soak runs the three
+restarts; the negative control (no keeper, a 10 s recovery timeout, a 30 s outage) must
+show I/O errors; a target that stays away past a 10 s recovery timeout with the keeper
+makes the keeper name Storage, and a second boot of the same disk reads back every block
+written before the outage.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from iscsiboot.qemu.artifacts import prepare
 from iscsiboot.qemu.harness import Artifacts
 from iscsiboot.qemu.outcome import Outcome
 from iscsiboot.qemu.scenario import Mode, ScenarioOptions
-from iscsiboot.qemu.soak import Cycle, Fault, SoakReport, kept_blocks, run_soak
+from iscsiboot.qemu.soak import RESTORE_GAP, Cycle, Fault, SoakReport, kept_blocks, run_soak
 from iscsiboot.secret import Secret
 from vm_support import BOOT_TIMEOUT, TIMINGS, boot, expect_success, explain, require_vm
 
@@ -25,7 +27,11 @@ USER, PASSWORD = "htpc", "htpc-secret-12"
 REVERSE_USER, REVERSE_PASSWORD = "nas", "nas-secret-345"
 RECOVERED_MAX = 3.0  # seconds from the target's return to writes flowing
 KEEPER_RSS_KIB = 40 * 1024
-RESTARTS = (Cycle(Fault.TARGET_RESTART, 15.0),) * 3
+RESTARTS = (
+    Cycle(Fault.TARGET_RESTART, 15.0),
+    Cycle(Fault.TARGET_RESTORE, 15.0 - RESTORE_GAP),  # away as long, then listening with nothing served
+    Cycle(Fault.TARGET_RESTART, 15.0),
+)
 LINK_DOWN = Cycle(Fault.LINK_DOWN, 20.0)
 AWAY = (Cycle(Fault.TARGET_RESTART, 30.0),)  # past a 10 s recovery timeout
 RECOVERY_LINE = re.compile(r"^\[[ 0-9.]+\] (iscsiboot-keeper: | ?connection\d+:\d+: )")
