@@ -79,13 +79,19 @@ def test_a_target_restart_cycle_is_timed_from_the_target_s_return_to_the_next_wr
     assert driver.state == "done"
 
 
-def test_a_restored_target_listens_first_and_is_timed_from_when_it_serves_again() -> None:
-    driver, clock, actions = driven((Cycle(Fault.TARGET_RESTORE, 5.0),))
+def faulted(cycle: Cycle) -> tuple[SoakDriver, Clock, list[str]]:
+    """A driver of ``cycle`` whose guest wrote a block, at the fault (the target just stopped)."""
+    driver, clock, actions = driven((cycle,))
     driver.line(f"{TEST_MARKER} soak start 60")
     driver.line(f"{TEST_MARKER} soakw 0 {SUM}")
     clock.now = LEAD
     driver.tick()
     assert actions[-1] == "stop"
+    return driver, clock, actions
+
+
+def test_a_restored_target_listens_first_and_is_timed_from_when_it_serves_again() -> None:
+    driver, clock, actions = faulted(Cycle(Fault.TARGET_RESTORE, 5.0))
     clock.now += 5.1
     driver.tick()
     assert actions[-2:-1] == ["listen"] and "start" not in actions
@@ -104,11 +110,7 @@ def test_a_restored_target_listens_first_and_is_timed_from_when_it_serves_again(
 
 
 def test_a_guest_done_while_the_target_is_restored_leaves_it_served() -> None:
-    driver, clock, actions = driven((Cycle(Fault.TARGET_RESTORE, 5.0),))
-    driver.line(f"{TEST_MARKER} soak start 60")
-    driver.line(f"{TEST_MARKER} soakw 0 {SUM}")
-    clock.now = LEAD
-    driver.tick()
+    driver, _clock, actions = faulted(Cycle(Fault.TARGET_RESTORE, 5.0))
     driver.line(f"{TEST_MARKER} soak result 16384 16384 0")
     assert actions[-1] != "stop" and "listen" in actions and "start" in actions
     assert driver.state == "done"
