@@ -11,9 +11,6 @@ from iscsiboot.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from iscsiboot.disk.installreport import InstallReport
-    from iscsiboot.disk.layout import LayoutKind
-    from iscsiboot.disk.lun import LunAccess
-    from iscsiboot.model import BootConfig
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -97,10 +94,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def handle(args: argparse.Namespace) -> int:
+    from iscsiboot.disk.undo import Undo  # noqa: PLC0415
     from iscsiboot.output import print_json, warn  # noqa: PLC0415
 
-    with sigterm_interrupts():
-        report = _install_lun(args) if args.portal is not None else _install(args)
+    with sigterm_interrupts(), Undo() as undo:
+        args.workdir = undo.folder("iscsiboot-release-")  # a release's files; gone on every way out
+        with undo.interruptible():
+            report = _install_lun(args) if args.portal is not None else _install(args)
     for message in report.warnings:
         warn(message)
     if args.json:
@@ -139,7 +139,6 @@ def _install(args: argparse.Namespace) -> InstallReport:
     from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
     from iscsiboot.disk.install import install  # noqa: PLC0415
     from iscsiboot.disk.layout import LayoutKind, parse_size  # noqa: PLC0415
-    from iscsiboot.disk.undo import Undo  # noqa: PLC0415
 
     if args.target is not None or args.digest != "none":
         raise UsageError("--target and --digest go with --portal", fix="give --portal HOST[:PORT]")
@@ -147,26 +146,23 @@ def _install(args: argparse.Namespace) -> InstallReport:
         args.model_system = f"LABEL={args.label_system}"
     config = model_from_args(args)
     layout = LayoutKind(args.layout)
-    with Undo() as undo:
-        args.workdir = undo.folder("iscsiboot-release-")
-        with undo.interruptible():
-            kernel, system = _inputs(args)
-            return install(
-                kernel=kernel,
-                system=system,
-                image=args.image,
-                device=args.device,
-                size=parse_size(args.size, what="--size") if args.size is not None else None,
-                system_size=_system_size(args),
-                config=config,
-                append=args.append,
-                initrd=args.initrd,
-                serial=args.serial,
-                label_system=args.label_system,
-                label_storage=args.label_storage,
-                wipe=args.wipe,
-                layout=layout,
-            )
+    kernel, system = _inputs(args)
+    return install(
+        kernel=kernel,
+        system=system,
+        image=args.image,
+        device=args.device,
+        size=parse_size(args.size, what="--size") if args.size is not None else None,
+        system_size=_system_size(args),
+        config=config,
+        append=args.append,
+        initrd=args.initrd,
+        serial=args.serial,
+        label_system=args.label_system,
+        label_storage=args.label_storage,
+        wipe=args.wipe,
+        layout=layout,
+    )
 
 
 LUN_INITIATOR = "iqn.2026-11.org.iscsiboot:install"  # the initiator name without --initiator
@@ -178,9 +174,9 @@ def _install_lun(args: argparse.Namespace) -> InstallReport:
 
     from iscsiboot.cmdline.options import model_from_args  # noqa: PLC0415
     from iscsiboot.disk import lunplan  # noqa: PLC0415
+    from iscsiboot.disk.install import install  # noqa: PLC0415
     from iscsiboot.disk.layout import LayoutKind  # noqa: PLC0415
-    from iscsiboot.disk.lun import LunAccess  # noqa: PLC0415
-    from iscsiboot.disk.undo import Undo  # noqa: PLC0415
+    from iscsiboot.disk.lun import LUN_STORAGE_OPTIONS, LunAccess, install_lun  # noqa: PLC0415
     from iscsiboot.doctor.cli import parse_portal  # noqa: PLC0415
     from iscsiboot.model import DEFAULT_PORT  # noqa: PLC0415
 
@@ -220,20 +216,6 @@ def _install_lun(args: argparse.Namespace) -> InstallReport:
         link.reverse_chap,
         digests=digests_from_args(args),
     )
-    with Undo() as undo:
-        args.workdir = undo.folder("iscsiboot-release-")
-        with undo.interruptible():
-            return _send_layout(args, access, config, layout, system_size)
-
-
-def _send_layout(
-    args: argparse.Namespace, access: LunAccess, config: BootConfig, layout: LayoutKind, system_size: int
-) -> InstallReport:
-    """The inputs read into ``args.workdir``, the layout built there for the LUN's size and sent."""
-    from iscsiboot.disk import lunplan  # noqa: PLC0415
-    from iscsiboot.disk.install import install  # noqa: PLC0415
-    from iscsiboot.disk.lun import LUN_STORAGE_OPTIONS, install_lun  # noqa: PLC0415
-
     kernel, system = _inputs(args)
 
     def build(image: Path, size: int) -> InstallReport:  # in the LUN's sectors (install_lun)
