@@ -51,6 +51,32 @@ def which(program: str, *, hint: str | None = None) -> str:
     return path
 
 
+def _run(
+    args: list[str],
+    input_text: str | None,
+    timeout: float | None,
+    env: dict[str, str] | None,
+    cwd: str | os.PathLike[str] | None,
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` with captured text output, whose killed child is also waited for.
+
+    On Ctrl-C or SIGTERM ``subprocess.run`` kills the child but returns without
+    waiting for it; until it is gone it may still hold what the clean-up then undoes
+    (a mount point is "busy", a loop device stays).
+    """
+    stdin = subprocess.PIPE if input_text is not None else None
+    with subprocess.Popen(
+        args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    ) as proc:
+        try:
+            out, err = proc.communicate(input_text, timeout=timeout)
+        except BaseException:  # a timeout too: its exception keeps the output read so far
+            proc.kill()
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -72,16 +98,7 @@ def run(
     args = [str(a) for a in argv]
     hidden = list(secrets)
     try:
-        done = subprocess.run(
-            args,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=env,
-            cwd=cwd,
-        )
+        done = _run(args, input_text, timeout, env, cwd)
     except FileNotFoundError:
         raise EnvironmentProblem(
             f"cannot {what}: program {args[0]!r} not found",
