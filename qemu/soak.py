@@ -51,6 +51,9 @@ class Fault(enum.Enum):
     LINK_DOWN = "link-down"
 
 
+TARGET_FAULTS = frozenset({Fault.TARGET_RESTART, Fault.TARGET_RESTORE})  # the target is stopped
+
+
 @dataclass(frozen=True)
 class Cycle:
     fault: Fault
@@ -182,7 +185,7 @@ class SoakDriver:
         self.results.append(CycleResult(cycle.fault, cycle.down, self.blocks))
         self.say(f"soak: cycle {len(self.results)}: {cycle.fault.value} for {cycle.down:g} s")
         try:
-            if cycle.fault in (Fault.TARGET_RESTART, Fault.TARGET_RESTORE):
+            if cycle.fault in TARGET_FAULTS:
                 assert self.machine is not None
                 self.machine.stop_target()
             else:
@@ -192,26 +195,23 @@ class SoakDriver:
         self._enter("down")
 
     def _restore(self) -> None:
+        """The next step back: the target's server alone first for a restore, then the target."""
         fault = self.results[-1].fault
-        if fault is Fault.TARGET_RESTORE and self.state == "down":
-            try:
-                assert self.machine is not None
-                self.machine.listen_target()
-            except Exception as exc:
-                self.errors.append(f"restore after {fault.value}: {exc}")
-            self.say(f"soak: the target's server is up; its target and accounts follow in {RESTORE_GAP:g} s")
-            self._enter("restoring")
-            return
+        server_only = fault is Fault.TARGET_RESTORE and self.state == "down"
         try:
-            if fault in (Fault.TARGET_RESTART, Fault.TARGET_RESTORE):
+            if fault in TARGET_FAULTS:
                 assert self.machine is not None
-                self.machine.start_target()
+                (self.machine.listen_target if server_only else self.machine.start_target)()
             else:
                 self._link(up=True)
         except Exception as exc:
             self.errors.append(f"restore after {fault.value}: {exc}")
-        self.say("soak: the target serves its disk again")
-        self._enter("recover")
+        if server_only:
+            self.say(f"soak: the target's server is up; its target and accounts follow in {RESTORE_GAP:g} s")
+            self._enter("restoring")
+        else:
+            self.say("soak: the target serves its disk again")
+            self._enter("recover")
 
     def _link(self, *, up: bool) -> None:
         if self.qmp is None:
