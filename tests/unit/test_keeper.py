@@ -124,6 +124,18 @@ def make_keeper(
     return keeper, said, clock
 
 
+def paired_connect() -> tuple[Any, list[socket.socket]]:
+    """A connect that always succeeds (one end of a socket pair), and the sockets it made."""
+    pairs: list[socket.socket] = []
+
+    def connect(address: str, port: int, timeout: float) -> socket.socket:
+        a, b = socket.socketpair()
+        pairs.extend((a, b))
+        return a
+
+    return connect, pairs
+
+
 def fake_login(seen: list[Any]) -> Any:
     def login(link: Any, sid: int, cid: int, settings: Any, **_kw: Any) -> LoginResult:
         seen.append(settings)
@@ -183,13 +195,7 @@ def test_a_refused_authentication_is_retried_ever_more_slowly(
 ) -> None:
     """A second at first (a target restoring its accounts refuses for a moment), then up to a minute."""
     kernel = FakeKernel()
-    pairs: list[socket.socket] = []
-
-    def connect(address: str, port: int, timeout: float) -> socket.socket:
-        a, b = socket.socketpair()
-        pairs.extend((a, b))
-        return a
-
+    connect, pairs = paired_connect()
     calls = [0]
 
     def login(*_a: Any, **_kw: Any) -> LoginResult:
@@ -220,12 +226,7 @@ def _recover_with_a_stale_event(
     """The attempts one recovery takes when ``stale``, of an earlier connection, waits unread."""
     kernel = FakeKernel()
     kernel.events.append(stale)
-    pairs: list[socket.socket] = []
-
-    def connect(address: str, port: int, timeout: float) -> socket.socket:
-        a, b = socket.socketpair()
-        pairs.extend((a, b))
-        return a
+    connect, pairs = paired_connect()
 
     def login(link: Any, sid: int, cid: int, settings: Any, **_kw: Any) -> LoginResult:
         """Takes the first answer waiting for its connection, as kernel_login does."""
